@@ -1,0 +1,22 @@
+//! The sans-IO protocol core (after quinn-proto): handshake, piece picker, striping,
+//! choking table and timers. It owns no sockets and reads no clock: every input carries
+//! `now`, outputs are polled. The mio driver in `net` and the tests both drive it.
+//!
+//! Call order for a driver, per connection slot (the driver's slab key):
+//! `handle_open` → (`handle_frame` | `begin_piece` … `end_piece`)* → `handle_closed`;
+//! after any input: drain `poll_event`, then for each slot from `poll_dirty` flush
+//! `take_outbox` and, while the socket takes data, `poll_piece` / `handle_piece_sent`.
+//! `handle_tick` runs at `poll_timeout`.
+
+mod choker;
+mod node;
+mod peer;
+mod picker;
+mod rng;
+mod striper;
+
+pub use choker::{ChokeTable, Policy};
+pub use node::{Config, Event, Link, Node, Sink, Slot};
+pub use picker::Picker;
+pub use rng::Rng;
+pub use striper::Striper;

@@ -1,0 +1,1252 @@
+//! One TFTTP node, origin or client, as a sans-IO state machine (docs/PROTOCOL.md §5–6).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::choker::{ChokeTable, Policy};
+use super::peer::{Asked, Peer};
+use super::picker::Picker;
+use super::rng::Rng;
+use super::striper::Striper;
+use crate::bitfield::Bitfield;
+use crate::manifest::Manifest;
+use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, VERSION, WILDCARD};
+
+/// A connection's index, chosen by the driver (its slab key).
+pub type Slot = usize;
+
+/// How often the node re-estimates rates, re-decides chokes and checks timers. 100 ms keeps
+/// request pipelines sized to within a fraction of a second of a link's ramp-up.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Send a KEEPALIVE after this long without sending anything (BEP 3 uses 2 minutes; a
+/// shorter one lets the peer's idle timeout below be short too).
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
+/// Drop a connection that sent nothing for four keepalive periods.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Drop a connection whose HELLO does not arrive in time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait between attempts to reach a peer, and how many attempts it gets.
+pub const DIAL_RETRY: Duration = Duration::from_secs(2);
+pub const MAX_DIAL_ATTEMPTS: u32 = 3;
+/// Wait between attempts to reconnect to an origin lost after the manifest arrived.
+pub const ORIGIN_RETRY: Duration = Duration::from_secs(2);
+/// Most requests a node queues for one peer; more are rejected. Our own pipelines are at most
+/// MAX_PIPELINE deep, so only a misbehaving peer reaches it.
+pub const MAX_QUEUED_REQUESTS: usize = 256;
+/// Request pipelines hold this much time of the link's current rate (plus MIN_PIPELINE), so a
+/// peer never idles waiting for our next request; libtorrent's `request_queue_time` is the
+/// same idea.
+pub const PIPELINE_SECS: f64 = 0.5;
+pub const MIN_PIPELINE: usize = 2;
+pub const MAX_PIPELINE: usize = 64;
+/// Pause before asking a peer again after it rejected a request while unchoking us.
+pub const REJECT_BACKOFF: Duration = Duration::from_millis(500);
+/// Most peers the origin names to a newcomer.
+pub const MAX_ADVERTISED: usize = 64;
+
+/// How a connection came about, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// We dialled the origin.
+    ToOrigin,
+    /// We dialled a peer the origin named.
+    ToPeer { node_id: u64 },
+    /// Someone dialled us.
+    Accepted,
+}
+
+/// Where the payload of an arriving PIECE goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Into the output file at this offset.
+    Store { offset: u64 },
+    /// Read and dropped (a copy we already have or are already receiving).
+    Discard,
+}
+
+/// What the node asks of its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Open a connection and report it with `handle_open(slot, link, ...)`.
+    Connect { addr: SocketAddr, link: Link },
+    /// Close `slot` (after sending its outbox if `flush`), then call `handle_closed`.
+    Close { slot: Slot, flush: bool },
+    /// Client: the manifest arrived; size and map the output before any payload arrives.
+    Manifest,
+    /// Client: every piece is verified; make the output durable and final.
+    Complete,
+    /// Nothing more to do: flush what is queued and exit successfully.
+    Exit,
+    /// The download cannot succeed: exit with this one-line reason.
+    Fatal(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: Role,
+    pub node_id: u64,
+    /// Port we accept peers on, 0 for none.
+    pub listen_port: u16,
+    /// Client: the origin's address.
+    pub server: Option<SocketAddr>,
+    /// Client: trade with peers (false = plain client-server download).
+    pub use_peers: bool,
+    pub max_peers: usize,
+    /// Client: how long to keep serving peers after completing, unless the origin says the
+    /// swarm is done first.
+    pub linger: Duration,
+    /// Client: give up after this long without a verified piece.
+    pub stall_timeout: Duration,
+    /// Origin: exit once this many clients completed and no connected client is incomplete.
+    pub exit_after: Option<u32>,
+    pub policy: Policy,
+}
+
+impl Config {
+    pub fn new(role: Role, node_id: u64) -> Config {
+        Config {
+            role,
+            node_id,
+            listen_port: 0,
+            server: None,
+            use_peers: true,
+            max_peers: 64,
+            linger: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            exit_after: None,
+            policy: Policy::UnchokeAll,
+        }
+    }
+}
+
+/// Counters a node reports in its stats file.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub from_origin: u64,
+    pub from_peers: u64,
+    pub uploaded: u64,
+    pub uploaded_to_origin_clients: u64,
+    pub discarded: u64,
+    pub corrupt_pieces: u64,
+    pub peers_connected: u64,
+    pub clients_completed: u32,
+}
+
+/// A peer the origin told us about.
+#[derive(Debug, Clone)]
+struct Known {
+    node_id: u64,
+    addr: SocketAddr,
+    slot: Option<Slot>,
+    attempts: u32,
+    next_attempt: Instant,
+}
+
+pub struct Node {
+    cfg: Config,
+    now: Instant,
+    manifest: Option<Manifest>,
+    picker: Option<Picker>,
+    striper: Option<Striper>,
+    peers: Vec<Option<Peer>>,
+    table: ChokeTable,
+    rng: Rng,
+    events: VecDeque<Event>,
+    dirty: Vec<Slot>,
+    changed: Vec<Slot>,
+    known: Vec<Known>,
+    origin_slot: Option<Slot>,
+    origin_file_id: u64,
+    origin_lost_at: Option<Instant>,
+    /// A reconnection to the origin was requested and not yet reported by `handle_open`.
+    origin_dialing: bool,
+    origin_backoff_until: Option<Instant>,
+    started_at: Instant,
+    last_tick: Instant,
+    last_progress: Instant,
+    completed_at: Option<Instant>,
+    swarm_done: bool,
+    exiting: bool,
+    counters: Counters,
+    /// Request-to-arrival latency of pieces, microseconds, per slot and over all slots.
+    latency: Vec<Option<Histogram<u64>>>,
+    latency_all: Histogram<u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 2 significant digits: about 2 KiB, enough to tell p99 from p50.
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds")
+}
+
+impl Node {
+    /// An origin serving the file described by `manifest`.
+    pub fn origin(cfg: Config, manifest: Manifest, now: Instant) -> Node {
+        let mut n = Node::new(cfg, now);
+        n.striper = Some(Striper::new(manifest.piece_count()));
+        n.manifest = Some(manifest);
+        n
+    }
+
+    /// A client that will learn the manifest from the origin.
+    pub fn client(cfg: Config, now: Instant) -> Node {
+        Node::new(cfg, now)
+    }
+
+    fn new(cfg: Config, now: Instant) -> Node {
+        Node {
+            rng: Rng::new(cfg.node_id),
+            cfg,
+            now,
+            manifest: None,
+            picker: None,
+            striper: None,
+            peers: Vec::new(),
+            table: ChokeTable::default(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            changed: Vec::new(),
+            known: Vec::new(),
+            origin_slot: None,
+            origin_file_id: 0,
+            origin_lost_at: None,
+            origin_dialing: false,
+            origin_backoff_until: None,
+            started_at: now,
+            last_tick: now,
+            last_progress: now,
+            completed_at: None,
+            swarm_done: false,
+            exiting: false,
+            counters: Counters::default(),
+            latency: Vec::new(),
+            latency_all: new_histogram(),
+        }
+    }
+
+    // ----- accessors for the driver and the stats -----
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.latency_all
+    }
+
+    pub fn completed_at(&self) -> Option<Instant> {
+        self.completed_at
+    }
+
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    pub fn table(&self) -> &ChokeTable {
+        &self.table
+    }
+
+    pub fn is_complete(&self) -> bool {
+        match self.cfg.role {
+            Role::Origin => true,
+            Role::Client => self.picker.as_ref().is_some_and(|p| p.is_complete()),
+        }
+    }
+
+    /// Pieces held, of the total (0/0 before the manifest).
+    pub fn progress(&self) -> (u32, u32) {
+        match (&self.picker, &self.manifest) {
+            (Some(p), _) => (p.have().count(), p.have().len()),
+            (None, Some(m)) => (m.piece_count(), m.piece_count()),
+            _ => (0, 0),
+        }
+    }
+
+    pub fn is_closing(&self, slot: Slot) -> bool {
+        self.peer(slot).is_none_or(|p| p.closing)
+    }
+
+    fn peer(&self, slot: Slot) -> Option<&Peer> {
+        self.peers.get(slot).and_then(|p| p.as_ref())
+    }
+
+    fn peer_mut(&mut self, slot: Slot) -> Option<&mut Peer> {
+        self.peers.get_mut(slot).and_then(|p| p.as_mut())
+    }
+
+    /// Active connections to other clients (the origin excluded).
+    fn peer_count(&self) -> usize {
+        self.peers
+            .iter()
+            .flatten()
+            .filter(|p| !p.is_origin_link())
+            .count()
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A slot with new output since the last call.
+    pub fn poll_dirty(&mut self) -> Option<Slot> {
+        while let Some(s) = self.dirty.pop() {
+            if let Some(p) = self.peer_mut(s) {
+                p.dirty = false;
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Moves the slot's queued control frames to the end of `out`.
+    pub fn take_outbox(&mut self, slot: Slot, out: &mut Vec<u8>) {
+        if let Some(p) = self.peer_mut(slot) {
+            out.append(&mut p.outbox);
+        }
+    }
+
+    /// When `handle_tick` is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.last_tick + TICK
+    }
+
+    /// The next piece to upload on `slot`, decided now that the socket can take it (late
+    /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
+    pub fn poll_piece(&mut self, slot: Slot) -> Option<u32> {
+        loop {
+            let choking = self.table.choking.get(slot).copied().unwrap_or(true);
+            let is_origin = self.cfg.role == Role::Origin;
+            let p = self.peer_mut(slot)?;
+            if p.closing {
+                return None;
+            }
+            let req = p.queue.pop_front()?;
+            if choking {
+                self.emit(slot, &Message::Reject(req));
+                continue;
+            }
+            if req == WILDCARD {
+                let striper = self.striper.as_mut()?;
+                let p = self.peers[slot].as_mut()?;
+                match striper.choose(&p.has, &p.in_flight, &mut self.rng) {
+                    Some(piece) => {
+                        striper.add_copy(piece);
+                        p.in_flight.push(piece);
+                        return Some(piece);
+                    }
+                    None => {
+                        self.emit(slot, &Message::Reject(WILDCARD));
+                        continue;
+                    }
+                }
+            }
+            if is_origin {
+                let striper = self.striper.as_mut()?;
+                let p = self.peers[slot].as_mut()?;
+                if !p.has.get(req) && !p.in_flight.contains(&req) {
+                    striper.add_copy(req);
+                    p.in_flight.push(req);
+                }
+            }
+            return Some(req);
+        }
+    }
+
+    /// The driver finished writing piece `piece` to `slot`.
+    pub fn handle_piece_sent(&mut self, slot: Slot, piece: u32, now: Instant) {
+        self.now = now;
+        let Some(m) = &self.manifest else { return };
+        let len = m.piece_len(piece) as u64;
+        if self.peer(slot).is_some() {
+            self.table.record_up(slot, len);
+            if let Some(p) = self.peer_mut(slot) {
+                p.last_send = now;
+            }
+        }
+        self.counters.uploaded += len;
+    }
+
+    // ----- inputs -----
+
+    /// A connection exists (dialled or accepted). Both sides send HELLO at once.
+    pub fn handle_open(&mut self, slot: Slot, link: Link, remote: SocketAddr, now: Instant) {
+        self.now = now;
+        if self.peers.len() <= slot {
+            self.peers.resize_with(slot + 1, || None);
+            self.latency.resize_with(slot + 1, || None);
+        }
+        self.peers[slot] = Some(Peer::new(link, remote, now));
+        self.table.open(slot);
+        match link {
+            Link::ToOrigin => {
+                self.origin_slot = Some(slot);
+                self.origin_dialing = false;
+            }
+            Link::ToPeer { node_id } => {
+                if let Some(k) = self.known.iter_mut().find(|k| k.node_id == node_id) {
+                    k.slot = Some(slot);
+                }
+            }
+            Link::Accepted => {}
+        }
+        let hello = Hello {
+            version: VERSION,
+            role: self.cfg.role,
+            node_id: self.cfg.node_id,
+            file_id: self.manifest.as_ref().map_or(0, |m| m.id()),
+            listen_port: self.cfg.listen_port,
+        };
+        self.emit(slot, &Message::Hello(hello));
+    }
+
+    /// A connection is gone, whoever closed it. `cause` is for messages.
+    pub fn handle_closed(&mut self, slot: Slot, cause: &str, now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peers.get_mut(slot).and_then(|p| p.take()) else {
+            return;
+        };
+        self.table.close(slot);
+        if let Some(picker) = self.picker.as_mut() {
+            for a in &peer.asked {
+                if a.piece != WILDCARD {
+                    picker.on_request_done(a.piece);
+                }
+            }
+            if let Some(r) = peer.receiving
+                && picker.claimed_by(r.piece) == Some(slot)
+            {
+                picker.release(r.piece, false);
+            }
+            if peer.ready && !peer.is_origin_link() {
+                for i in peer.has.ones() {
+                    picker.peer_lost(i);
+                }
+            }
+        }
+        if let Some(striper) = self.striper.as_mut()
+            && peer.registered
+        {
+            for i in peer.has.ones() {
+                striper.remove_copy(i);
+            }
+            for &i in &peer.in_flight {
+                striper.remove_copy(i);
+            }
+        }
+        if let Some(id) = peer.node_id()
+            && let Some(k) = self.known.iter_mut().find(|k| k.node_id == id)
+            && k.slot == Some(slot)
+        {
+            k.slot = None;
+            k.attempts += 1;
+            k.next_attempt = now + DIAL_RETRY;
+        }
+        for k in self.known.iter_mut().filter(|k| k.slot == Some(slot)) {
+            // A dial that failed before any HELLO.
+            k.slot = None;
+            k.attempts += 1;
+            k.next_attempt = now + DIAL_RETRY;
+        }
+        match self.cfg.role {
+            Role::Origin => {
+                if peer.registered
+                    && let (Some(id), Some(addr)) = (peer.node_id(), peer.listen_addr())
+                {
+                    let gone = PeerEntry {
+                        op: PeerOp::Remove,
+                        node_id: id,
+                        addr,
+                    };
+                    self.broadcast_ready(&Message::Peers(vec![gone]));
+                }
+                self.update_swarm_done();
+            }
+            Role::Client => {
+                if peer.is_origin_link() {
+                    self.origin_slot = None;
+                    if self.manifest.is_none() {
+                        let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
+                        self.fatal(format!("cannot get the manifest from {server}: {cause}"));
+                    } else {
+                        self.origin_lost_at = Some(now);
+                    }
+                }
+                self.check_exit();
+            }
+        }
+    }
+
+    /// One complete non-PIECE frame from `slot`.
+    pub fn handle_frame(&mut self, slot: Slot, ty: u8, body: &[u8], now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peer_mut(slot) else { return };
+        if peer.closing {
+            return;
+        }
+        peer.last_recv = now;
+        let has_hello = peer.hello.is_some();
+        let msg = match Message::parse(ty, body) {
+            Ok(m) => m,
+            Err(e) => return self.fail(slot, ErrorCode::Protocol, &e.to_string()),
+        };
+        if !has_hello && !matches!(msg, Message::Hello(_)) {
+            return self.fail(slot, ErrorCode::Protocol, "first frame must be HELLO");
+        }
+        match msg {
+            Message::KeepAlive | Message::Extension(_) => {}
+            Message::Hello(h) => self.on_hello(slot, h),
+            Message::Manifest(body) => self.on_manifest(slot, body),
+            Message::Bitfield(bits) => self.on_bitfield(slot, bits),
+            Message::Have(i) => self.on_have(slot, i),
+            Message::Interested(yes) => {
+                self.table.interested[slot] = yes;
+                self.decide_chokes();
+            }
+            Message::Choke => {
+                if let Some(p) = self.peer_mut(slot) {
+                    p.peer_choking = true;
+                }
+            }
+            Message::Unchoke => {
+                if let Some(p) = self.peer_mut(slot) {
+                    p.peer_choking = false;
+                }
+                self.fill_requests(slot);
+            }
+            Message::Request(i) => self.on_request(slot, i),
+            Message::Reject(i) => self.on_reject(slot, i),
+            Message::Piece { .. } => {
+                self.fail(slot, ErrorCode::Protocol, "PIECE must go through begin_piece")
+            }
+            Message::Peers(entries) => self.on_peers(slot, &entries),
+            Message::SwarmDone => {
+                if self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+                    self.swarm_done = true;
+                    self.check_exit();
+                }
+            }
+            Message::Error { code, reason } => self.on_error(slot, code, reason),
+        }
+    }
+
+    /// The head of a PIECE frame for `piece` with `len` payload bytes arrived on `slot`.
+    /// Returns where the payload goes, or `None` if the connection is being closed.
+    pub fn begin_piece(&mut self, slot: Slot, piece: u32, len: u32, now: Instant) -> Option<Sink> {
+        self.now = now;
+        let (Some(m), Some(_)) = (&self.manifest, &self.picker) else {
+            self.fail(slot, ErrorCode::Protocol, "PIECE before the manifest");
+            return None;
+        };
+        if piece >= m.piece_count() || len != m.piece_len(piece) {
+            self.fail(slot, ErrorCode::Protocol, "PIECE index or length out of range");
+            return None;
+        }
+        let offset = m.piece_offset(piece);
+        let peer = self.peer_mut(slot)?;
+        if peer.closing {
+            return None;
+        }
+        peer.last_recv = now;
+        let found = peer.asked.iter().position(|a| a.piece == piece).or_else(|| {
+            // The origin answers a wildcard with a piece of its choice.
+            peer.is_origin_link()
+                .then(|| peer.asked.iter().position(|a| a.piece == WILDCARD))
+                .flatten()
+        });
+        let Some(idx) = found else {
+            self.fail(slot, ErrorCode::Protocol, "PIECE that was not requested");
+            return None;
+        };
+        let asked = peer.asked.remove(idx);
+        peer.receiving = Some(Asked {
+            piece,
+            at: asked.at,
+        });
+        let picker = self.picker.as_mut()?;
+        if asked.piece != WILDCARD {
+            picker.on_request_done(piece);
+        }
+        Some(if picker.try_claim(piece, slot) {
+            Sink::Store { offset }
+        } else {
+            Sink::Discard
+        })
+    }
+
+    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the region it
+    /// was written to (`None` if it was discarded).
+    pub fn end_piece(&mut self, slot: Slot, stored: Option<&[u8]>, now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peer_mut(slot) else { return };
+        let Some(r) = peer.receiving.take() else { return };
+        let from_origin = peer.is_origin_link();
+        let (Some(m), Some(picker)) = (&self.manifest, self.picker.as_mut()) else {
+            return;
+        };
+        let len = m.piece_len(r.piece) as u64;
+        self.table.record_down(slot, len);
+        let Some(data) = stored else {
+            self.counters.discarded += len;
+            self.fill_requests(slot);
+            return;
+        };
+        if !m.verify(r.piece, data) {
+            picker.release(r.piece, false);
+            self.counters.corrupt_pieces += 1;
+            // A peer that sends a bad piece is dropped; the piece is fetched elsewhere.
+            // The origin is trusted, so its bad piece is only fetched again.
+            if !from_origin {
+                return self.fail(slot, ErrorCode::Corrupt, "piece failed its checksum");
+            }
+            self.fill_requests(slot);
+            return;
+        }
+        picker.release(r.piece, true);
+        let micros = now.saturating_duration_since(r.at).as_micros().max(1) as u64;
+        let _ = self.latency_all.record(micros.min(3_600_000_000));
+        self.latency[slot]
+            .get_or_insert_with(new_histogram)
+            .saturating_record(micros);
+        if from_origin {
+            self.counters.from_origin += len;
+        } else {
+            self.counters.from_peers += len;
+        }
+        self.last_progress = now;
+        self.on_piece_verified(r.piece);
+        self.fill_requests(slot);
+    }
+
+    /// Timers: rates, chokes, keepalives, timeouts, dials, lingering.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.now = now;
+        let dt = now.saturating_duration_since(self.last_tick).as_secs_f64();
+        if now < self.last_tick + TICK {
+            return;
+        }
+        self.last_tick = now;
+        self.table.roll(dt);
+        self.decide_chokes();
+        for slot in 0..self.peers.len() {
+            let Some(p) = self.peer(slot) else { continue };
+            if p.closing {
+                continue;
+            }
+            if p.hello.is_none() && now >= p.opened_at + HANDSHAKE_TIMEOUT {
+                self.fail(slot, ErrorCode::Timeout, "no HELLO in time");
+            } else if now >= p.last_recv + IDLE_TIMEOUT {
+                self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
+            } else if now >= p.last_send + KEEPALIVE_AFTER {
+                self.emit(slot, &Message::KeepAlive);
+            } else if p.ready {
+                // Pipelines grow with the measured rate, and back-offs expire.
+                self.fill_requests(slot);
+            }
+        }
+        if self.cfg.role == Role::Client {
+            self.client_timers(now);
+        }
+    }
+
+    fn client_timers(&mut self, now: Instant) {
+        if self.manifest.is_some() && !self.is_complete() {
+            if now >= self.last_progress + self.cfg.stall_timeout {
+                let (have, total) = self.progress();
+                self.fatal(format!(
+                    "no progress for {} s ({have}/{total} pieces); giving up",
+                    self.cfg.stall_timeout.as_secs()
+                ));
+                return;
+            }
+            if self.origin_slot.is_none()
+                && !self.origin_dialing
+                && let (Some(lost), Some(addr)) = (self.origin_lost_at, self.cfg.server)
+                && now >= lost + ORIGIN_RETRY
+            {
+                self.origin_lost_at = Some(now);
+                self.origin_dialing = true;
+                self.events.push_back(Event::Connect {
+                    addr,
+                    link: Link::ToOrigin,
+                });
+            }
+        }
+        self.maybe_dial(now);
+        self.check_exit();
+    }
+
+    // ----- message handlers -----
+
+    fn on_hello(&mut self, slot: Slot, h: Hello) {
+        if self.peer(slot).is_some_and(|p| p.hello.is_some()) {
+            return self.fail(slot, ErrorCode::Protocol, "second HELLO");
+        }
+        if h.version != VERSION {
+            let why = format!("unsupported protocol version {} (this node speaks {VERSION})", h.version);
+            if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
+                self.fatal(format!("server speaks {why}"));
+            }
+            return self.fail(slot, ErrorCode::Version, &why);
+        }
+        if h.node_id == self.cfg.node_id {
+            return self.fail(slot, ErrorCode::Duplicate, "connected to itself");
+        }
+        let duplicate = self
+            .peers
+            .iter()
+            .enumerate()
+            .any(|(s, p)| s != slot && p.as_ref().is_some_and(|p| p.node_id() == Some(h.node_id)));
+        if duplicate {
+            return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
+        }
+        let link = self.peer(slot).map(|p| p.link);
+        if let Some(p) = self.peer_mut(slot) {
+            p.hello = Some(h);
+        }
+        match (self.cfg.role, link) {
+            (Role::Origin, _) => {
+                let m = self.manifest.as_ref().expect("origin has a manifest");
+                if h.role != Role::Client {
+                    return self.fail(slot, ErrorCode::Protocol, "an origin cannot join a swarm");
+                }
+                if h.file_id != 0 && h.file_id != m.id() {
+                    return self.fail(slot, ErrorCode::WrongFile, "this server serves another file");
+                }
+                let mut body = Vec::new();
+                m.encode(&mut body);
+                let all = Bitfield::full(m.piece_count());
+                self.emit(slot, &Message::Manifest(&body));
+                self.emit(slot, &Message::Bitfield(all.as_bytes()));
+            }
+            (Role::Client, Some(Link::ToOrigin)) => {
+                if h.role != Role::Origin {
+                    let why = "the server is not a TFTTP origin".to_string();
+                    self.fatal(why.clone());
+                    return self.fail(slot, ErrorCode::Protocol, &why);
+                }
+                if let Some(m) = &self.manifest
+                    && h.file_id != m.id()
+                {
+                    // Reconnected to an origin that now serves something else.
+                    let why = "the server now serves a different file".to_string();
+                    self.fatal(why.clone());
+                    return self.fail(slot, ErrorCode::WrongFile, &why);
+                }
+                self.origin_file_id = h.file_id;
+                self.origin_lost_at = None;
+            }
+            (Role::Client, _) => {
+                let Some(m) = &self.manifest else {
+                    return self.fail(slot, ErrorCode::NotReady, "no manifest yet; retry later");
+                };
+                if h.role != Role::Client || h.file_id != m.id() {
+                    return self.fail(slot, ErrorCode::WrongFile, "peer is in another swarm");
+                }
+                if !self.cfg.use_peers {
+                    return self.fail(slot, ErrorCode::TooManyPeers, "not trading with peers");
+                }
+                if let Some(k) = self.known.iter_mut().find(|k| k.node_id == h.node_id) {
+                    k.slot = Some(slot);
+                }
+                self.counters.peers_connected += 1;
+                self.send_bitfield(slot);
+            }
+        }
+    }
+
+    fn send_bitfield(&mut self, slot: Slot) {
+        let bits = self.picker.as_ref().map(|p| p.have().as_bytes().to_vec());
+        if let Some(bits) = bits {
+            self.emit(slot, &Message::Bitfield(&bits));
+        }
+    }
+
+    fn on_manifest(&mut self, slot: Slot, body: &[u8]) {
+        let from_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
+        if self.cfg.role != Role::Client || !from_origin {
+            return self.fail(slot, ErrorCode::Protocol, "MANIFEST from a non-origin");
+        }
+        let m = match Manifest::decode(body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fatal(format!("the server sent a bad manifest: {e}"));
+                return self.fail(slot, ErrorCode::Protocol, "bad manifest");
+            }
+        };
+        if m.id() != self.origin_file_id {
+            self.fatal("the server's manifest does not match its file id".into());
+            return self.fail(slot, ErrorCode::WrongFile, "manifest id mismatch");
+        }
+        if let Some(have) = &self.manifest {
+            if *have != m {
+                self.fatal("the server now serves a different file".into());
+            }
+        } else {
+            self.picker = Some(Picker::new(Bitfield::new(m.piece_count())));
+            self.manifest = Some(m);
+            self.last_progress = self.now;
+            self.events.push_back(Event::Manifest);
+        }
+        self.send_bitfield(slot);
+        if self.is_complete() {
+            self.on_complete();
+        }
+    }
+
+    fn on_bitfield(&mut self, slot: Slot, bytes: &[u8]) {
+        let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
+            return self.fail(slot, ErrorCode::Protocol, "BITFIELD before the manifest");
+        };
+        if self.peer(slot).is_some_and(|p| p.ready) {
+            return self.fail(slot, ErrorCode::Protocol, "second BITFIELD");
+        }
+        let Some(bits) = Bitfield::from_bytes(bytes, n) else {
+            return self.fail(slot, ErrorCode::Protocol, "BITFIELD of the wrong length");
+        };
+        match self.cfg.role {
+            Role::Origin => {
+                let striper = self.striper.as_mut().expect("origin has a striper");
+                for i in bits.ones() {
+                    striper.add_copy(i);
+                }
+                let full = bits.is_full();
+                let p = self.peer_mut(slot).expect("checked above");
+                p.has = bits;
+                p.ready = true;
+                p.registered = true;
+                if full {
+                    self.counters.clients_completed += 1;
+                }
+                self.introduce(slot);
+                self.update_swarm_done();
+            }
+            Role::Client => {
+                let from_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
+                let picker = self.picker.as_mut().expect("manifest implies picker");
+                let mut useful = 0;
+                for i in bits.ones() {
+                    if !from_origin {
+                        picker.peer_has(i);
+                    }
+                    if !picker.have().get(i) {
+                        useful += 1;
+                    }
+                }
+                let p = self.peer_mut(slot).expect("checked above");
+                p.has = bits;
+                p.useful = useful;
+                p.ready = true;
+                self.update_interest(slot);
+                self.fill_requests(slot);
+            }
+        }
+    }
+
+    /// Origin: tell a newly ready client about the others, and the others about it.
+    fn introduce(&mut self, slot: Slot) {
+        let me = self.peer(slot).expect("caller checked");
+        let (Some(id), me_addr) = (me.node_id(), me.listen_addr()) else {
+            return;
+        };
+        let mut others: Vec<PeerEntry> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| *s != slot)
+            .filter_map(|(_, p)| p.as_ref())
+            .filter(|p| p.registered && !p.closing)
+            .filter_map(|p| {
+                Some(PeerEntry {
+                    op: PeerOp::Add,
+                    node_id: p.node_id()?,
+                    addr: p.listen_addr()?,
+                })
+            })
+            .collect();
+        others.truncate(MAX_ADVERTISED);
+        for chunk in others.chunks(wire::MAX_PEER_ENTRIES) {
+            self.emit(slot, &Message::Peers(chunk.to_vec()));
+        }
+        if let Some(addr) = me_addr {
+            let entry = PeerEntry {
+                op: PeerOp::Add,
+                node_id: id,
+                addr,
+            };
+            let msg = Message::Peers(vec![entry]);
+            for s in 0..self.peers.len() {
+                if s != slot && self.peer(s).is_some_and(|p| p.registered && !p.closing) {
+                    self.emit(s, &msg);
+                }
+            }
+        }
+    }
+
+    fn on_have(&mut self, slot: Slot, i: u32) {
+        let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
+            return self.fail(slot, ErrorCode::Protocol, "HAVE before the manifest");
+        };
+        if i >= n || !self.peer(slot).is_some_and(|p| p.ready) {
+            return self.fail(slot, ErrorCode::Protocol, "HAVE out of range or before BITFIELD");
+        }
+        let role = self.cfg.role;
+        let p = self.peers[slot].as_mut().expect("checked above");
+        if !p.has.set(i) {
+            return;
+        }
+        match role {
+            Role::Origin => {
+                let was_in_flight = match p.in_flight.iter().position(|&x| x == i) {
+                    Some(k) => {
+                        p.in_flight.swap_remove(k);
+                        true
+                    }
+                    None => false,
+                };
+                let full = p.has.is_full();
+                if !was_in_flight {
+                    self.striper.as_mut().expect("origin").add_copy(i);
+                }
+                if full {
+                    self.counters.clients_completed += 1;
+                    self.update_swarm_done();
+                }
+            }
+            Role::Client => {
+                let from_origin = p.is_origin_link();
+                let picker = self.picker.as_mut().expect("manifest implies picker");
+                if !from_origin {
+                    picker.peer_has(i);
+                }
+                if !picker.have().get(i) {
+                    self.peer_mut(slot).expect("checked").useful += 1;
+                    self.update_interest(slot);
+                    self.fill_requests(slot);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, slot: Slot, i: u32) {
+        let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
+            return self.fail(slot, ErrorCode::Protocol, "REQUEST before the manifest");
+        };
+        let is_origin = self.cfg.role == Role::Origin;
+        if (i == WILDCARD && !is_origin) || (i != WILDCARD && i >= n) {
+            return self.fail(slot, ErrorCode::Protocol, "REQUEST for an invalid piece");
+        }
+        let held = is_origin || self.picker.as_ref().is_some_and(|p| p.have().get(i));
+        let choking = self.table.choking[slot];
+        let p = self.peer_mut(slot).expect("frame came from it");
+        if choking || !held || p.queue.len() >= MAX_QUEUED_REQUESTS {
+            return self.emit(slot, &Message::Reject(i));
+        }
+        p.queue.push_back(i);
+        self.mark_dirty(slot);
+    }
+
+    fn on_reject(&mut self, slot: Slot, i: u32) {
+        let now = self.now;
+        let p = self.peer_mut(slot).expect("frame came from it");
+        let Some(idx) = p.asked.iter().position(|a| a.piece == i) else {
+            return self.fail(slot, ErrorCode::Protocol, "REJECT of a piece not requested");
+        };
+        p.asked.remove(idx);
+        if !p.peer_choking {
+            p.backoff_until = Some(now + REJECT_BACKOFF);
+        }
+        if i == WILDCARD {
+            self.origin_backoff_until = Some(now + REJECT_BACKOFF);
+        } else if let Some(picker) = self.picker.as_mut() {
+            picker.on_request_done(i);
+        }
+        // Another peer may serve what this one would not.
+        self.fill_all();
+    }
+
+    fn on_peers(&mut self, slot: Slot, entries: &[PeerEntry]) {
+        if self.cfg.role != Role::Client || !self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+            return self.fail(slot, ErrorCode::Protocol, "PEERS from a non-origin");
+        }
+        if !self.cfg.use_peers {
+            return;
+        }
+        for e in entries {
+            match e.op {
+                PeerOp::Add if e.node_id != self.cfg.node_id => {
+                    if !self.known.iter().any(|k| k.node_id == e.node_id) {
+                        self.known.push(Known {
+                            node_id: e.node_id,
+                            addr: e.addr,
+                            slot: None,
+                            attempts: 0,
+                            next_attempt: self.now,
+                        });
+                    }
+                }
+                PeerOp::Add => {}
+                PeerOp::Remove => {
+                    self.known.retain(|k| k.node_id != e.node_id || k.slot.is_some())
+                }
+            }
+        }
+        self.maybe_dial(self.now);
+    }
+
+    fn on_error(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
+        let from_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
+        if from_origin
+            && (self.manifest.is_none() || matches!(code, ErrorCode::WrongFile | ErrorCode::Version))
+        {
+            self.fatal(format!("the server refused: {reason}"));
+        }
+        self.close(slot, false);
+    }
+
+    // ----- decisions -----
+
+    /// Connect to known peers we are responsible for dialling. Of two listening clients the
+    /// one with the smaller id dials, so a pair does not open two connections.
+    fn maybe_dial(&mut self, now: Instant) {
+        if !self.cfg.use_peers || self.manifest.is_none() || self.is_complete() {
+            return;
+        }
+        let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
+        let my_id = self.cfg.node_id;
+        let listening = self.cfg.listen_port != 0;
+        for k in &mut self.known {
+            if room == 0 {
+                break;
+            }
+            let ours = !listening || my_id < k.node_id;
+            if k.slot.is_none() && ours && k.attempts < MAX_DIAL_ATTEMPTS && now >= k.next_attempt
+            {
+                k.next_attempt = now + DIAL_RETRY;
+                k.attempts += 1;
+                room -= 1;
+                self.events.push_back(Event::Connect {
+                    addr: k.addr,
+                    link: Link::ToPeer { node_id: k.node_id },
+                });
+            }
+        }
+    }
+
+    fn decide_chokes(&mut self) {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.clear();
+        self.table.decide(self.cfg.policy, &mut changed);
+        for &s in &changed {
+            if self.peer(s).is_some_and(|p| p.hello.is_some() && !p.closing) {
+                let msg = if self.table.choking[s] {
+                    Message::Choke
+                } else {
+                    Message::Unchoke
+                };
+                self.emit(s, &msg);
+            }
+        }
+        self.changed = changed;
+    }
+
+    fn pipeline_depth(&self, slot: Slot) -> usize {
+        let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size().max(1)) as f64;
+        let rate = self.table.down_rate[slot];
+        let want = (rate * PIPELINE_SECS / piece).ceil() as usize + MIN_PIPELINE;
+        want.clamp(MIN_PIPELINE, MAX_PIPELINE)
+    }
+
+    fn fill_all(&mut self) {
+        for s in 0..self.peers.len() {
+            if self.peer(s).is_some_and(|p| p.ready) {
+                self.fill_requests(s);
+            }
+        }
+    }
+
+    /// Keep the pipeline to `slot` full: wildcards to the origin, rarest-first to peers.
+    fn fill_requests(&mut self, slot: Slot) {
+        if self.cfg.role != Role::Client || self.is_complete() {
+            return;
+        }
+        let now = self.now;
+        let depth = self.pipeline_depth(slot);
+        let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
+        let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some(picker) = self.picker.as_mut() else { return };
+        if !p.ready || p.closing || p.peer_choking || p.backoff_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let mut out = std::mem::take(&mut p.outbox);
+        while p.asked.len() < depth {
+            let piece = if p.is_origin_link() {
+                if origin_backoff || picker.missing() <= p.asked.len() as u32 {
+                    break;
+                }
+                WILDCARD
+            } else {
+                let asked = &p.asked;
+                match picker.pick(&p.has, &mut self.rng).or_else(|| {
+                    picker.pick_endgame(&p.has, |i| asked.iter().any(|a| a.piece == i), &mut self.rng)
+                }) {
+                    Some(i) => {
+                        picker.on_request(i);
+                        i
+                    }
+                    None => break,
+                }
+            };
+            p.asked.push(Asked { piece, at: now });
+            Message::Request(piece).emit(&mut out);
+        }
+        let sent = !out.is_empty();
+        p.outbox = out;
+        if sent {
+            p.last_send = now;
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Send INTERESTED / not-interested when `useful` crosses zero.
+    fn update_interest(&mut self, slot: Slot) {
+        let complete = self.is_complete();
+        let Some(p) = self.peer_mut(slot) else { return };
+        let want = !complete && p.useful > 0;
+        if p.am_interested != want && p.hello.is_some() {
+            p.am_interested = want;
+            self.emit(slot, &Message::Interested(want));
+        }
+    }
+
+    fn on_piece_verified(&mut self, piece: u32) {
+        let have = Message::Have(piece);
+        for s in 0..self.peers.len() {
+            let Some(p) = self.peer_mut(s) else { continue };
+            if !p.ready || p.closing {
+                continue;
+            }
+            if p.has.get(piece) {
+                p.useful = p.useful.saturating_sub(1);
+            }
+            self.emit(s, &have);
+            self.update_interest(s);
+        }
+        if self.is_complete() {
+            self.on_complete();
+        }
+    }
+
+    fn on_complete(&mut self) {
+        if self.completed_at.is_some() {
+            return;
+        }
+        self.completed_at = Some(self.now);
+        self.events.push_back(Event::Complete);
+        for s in 0..self.peers.len() {
+            self.update_interest(s);
+        }
+        self.check_exit();
+    }
+
+    /// Client: leave once complete and nobody needs us any more.
+    fn check_exit(&mut self) {
+        if self.exiting || self.cfg.role != Role::Client {
+            return;
+        }
+        let Some(done_at) = self.completed_at else { return };
+        let alone = self.origin_slot.is_none() && self.peer_count() == 0;
+        if self.swarm_done || alone || !self.cfg.use_peers || self.now >= done_at + self.cfg.linger
+        {
+            self.exiting = true;
+            self.events.push_back(Event::Exit);
+        }
+    }
+
+    /// Origin: tell everyone when every connected client is complete; exit if asked to.
+    fn update_swarm_done(&mut self) {
+        let mut any = false;
+        let mut all = true;
+        for p in self.peers.iter().flatten().filter(|p| p.registered && !p.closing) {
+            any = true;
+            all &= p.has.is_full();
+        }
+        let done = any && all;
+        if done && !self.swarm_done {
+            self.broadcast_ready(&Message::SwarmDone);
+        }
+        self.swarm_done = done;
+        if let Some(n) = self.cfg.exit_after
+            && self.counters.clients_completed >= n
+            && (done || !any)
+            && !self.exiting
+        {
+            self.exiting = true;
+            self.events.push_back(Event::Exit);
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn emit(&mut self, slot: Slot, msg: &Message) {
+        let now = self.now;
+        if let Some(p) = self.peer_mut(slot) {
+            msg.emit(&mut p.outbox);
+            p.last_send = now;
+            self.mark_dirty(slot);
+        }
+    }
+
+    fn broadcast_ready(&mut self, msg: &Message) {
+        for s in 0..self.peers.len() {
+            if self.peer(s).is_some_and(|p| p.registered && !p.closing) {
+                self.emit(s, msg);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        if let Some(p) = self.peer_mut(slot)
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Send ERROR and close `slot` after it is flushed.
+    fn fail(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
+        if self.peer(slot).is_some_and(|p| !p.closing) {
+            self.emit(slot, &Message::Error { code, reason });
+            self.close(slot, true);
+        }
+    }
+
+    fn close(&mut self, slot: Slot, flush: bool) {
+        if let Some(p) = self.peer_mut(slot)
+            && !p.closing
+        {
+            p.closing = true;
+            self.events.push_back(Event::Close { slot, flush });
+        }
+    }
+
+    fn fatal(&mut self, why: String) {
+        if !self.exiting {
+            self.exiting = true;
+            self.events.push_back(Event::Fatal(why));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! What the core knows about one connection: the remote's handshake and pieces, the
+//! requests in each direction and the control bytes waiting to be sent.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::node::Link;
+use crate::bitfield::Bitfield;
+use crate::wire::Hello;
+
+/// One request we sent and have not had answered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asked {
+    pub piece: u32,
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub link: Link,
+    pub remote: SocketAddr,
+    pub opened_at: Instant,
+    /// Their HELLO, once received.
+    pub hello: Option<Hello>,
+    /// Handshake done both ways: we have their BITFIELD.
+    pub ready: bool,
+    /// The core asked the driver to close this connection; ignore further input.
+    pub closing: bool,
+    /// Their pieces (empty until the manifest is known).
+    pub has: Bitfield,
+    /// Pieces they have that we lack; interest is `useful > 0`.
+    pub useful: u32,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    /// Our unanswered requests to them, oldest first.
+    pub asked: Vec<Asked>,
+    /// The piece whose payload is arriving now, with the time we asked for it.
+    pub receiving: Option<Asked>,
+    /// Their requests to us, in arrival order (answered in order, BEP 6 style).
+    pub queue: VecDeque<u32>,
+    /// Origin only: pieces sent to this client that it has not announced with HAVE yet.
+    pub in_flight: Vec<u32>,
+    /// Origin only: the client was announced to the swarm and its pieces counted.
+    pub registered: bool,
+    /// Don't request from this peer before this time (after an unexpected REJECT).
+    pub backoff_until: Option<Instant>,
+    /// Encoded control frames for the driver to send.
+    pub outbox: Vec<u8>,
+    /// Listed in the node's dirty list.
+    pub dirty: bool,
+    pub last_recv: Instant,
+    pub last_send: Instant,
+}
+
+impl Peer {
+    pub fn new(link: Link, remote: SocketAddr, now: Instant) -> Peer {
+        Peer {
+            link,
+            remote,
+            opened_at: now,
+            hello: None,
+            ready: false,
+            closing: false,
+            has: Bitfield::new(0),
+            useful: 0,
+            am_interested: false,
+            peer_choking: true,
+            asked: Vec::new(),
+            receiving: None,
+            queue: VecDeque::new(),
+            in_flight: Vec::new(),
+            registered: false,
+            backoff_until: None,
+            outbox: Vec::new(),
+            dirty: false,
+            last_recv: now,
+            last_send: now,
+        }
+    }
+
+    pub fn is_origin_link(&self) -> bool {
+        matches!(self.link, Link::ToOrigin)
+    }
+
+    pub fn node_id(&self) -> Option<u64> {
+        self.hello.map(|h| h.node_id)
+    }
+
+    /// Where the remote accepts peers: its address with the port from its HELLO.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        let port = self.hello?.listen_port;
+        (port != 0).then(|| SocketAddr::new(self.remote.ip(), port))
+    }
+}

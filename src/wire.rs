@@ -1,0 +1,722 @@
+//! Frame codec for the TFTTP wire protocol (docs/PROTOCOL.md §2–4): framing, message
+//! parse/emit, and the limits a peer enforces. No state and no I/O, after smoltcp's `wire`.
+//!
+//! Every frame is `len: u32 BE | type: u8 | body`, where `len` counts the type byte and the
+//! body. PIECE frames are the exception to "parse the whole frame": the driver reads their
+//! 9-byte head with [`FrameHead::parse`] and streams the payload straight into the
+//! memory-mapped file, so this module never sees a payload it would have to copy.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// First bytes of every HELLO body, so a stray connection from another protocol fails fast.
+pub const MAGIC: [u8; 4] = *b"TFTT";
+/// Protocol version spoken by this implementation (docs/PROTOCOL.md §7).
+pub const VERSION: u8 = 1;
+
+/// Bytes of the length prefix.
+pub const LEN_SIZE: usize = 4;
+/// Length prefix plus type byte.
+pub const HEAD_SIZE: usize = LEN_SIZE + 1;
+/// Length prefix, type byte and piece index: everything of a PIECE frame before its payload.
+pub const PIECE_HEAD_SIZE: usize = HEAD_SIZE + 4;
+
+/// Smallest piece size a manifest may declare: below it per-frame overhead dominates
+/// (16 KiB is BitTorrent's block size, BEP 3).
+pub const MIN_PIECE_SIZE: u32 = 16 * 1024;
+/// Largest piece size: bounds the largest frame a peer must be ready to receive.
+pub const MAX_PIECE_SIZE: u32 = 16 * 1024 * 1024;
+/// Largest value of the length prefix: a PIECE frame of the largest piece.
+pub const MAX_FRAME_LEN: u32 = 1 + 4 + MAX_PIECE_SIZE;
+/// Largest number of pieces: the manifest (20 bytes + 4 per piece) must fit in one frame.
+pub const MAX_PIECES: u32 = (MAX_FRAME_LEN - 1 - 16) / 4;
+/// REQUEST to the origin for "a piece of your choice that I lack" (docs/PROTOCOL.md §5).
+pub const WILDCARD: u32 = u32::MAX;
+/// Most entries in one PEERS frame; more peers are sent in several frames.
+pub const MAX_PEER_ENTRIES: usize = 256;
+/// Longest reason text in an ERROR frame; longer reasons are truncated by the sender.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
+/// know them skips (docs/PROTOCOL.md §7).
+pub mod ty {
+    pub const KEEPALIVE: u8 = 0x00;
+    pub const HELLO: u8 = 0x01;
+    pub const MANIFEST: u8 = 0x02;
+    pub const BITFIELD: u8 = 0x03;
+    pub const HAVE: u8 = 0x04;
+    pub const INTERESTED: u8 = 0x05;
+    pub const CHOKE: u8 = 0x06;
+    pub const UNCHOKE: u8 = 0x07;
+    pub const REQUEST: u8 = 0x08;
+    pub const REJECT: u8 = 0x09;
+    pub const PIECE: u8 = 0x0a;
+    pub const PEERS: u8 = 0x0b;
+    pub const SWARM_DONE: u8 = 0x0c;
+    pub const ERROR: u8 = 0x0d;
+    /// Types at or above this are optional extensions.
+    pub const FIRST_EXTENSION: u8 = 0x80;
+}
+
+/// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// The length prefix is zero (there must be a type byte) or above [`MAX_FRAME_LEN`].
+    BadLength(u32),
+    /// A type in the mandatory range that this version does not define.
+    UnknownType(u8),
+    /// The body is shorter or longer than the type requires.
+    BadBody(u8),
+    /// HELLO without the TFTTP magic.
+    BadMagic,
+    /// A field holds a value the protocol forbids (an address family, a flag).
+    BadField(u8),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadLength(n) => write!(f, "frame length {n} out of range"),
+            WireError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
+            WireError::BadBody(t) => write!(f, "malformed body for message type 0x{t:02x}"),
+            WireError::BadMagic => write!(f, "not a TFTTP peer (bad magic)"),
+            WireError::BadField(t) => write!(f, "invalid field in message type 0x{t:02x}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// ERROR codes (docs/PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Protocol,
+    Version,
+    WrongFile,
+    NotReady,
+    Duplicate,
+    TooManyPeers,
+    Corrupt,
+    Timeout,
+    ShuttingDown,
+    Other(u16),
+}
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::Protocol => 1,
+            ErrorCode::Version => 2,
+            ErrorCode::WrongFile => 3,
+            ErrorCode::NotReady => 4,
+            ErrorCode::Duplicate => 5,
+            ErrorCode::TooManyPeers => 6,
+            ErrorCode::Corrupt => 7,
+            ErrorCode::Timeout => 8,
+            ErrorCode::ShuttingDown => 9,
+            ErrorCode::Other(n) => n,
+        }
+    }
+
+    pub fn from_u16(n: u16) -> ErrorCode {
+        match n {
+            1 => ErrorCode::Protocol,
+            2 => ErrorCode::Version,
+            3 => ErrorCode::WrongFile,
+            4 => ErrorCode::NotReady,
+            5 => ErrorCode::Duplicate,
+            6 => ErrorCode::TooManyPeers,
+            7 => ErrorCode::Corrupt,
+            8 => ErrorCode::Timeout,
+            9 => ErrorCode::ShuttingDown,
+            n => ErrorCode::Other(n),
+        }
+    }
+}
+
+/// Who a node is in the swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The server that holds the file, hands out fresh pieces and names peers.
+    Origin,
+    /// A downloader that also uploads to other clients.
+    Client,
+}
+
+/// HELLO body: the first frame each side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u8,
+    pub role: Role,
+    /// Random per process; detects self-connections and duplicate connections.
+    pub node_id: u64,
+    /// Fingerprint of the manifest; 0 from a client that has not seen the manifest yet.
+    pub file_id: u64,
+    /// TCP port the sender accepts peers on, 0 if it accepts none.
+    pub listen_port: u16,
+}
+
+const HELLO_LEN: usize = 4 + 1 + 1 + 8 + 8 + 2;
+
+/// One PEERS entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerEntry {
+    pub op: PeerOp,
+    pub node_id: u64,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerOp {
+    Add,
+    Remove,
+}
+
+/// A decoded frame. Borrowed fields point into the receive buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    KeepAlive,
+    Hello(Hello),
+    /// Raw manifest body; `manifest::Manifest::decode` validates it.
+    Manifest(&'a [u8]),
+    Bitfield(&'a [u8]),
+    Have(u32),
+    Interested(bool),
+    Choke,
+    Unchoke,
+    Request(u32),
+    Reject(u32),
+    /// Only produced when a whole PIECE frame is parsed from a buffer (tests, tools); the
+    /// node's driver streams payloads instead.
+    Piece { piece: u32, data: &'a [u8] },
+    Peers(Vec<PeerEntry>),
+    SwarmDone,
+    Error { code: ErrorCode, reason: &'a str },
+    /// An extension type (>= 0x80) this version does not know; skipped.
+    Extension(u8),
+}
+
+/// The fixed head of a frame: its length prefix and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Bytes after the length prefix (type byte + body).
+    pub len: u32,
+    pub ty: u8,
+}
+
+impl FrameHead {
+    /// Reads a head from the start of `buf`; `Ok(None)` if fewer than [`HEAD_SIZE`] bytes.
+    pub fn parse(buf: &[u8]) -> Result<Option<FrameHead>, WireError> {
+        if buf.len() < HEAD_SIZE {
+            return Ok(None);
+        }
+        let len = be_u32(&buf[0..4]);
+        if len == 0 || len > MAX_FRAME_LEN {
+            return Err(WireError::BadLength(len));
+        }
+        let ty = buf[4];
+        if ty < ty::FIRST_EXTENSION && ty > ty::ERROR {
+            return Err(WireError::UnknownType(ty));
+        }
+        if ty != ty::PIECE && ty != ty::MANIFEST && len as usize > MAX_CONTROL_FRAME {
+            return Err(WireError::BadLength(len));
+        }
+        Ok(Some(FrameHead { len, ty }))
+    }
+
+    /// Body length (after the type byte).
+    pub fn body_len(&self) -> usize {
+        self.len as usize - 1
+    }
+
+    /// Whole frame length including the prefix.
+    pub fn frame_len(&self) -> usize {
+        LEN_SIZE + self.len as usize
+    }
+}
+
+/// Largest frame other than PIECE and MANIFEST: a full PEERS frame, with room to spare.
+pub const MAX_CONTROL_FRAME: usize = 1 + 2 + MAX_PEER_ENTRIES * (1 + 8 + 1 + 16 + 2) + 64;
+
+impl<'a> Message<'a> {
+    /// Parses a body of type `ty`. `body` must be exactly the frame's body.
+    pub fn parse(ty: u8, body: &'a [u8]) -> Result<Message<'a>, WireError> {
+        let exact = |n: usize| {
+            if body.len() == n {
+                Ok(())
+            } else {
+                Err(WireError::BadBody(ty))
+            }
+        };
+        Ok(match ty {
+            ty::KEEPALIVE => {
+                exact(0)?;
+                Message::KeepAlive
+            }
+            ty::HELLO => Message::Hello(parse_hello(body)?),
+            ty::MANIFEST => Message::Manifest(body),
+            ty::BITFIELD => Message::Bitfield(body),
+            ty::HAVE => {
+                exact(4)?;
+                Message::Have(be_u32(body))
+            }
+            ty::INTERESTED => {
+                exact(1)?;
+                match body[0] {
+                    0 => Message::Interested(false),
+                    1 => Message::Interested(true),
+                    _ => return Err(WireError::BadField(ty)),
+                }
+            }
+            ty::CHOKE => {
+                exact(0)?;
+                Message::Choke
+            }
+            ty::UNCHOKE => {
+                exact(0)?;
+                Message::Unchoke
+            }
+            ty::REQUEST => {
+                exact(4)?;
+                Message::Request(be_u32(body))
+            }
+            ty::REJECT => {
+                exact(4)?;
+                Message::Reject(be_u32(body))
+            }
+            ty::PIECE => {
+                if body.len() < 4 {
+                    return Err(WireError::BadBody(ty));
+                }
+                Message::Piece {
+                    piece: be_u32(body),
+                    data: &body[4..],
+                }
+            }
+            ty::PEERS => Message::Peers(parse_peers(body)?),
+            ty::SWARM_DONE => {
+                exact(0)?;
+                Message::SwarmDone
+            }
+            ty::ERROR => {
+                if body.len() < 2 || body.len() > 2 + MAX_REASON_LEN {
+                    return Err(WireError::BadBody(ty));
+                }
+                let code = ErrorCode::from_u16(u16::from_be_bytes([body[0], body[1]]));
+                let reason = std::str::from_utf8(&body[2..]).map_err(|_| WireError::BadField(ty))?;
+                Message::Error { code, reason }
+            }
+            t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
+            t => return Err(WireError::UnknownType(t)),
+        })
+    }
+
+    /// Appends the whole frame (length prefix, type, body) to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; LEN_SIZE]);
+        match self {
+            Message::KeepAlive => out.push(ty::KEEPALIVE),
+            Message::Hello(h) => {
+                out.push(ty::HELLO);
+                out.extend_from_slice(&MAGIC);
+                out.push(h.version);
+                out.push(match h.role {
+                    Role::Origin => 0,
+                    Role::Client => 1,
+                });
+                out.extend_from_slice(&h.node_id.to_be_bytes());
+                out.extend_from_slice(&h.file_id.to_be_bytes());
+                out.extend_from_slice(&h.listen_port.to_be_bytes());
+            }
+            Message::Manifest(body) => {
+                out.push(ty::MANIFEST);
+                out.extend_from_slice(body);
+            }
+            Message::Bitfield(bits) => {
+                out.push(ty::BITFIELD);
+                out.extend_from_slice(bits);
+            }
+            Message::Have(p) => push_u32(out, ty::HAVE, *p),
+            Message::Interested(yes) => {
+                out.push(ty::INTERESTED);
+                out.push(*yes as u8);
+            }
+            Message::Choke => out.push(ty::CHOKE),
+            Message::Unchoke => out.push(ty::UNCHOKE),
+            Message::Request(p) => push_u32(out, ty::REQUEST, *p),
+            Message::Reject(p) => push_u32(out, ty::REJECT, *p),
+            Message::Piece { piece, data } => {
+                push_u32(out, ty::PIECE, *piece);
+                out.extend_from_slice(data);
+            }
+            Message::Peers(entries) => {
+                out.push(ty::PEERS);
+                let n = entries.len().min(MAX_PEER_ENTRIES);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+                for e in &entries[..n] {
+                    out.push(match e.op {
+                        PeerOp::Add => 0,
+                        PeerOp::Remove => 1,
+                    });
+                    out.extend_from_slice(&e.node_id.to_be_bytes());
+                    match e.addr.ip() {
+                        IpAddr::V4(ip) => {
+                            out.push(4);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        IpAddr::V6(ip) => {
+                            out.push(6);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    out.extend_from_slice(&e.addr.port().to_be_bytes());
+                }
+            }
+            Message::SwarmDone => out.push(ty::SWARM_DONE),
+            Message::Error { code, reason } => {
+                out.push(ty::ERROR);
+                out.extend_from_slice(&code.to_u16().to_be_bytes());
+                out.extend_from_slice(truncate_utf8(reason, MAX_REASON_LEN).as_bytes());
+            }
+            Message::Extension(t) => out.push(*t),
+        }
+        let len = (out.len() - start - LEN_SIZE) as u32;
+        out[start..start + LEN_SIZE].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// The head of a PIECE frame carrying `len` payload bytes of piece `piece`.
+pub fn piece_head(piece: u32, len: u32) -> [u8; PIECE_HEAD_SIZE] {
+    let mut h = [0u8; PIECE_HEAD_SIZE];
+    h[0..4].copy_from_slice(&(len + 5).to_be_bytes());
+    h[4] = ty::PIECE;
+    h[5..9].copy_from_slice(&piece.to_be_bytes());
+    h
+}
+
+fn parse_hello(body: &[u8]) -> Result<Hello, WireError> {
+    if body.len() < 4 || body[0..4] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    // A future version may lengthen HELLO; the version byte is read before the length
+    // check so that the receiver can answer "unsupported version" rather than "malformed".
+    if body.len() < 5 {
+        return Err(WireError::BadBody(ty::HELLO));
+    }
+    let version = body[4];
+    if version == VERSION && body.len() != HELLO_LEN {
+        return Err(WireError::BadBody(ty::HELLO));
+    }
+    if body.len() < HELLO_LEN {
+        return Ok(Hello {
+            version,
+            role: Role::Client,
+            node_id: 0,
+            file_id: 0,
+            listen_port: 0,
+        });
+    }
+    let role = match body[5] {
+        0 => Role::Origin,
+        1 => Role::Client,
+        _ => return Err(WireError::BadField(ty::HELLO)),
+    };
+    Ok(Hello {
+        version,
+        role,
+        node_id: be_u64(&body[6..14]),
+        file_id: be_u64(&body[14..22]),
+        listen_port: u16::from_be_bytes([body[22], body[23]]),
+    })
+}
+
+fn parse_peers(body: &[u8]) -> Result<Vec<PeerEntry>, WireError> {
+    let bad = WireError::BadBody(ty::PEERS);
+    if body.len() < 2 {
+        return Err(bad);
+    }
+    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+    if n > MAX_PEER_ENTRIES {
+        return Err(bad);
+    }
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if rest.len() < 10 {
+            return Err(bad);
+        }
+        let op = match rest[0] {
+            0 => PeerOp::Add,
+            1 => PeerOp::Remove,
+            _ => return Err(WireError::BadField(ty::PEERS)),
+        };
+        let node_id = be_u64(&rest[1..9]);
+        let (ip, used): (IpAddr, usize) = match rest[9] {
+            4 if rest.len() >= 10 + 4 + 2 => {
+                let o: [u8; 4] = rest[10..14].try_into().unwrap();
+                (Ipv4Addr::from(o).into(), 14)
+            }
+            6 if rest.len() >= 10 + 16 + 2 => {
+                let o: [u8; 16] = rest[10..26].try_into().unwrap();
+                (Ipv6Addr::from(o).into(), 26)
+            }
+            4 | 6 => return Err(bad),
+            _ => return Err(WireError::BadField(ty::PEERS)),
+        };
+        let port = u16::from_be_bytes([rest[used], rest[used + 1]]);
+        out.push(PeerEntry {
+            op,
+            node_id,
+            addr: SocketAddr::new(ip, port),
+        });
+        rest = &rest[used + 2..];
+    }
+    if !rest.is_empty() {
+        return Err(bad);
+    }
+    Ok(out)
+}
+
+fn push_u32(out: &mut Vec<u8>, t: u8, v: u32) {
+    out.push(t);
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+pub fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[0..8].try_into().unwrap())
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(msg: Message) {
+        let mut buf = Vec::new();
+        msg.emit(&mut buf);
+        let head = FrameHead::parse(&buf).unwrap().unwrap();
+        assert_eq!(head.frame_len(), buf.len());
+        let parsed = Message::parse(head.ty, &buf[HEAD_SIZE..]).unwrap();
+        assert_eq!(parsed, msg);
+    }
+
+    #[test]
+    fn test_roundtrip_every_message() {
+        roundtrip(Message::KeepAlive);
+        roundtrip(Message::Hello(Hello {
+            version: VERSION,
+            role: Role::Origin,
+            node_id: 0x0102_0304_0506_0708,
+            file_id: 42,
+            listen_port: 6881,
+        }));
+        roundtrip(Message::Manifest(&[1, 2, 3]));
+        roundtrip(Message::Bitfield(&[0xff, 0x80]));
+        roundtrip(Message::Have(7));
+        roundtrip(Message::Interested(true));
+        roundtrip(Message::Interested(false));
+        roundtrip(Message::Choke);
+        roundtrip(Message::Unchoke);
+        roundtrip(Message::Request(WILDCARD));
+        roundtrip(Message::Reject(3));
+        roundtrip(Message::Piece {
+            piece: 9,
+            data: b"abc",
+        });
+        roundtrip(Message::Peers(vec![
+            PeerEntry {
+                op: PeerOp::Add,
+                node_id: 1,
+                addr: "127.0.0.1:4000".parse().unwrap(),
+            },
+            PeerEntry {
+                op: PeerOp::Remove,
+                node_id: 2,
+                addr: "[::1]:5000".parse().unwrap(),
+            },
+        ]));
+        roundtrip(Message::SwarmDone);
+        roundtrip(Message::Error {
+            code: ErrorCode::WrongFile,
+            reason: "wrong file",
+        });
+    }
+
+    #[test]
+    fn test_have_fixed_bytes() {
+        let mut buf = Vec::new();
+        Message::Have(0x0102_0304).emit(&mut buf);
+        assert_eq!(buf, [0, 0, 0, 5, ty::HAVE, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn test_hello_fixed_bytes() {
+        let bytes = [
+            b'T', b'F', b'T', b'T', 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 8, 0x1a,
+            0xe1,
+        ];
+        let h = match Message::parse(ty::HELLO, &bytes).unwrap() {
+            Message::Hello(h) => h,
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(h.role, Role::Client);
+        assert_eq!(h.node_id, 9);
+        assert_eq!(h.file_id, 8);
+        assert_eq!(h.listen_port, 6881);
+    }
+
+    #[test]
+    fn test_piece_head_matches_emit() {
+        let mut buf = Vec::new();
+        Message::Piece {
+            piece: 5,
+            data: &[0; 10],
+        }
+        .emit(&mut buf);
+        assert_eq!(&buf[..PIECE_HEAD_SIZE], &piece_head(5, 10));
+    }
+
+    #[test]
+    fn test_head_zero_length_rejected() {
+        assert_eq!(
+            FrameHead::parse(&[0, 0, 0, 0, 4]),
+            Err(WireError::BadLength(0))
+        );
+    }
+
+    #[test]
+    fn test_head_oversized_rejected() {
+        let mut b = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
+        b.push(ty::PIECE);
+        assert!(matches!(FrameHead::parse(&b), Err(WireError::BadLength(_))));
+        // A control frame may not claim a piece-sized length.
+        let mut b = (1u32 << 20).to_be_bytes().to_vec();
+        b.push(ty::HAVE);
+        assert!(matches!(FrameHead::parse(&b), Err(WireError::BadLength(_))));
+    }
+
+    #[test]
+    fn test_head_short_buffer_waits() {
+        assert_eq!(FrameHead::parse(&[0, 0, 0]), Ok(None));
+    }
+
+    #[test]
+    fn test_unknown_mandatory_type_rejected_extension_skipped() {
+        assert_eq!(
+            FrameHead::parse(&[0, 0, 0, 1, 0x42]),
+            Err(WireError::UnknownType(0x42))
+        );
+        assert_eq!(Message::parse(0x90, &[1, 2]), Ok(Message::Extension(0x90)));
+    }
+
+    #[test]
+    fn test_truncated_bodies_rejected() {
+        assert_eq!(
+            Message::parse(ty::HAVE, &[1, 2, 3]),
+            Err(WireError::BadBody(ty::HAVE))
+        );
+        assert_eq!(
+            Message::parse(ty::REQUEST, &[]),
+            Err(WireError::BadBody(ty::REQUEST))
+        );
+        assert_eq!(
+            Message::parse(ty::CHOKE, &[0]),
+            Err(WireError::BadBody(ty::CHOKE))
+        );
+        assert_eq!(
+            Message::parse(ty::INTERESTED, &[2]),
+            Err(WireError::BadField(ty::INTERESTED))
+        );
+        assert_eq!(
+            Message::parse(ty::PIECE, &[0, 0]),
+            Err(WireError::BadBody(ty::PIECE))
+        );
+    }
+
+    #[test]
+    fn test_hello_bad_magic_and_future_version() {
+        assert_eq!(
+            Message::parse(ty::HELLO, b"HTTP/1.1 200"),
+            Err(WireError::BadMagic)
+        );
+        // A v2 peer with a longer HELLO still parses far enough to be told "version".
+        let mut v2 = b"TFTT".to_vec();
+        v2.push(2);
+        match Message::parse(ty::HELLO, &v2).unwrap() {
+            Message::Hello(h) => assert_eq!(h.version, 2),
+            m => panic!("{m:?}"),
+        }
+        // A v1 HELLO of the wrong length is malformed.
+        let mut short = b"TFTT".to_vec();
+        short.extend_from_slice(&[1, 1, 0]);
+        assert_eq!(
+            Message::parse(ty::HELLO, &short),
+            Err(WireError::BadBody(ty::HELLO))
+        );
+    }
+
+    #[test]
+    fn test_peers_count_mismatch_rejected() {
+        // Claims one entry, carries none.
+        assert_eq!(
+            Message::parse(ty::PEERS, &[0, 1]),
+            Err(WireError::BadBody(ty::PEERS))
+        );
+        // Claims none, carries trailing bytes.
+        assert_eq!(
+            Message::parse(ty::PEERS, &[0, 0, 9]),
+            Err(WireError::BadBody(ty::PEERS))
+        );
+        // Unknown address family.
+        let mut b = vec![0, 1, 0];
+        b.extend_from_slice(&[0; 8]);
+        b.push(5);
+        b.extend_from_slice(&[0; 6]);
+        assert_eq!(
+            Message::parse(ty::PEERS, &b),
+            Err(WireError::BadField(ty::PEERS))
+        );
+    }
+
+    #[test]
+    fn test_error_reason_truncated_on_char_boundary() {
+        let long = "é".repeat(200);
+        let mut buf = Vec::new();
+        Message::Error {
+            code: ErrorCode::Protocol,
+            reason: &long,
+        }
+        .emit(&mut buf);
+        let head = FrameHead::parse(&buf).unwrap().unwrap();
+        match Message::parse(head.ty, &buf[HEAD_SIZE..]).unwrap() {
+            Message::Error { reason, .. } => assert!(reason.len() <= MAX_REASON_LEN),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn test_parse_never_panics_on_short_garbage() {
+        // Every type, every body length 0..40 of a fixed pattern: errors, never panics.
+        for t in 0..=255u8 {
+            for n in 0..40 {
+                let body: Vec<u8> = (0..n).map(|i| (i * 37 + t as usize) as u8).collect();
+                let _ = Message::parse(t, &body);
+            }
+        }
+    }
+}
