@@ -4,7 +4,13 @@
 //! Layers, each free of the ones below it: `wire` (frame codec), `manifest` and `bitfield`
 //! (data types), `proto` (the sans-IO node), `net` (the mio driver), `cli` and `demo`.
 
+pub mod app;
 pub mod bitfield;
+pub mod cli;
+pub mod demo;
 pub mod manifest;
+pub mod net;
+pub mod procs;
 pub mod proto;
+pub mod stats;
 pub mod wire;

@@ -1,1 +1,42 @@
-fn main() {}
+//! The `tfttp` binary: parse the command line, run one command, exit with its code.
+
+use tfttp::cli::{self, Command, EXIT_FAILURE, EXIT_USAGE};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match cli::parse(&args) {
+        Err(e) => {
+            eprintln!("tfttp: {e}");
+            EXIT_USAGE
+        }
+        Ok(Command::Help(text)) => {
+            println!("{text}");
+            0
+        }
+        Ok(Command::Version) => {
+            println!(
+                "tfttp {} (protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                tfttp::wire::VERSION
+            );
+            0
+        }
+        Ok(cmd) => {
+            tfttp::net::install_signal_handlers();
+            let result = match &cmd {
+                Command::Serve(a) => tfttp::app::serve(a),
+                Command::Get(a) => tfttp::app::get(a),
+                Command::Demo(a) => tfttp::demo::run(a),
+                Command::Help(_) | Command::Version => Ok(()),
+            };
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("tfttp: {e}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}

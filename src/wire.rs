@@ -188,10 +188,16 @@ pub enum Message<'a> {
     Reject(u32),
     /// Only produced when a whole PIECE frame is parsed from a buffer (tests, tools); the
     /// node's driver streams payloads instead.
-    Piece { piece: u32, data: &'a [u8] },
+    Piece {
+        piece: u32,
+        data: &'a [u8],
+    },
     Peers(Vec<PeerEntry>),
     SwarmDone,
-    Error { code: ErrorCode, reason: &'a str },
+    Error {
+        code: ErrorCode,
+        reason: &'a str,
+    },
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -303,7 +309,8 @@ impl<'a> Message<'a> {
                     return Err(WireError::BadBody(ty));
                 }
                 let code = ErrorCode::from_u16(u16::from_be_bytes([body[0], body[1]]));
-                let reason = std::str::from_utf8(&body[2..]).map_err(|_| WireError::BadField(ty))?;
+                let reason =
+                    std::str::from_utf8(&body[2..]).map_err(|_| WireError::BadField(ty))?;
                 Message::Error { code, reason }
             }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),

@@ -228,6 +228,14 @@ impl Node {
 
     // ----- accessors for the driver and the stats -----
 
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref()
     }
@@ -487,7 +495,9 @@ impl Node {
     /// One complete non-PIECE frame from `slot`.
     pub fn handle_frame(&mut self, slot: Slot, ty: u8, body: &[u8], now: Instant) {
         self.now = now;
-        let Some(peer) = self.peer_mut(slot) else { return };
+        let Some(peer) = self.peer_mut(slot) else {
+            return;
+        };
         if peer.closing {
             return;
         }
@@ -523,9 +533,11 @@ impl Node {
             }
             Message::Request(i) => self.on_request(slot, i),
             Message::Reject(i) => self.on_reject(slot, i),
-            Message::Piece { .. } => {
-                self.fail(slot, ErrorCode::Protocol, "PIECE must go through begin_piece")
-            }
+            Message::Piece { .. } => self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "PIECE must go through begin_piece",
+            ),
             Message::Peers(entries) => self.on_peers(slot, &entries),
             Message::SwarmDone => {
                 if self.peer(slot).is_some_and(|p| p.is_origin_link()) {
@@ -537,6 +549,12 @@ impl Node {
         }
     }
 
+    /// The driver could not even frame the bytes from `slot` (bad length, unknown type).
+    pub fn handle_malformed(&mut self, slot: Slot, reason: &str, now: Instant) {
+        self.now = now;
+        self.fail(slot, ErrorCode::Protocol, reason);
+    }
+
     /// The head of a PIECE frame for `piece` with `len` payload bytes arrived on `slot`.
     /// Returns where the payload goes, or `None` if the connection is being closed.
     pub fn begin_piece(&mut self, slot: Slot, piece: u32, len: u32, now: Instant) -> Option<Sink> {
@@ -546,7 +564,11 @@ impl Node {
             return None;
         };
         if piece >= m.piece_count() || len != m.piece_len(piece) {
-            self.fail(slot, ErrorCode::Protocol, "PIECE index or length out of range");
+            self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "PIECE index or length out of range",
+            );
             return None;
         }
         let offset = m.piece_offset(piece);
@@ -555,12 +577,16 @@ impl Node {
             return None;
         }
         peer.last_recv = now;
-        let found = peer.asked.iter().position(|a| a.piece == piece).or_else(|| {
-            // The origin answers a wildcard with a piece of its choice.
-            peer.is_origin_link()
-                .then(|| peer.asked.iter().position(|a| a.piece == WILDCARD))
-                .flatten()
-        });
+        let found = peer
+            .asked
+            .iter()
+            .position(|a| a.piece == piece)
+            .or_else(|| {
+                // The origin answers a wildcard with a piece of its choice.
+                peer.is_origin_link()
+                    .then(|| peer.asked.iter().position(|a| a.piece == WILDCARD))
+                    .flatten()
+            });
         let Some(idx) = found else {
             self.fail(slot, ErrorCode::Protocol, "PIECE that was not requested");
             return None;
@@ -585,8 +611,12 @@ impl Node {
     /// was written to (`None` if it was discarded).
     pub fn end_piece(&mut self, slot: Slot, stored: Option<&[u8]>, now: Instant) {
         self.now = now;
-        let Some(peer) = self.peer_mut(slot) else { return };
-        let Some(r) = peer.receiving.take() else { return };
+        let Some(peer) = self.peer_mut(slot) else {
+            return;
+        };
+        let Some(r) = peer.receiving.take() else {
+            return;
+        };
         let from_origin = peer.is_origin_link();
         let (Some(m), Some(picker)) = (&self.manifest, self.picker.as_mut()) else {
             return;
@@ -690,7 +720,10 @@ impl Node {
             return self.fail(slot, ErrorCode::Protocol, "second HELLO");
         }
         if h.version != VERSION {
-            let why = format!("unsupported protocol version {} (this node speaks {VERSION})", h.version);
+            let why = format!(
+                "unsupported protocol version {} (this node speaks {VERSION})",
+                h.version
+            );
             if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
                 self.fatal(format!("server speaks {why}"));
             }
@@ -699,11 +732,10 @@ impl Node {
         if h.node_id == self.cfg.node_id {
             return self.fail(slot, ErrorCode::Duplicate, "connected to itself");
         }
-        let duplicate = self
-            .peers
-            .iter()
-            .enumerate()
-            .any(|(s, p)| s != slot && p.as_ref().is_some_and(|p| p.node_id() == Some(h.node_id)));
+        let duplicate =
+            self.peers.iter().enumerate().any(|(s, p)| {
+                s != slot && p.as_ref().is_some_and(|p| p.node_id() == Some(h.node_id))
+            });
         if duplicate {
             return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
         }
@@ -718,7 +750,11 @@ impl Node {
                     return self.fail(slot, ErrorCode::Protocol, "an origin cannot join a swarm");
                 }
                 if h.file_id != 0 && h.file_id != m.id() {
-                    return self.fail(slot, ErrorCode::WrongFile, "this server serves another file");
+                    return self.fail(
+                        slot,
+                        ErrorCode::WrongFile,
+                        "this server serves another file",
+                    );
                 }
                 let mut body = Vec::new();
                 m.encode(&mut body);
@@ -895,7 +931,11 @@ impl Node {
             return self.fail(slot, ErrorCode::Protocol, "HAVE before the manifest");
         };
         if i >= n || !self.peer(slot).is_some_and(|p| p.ready) {
-            return self.fail(slot, ErrorCode::Protocol, "HAVE out of range or before BITFIELD");
+            return self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "HAVE out of range or before BITFIELD",
+            );
         }
         let role = self.cfg.role;
         let p = self.peers[slot].as_mut().expect("checked above");
@@ -993,9 +1033,9 @@ impl Node {
                     }
                 }
                 PeerOp::Add => {}
-                PeerOp::Remove => {
-                    self.known.retain(|k| k.node_id != e.node_id || k.slot.is_some())
-                }
+                PeerOp::Remove => self
+                    .known
+                    .retain(|k| k.node_id != e.node_id || k.slot.is_some()),
             }
         }
         self.maybe_dial(self.now);
@@ -1004,7 +1044,8 @@ impl Node {
     fn on_error(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
         let from_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
         if from_origin
-            && (self.manifest.is_none() || matches!(code, ErrorCode::WrongFile | ErrorCode::Version))
+            && (self.manifest.is_none()
+                || matches!(code, ErrorCode::WrongFile | ErrorCode::Version))
         {
             self.fatal(format!("the server refused: {reason}"));
         }
@@ -1027,8 +1068,7 @@ impl Node {
                 break;
             }
             let ours = !listening || my_id < k.node_id;
-            if k.slot.is_none() && ours && k.attempts < MAX_DIAL_ATTEMPTS && now >= k.next_attempt
-            {
+            if k.slot.is_none() && ours && k.attempts < MAX_DIAL_ATTEMPTS && now >= k.next_attempt {
                 k.next_attempt = now + DIAL_RETRY;
                 k.attempts += 1;
                 room -= 1;
@@ -1045,7 +1085,10 @@ impl Node {
         changed.clear();
         self.table.decide(self.cfg.policy, &mut changed);
         for &s in &changed {
-            if self.peer(s).is_some_and(|p| p.hello.is_some() && !p.closing) {
+            if self
+                .peer(s)
+                .is_some_and(|p| p.hello.is_some() && !p.closing)
+            {
                 let msg = if self.table.choking[s] {
                     Message::Choke
                 } else {
@@ -1083,7 +1126,9 @@ impl Node {
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };
-        let Some(picker) = self.picker.as_mut() else { return };
+        let Some(picker) = self.picker.as_mut() else {
+            return;
+        };
         if !p.ready || p.closing || p.peer_choking || p.backoff_until.is_some_and(|t| now < t) {
             return;
         }
@@ -1097,7 +1142,11 @@ impl Node {
             } else {
                 let asked = &p.asked;
                 match picker.pick(&p.has, &mut self.rng).or_else(|| {
-                    picker.pick_endgame(&p.has, |i| asked.iter().any(|a| a.piece == i), &mut self.rng)
+                    picker.pick_endgame(
+                        &p.has,
+                        |i| asked.iter().any(|a| a.piece == i),
+                        &mut self.rng,
+                    )
                 }) {
                     Some(i) => {
                         picker.on_request(i);
@@ -1163,7 +1212,9 @@ impl Node {
         if self.exiting || self.cfg.role != Role::Client {
             return;
         }
-        let Some(done_at) = self.completed_at else { return };
+        let Some(done_at) = self.completed_at else {
+            return;
+        };
         let alone = self.origin_slot.is_none() && self.peer_count() == 0;
         if self.swarm_done || alone || !self.cfg.use_peers || self.now >= done_at + self.cfg.linger
         {
@@ -1176,7 +1227,12 @@ impl Node {
     fn update_swarm_done(&mut self) {
         let mut any = false;
         let mut all = true;
-        for p in self.peers.iter().flatten().filter(|p| p.registered && !p.closing) {
+        for p in self
+            .peers
+            .iter()
+            .flatten()
+            .filter(|p| p.registered && !p.closing)
+        {
             any = true;
             all &= p.has.is_full();
         }

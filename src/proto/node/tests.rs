@@ -641,8 +641,7 @@ fn test_client_discards_second_copy_of_piece_being_received() {
         c.node.begin_piece(0, 0, PIECE, c.now),
         Some(Sink::Store { .. })
     ));
-    c.node
-        .end_piece(0, Some(&data[..PIECE as usize]), c.now);
+    c.node.end_piece(0, Some(&data[..PIECE as usize]), c.now);
     assert_eq!(c.node.begin_piece(0, 0, PIECE, c.now), Some(Sink::Discard));
     c.node.end_piece(0, None, c.now);
     assert_eq!(c.node.counters().discarded, PIECE as u64);
@@ -660,5 +659,9 @@ fn test_stall_timeout_is_fatal() {
     let later = c.now + Duration::from_secs(61);
     // Ticks at 100 ms: jump in one go, the tick only looks at the clock.
     c.node.handle_tick(later);
-    assert!(c.events().iter().any(|e| matches!(e, Event::Fatal(w) if w.contains("no progress"))));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(w) if w.contains("no progress")))
+    );
 }

@@ -1,0 +1,196 @@
+//! `serve` and `get`: turn parsed arguments into a node, its storage and its event loop, run
+//! it, and report the result as an exit code and one line.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::cli::{Common, GetArgs, ServeArgs};
+use crate::manifest::Manifest;
+use crate::net::socket::{self, SocketOptions};
+use crate::net::storage::{self, Storage};
+use crate::net::{Driver, Options};
+use crate::proto::{Config, Link, Node};
+use crate::wire::Role;
+
+/// Most connections a node holds; the origin of a large crowd needs many, a client few.
+const MAX_CONNS_ORIGIN: usize = 16_384;
+
+/// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
+pub fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b) | 1;
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ ((std::process::id() as u64) << 32)) | 1
+}
+
+fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usize) -> Options {
+    Options {
+        up_rate: up,
+        down_rate: down,
+        sock: SocketOptions { buffer: c.sock_buf },
+        stats_path: c.stats.clone(),
+        max_conns,
+        verbose: c.verbose,
+    }
+}
+
+fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
+    if let Some(p) = &c.ready_file {
+        crate::stats::write_atomic(p, &format!("{addr}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+pub fn serve(a: &ServeArgs) -> Result<(), String> {
+    let map = storage::open_source(&a.file)
+        .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
+    let manifest = Manifest::build(&map, a.piece_size).map_err(|e| e.to_string())?;
+    let listener = socket::listen(
+        a.listen,
+        SocketOptions {
+            buffer: a.common.sock_buf,
+        },
+    )
+    .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut cfg = Config::new(Role::Origin, random_id());
+    cfg.listen_port = bound.port();
+    cfg.exit_after = a.exit_after;
+    let (len, pieces) = (manifest.file_len(), manifest.piece_count());
+    let node = Node::origin(cfg, manifest, Instant::now());
+    let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
+    let mut driver = Driver::new(node, Storage::Source(map), Some(listener), opts)
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    write_ready_file(&a.common, bound)?;
+    if !a.common.quiet {
+        eprintln!(
+            "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}",
+            a.file.display()
+        );
+    }
+    match driver.run() {
+        // Ctrl-C is how a server is normally stopped.
+        Ok(()) | Err(_) if crate::net::stopped() => {}
+        Ok(()) => {}
+        Err(e) => return Err(e),
+    }
+    if !a.common.quiet {
+        let k = driver.node().counters();
+        let copies = if len == 0 {
+            0.0
+        } else {
+            k.uploaded as f64 / len as f64
+        };
+        eprintln!(
+            "tfttp: served {} bytes ({copies:.2} copies), {} clients completed",
+            k.uploaded, k.clients_completed
+        );
+    }
+    Ok(())
+}
+
+pub fn get(a: &GetArgs) -> Result<(), String> {
+    let storage = Storage::create_part(&a.output)?;
+    let listener = if a.use_peers {
+        let addr = a.listen.unwrap_or_else(|| {
+            let any: std::net::IpAddr = if a.server.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(any, 0)
+        });
+        match socket::listen(
+            addr,
+            SocketOptions {
+                buffer: a.common.sock_buf,
+            },
+        ) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                storage.abandon();
+                return Err(format!("cannot listen on {addr}: {e}"));
+            }
+        }
+    } else {
+        None
+    };
+    let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut cfg = Config::new(Role::Client, random_id());
+    cfg.listen_port = bound.map_or(0, |b| b.port());
+    cfg.server = Some(a.server);
+    cfg.use_peers = a.use_peers;
+    cfg.max_peers = a.max_peers;
+    cfg.linger = a.linger;
+    cfg.stall_timeout = a.stall_timeout;
+    let node = Node::client(cfg, Instant::now());
+    let opts = driver_options(&a.common, a.up_rate, a.down_rate, a.max_peers + 8);
+    let mut driver = match Driver::new(node, storage, listener, opts) {
+        Ok(d) => d,
+        Err(e) => return Err(format!("cannot start the event loop: {e}")),
+    };
+    if let Some(b) = bound {
+        write_ready_file(&a.common, b)?;
+    }
+    driver.dial(a.server, Link::ToOrigin);
+    let result = driver.run();
+    let node_done = driver.node().is_complete();
+    let summary = summary_line(driver.node());
+    let storage = driver.into_storage();
+    match result {
+        Ok(()) if node_done && matches!(storage, Storage::Done(_)) => {
+            if !a.common.quiet {
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Ok(()) => {
+            storage.abandon();
+            Err("stopped before the download completed".into())
+        }
+        Err(e) if node_done && matches!(storage, Storage::Done(_)) => {
+            // Failing while lingering loses nothing: the file is complete and renamed.
+            if !a.common.quiet {
+                println!("{summary}");
+                eprintln!("tfttp: after completing: {e}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            storage.abandon();
+            Err(e)
+        }
+    }
+}
+
+fn summary_line(node: &Node) -> String {
+    let k = node.counters();
+    let secs = node
+        .completed_at()
+        .map_or(0.0, |t| t.duration_since(node.started_at()).as_secs_f64());
+    let got = k.from_origin + k.from_peers;
+    let rate = if secs > 0.0 {
+        got as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    let peers = if got == 0 {
+        0.0
+    } else {
+        100.0 * k.from_peers as f64 / got as f64
+    };
+    format!(
+        "tfttp: received {got} bytes in {secs:.2} s ({rate:.1} MB/s), {peers:.0}% from peers, \
+         uploaded {} bytes",
+        k.uploaded
+    )
+}

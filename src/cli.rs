@@ -1,0 +1,430 @@
+//! Command line: the one place that defines options, prints usage and parses values.
+//! Bad arguments exit 2 with a one-line reason; runtime failures exit 1.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use getopts::{Matches, Options};
+
+use crate::manifest::DEFAULT_PIECE_SIZE;
+
+pub const USAGE_HEAD: &str = "\
+tfttp: the Tit-for-Tat Transfer Protocol. One origin spreads a large file over a crowd of
+clients that trade pieces among themselves.
+
+Usage:
+  tfttp serve FILE [--listen ADDR:PORT] [options]   serve FILE as the origin
+  tfttp get SERVER:PORT --output PATH [options]     download from SERVER and its peers
+  tfttp demo [options]                              server + clients on loopback, timed
+  tfttp --help | --version
+
+RATE is bytes per second: 40M = 40,000,000 B/s (k, M, G are powers of 1000; Ki, Mi, Gi
+of 1024); append 'bit' for bits per second: 40Mbit = 5,000,000 B/s.
+SIZE is bytes: 256M = 256 MiB (K, M, G are powers of 1024).";
+
+/// Exit code for bad usage, as BSD sysexits' EX_USAGE is too rare to be recognised.
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub piece_size: u32,
+    pub up_rate: Option<u64>,
+    pub exit_after: Option<u32>,
+    pub common: Common,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetArgs {
+    pub server: SocketAddr,
+    pub output: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub up_rate: Option<u64>,
+    pub down_rate: Option<u64>,
+    pub use_peers: bool,
+    pub max_peers: usize,
+    pub linger: Duration,
+    pub stall_timeout: Duration,
+    pub common: Common,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    pub size: u64,
+    pub clients: usize,
+    pub server_rate: u64,
+    pub client_rate: u64,
+    pub piece_size: u32,
+    pub dir: Option<PathBuf>,
+    pub keep: bool,
+}
+
+/// Options every node takes.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    pub stats: Option<PathBuf>,
+    pub ready_file: Option<PathBuf>,
+    pub sock_buf: Option<usize>,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Serve(ServeArgs),
+    Get(GetArgs),
+    Demo(DemoArgs),
+    Help(String),
+    Version,
+}
+
+fn common_opts(o: &mut Options) {
+    o.optopt(
+        "",
+        "stats",
+        "write counters as JSON to PATH (every second and at exit)",
+        "PATH",
+    );
+    o.optopt(
+        "",
+        "ready-file",
+        "write the bound listen address to PATH once listening",
+        "PATH",
+    );
+    o.optopt(
+        "",
+        "sock-buf",
+        "socket send/receive buffer size (default: kernel autotuning)",
+        "SIZE",
+    );
+    o.optflag("q", "quiet", "print nothing on success");
+    o.optflag("v", "verbose", "log connections to stderr");
+    o.optflag("h", "help", "print this help");
+}
+
+fn serve_opts() -> Options {
+    let mut o = Options::new();
+    o.optopt(
+        "l",
+        "listen",
+        "address to accept clients on (default 0.0.0.0:6880)",
+        "ADDR:PORT",
+    );
+    o.optopt("", "piece-size", "piece size (default 256K)", "SIZE");
+    o.optopt("", "up-rate", "cap the server's upload", "RATE");
+    o.optopt(
+        "",
+        "exit-after",
+        "exit once N clients completed and none is still downloading",
+        "N",
+    );
+    common_opts(&mut o);
+    o
+}
+
+fn get_opts() -> Options {
+    let mut o = Options::new();
+    o.optopt(
+        "o",
+        "output",
+        "where to write the file (required; PATH.part until verified)",
+        "PATH",
+    );
+    o.optopt(
+        "l",
+        "listen",
+        "address to accept peers on (default 0.0.0.0:0, any port)",
+        "ADDR:PORT",
+    );
+    o.optopt("", "up-rate", "cap this client's upload", "RATE");
+    o.optopt("", "down-rate", "cap this client's download", "RATE");
+    o.optflag(
+        "",
+        "no-peers",
+        "plain client-server download: no trading with peers",
+    );
+    o.optopt("", "max-peers", "most peer connections (default 64)", "N");
+    o.optopt(
+        "",
+        "linger",
+        "seconds to keep serving peers after completing (default 30)",
+        "SECS",
+    );
+    o.optopt(
+        "",
+        "stall-timeout",
+        "give up after SECS without a verified piece (default 60)",
+        "SECS",
+    );
+    common_opts(&mut o);
+    o
+}
+
+fn demo_opts() -> Options {
+    let mut o = Options::new();
+    o.optopt("", "size", "test file size (default 256M)", "SIZE");
+    o.optopt("", "clients", "number of clients (default 4)", "N");
+    o.optopt(
+        "",
+        "server-rate",
+        "the server's upload cap (default 25M)",
+        "RATE",
+    );
+    o.optopt(
+        "",
+        "client-rate",
+        "each client's upload and download cap (default 125M)",
+        "RATE",
+    );
+    o.optopt("", "piece-size", "piece size (default 256K)", "SIZE");
+    o.optopt(
+        "",
+        "dir",
+        "work directory (default: a new one under the temp dir)",
+        "DIR",
+    );
+    o.optflag("", "keep", "keep the work directory");
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn usage(cmd: &str, o: &Options) -> String {
+    o.usage(&format!("{USAGE_HEAD}\n\nOptions of '{cmd}':"))
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some(cmd) = args.first() else {
+        return Err("missing command; try 'tfttp --help'".into());
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help(usage("serve", &serve_opts()))),
+        "-V" | "--version" => Ok(Command::Version),
+        "serve" => {
+            let o = serve_opts();
+            let m = o.parse(rest).map_err(|e| e.to_string())?;
+            if m.opt_present("help") {
+                return Ok(Command::Help(usage("serve", &o)));
+            }
+            let [file] = &m.free[..] else {
+                return Err("serve takes exactly one FILE".into());
+            };
+            Ok(Command::Serve(ServeArgs {
+                file: PathBuf::from(file),
+                listen: addr_opt(&m, "listen")?.unwrap_or_else(|| "0.0.0.0:6880".parse().unwrap()),
+                piece_size: opt(&m, "piece-size", parse_size)?
+                    .map_or(Ok(DEFAULT_PIECE_SIZE), |v| {
+                        u32::try_from(v).map_err(|_| "--piece-size too large".to_string())
+                    })?,
+                up_rate: opt(&m, "up-rate", parse_rate)?,
+                exit_after: opt(&m, "exit-after", parse_num)?.map(|n| n as u32),
+                common: common(&m)?,
+            }))
+        }
+        "get" => {
+            let o = get_opts();
+            let m = o.parse(rest).map_err(|e| e.to_string())?;
+            if m.opt_present("help") {
+                return Ok(Command::Help(usage("get", &o)));
+            }
+            let [server] = &m.free[..] else {
+                return Err("get takes exactly one SERVER:PORT".into());
+            };
+            let output = m.opt_str("output").ok_or("get needs --output PATH")?;
+            Ok(Command::Get(GetArgs {
+                server: resolve(server)?,
+                output: PathBuf::from(output),
+                listen: addr_opt(&m, "listen")?,
+                up_rate: opt(&m, "up-rate", parse_rate)?,
+                down_rate: opt(&m, "down-rate", parse_rate)?,
+                use_peers: !m.opt_present("no-peers"),
+                max_peers: opt(&m, "max-peers", parse_num)?.map_or(64, |n| n as usize),
+                linger: Duration::from_secs(opt(&m, "linger", parse_num)?.unwrap_or(30)),
+                stall_timeout: Duration::from_secs(
+                    opt(&m, "stall-timeout", parse_num)?.unwrap_or(60).max(1),
+                ),
+                common: common(&m)?,
+            }))
+        }
+        "demo" => {
+            let o = demo_opts();
+            let m = o.parse(rest).map_err(|e| e.to_string())?;
+            if m.opt_present("help") {
+                return Ok(Command::Help(usage("demo", &o)));
+            }
+            if !m.free.is_empty() {
+                return Err(format!("demo takes no arguments, got '{}'", m.free[0]));
+            }
+            let clients = opt(&m, "clients", parse_num)?.unwrap_or(4) as usize;
+            if !(1..=64).contains(&clients) {
+                return Err("--clients must be 1..=64".into());
+            }
+            Ok(Command::Demo(DemoArgs {
+                size: opt(&m, "size", parse_size)?.unwrap_or(256 << 20),
+                clients,
+                server_rate: opt(&m, "server-rate", parse_rate)?.unwrap_or(25_000_000),
+                client_rate: opt(&m, "client-rate", parse_rate)?.unwrap_or(125_000_000),
+                piece_size: opt(&m, "piece-size", parse_size)?
+                    .map_or(DEFAULT_PIECE_SIZE, |v| v.min(u32::MAX as u64) as u32),
+                dir: m.opt_str("dir").map(PathBuf::from),
+                keep: m.opt_present("keep"),
+            }))
+        }
+        other => Err(format!("unknown command '{other}'; try 'tfttp --help'")),
+    }
+}
+
+fn common(m: &Matches) -> Result<Common, String> {
+    Ok(Common {
+        stats: m.opt_str("stats").map(PathBuf::from),
+        ready_file: m.opt_str("ready-file").map(PathBuf::from),
+        sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
+        quiet: m.opt_present("quiet"),
+        verbose: m.opt_present("verbose"),
+    })
+}
+
+fn opt<T>(m: &Matches, name: &str, f: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    m.opt_str(name)
+        .map(|v| f(&v).map_err(|e| format!("--{name}: {e}")))
+        .transpose()
+}
+
+fn addr_opt(m: &Matches, name: &str) -> Result<Option<SocketAddr>, String> {
+    opt(m, name, resolve)
+}
+
+/// Resolves `HOST:PORT` (a name or a literal address) to its first address.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}' is not a usable HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+fn parse_num(s: &str) -> Result<u64, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))
+}
+
+/// Splits "12.5Mi" into (12.5, "Mi").
+fn split_number(s: &str) -> Result<(f64, &str), String> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let v: f64 = s[..end]
+        .parse()
+        .map_err(|_| format!("'{s}' does not start with a number"))?;
+    Ok((v, &s[end..]))
+}
+
+/// A SIZE: bytes with binary suffixes K, M, G, T (KiB, MiB … and KB … are accepted too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (v, unit) = split_number(s)?;
+    let unit = unit.trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let mult = match unit.to_ascii_uppercase().as_str() {
+        "" => 1u64,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("unknown size unit in '{s}' (use K, M, G, T)")),
+    };
+    Ok((v * mult as f64).round() as u64)
+}
+
+/// A RATE in bytes per second: SI suffixes k, M, G; binary Ki, Mi, Gi; a trailing "bit"
+/// (or "bps") counts bits, a trailing "B" or "B/s" bytes.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let (v, unit) = split_number(s)?;
+    let (unit, bits) = if let Some(u) = unit.strip_suffix("bit").or(unit.strip_suffix("bps")) {
+        (u, true)
+    } else {
+        (unit.trim_end_matches("/s").trim_end_matches('B'), false)
+    };
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "unknown rate unit in '{s}' (e.g. 40M, 40Mbit, 5Mi)"
+            ));
+        }
+    };
+    let bytes = v * mult / if bits { 8.0 } else { 1.0 };
+    if bytes < 1.0 {
+        return Err(format!("rate '{s}' is below 1 byte per second"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn test_parse_rate_units() {
+        assert_eq!(parse_rate("40M"), Ok(40_000_000));
+        assert_eq!(parse_rate("40Mbit"), Ok(5_000_000));
+        assert_eq!(parse_rate("1Mi"), Ok(1 << 20));
+        assert_eq!(parse_rate("2.5k"), Ok(2500));
+        assert_eq!(parse_rate("100MB/s"), Ok(100_000_000));
+        assert_eq!(parse_rate("800"), Ok(800));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("4X").is_err());
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn test_parse_size_units() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1Q").is_err());
+    }
+
+    #[test]
+    fn test_get_requires_output() {
+        let e = parse(&args("get 127.0.0.1:1")).unwrap_err();
+        assert!(e.contains("--output"), "{e}");
+    }
+
+    #[test]
+    fn test_get_parses_flags() {
+        let c = parse(&args(
+            "get 127.0.0.1:9 -o /tmp/x --up-rate 10M --no-peers --linger 0",
+        ))
+        .unwrap();
+        let Command::Get(g) = c else { panic!() };
+        assert_eq!(g.up_rate, Some(10_000_000));
+        assert!(!g.use_peers);
+        assert_eq!(g.linger, Duration::ZERO);
+    }
+
+    #[test]
+    fn test_unknown_command_and_bad_values() {
+        assert!(parse(&args("fly")).is_err());
+        assert!(parse(&args("serve")).is_err());
+        assert!(
+            parse(&args("serve f --up-rate x"))
+                .unwrap_err()
+                .contains("--up-rate")
+        );
+        assert!(parse(&args("demo --clients 0")).is_err());
+        assert!(parse(&args("get nohost -o x")).is_err());
+    }
+}

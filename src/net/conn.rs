@@ -1,0 +1,411 @@
+//! One TCP connection's byte plumbing: frames in through a small buffer, piece payloads
+//! straight into the mapped file, control bytes and pieces out with one vectored write of
+//! header plus mapped slice. The node decides; this moves bytes.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::ratelimit::TokenBucket;
+use super::storage::Storage;
+use crate::proto::{Node, Sink, Slot};
+use crate::wire::{self, FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE};
+
+/// Receive buffer for control frames. Small on purpose: the bytes of a piece's payload that
+/// arrive with its head are copied out of it, the rest go straight to the file.
+const RBUF_SIZE: usize = 16 * 1024;
+/// Bytes one connection may move per turn before the loop serves the next one, so one fast
+/// peer cannot starve the others (and the piece reads stay cache-friendly).
+pub const TURN_QUANTUM: usize = 512 * 1024;
+
+/// How a read or write turn ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Used its quantum; more may be ready.
+    More,
+    /// The socket said WouldBlock.
+    Drained,
+    /// Nothing is left to send.
+    Idle,
+    /// The rate limit ran out; resume when tokens are back.
+    Throttled,
+    /// The node asked to close this connection.
+    Closing,
+    /// The peer closed, or the socket failed.
+    Gone(String),
+}
+
+enum Rx {
+    /// Between frames: parse from `rbuf`.
+    Frames,
+    /// Inside a PIECE payload.
+    Payload { sink: Sink, len: usize, got: usize },
+}
+
+struct TxPiece {
+    head: [u8; PIECE_HEAD_SIZE],
+    piece: u32,
+    offset: usize,
+    len: usize,
+    /// Bytes of head + payload written so far.
+    sent: usize,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub remote: SocketAddr,
+    /// The nonblocking connect has completed (accepted streams start connected).
+    pub connected: bool,
+    /// Edge-triggered readiness not yet used up.
+    pub readable: bool,
+    pub writable: bool,
+    pub in_read_q: bool,
+    pub in_write_q: bool,
+    /// Close after the control bytes are out, by this time at the latest.
+    pub closing: Option<Instant>,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    rx: Rx,
+    ctrl: Vec<u8>,
+    ctrl_off: usize,
+    tx: Option<TxPiece>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, remote: SocketAddr, connected: bool) -> Conn {
+        Conn {
+            stream,
+            remote,
+            connected,
+            readable: false,
+            writable: false,
+            in_read_q: false,
+            in_write_q: false,
+            closing: None,
+            rbuf: vec![0; RBUF_SIZE],
+            rstart: 0,
+            rend: 0,
+            rx: Rx::Frames,
+            ctrl: Vec::new(),
+            ctrl_off: 0,
+            tx: None,
+        }
+    }
+
+    /// Control bytes queued here but not yet written.
+    pub fn has_unsent_control(&self) -> bool {
+        self.ctrl_off < self.ctrl.len()
+    }
+
+    /// Reads and dispatches up to one quantum.
+    pub fn read_turn(
+        &mut self,
+        slot: Slot,
+        node: &mut Node,
+        storage: &mut Storage,
+        scratch: &mut Vec<u8>,
+        bucket: &mut TokenBucket,
+        now: Instant,
+    ) -> Turn {
+        let mut moved = 0;
+        loop {
+            if moved >= TURN_QUANTUM {
+                return Turn::More;
+            }
+            if let Rx::Payload { sink, len, got } = self.rx {
+                let allow = (len - got)
+                    .min(bucket.available(now))
+                    .min(TURN_QUANTUM - moved);
+                if allow == 0 {
+                    return Turn::Throttled;
+                }
+                let dst = match sink {
+                    Sink::Store { offset } => {
+                        let o = offset as usize + got;
+                        &mut storage.bytes_mut()[o..o + allow]
+                    }
+                    Sink::Discard => &mut scratch[..allow],
+                };
+                match self.stream.read(dst) {
+                    Ok(0) => return Turn::Gone("connection closed mid-piece".into()),
+                    Ok(n) => {
+                        bucket.consume(n);
+                        moved += n;
+                        self.advance_payload(slot, n, node, storage, now);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Turn::Gone(e.to_string()),
+                }
+                continue;
+            }
+            // Dispatch every whole frame already buffered.
+            match self.dispatch_frames(slot, node, storage, scratch, now) {
+                Ok(true) => continue, // entered a payload
+                Ok(false) => {}
+                Err(turn) => return turn,
+            }
+            if self.rstart == self.rend {
+                self.rstart = 0;
+                self.rend = 0;
+            } else if self.rend == self.rbuf.len() {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            }
+            let allow = (self.rbuf.len() - self.rend)
+                .min(bucket.available(now))
+                .min(TURN_QUANTUM - moved);
+            if allow == 0 {
+                return Turn::Throttled;
+            }
+            match self
+                .stream
+                .read(&mut self.rbuf[self.rend..self.rend + allow])
+            {
+                Ok(0) => return Turn::Gone("connection closed by peer".into()),
+                Ok(n) => {
+                    bucket.consume(n);
+                    moved += n;
+                    self.rend += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Turn::Gone(e.to_string()),
+            }
+        }
+    }
+
+    /// Handles buffered frames. `Ok(true)` when a PIECE payload began.
+    fn dispatch_frames(
+        &mut self,
+        slot: Slot,
+        node: &mut Node,
+        storage: &mut Storage,
+        scratch: &mut Vec<u8>,
+        now: Instant,
+    ) -> Result<bool, Turn> {
+        loop {
+            let buf = &self.rbuf[self.rstart..self.rend];
+            let head = match FrameHead::parse(buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(false),
+                Err(e) => {
+                    node.handle_malformed(slot, &e.to_string(), now);
+                    return Err(Turn::Closing);
+                }
+            };
+            if head.ty == wire::ty::PIECE {
+                if buf.len() < PIECE_HEAD_SIZE {
+                    return Ok(false);
+                }
+                if head.len < 5 {
+                    node.handle_malformed(slot, "PIECE frame too short", now);
+                    return Err(Turn::Closing);
+                }
+                let piece = wire::be_u32(&buf[HEAD_SIZE..]);
+                let len = head.len as usize - 5;
+                self.rstart += PIECE_HEAD_SIZE;
+                let Some(sink) = node.begin_piece(slot, piece, len as u32, now) else {
+                    return Err(Turn::Closing);
+                };
+                if let Sink::Discard = sink
+                    && scratch.len() < len
+                {
+                    scratch.resize(len, 0);
+                }
+                self.rx = Rx::Payload { sink, len, got: 0 };
+                // Bytes of the payload that came in with the head.
+                let take = len.min(self.rend - self.rstart);
+                if take > 0 {
+                    let src = &self.rbuf[self.rstart..self.rstart + take];
+                    match sink {
+                        Sink::Store { offset } => {
+                            let o = offset as usize;
+                            storage.bytes_mut()[o..o + take].copy_from_slice(src);
+                        }
+                        Sink::Discard => scratch[..take].copy_from_slice(src),
+                    }
+                    self.rstart += take;
+                }
+                self.advance_payload(slot, take, node, storage, now);
+                if node.is_closing(slot) {
+                    return Err(Turn::Closing);
+                }
+                return Ok(matches!(self.rx, Rx::Payload { .. }));
+            }
+            let frame_len = head.frame_len();
+            if buf.len() < frame_len {
+                if self.rbuf.len() < frame_len {
+                    // A manifest larger than the buffer; MAX_FRAME_LEN bounds the growth.
+                    self.rbuf.copy_within(self.rstart..self.rend, 0);
+                    self.rend -= self.rstart;
+                    self.rstart = 0;
+                    self.rbuf.resize(frame_len, 0);
+                }
+                return Ok(false);
+            }
+            node.handle_frame(slot, head.ty, &buf[HEAD_SIZE..frame_len], now);
+            self.rstart += frame_len;
+            if self.rbuf.len() > RBUF_SIZE && self.rstart == self.rend {
+                self.rbuf.truncate(RBUF_SIZE);
+                self.rbuf.shrink_to_fit();
+                self.rstart = 0;
+                self.rend = 0;
+            }
+            if node.is_closing(slot) {
+                return Err(Turn::Closing);
+            }
+        }
+    }
+
+    fn advance_payload(
+        &mut self,
+        slot: Slot,
+        n: usize,
+        node: &mut Node,
+        storage: &Storage,
+        now: Instant,
+    ) {
+        let Rx::Payload { sink, len, got } = &mut self.rx else {
+            return;
+        };
+        *got += n;
+        if *got < *len {
+            return;
+        }
+        let region = match *sink {
+            Sink::Store { offset } => {
+                let o = offset as usize;
+                Some(&storage.bytes()[o..o + *len])
+            }
+            Sink::Discard => None,
+        };
+        node.end_piece(slot, region, now);
+        self.rx = Rx::Frames;
+    }
+
+    /// Writes control bytes and pieces for up to one quantum.
+    pub fn write_turn(
+        &mut self,
+        slot: Slot,
+        node: &mut Node,
+        storage: &Storage,
+        bucket: &mut TokenBucket,
+        now: Instant,
+    ) -> Turn {
+        let mut moved = 0;
+        loop {
+            if moved >= TURN_QUANTUM {
+                return Turn::More;
+            }
+            if !self.has_unsent_control() {
+                self.ctrl.clear();
+                self.ctrl_off = 0;
+            }
+            if self.tx.is_none() && self.closing.is_none() {
+                if let Some(piece) = node.poll_piece(slot) {
+                    let m = node.manifest().expect("pieces imply a manifest");
+                    let len = m.piece_len(piece) as usize;
+                    self.tx = Some(TxPiece {
+                        head: wire::piece_head(piece, len as u32),
+                        piece,
+                        offset: m.piece_offset(piece) as usize,
+                        len,
+                        sent: 0,
+                    });
+                }
+            }
+            // After poll_piece: it may have queued REJECTs.
+            node.take_outbox(slot, &mut self.ctrl);
+            let ctrl = &self.ctrl[self.ctrl_off..];
+            let pending = ctrl.len()
+                + self
+                    .tx
+                    .as_ref()
+                    .map_or(0, |t| PIECE_HEAD_SIZE + t.len - t.sent);
+            if pending == 0 {
+                return Turn::Idle;
+            }
+            let limit = bucket.available(now).min(TURN_QUANTUM - moved);
+            if limit == 0 {
+                return Turn::Throttled;
+            }
+            let data = storage.bytes();
+            // A piece already started must finish before any control frame goes out.
+            let (c, h, p): (&[u8], &[u8], &[u8]) = match &self.tx {
+                Some(t) if t.sent > 0 => {
+                    let hs = t.sent.min(PIECE_HEAD_SIZE);
+                    let ps = t.sent - hs;
+                    (&[], &t.head[hs..], &data[t.offset + ps..t.offset + t.len])
+                }
+                Some(t) => (ctrl, &t.head[..], &data[t.offset..t.offset + t.len]),
+                None => (ctrl, &[], &[]),
+            };
+            let mut iov = [IoSlice::new(&[]); 3];
+            let n_iov = gather([c, h, p], limit, &mut iov);
+            let res = self.stream.write_vectored(&iov[..n_iov]);
+            let n = match res {
+                Ok(0) => return Turn::Gone("connection closed".into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Turn::Gone(e.to_string()),
+            };
+            bucket.consume(n);
+            moved += n;
+            let from_ctrl = n.min(c.len());
+            self.ctrl_off += from_ctrl;
+            if let Some(t) = &mut self.tx {
+                t.sent += n - from_ctrl;
+                if t.sent == PIECE_HEAD_SIZE + t.len {
+                    let piece = t.piece;
+                    self.tx = None;
+                    node.handle_piece_sent(slot, piece, now);
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` with the first `limit` bytes of `parts`, skipping empty ones; returns how many
+/// slices it used.
+fn gather<'a>(parts: [&'a [u8]; 3], limit: usize, out: &mut [IoSlice<'a>; 3]) -> usize {
+    let mut left = limit;
+    let mut n = 0;
+    for part in parts {
+        if left == 0 {
+            break;
+        }
+        if part.is_empty() {
+            continue;
+        }
+        let take = part.len().min(left);
+        out[n] = IoSlice::new(&part[..take]);
+        n += 1;
+        left -= take;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_gather_truncates_and_skips_empty() {
+        let a = [1u8; 5];
+        let b: [u8; 0] = [];
+        let c = [2u8; 10];
+        let mut out = [IoSlice::new(&[]); 3];
+        assert_eq!(gather([&a, &b, &c], 7, &mut out), 2);
+        assert_eq!(out[0].len(), 5);
+        assert_eq!(out[1].len(), 2);
+        assert_eq!(gather([&a, &b, &c], 3, &mut out), 1);
+        assert_eq!(out[0].len(), 3);
+        assert_eq!(gather([&b, &b, &b], 100, &mut out), 0);
+    }
+}

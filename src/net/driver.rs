@@ -1,0 +1,442 @@
+//! The node's event loop: one thread, one mio `Poll`, every socket nonblocking in a slab.
+//! It turns readiness into node inputs and node outputs into syscalls, and nothing else:
+//! every protocol decision is the node's (`crate::proto`).
+//!
+//! Shape (after mio's `tcp_server` example): edge-triggered readiness is cached per
+//! connection and consumed in turns of at most `TURN_QUANTUM` bytes from two run queues, so
+//! one busy peer cannot starve the rest and a rate limit can pause a connection without
+//! losing its readiness. The poll timeout is the node's next timer or the rate limiter's
+//! refill, whichever is first.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::conn::{Conn, Turn};
+use super::ratelimit::TokenBucket;
+use super::socket::{self, SocketOptions};
+use super::storage::Storage;
+use crate::proto::{Event, Link, Node, Slot};
+use crate::stats;
+
+const LISTENER: Token = Token(0);
+/// Connection slot k is token k + FIRST_CONN; low tokens are reserved.
+const FIRST_CONN: usize = 1;
+/// How long to wait for queued control frames (SWARM_DONE, ERROR) to leave on exit or close.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// How often the stats file is rewritten while running.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// SIGINT/SIGTERM end the loop cleanly (final stats written, `.part` removed) instead of
+/// killing the process mid-write.
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub struct Options {
+    pub up_rate: Option<u64>,
+    pub down_rate: Option<u64>,
+    pub sock: SocketOptions,
+    pub stats_path: Option<PathBuf>,
+    pub max_conns: usize,
+    pub verbose: bool,
+}
+
+pub struct Driver {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    node: Node,
+    storage: Storage,
+    /// Destination for payloads the node discards.
+    scratch: Vec<u8>,
+    up: TokenBucket,
+    down: TokenBucket,
+    read_q: VecDeque<Slot>,
+    write_q: VecDeque<Slot>,
+    opts: Options,
+    exit_by: Option<Instant>,
+    next_stats: Instant,
+}
+
+impl Driver {
+    pub fn new(
+        node: Node,
+        storage: Storage,
+        listener: Option<TcpListener>,
+        opts: Options,
+    ) -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let mut listener = listener;
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let now = Instant::now();
+        Ok(Driver {
+            poll,
+            listener,
+            conns: Slab::new(),
+            node,
+            storage,
+            scratch: Vec::new(),
+            up: TokenBucket::new(opts.up_rate, now),
+            down: TokenBucket::new(opts.down_rate, now),
+            read_q: VecDeque::new(),
+            write_q: VecDeque::new(),
+            opts,
+            exit_by: None,
+            next_stats: now,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Opens a connection for the node (the origin, at start, or a peer it named).
+    pub fn dial(&mut self, addr: SocketAddr, link: Link) {
+        let now = Instant::now();
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        let res = socket::connect(addr, self.opts.sock).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                Token(slot + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        self.node.handle_open(slot, link, addr, now);
+        match res {
+            Ok(stream) => {
+                entry.insert(Conn::new(stream, addr, false));
+            }
+            Err(e) => self.node.handle_closed(slot, &e.to_string(), now),
+        }
+        self.log(|| format!("dial {addr} ({link:?}) slot {slot}"));
+    }
+
+    /// Runs until the node exits or fails. Returns the node's failure reason, if any.
+    pub fn run(&mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(1024);
+        let result = loop {
+            if let Err(why) = self.drain_node() {
+                break Err(why);
+            }
+            self.serve_writes();
+            if let Err(why) = self.drain_node() {
+                break Err(why);
+            }
+            let now = Instant::now();
+            if STOP.load(Ordering::Relaxed) {
+                break Err("interrupted".to_string());
+            }
+            if let Some(by) = self.exit_by
+                && (now >= by || !self.conns.iter().any(|(_, c)| c.has_unsent_control()))
+            {
+                break Ok(());
+            }
+            self.close_overdue(now);
+            if now >= self.next_stats {
+                self.next_stats = now + STATS_EVERY;
+                self.write_stats();
+            }
+            let timeout = self.timeout(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(format!("poll failed: {e}")),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(),
+                    Token(t) => self.mark_ready(t - FIRST_CONN, ev),
+                }
+            }
+            let now = Instant::now();
+            if now >= self.node.poll_timeout() {
+                self.node.handle_tick(now);
+            }
+            if let Err(why) = self.drain_node() {
+                break Err(why);
+            }
+            self.serve_reads();
+        };
+        self.write_stats();
+        result
+    }
+
+    /// Hands the storage back (to be finished or abandoned by the caller).
+    pub fn into_storage(self) -> Storage {
+        self.storage
+    }
+
+    fn timeout(&mut self, now: Instant) -> Duration {
+        let runnable =
+            |q: &VecDeque<Slot>, b: &mut TokenBucket| !q.is_empty() && b.available(now) > 0;
+        if runnable(&self.read_q, &mut self.down) || runnable(&self.write_q, &mut self.up) {
+            return Duration::ZERO;
+        }
+        let mut at = self.node.poll_timeout();
+        if !self.read_q.is_empty() {
+            at = at.min(self.down.ready_at());
+        }
+        if !self.write_q.is_empty() {
+            at = at.min(self.up.ready_at());
+        }
+        if let Some(by) = self.exit_by {
+            at = at.min(by);
+        }
+        at.saturating_duration_since(now)
+    }
+
+    fn accept_all(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            let (mut stream, addr) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors or similar: leave the rest in the backlog for now.
+                Err(e) => {
+                    self.log(|| format!("accept failed: {e}"));
+                    return;
+                }
+            };
+            if self.conns.len() >= self.opts.max_conns {
+                continue; // dropping the stream closes it
+            }
+            let _ = socket::tune_accepted(&stream);
+            let entry = self.conns.vacant_entry();
+            let slot = entry.key();
+            let reg = self.poll.registry().register(
+                &mut stream,
+                Token(slot + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if reg.is_err() {
+                continue;
+            }
+            entry.insert(Conn::new(stream, addr, true));
+            self.node
+                .handle_open(slot, Link::Accepted, addr, Instant::now());
+            self.log(|| format!("accepted {addr} slot {slot}"));
+        }
+    }
+
+    fn mark_ready(&mut self, slot: Slot, ev: &mio::event::Event) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            c.readable = true;
+            if !c.in_read_q {
+                c.in_read_q = true;
+                self.read_q.push_back(slot);
+            }
+        }
+        if ev.is_writable() || ev.is_write_closed() {
+            c.writable = true;
+            if !c.connected {
+                match c.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => return self.drop_conn(slot, &e.to_string()),
+                    Ok(None) => {}
+                }
+                match c.stream.peer_addr() {
+                    Ok(_) => c.connected = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => return self.drop_conn(slot, &e.to_string()),
+                }
+            }
+            self.queue_write(slot);
+        }
+    }
+
+    fn queue_write(&mut self, slot: Slot) {
+        if let Some(c) = self.conns.get_mut(slot)
+            && !c.in_write_q
+        {
+            c.in_write_q = true;
+            self.write_q.push_back(slot);
+        }
+    }
+
+    /// One round over the read queue.
+    fn serve_reads(&mut self) {
+        for _ in 0..self.read_q.len() {
+            let Some(slot) = self.read_q.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            c.in_read_q = false;
+            if !c.readable || c.closing.is_some() {
+                continue;
+            }
+            let now = Instant::now();
+            let turn = c.read_turn(
+                slot,
+                &mut self.node,
+                &mut self.storage,
+                &mut self.scratch,
+                &mut self.down,
+                now,
+            );
+            match turn {
+                Turn::More | Turn::Throttled => {
+                    c.in_read_q = true;
+                    self.read_q.push_back(slot);
+                    if turn == Turn::Throttled {
+                        break;
+                    }
+                }
+                Turn::Drained | Turn::Idle => c.readable = false,
+                Turn::Closing => {}
+                Turn::Gone(why) => self.drop_conn(slot, &why),
+            }
+        }
+    }
+
+    /// One round over the write queue.
+    fn serve_writes(&mut self) {
+        for _ in 0..self.write_q.len() {
+            let Some(slot) = self.write_q.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            c.in_write_q = false;
+            if !c.writable || !c.connected {
+                continue;
+            }
+            let now = Instant::now();
+            let turn = c.write_turn(slot, &mut self.node, &self.storage, &mut self.up, now);
+            let flushed = c.closing.is_some() && !c.has_unsent_control();
+            match turn {
+                Turn::More | Turn::Throttled => {
+                    c.in_write_q = true;
+                    self.write_q.push_back(slot);
+                    if turn == Turn::Throttled {
+                        break;
+                    }
+                }
+                Turn::Idle if flushed => self.drop_conn(slot, "closed after error"),
+                Turn::Idle => {}
+                Turn::Drained => c.writable = false,
+                Turn::Closing => {}
+                Turn::Gone(why) => self.drop_conn(slot, &why),
+            }
+        }
+    }
+
+    fn close_overdue(&mut self, now: Instant) {
+        let overdue: Vec<Slot> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_some_and(|t| now >= t))
+            .map(|(k, _)| k)
+            .collect();
+        for slot in overdue {
+            self.drop_conn(slot, "closed");
+        }
+    }
+
+    fn drop_conn(&mut self, slot: Slot, why: &str) {
+        if let Some(mut c) = self.conns.try_remove(slot) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.log(|| format!("slot {slot} {} closed: {why}", c.remote));
+        }
+        self.node.handle_closed(slot, why, Instant::now());
+    }
+
+    /// Acts on everything the node asked for.
+    fn drain_node(&mut self) -> Result<(), String> {
+        loop {
+            let mut progress = false;
+            while let Some(ev) = self.node.poll_event() {
+                progress = true;
+                self.on_event(ev)?;
+            }
+            while let Some(slot) = self.node.poll_dirty() {
+                progress = true;
+                self.queue_write(slot);
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Connect { addr, link } => self.dial(addr, link),
+            Event::Close { slot, flush } => {
+                if flush && self.conns.contains(slot) {
+                    self.conns[slot].closing = Some(Instant::now() + FLUSH_GRACE);
+                    self.queue_write(slot);
+                } else {
+                    self.drop_conn(slot, "closed by node");
+                }
+            }
+            Event::Manifest => {
+                let m = self.node.manifest().expect("event implies manifest");
+                self.storage.prepare(m)?;
+                let (len, n) = (m.file_len(), m.piece_count());
+                self.log(|| format!("manifest: {len} bytes, {n} pieces"));
+            }
+            Event::Complete => {
+                self.storage.finish()?;
+                self.write_stats();
+            }
+            Event::Exit => {
+                self.exit_by = Some(Instant::now() + FLUSH_GRACE);
+                for slot in 0..self.conns.capacity() {
+                    self.queue_write(slot);
+                }
+            }
+            Event::Fatal(why) => return Err(why),
+        }
+        Ok(())
+    }
+
+    fn write_stats(&self) {
+        if let Some(path) = &self.opts.stats_path {
+            let json = stats::to_json(&self.node, Instant::now());
+            if let Err(e) = stats::write_atomic(path, &json) {
+                eprintln!("tfttp: cannot write stats to {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn log(&self, msg: impl FnOnce() -> String) {
+        if self.opts.verbose {
+            eprintln!("tfttp: {}", msg());
+        }
+    }
+}

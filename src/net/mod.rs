@@ -1,0 +1,11 @@
+//! The I/O edge: sockets (socket2 + mio), the mapped file (memmap2), rate limits and the
+//! event loop that drives one `proto::Node`.
+
+mod conn;
+mod driver;
+mod ratelimit;
+pub mod socket;
+pub mod storage;
+
+pub use driver::{Driver, Options, install_signal_handlers, stopped};
+pub use ratelimit::TokenBucket;

@@ -1,0 +1,225 @@
+//! Where pieces live: the origin's file mapped read-only, or the client's `OUT.part` mapped
+//! read-write and renamed to `OUT` only once every piece is verified. Payloads are received
+//! straight into the mapping and uploads are written straight from it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+
+use crate::manifest::Manifest;
+
+pub enum Storage {
+    /// Origin: the source file, read-only.
+    Source(Mmap),
+    /// Client before the manifest: `OUT.part` created, size unknown.
+    Pending(PartFile),
+    /// Client after the manifest: `OUT.part` sized and mapped.
+    Part(PartFile, MmapMut),
+    /// Client after completion: renamed to `OUT`, still mapped so peers can be served.
+    Done(MmapMut),
+    /// Transitional, only inside `prepare` and `finish`.
+    Empty,
+}
+
+pub struct PartFile {
+    file: File,
+    part: PathBuf,
+    out: PathBuf,
+}
+
+/// Opens and maps the file an origin serves.
+pub fn open_source(path: &Path) -> io::Result<Mmap> {
+    let file = File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // SAFETY: the mapping is read-only. If another process truncates the file while we
+    // serve it, reads of the lost range fault; tfttp documents that the served file must
+    // not change (docs/PROTOCOL.md §8), as every mmap-based server does.
+    unsafe { MmapOptions::new().map(&file) }
+}
+
+/// `PATH.part` for the output `PATH`.
+pub fn part_path(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+impl Storage {
+    /// Creates `OUT.part` for a download. Refuses to touch an existing `OUT`. An existing
+    /// `OUT.part` is tfttp's own leftover from an interrupted run and is started over.
+    pub fn create_part(out: &Path) -> Result<Storage, String> {
+        if out.exists() {
+            return Err(format!(
+                "{} already exists; remove it or choose another --output",
+                out.display()
+            ));
+        }
+        let part = part_path(out);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+        Ok(Storage::Pending(PartFile {
+            file,
+            part,
+            out: out.to_path_buf(),
+        }))
+    }
+
+    /// Sizes and maps `OUT.part` for the manifest. Space is reserved up front: a write into a
+    /// sparse mapping on a full disk would kill the process with SIGBUS instead of an error.
+    pub fn prepare(&mut self, m: &Manifest) -> Result<(), String> {
+        let Storage::Pending(pf) = std::mem::replace(self, Storage::Empty) else {
+            return Err("output prepared twice".into());
+        };
+        let len = m.file_len();
+        if let Err(e) = reserve(&pf.file, len) {
+            let why = format!("cannot reserve {len} bytes for {}: {e}", pf.part.display());
+            *self = Storage::Pending(pf);
+            return Err(why);
+        }
+        // SAFETY: the file is ours (just created, truncated and sized); nothing else maps or
+        // truncates it while the download runs.
+        match unsafe { MmapOptions::new().len(len as usize).map_mut(&pf.file) } {
+            Ok(map) => {
+                *self = Storage::Part(pf, map);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("cannot map {}: {e}", pf.part.display());
+                *self = Storage::Pending(pf);
+                Err(why)
+            }
+        }
+    }
+
+    /// Renames `OUT.part` to `OUT`; the mapping stays valid for serving peers.
+    pub fn finish(&mut self) -> Result<(), String> {
+        let Storage::Part(pf, map) = std::mem::replace(self, Storage::Empty) else {
+            return Err("output finished before it was prepared".into());
+        };
+        if let Err(e) = std::fs::rename(&pf.part, &pf.out) {
+            let why = format!(
+                "cannot rename {} to {}: {e}",
+                pf.part.display(),
+                pf.out.display()
+            );
+            *self = Storage::Part(pf, map);
+            return Err(why);
+        }
+        *self = Storage::Done(map);
+        Ok(())
+    }
+
+    /// Removes an unfinished `OUT.part` after a failure: without resume it is of no use.
+    pub fn abandon(self) {
+        if let Storage::Pending(pf) | Storage::Part(pf, _) = self {
+            let _ = std::fs::remove_file(&pf.part);
+        }
+    }
+
+    /// The whole file's bytes, for uploads and verification.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Source(m) => m,
+            Storage::Part(_, m) | Storage::Done(m) => m,
+            Storage::Pending(_) | Storage::Empty => &[],
+        }
+    }
+
+    /// The writable bytes, for receiving.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Storage::Part(_, m) => m,
+            _ => &mut [],
+        }
+    }
+}
+
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    file.set_len(len)?;
+    // SAFETY: plain syscall wrapper on a valid, open descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        // Filesystems without fallocate: the sparse file is the best we can do.
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tfttp-storage-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn test_part_renamed_only_on_finish() {
+        let d = tmp("finish");
+        let out = d.join("f.bin");
+        let data = vec![3u8; 40_000];
+        let m = Manifest::build(&data, 16 * 1024).unwrap();
+        let mut s = Storage::create_part(&out).unwrap();
+        s.prepare(&m).unwrap();
+        s.bytes_mut().copy_from_slice(&data);
+        assert!(part_path(&out).exists());
+        assert!(!out.exists());
+        s.finish().unwrap();
+        assert!(out.exists() && !part_path(&out).exists());
+        assert_eq!(s.bytes(), &data[..]);
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_existing_output_refused() {
+        let d = tmp("exists");
+        let out = d.join("f.bin");
+        std::fs::write(&out, b"keep me").unwrap();
+        let e = Storage::create_part(&out).err().unwrap();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_unwritable_directory_is_an_error() {
+        let e = Storage::create_part(Path::new("/nonexistent-dir/x"))
+            .err()
+            .unwrap();
+        assert!(e.contains("cannot create"), "{e}");
+    }
+
+    #[test]
+    fn test_empty_file() {
+        let d = tmp("empty");
+        let out = d.join("e");
+        let m = Manifest::build(&[], 16 * 1024).unwrap();
+        let mut s = Storage::create_part(&out).unwrap();
+        s.prepare(&m).unwrap();
+        s.finish().unwrap();
+        assert!(s.bytes().is_empty());
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

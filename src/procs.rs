@@ -1,0 +1,111 @@
+//! Running tfttp nodes as child processes, for `demo`, the end-to-end tests and the
+//! benchmarks: spawn, wait with a hard deadline, read back what they wrote.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often a wait looks at its children.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Starts `exe` with `args`; stdout and stdin are discarded, stderr is kept for errors.
+pub fn spawn(exe: &Path, args: &[String]) -> io::Result<Child> {
+    Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Waits for `child` until `deadline`, then kills it. Returns its status and stderr.
+pub fn wait(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, String) {
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// Waits until a node's `--ready-file` names its listen address.
+pub fn wait_ready(path: &Path, child: &mut Child, timeout: Duration) -> Result<SocketAddr, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(addr) = text.trim().parse()
+        {
+            return Ok(addr);
+        }
+        if let Ok(Some(s)) = child.try_wait() {
+            let (_, err) = wait(child, Instant::now());
+            return Err(format!("node exited early ({s}): {}", err.trim()));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{} did not appear in time", path.display()));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Writes `size` bytes of seeded pseudo-random data (incompressible, so no layer can cheat).
+pub fn write_test_file(path: &Path, size: u64, seed: u64) -> io::Result<()> {
+    let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}
+
+/// True if the two files have identical bytes.
+pub fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}

@@ -1,0 +1,97 @@
+//! The `--stats` file: one flat JSON object a node rewrites every second and at exit, so
+//! tests, the demo and benchmarks read what happened instead of parsing log lines.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use crate::proto::Node;
+use crate::wire::Role;
+
+/// Renders the node's counters as JSON (keys documented in README.md "Stats file").
+pub fn to_json(node: &Node, now: Instant) -> String {
+    let k = node.counters();
+    let (have, total) = node.progress();
+    let file_bytes = node.manifest().map_or(0, |m| m.file_len());
+    let since = |t: Instant| t.saturating_duration_since(node.started_at()).as_secs_f64();
+    let complete = match node.completed_at() {
+        Some(t) => format!("{:.6}", since(t)),
+        None => "null".into(),
+    };
+    let lat = node.latency();
+    let q = |p: f64| {
+        if lat.is_empty() {
+            0
+        } else {
+            lat.value_at_quantile(p)
+        }
+    };
+    let role = match node.role() {
+        Role::Origin => "origin",
+        Role::Client => "client",
+    };
+    let mut s = String::with_capacity(512);
+    let _ = write!(
+        s,
+        "{{\"role\":\"{role}\",\"node_id\":{},\"file_bytes\":{file_bytes},\
+         \"pieces\":{total},\"have_pieces\":{have},\"elapsed_s\":{:.6},\"complete_s\":{complete},\
+         \"bytes_from_origin\":{},\"bytes_from_peers\":{},\"bytes_uploaded\":{},\
+         \"bytes_discarded\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
+         \"clients_completed\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
+         \"p99\":{},\"max\":{}}}}}",
+        node.node_id(),
+        since(now),
+        k.from_origin,
+        k.from_peers,
+        k.uploaded,
+        k.discarded,
+        k.corrupt_pieces,
+        k.peers_connected,
+        k.clients_completed,
+        lat.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        if lat.is_empty() { 0 } else { lat.max() },
+    );
+    s.push('\n');
+    s
+}
+
+/// Writes via a temporary file and rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// The number stored under `"key"` in a flat JSON object such as the stats file; enough for
+/// the demo and the tests without a JSON dependency.
+pub fn json_number(text: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let start = text.find(&pat)? + pat.len();
+    let rest = text[start..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_json_number_reads_fields_and_null() {
+        let t = r#"{"a":1,"b":2.5,"c":null,"ab":7}"#;
+        assert_eq!(json_number(t, "a"), Some(1.0));
+        assert_eq!(json_number(t, "b"), Some(2.5));
+        assert_eq!(json_number(t, "c"), None);
+        assert_eq!(json_number(t, "ab"), Some(7.0));
+        assert_eq!(json_number(t, "zz"), None);
+    }
+}
