@@ -306,18 +306,19 @@ impl Conn {
                 self.ctrl.clear();
                 self.ctrl_off = 0;
             }
-            if self.tx.is_none() && self.closing.is_none() {
-                if let Some(piece) = node.poll_piece(slot) {
-                    let m = node.manifest().expect("pieces imply a manifest");
-                    let len = m.piece_len(piece) as usize;
-                    self.tx = Some(TxPiece {
-                        head: wire::piece_head(piece, len as u32),
-                        piece,
-                        offset: m.piece_offset(piece) as usize,
-                        len,
-                        sent: 0,
-                    });
-                }
+            if self.tx.is_none()
+                && self.closing.is_none()
+                && let Some(piece) = node.poll_piece(slot)
+            {
+                let m = node.manifest().expect("pieces imply a manifest");
+                let len = m.piece_len(piece) as usize;
+                self.tx = Some(TxPiece {
+                    head: wire::piece_head(piece, len as u32),
+                    piece,
+                    offset: m.piece_offset(piece) as usize,
+                    len,
+                    sent: 0,
+                });
             }
             // After poll_piece: it may have queued REJECTs.
             node.take_outbox(slot, &mut self.ctrl);

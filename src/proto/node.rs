@@ -1281,6 +1281,12 @@ impl Node {
 
     /// Send ERROR and close `slot` after it is flushed.
     fn fail(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
+        if self.manifest.is_none() && self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+            let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
+            self.fatal(format!(
+                "{server} broke the protocol ({reason}); is it a TFTTP server?"
+            ));
+        }
         if self.peer(slot).is_some_and(|p| !p.closing) {
             self.emit(slot, &Message::Error { code, reason });
             self.close(slot, true);

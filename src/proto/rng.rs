@@ -21,7 +21,7 @@ impl Rng {
 
     /// Uniform-enough index in `0..n`; `n` must be non-zero.
     pub fn below(&mut self, n: u32) -> u32 {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as u32
+        (((self.next_u64() >> 32) * n as u64) >> 32) as u32
     }
 }
 

@@ -1,0 +1,206 @@
+//! End-to-end: bad input gets a clear error, never a panic, a hang, or a file that looks
+//! complete but is not.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use tfttp::wire::{self, FrameHead, HEAD_SIZE, Hello, Message, Role};
+
+const T: Duration = Duration::from_secs(20);
+
+fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; HEAD_SIZE];
+    s.read_exact(&mut head).ok()?;
+    let h = FrameHead::parse(&head).ok()??;
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).ok()?;
+    Some((h.ty, body))
+}
+
+/// Reads frames until one of type `ty` (or the connection ends).
+fn find_frame(s: &mut TcpStream, ty: u8) -> Option<Vec<u8>> {
+    while let Some((t, body)) = read_frame(s) {
+        if t == ty {
+            return Some(body);
+        }
+    }
+    None
+}
+
+fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn error_code(body: &[u8]) -> u16 {
+    u16::from_be_bytes([body[0], body[1]])
+}
+
+#[test]
+fn server_answers_garbage_with_error_and_keeps_serving() {
+    let dir = TestDir::new("garbage");
+    let src = dir.source("src.bin", 300_000);
+    let (mut server, addr) = serve(&dir, &src, &["--exit-after", "1"]);
+
+    // A length prefix far beyond the limit.
+    let mut s = connect(addr);
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    assert_eq!(error_code(&body), 1);
+    assert!(
+        read_frame(&mut s).is_none(),
+        "connection closed after the error"
+    );
+
+    // An HTTP request.
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(find_frame(&mut s, wire::ty::ERROR).is_some());
+
+    // An unknown protocol version.
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    Message::Hello(Hello {
+        version: 99,
+        role: Role::Client,
+        node_id: 7,
+        file_id: 0,
+        listen_port: 0,
+    })
+    .emit(&mut buf);
+    s.write_all(&buf).unwrap();
+    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    assert_eq!(error_code(&body), 2, "version error code");
+
+    // A client for another file.
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    Message::Hello(Hello {
+        version: wire::VERSION,
+        role: Role::Client,
+        node_id: 8,
+        file_id: 0xdead_beef,
+        listen_port: 0,
+    })
+    .emit(&mut buf);
+    s.write_all(&buf).unwrap();
+    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    assert_eq!(error_code(&body), 3, "wrong-file error code");
+
+    // A peer that vanishes mid-frame.
+    let mut s = connect(addr);
+    s.write_all(&[0, 0, 0, 50, wire::ty::HELLO, b'T']).unwrap();
+    drop(s);
+
+    // The server is still fine for a real client.
+    let mut c = get(&dir, addr, "c", &["--no-peers"]);
+    let (status, err) = c.finish(deadline(30));
+    assert_success(status, &err, "client after garbage");
+    assert_same(&src, &c.out);
+    let (status, err) = server.finish(deadline(10));
+    assert_success(status, &err, "server");
+}
+
+#[test]
+fn existing_output_is_refused_and_untouched() {
+    let dir = TestDir::new("exists");
+    let out = dir.path("out.bin");
+    std::fs::write(&out, b"precious").unwrap();
+    let (code, err) = run(
+        &["get", "127.0.0.1:9", "--output", &out.display().to_string()],
+        T,
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+}
+
+#[test]
+fn unreachable_server_fails_fast_with_reason() {
+    let dir = TestDir::new("unreach");
+    // A port that was just free: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.path("out.bin");
+    let started = std::time::Instant::now();
+    let (code, err) = run(
+        &[
+            "get",
+            &format!("127.0.0.1:{port}"),
+            "-o",
+            &out.display().to_string(),
+        ],
+        T,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!out.exists());
+    assert!(
+        !tfttp::net::storage::part_path(&out).exists(),
+        "no .part left behind"
+    );
+}
+
+#[test]
+fn server_that_is_not_tfttp_is_reported() {
+    let dir = TestDir::new("nottfttp");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let out = dir.path("out.bin");
+    let (code, err) = run(
+        &["get", &addr.to_string(), "-o", &out.display().to_string()],
+        T,
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is it a TFTTP server?"), "{err}");
+    assert!(!out.exists());
+    t.join().unwrap();
+}
+
+#[test]
+fn unwritable_output_directory_is_an_error() {
+    let (code, err) = run(&["get", "127.0.0.1:9", "-o", "/nonexistent-dir/out.bin"], T);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot create"), "{err}");
+}
+
+#[test]
+fn serving_a_missing_file_is_an_error() {
+    let (code, err) = run(
+        &["serve", "/nonexistent-file", "--listen", "127.0.0.1:0"],
+        T,
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot open"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    for args in [
+        vec!["get", "127.0.0.1:1"],
+        vec!["frobnicate"],
+        vec!["serve", "x", "--up-rate", "lots"],
+        vec![],
+    ] {
+        let (code, err) = run(&args, T);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let (code, _) = run(&["--help"], T);
+    assert_eq!(code, Some(0));
+}

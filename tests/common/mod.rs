@@ -1,0 +1,150 @@
+//! Helpers for end-to-end tests: real `tfttp` processes on loopback, each bounded in time.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use tfttp::procs;
+use tfttp::stats::json_number;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tfttp"))
+}
+
+/// A scratch directory removed when the test ends.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let p = std::env::temp_dir().join(format!("tfttp-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TestDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A source file of `size` seeded bytes.
+    pub fn source(&self, name: &str, size: u64) -> PathBuf {
+        let p = self.path(name);
+        procs::write_test_file(&p, size, size ^ 0x1234_5678).unwrap();
+        p
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+pub struct Node {
+    pub child: Child,
+    pub stats: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Node {
+    /// Waits for exit (killing at `deadline`); returns the status and stderr.
+    pub fn finish(&mut self, deadline: Instant) -> (Option<ExitStatus>, String) {
+        procs::wait(&mut self.child, deadline)
+    }
+
+    pub fn stat(&self, key: &str) -> f64 {
+        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
+        json_number(&text, key).unwrap_or_else(|| panic!("no {key} in {text}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(dir: &TestDir, file: &Path, extra: &[&str]) -> (Node, SocketAddr) {
+    let ready = dir.path("server.addr");
+    let stats = dir.path("server.json");
+    let mut args = strings(&[
+        "serve",
+        &file.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    args.extend(strings(&["--ready-file", &ready.display().to_string()]));
+    args.extend(strings(&["--stats", &stats.display().to_string(), "-q"]));
+    args.extend(strings(extra));
+    let mut child = procs::spawn(&bin(), &args).unwrap();
+    let addr = procs::wait_ready(&ready, &mut child, Duration::from_secs(20)).unwrap();
+    (
+        Node {
+            child,
+            stats,
+            out: PathBuf::new(),
+        },
+        addr,
+    )
+}
+
+pub fn get(dir: &TestDir, server: SocketAddr, name: &str, extra: &[&str]) -> Node {
+    let out = dir.path(&format!("{name}.out"));
+    let stats = dir.path(&format!("{name}.json"));
+    let mut args = strings(&[
+        "get",
+        &server.to_string(),
+        "--output",
+        &out.display().to_string(),
+    ]);
+    args.extend(strings(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stats",
+        &stats.display().to_string(),
+    ]));
+    args.extend(strings(&["-q", "--stall-timeout", "20"]));
+    args.extend(strings(extra));
+    Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    }
+}
+
+/// Runs the binary to completion with a deadline; returns (exit code, stderr).
+pub fn run(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = procs::spawn(&bin(), &strings(args)).unwrap();
+    let (status, err) = procs::wait(&mut child, Instant::now() + timeout);
+    (status.and_then(|s| s.code()), err)
+}
+
+#[track_caller]
+pub fn assert_same(a: &Path, b: &Path) {
+    assert!(
+        procs::same_contents(a, b).unwrap_or(false),
+        "{} differs from {}",
+        b.display(),
+        a.display()
+    );
+}
+
+#[track_caller]
+pub fn assert_success(status: Option<ExitStatus>, err: &str, what: &str) {
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what} failed ({status:?}): {err}"
+    );
+}
+
+pub fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
