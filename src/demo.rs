@@ -75,8 +75,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         );
     }
     println!();
-    println!("  client-server bound max(N*F/u_s, F/d)        = {t_cs:8.2} s");
-    println!("  Kumar-Ross minimum max(F/u_s, N*F/(u_s+sum u_i)) = {t_min:8.2} s");
+    println!("  client-server bound  max(N*F/u_s, F/d)                  = {t_cs:8.2} s");
+    println!("  Kumar-Ross minimum   max(F/u_s, F/d, N*F/(u_s+sum u_i))  = {t_min:8.2} s");
     println!(
         "  swarm last client: {:.2}x the minimum, {:.2}x faster than client-server",
         max(&sw.times) / t_min,
