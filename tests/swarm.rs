@@ -33,9 +33,7 @@ fn four_clients_trade_and_server_sends_under_two_copies() {
         })
         .collect();
     for c in &mut clients {
-        let (status, err) = c.finish(deadline(60));
-        assert_success(status, &err, "client");
-        assert_same(&src, &c.out);
+        c.expect_download(&src, 60);
         let (peers, origin) = (c.stat("bytes_from_peers"), c.stat("bytes_from_origin"));
         assert_eq!(peers + origin, size as f64);
         assert!(
@@ -44,8 +42,7 @@ fn four_clients_trade_and_server_sends_under_two_copies() {
         );
         assert_eq!(c.stat("corrupt_pieces"), 0.0);
     }
-    let (status, err) = server.finish(deadline(20));
-    assert_success(status, &err, "server");
+    server.expect_exit_ok(20);
     let copies = server.stat("bytes_uploaded") / size as f64;
     assert!(copies < 2.0, "server sent {copies:.2} copies");
     assert_eq!(server.stat("clients_completed"), 4.0);
@@ -66,13 +63,10 @@ fn odd_sizes_complete_byte_identical() {
         let mut a = get(&dir, addr, "a", &["--linger", "2"]);
         let mut b = get(&dir, addr, "b", &["--linger", "2"]);
         for c in [&mut a, &mut b] {
-            let (status, err) = c.finish(deadline(30));
-            assert_success(status, &err, name);
-            assert_same(&src, &c.out);
+            c.expect_download(&src, 30);
             assert!(!tfttp::net::storage::part_path(&c.out).exists());
         }
-        let (status, err) = server.finish(deadline(10));
-        assert_success(status, &err, "server");
+        server.expect_exit_ok(10);
     }
 }
 
@@ -104,16 +98,11 @@ fn late_joiner_completes() {
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(800));
     let mut late = get(&dir, addr, "late", &["--up-rate", "20M", "--linger", "1"]);
-    let (status, err) = late.finish(deadline(60));
-    assert_success(status, &err, "late client");
-    assert_same(&src, &late.out);
+    late.expect_download(&src, 60);
     for c in &mut early {
-        let (status, err) = c.finish(deadline(30));
-        assert_success(status, &err, "early client");
-        assert_same(&src, &c.out);
+        c.expect_download(&src, 30);
     }
-    let (status, err) = server.finish(deadline(10));
-    assert_success(status, &err, "server");
+    server.expect_exit_ok(10);
 }
 
 #[test]
@@ -139,16 +128,13 @@ fn killed_client_does_not_stop_the_others() {
     victim.child.kill().unwrap();
     let _ = victim.child.wait();
     for c in [&mut a, &mut b] {
-        let (status, err) = c.finish(deadline(60));
-        assert_success(status, &err, "surviving client");
-        assert_same(&src, &c.out);
+        c.expect_download(&src, 60);
     }
     assert!(
         !victim.out.exists(),
         "a killed client must not leave a complete-looking file"
     );
-    let (status, err) = server.finish(deadline(10));
-    assert_success(status, &err, "server");
+    server.expect_exit_ok(10);
 }
 
 #[test]
@@ -159,14 +145,11 @@ fn no_peers_mode_downloads_from_server_only() {
     let mut a = get(&dir, addr, "a", &["--no-peers"]);
     let mut b = get(&dir, addr, "b", &["--no-peers"]);
     for c in [&mut a, &mut b] {
-        let (status, err) = c.finish(deadline(30));
-        assert_success(status, &err, "client");
-        assert_same(&src, &c.out);
+        c.expect_download(&src, 30);
         assert_eq!(c.stat("bytes_from_peers"), 0.0);
         assert_eq!(c.stat("peers_connected"), 0.0);
     }
-    let (status, err) = server.finish(deadline(10));
-    assert_success(status, &err, "server");
+    server.expect_exit_ok(10);
     assert_eq!(server.stat("bytes_uploaded"), 2.0 * (1 << 20) as f64);
 }
 
@@ -178,9 +161,7 @@ fn download_rate_cap_is_respected() {
     let src = dir.source("src.bin", size);
     let (mut server, addr) = serve(&dir, &src, &["--exit-after", "1"]);
     let mut c = get(&dir, addr, "c", &["--down-rate", "1M", "--no-peers"]);
-    let (status, err) = c.finish(deadline(60));
-    assert_success(status, &err, "client");
-    assert_same(&src, &c.out);
+    c.expect_download(&src, 60);
     let secs = c.stat("complete_s");
     // 3 MiB at 1 MB/s is 3.1 s; the bucket's initial burst is 16 KiB.
     assert!(secs >= 2.9, "3 MiB at 1 MB/s took only {secs:.2} s");

@@ -59,6 +59,21 @@ impl Node {
         procs::wait(&mut self.child, deadline)
     }
 
+    /// Waits for a successful exit and checks the output equals `src`.
+    #[track_caller]
+    pub fn expect_download(&mut self, src: &Path, secs: u64) {
+        let (status, err) = self.finish(deadline(secs));
+        assert_success(status, &err, &self.out.display().to_string());
+        assert_same(src, &self.out);
+    }
+
+    /// Waits for a successful exit.
+    #[track_caller]
+    pub fn expect_exit_ok(&mut self, secs: u64) {
+        let (status, err) = self.finish(deadline(secs));
+        assert_success(status, &err, "node");
+    }
+
     pub fn stat(&self, key: &str) -> f64 {
         let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
         json_number(&text, key).unwrap_or_else(|| panic!("no {key} in {text}"))

@@ -412,6 +412,21 @@ impl One {
         o
     }
 
+    /// A client that has the origin's HELLO, MANIFEST and BITFIELD for `data`, its own
+    /// replies and events drained.
+    fn client_with_manifest(data: &[u8]) -> One {
+        let mut c = One::client();
+        let m = Manifest::build(data, PIECE).unwrap();
+        c.send(hello(Role::Origin, 1, m.id()));
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        c.send(Message::Manifest(&body));
+        let all = Bitfield::full(m.piece_count());
+        c.send(Message::Bitfield(all.as_bytes()));
+        c.events();
+        c
+    }
+
     #[track_caller]
     fn send(&mut self, msg: Message) {
         let mut buf = Vec::new();
@@ -571,15 +586,8 @@ fn test_client_fatal_when_server_is_not_an_origin() {
 
 #[test]
 fn test_client_rejects_unsolicited_piece() {
-    let mut c = One::client();
     let data = file(2 * PIECE as usize);
-    let m = Manifest::build(&data, PIECE).unwrap();
-    c.send(hello(Role::Origin, 1, m.id()));
-    let mut body = Vec::new();
-    m.encode(&mut body);
-    c.send(Message::Manifest(&body));
-    c.send(Message::Bitfield(&[0xc0]));
-    c.events();
+    let mut c = One::client_with_manifest(&data);
     // Still choked: nothing requested, so any PIECE is unsolicited.
     assert_eq!(c.node.begin_piece(0, 0, PIECE, c.now), None);
     assert!(c.node.is_closing(0));
@@ -587,14 +595,8 @@ fn test_client_rejects_unsolicited_piece() {
 
 #[test]
 fn test_client_requests_wildcards_after_unchoke_and_verifies() {
-    let mut c = One::client();
     let data = file(2 * PIECE as usize);
-    let m = Manifest::build(&data, PIECE).unwrap();
-    c.send(hello(Role::Origin, 1, m.id()));
-    let mut body = Vec::new();
-    m.encode(&mut body);
-    c.send(Message::Manifest(&body));
-    c.send(Message::Bitfield(&[0xc0]));
+    let mut c = One::client_with_manifest(&data);
     let out = c.out();
     assert!(out.contains(&(wire::ty::INTERESTED, vec![1])));
     assert!(!out.iter().any(|f| f.0 == wire::ty::REQUEST));
@@ -627,14 +629,8 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
 
 #[test]
 fn test_client_discards_second_copy_of_piece_being_received() {
-    let mut c = One::client();
     let data = file(2 * PIECE as usize);
-    let m = Manifest::build(&data, PIECE).unwrap();
-    c.send(hello(Role::Origin, 1, m.id()));
-    let mut body = Vec::new();
-    m.encode(&mut body);
-    c.send(Message::Manifest(&body));
-    c.send(Message::Bitfield(&[0xc0]));
+    let mut c = One::client_with_manifest(&data);
     c.send(Message::Unchoke);
     // The origin answers two wildcards with piece 0 twice (a misbehaving origin or a race).
     assert!(matches!(
