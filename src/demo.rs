@@ -3,7 +3,6 @@
 //! then as a TFTTP swarm, and the two are timed against the Kumar–Ross minimum.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::cli::DemoArgs;
@@ -125,7 +124,7 @@ fn phase(
     let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(60))?;
     // Generous: four times the client-server bound plus start-up.
     let deadline = Instant::now() + Duration::from_secs_f64(4.0 * t_cs + 60.0);
-    let mut clients: Vec<(Child, PathBuf, PathBuf)> = Vec::new();
+    let mut clients: Vec<(procs::Running, PathBuf, PathBuf)> = Vec::new();
     for i in 0..a.clients {
         let out = dir.join(format!("{tag}-out-{i}.bin"));
         let st = dir.join(format!("{tag}-client-{i}.json"));

@@ -10,14 +10,41 @@ use std::time::{Duration, Instant};
 /// How often a wait looks at its children.
 const POLL: Duration = Duration::from_millis(20);
 
+/// A child process that is killed if it is still running when this is dropped, so no
+/// early return or panic leaves nodes behind.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// Starts `exe` with `args`; stdout and stdin are discarded, stderr is kept for errors.
-pub fn spawn(exe: &Path, args: &[String]) -> io::Result<Child> {
+pub fn spawn(exe: &Path, args: &[String]) -> io::Result<Running> {
     Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Running)
 }
 
 /// Waits for `child` until `deadline`, then kills it. Returns its status and stderr.

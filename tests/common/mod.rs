@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use tfttp::procs;
@@ -48,7 +48,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 pub struct Node {
-    pub child: Child,
+    pub child: procs::Running,
     pub stats: PathBuf,
     pub out: PathBuf,
 }
@@ -77,13 +77,6 @@ impl Node {
     pub fn stat(&self, key: &str) -> f64 {
         let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
         json_number(&text, key).unwrap_or_else(|| panic!("no {key} in {text}"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
