@@ -128,7 +128,6 @@ pub struct Counters {
     pub from_origin: u64,
     pub from_peers: u64,
     pub uploaded: u64,
-    pub uploaded_to_origin_clients: u64,
     pub discarded: u64,
     pub corrupt_pieces: u64,
     pub peers_connected: u64,
@@ -449,16 +448,7 @@ impl Node {
                 striper.remove_copy(i);
             }
         }
-        if let Some(id) = peer.node_id()
-            && let Some(k) = self.known.iter_mut().find(|k| k.node_id == id)
-            && k.slot == Some(slot)
-        {
-            k.slot = None;
-            k.attempts += 1;
-            k.next_attempt = now + DIAL_RETRY;
-        }
         for k in self.known.iter_mut().filter(|k| k.slot == Some(slot)) {
-            // A dial that failed before any HELLO.
             k.slot = None;
             k.attempts += 1;
             k.next_attempt = now + DIAL_RETRY;
