@@ -65,6 +65,8 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     let mut cfg = Config::new(Role::Origin, random_id());
     cfg.listen_port = bound.port();
     cfg.exit_after = a.exit_after;
+    cfg.policy = a.common.policy;
+    cfg.capacity = a.up_rate;
     let (len, pieces) = (manifest.file_len(), manifest.piece_count());
     let node = Node::origin(cfg, manifest, Instant::now());
     let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
@@ -132,6 +134,9 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     cfg.max_peers = a.max_peers;
     cfg.linger = a.linger;
     cfg.stall_timeout = a.stall_timeout;
+    cfg.policy = a.common.policy;
+    cfg.capacity = a.up_rate;
+    cfg.behaviour = a.behaviour;
     let node = Node::client(cfg, Instant::now());
     let opts = driver_options(&a.common, a.up_rate, a.down_rate, a.max_peers + 8);
     let mut driver = match Driver::new(node, storage, listener, opts) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 
 use crate::manifest::DEFAULT_PIECE_SIZE;
+use crate::proto::{Behaviour, Policy};
 
 pub const USAGE_HEAD: &str = "\
 tfttp: the Tit-for-Tat Transfer Protocol. One origin spreads a large file over a crowd of
@@ -37,6 +38,21 @@ pub struct ServeArgs {
     pub common: Common,
 }
 
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    Policy::parse(s).ok_or_else(|| format!("unknown policy '{s}' (tft, bittorrent, all)"))
+}
+
+fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
+    match s {
+        "honest" => Ok(Behaviour::Honest),
+        "free-rider" => Ok(Behaviour::FreeRider),
+        "liar" => Ok(Behaviour::Liar),
+        _ => Err(format!(
+            "unknown behaviour '{s}' (honest, free-rider, liar)"
+        )),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GetArgs {
     pub server: SocketAddr,
@@ -48,6 +64,7 @@ pub struct GetArgs {
     pub max_peers: usize,
     pub linger: Duration,
     pub stall_timeout: Duration,
+    pub behaviour: Behaviour,
     pub common: Common,
 }
 
@@ -63,11 +80,12 @@ pub struct DemoArgs {
 }
 
 /// Options every node takes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Common {
     pub stats: Option<PathBuf>,
     pub ready_file: Option<PathBuf>,
     pub sock_buf: Option<usize>,
+    pub policy: Policy,
     pub quiet: bool,
     pub verbose: bool,
 }
@@ -99,6 +117,12 @@ fn common_opts(o: &mut Options) {
         "sock-buf",
         "socket send/receive buffer size (default: kernel autotuning)",
         "SIZE",
+    );
+    o.optopt(
+        "",
+        "policy",
+        "upload policy: tft (tit-for-tat with promises, default), bittorrent (top-4 + optimistic), all (no incentives)",
+        "NAME",
     );
     o.optflag("q", "quiet", "print nothing on success");
     o.optflag("v", "verbose", "log connections to stderr");
@@ -147,6 +171,12 @@ fn get_opts() -> Options {
         "plain client-server download: no trading with peers",
     );
     o.optopt("", "max-peers", "most peer connections (default 64)", "N");
+    o.optopt(
+        "",
+        "behave",
+        "TEST ONLY: honest (default), free-rider (never uploads), liar (free rider that claims uploads)",
+        "HOW",
+    );
     o.optopt(
         "",
         "linger",
@@ -247,6 +277,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 stall_timeout: Duration::from_secs(
                     opt(&m, "stall-timeout", parse_num)?.unwrap_or(60).max(1),
                 ),
+                behaviour: opt(&m, "behave", parse_behaviour)?.unwrap_or(Behaviour::Honest),
                 common: common(&m)?,
             }))
         }
@@ -283,6 +314,7 @@ fn common(m: &Matches) -> Result<Common, String> {
         stats: m.opt_str("stats").map(PathBuf::from),
         ready_file: m.opt_str("ready-file").map(PathBuf::from),
         sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
+        policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),
         quiet: m.opt_present("quiet"),
         verbose: m.opt_present("verbose"),
     })

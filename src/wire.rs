@@ -34,6 +34,8 @@ pub const MAX_PIECES: u32 = (MAX_FRAME_LEN - 1 - 16) / 4;
 pub const WILDCARD: u32 = u32::MAX;
 /// Most entries in one PEERS frame; more peers are sent in several frames.
 pub const MAX_PEER_ENTRIES: usize = 256;
+/// Most entries in one RECEIPT frame; a client with more peers sends several frames.
+pub const MAX_RECEIPT_ENTRIES: usize = 256;
 /// Longest reason text in an ERROR frame; longer reasons are truncated by the sender.
 pub const MAX_REASON_LEN: usize = 256;
 
@@ -56,6 +58,8 @@ pub mod ty {
     pub const ERROR: u8 = 0x0d;
     /// Types at or above this are optional extensions.
     pub const FIRST_EXTENSION: u8 = 0x80;
+    /// Extension: a client's per-peer transfer counters, for the origin's promise ledger.
+    pub const RECEIPT: u8 = 0x80;
 }
 
 /// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
@@ -158,6 +162,19 @@ pub struct Hello {
 
 const HELLO_LEN: usize = 4 + 1 + 1 + 8 + 8 + 2;
 
+/// One RECEIPT entry: cumulative payload bytes exchanged with one peer since the sender
+/// first met it (docs/PROTOCOL.md §4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptEntry {
+    pub node_id: u64,
+    /// Verified bytes the sender received from that peer.
+    pub received: u64,
+    /// Bytes the sender says it sent to that peer.
+    pub sent: u64,
+}
+
+const RECEIPT_ENTRY_LEN: usize = 24;
+
 /// One PEERS entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerEntry {
@@ -198,6 +215,8 @@ pub enum Message<'a> {
         code: ErrorCode,
         reason: &'a str,
     },
+    /// Extension 0x80: a client's per-peer counters, to the origin.
+    Receipt(Vec<ReceiptEntry>),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -313,6 +332,24 @@ impl<'a> Message<'a> {
                     std::str::from_utf8(&body[2..]).map_err(|_| WireError::BadField(ty))?;
                 Message::Error { code, reason }
             }
+            ty::RECEIPT => {
+                if body.len() < 2 {
+                    return Err(WireError::BadBody(ty));
+                }
+                let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+                if n > MAX_RECEIPT_ENTRIES || body.len() != 2 + n * RECEIPT_ENTRY_LEN {
+                    return Err(WireError::BadBody(ty));
+                }
+                let entries = body[2..]
+                    .chunks_exact(RECEIPT_ENTRY_LEN)
+                    .map(|e| ReceiptEntry {
+                        node_id: be_u64(&e[0..8]),
+                        received: be_u64(&e[8..16]),
+                        sent: be_u64(&e[16..24]),
+                    })
+                    .collect();
+                Message::Receipt(entries)
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -385,6 +422,16 @@ impl<'a> Message<'a> {
                 out.push(ty::ERROR);
                 out.extend_from_slice(&code.to_u16().to_be_bytes());
                 out.extend_from_slice(truncate_utf8(reason, MAX_REASON_LEN).as_bytes());
+            }
+            Message::Receipt(entries) => {
+                out.push(ty::RECEIPT);
+                let n = entries.len().min(MAX_RECEIPT_ENTRIES);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+                for e in &entries[..n] {
+                    out.extend_from_slice(&e.node_id.to_be_bytes());
+                    out.extend_from_slice(&e.received.to_be_bytes());
+                    out.extend_from_slice(&e.sent.to_be_bytes());
+                }
             }
             Message::Extension(t) => out.push(*t),
         }
@@ -558,6 +605,11 @@ mod tests {
             },
         ]));
         roundtrip(Message::SwarmDone);
+        roundtrip(Message::Receipt(vec![ReceiptEntry {
+            node_id: 3,
+            received: 1 << 40,
+            sent: 7,
+        }]));
         roundtrip(Message::Error {
             code: ErrorCode::WrongFile,
             reason: "wrong file",
@@ -674,6 +726,18 @@ mod tests {
         assert_eq!(
             Message::parse(ty::HELLO, &short),
             Err(WireError::BadBody(ty::HELLO))
+        );
+    }
+
+    #[test]
+    fn test_receipt_length_must_match_count() {
+        assert_eq!(
+            Message::parse(ty::RECEIPT, &[0, 1, 0]),
+            Err(WireError::BadBody(ty::RECEIPT))
+        );
+        assert_eq!(
+            Message::parse(ty::RECEIPT, &[0, 0]),
+            Ok(Message::Receipt(vec![]))
         );
     }
 

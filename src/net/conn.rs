@@ -17,8 +17,11 @@ use crate::wire::{self, FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE};
 /// arrive with its head are copied out of it, the rest go straight to the file.
 const RBUF_SIZE: usize = 16 * 1024;
 /// Bytes one connection may move per turn before the loop serves the next one, so one fast
-/// peer cannot starve the others (and the piece reads stay cache-friendly).
+/// peer cannot starve the others (and the piece reads stay cache-friendly). Uploads use it
+/// as the deficit-round-robin quantum of the heaviest-weighted connection.
 pub const TURN_QUANTUM: usize = 512 * 1024;
+/// Smallest upload quantum: lighter weights still move a few pages per turn.
+pub const MIN_QUANTUM: usize = 4 * 1024;
 
 /// How a read or write turn ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,8 +32,10 @@ pub enum Turn {
     Drained,
     /// Nothing is left to send.
     Idle,
-    /// The rate limit ran out; resume when tokens are back.
+    /// The node's rate limit ran out; resume when tokens are back.
     Throttled,
+    /// This connection's own upload cap ran out; resume at the given time.
+    Paused(Instant),
     /// The node asked to close this connection.
     Closing,
     /// The peer closed, or the socket failed.
@@ -72,6 +77,10 @@ pub struct Conn {
     ctrl: Vec<u8>,
     ctrl_off: usize,
     tx: Option<TxPiece>,
+    /// Deficit round robin: bytes this connection may still send in its current turn.
+    pub deficit: usize,
+    /// The policy's upload cap for this connection (bytes/s) and its bucket.
+    cap: Option<(f64, TokenBucket)>,
 }
 
 impl Conn {
@@ -92,6 +101,8 @@ impl Conn {
             ctrl: Vec::new(),
             ctrl_off: 0,
             tx: None,
+            deficit: 0,
+            cap: None,
         }
     }
 
@@ -288,18 +299,44 @@ impl Conn {
         self.rx = Rx::Frames;
     }
 
-    /// Writes control bytes and pieces for up to one quantum.
+    /// Follows the policy's cap for this connection, keeping the bucket if it is unchanged.
+    fn update_cap(&mut self, cap: Option<f64>, now: Instant) {
+        match (cap, &self.cap) {
+            (None, _) => self.cap = None,
+            (Some(r), Some((old, _))) if *old == r => {}
+            (Some(r), _) => self.cap = Some((r, TokenBucket::new(Some(r.max(1.0) as u64), now))),
+        }
+    }
+
+    /// Writes control bytes and pieces for up to `budget` bytes; returns how many it wrote.
     pub fn write_turn(
         &mut self,
         slot: Slot,
         node: &mut Node,
         storage: &Storage,
         bucket: &mut TokenBucket,
+        budget: usize,
+        now: Instant,
+    ) -> (Turn, usize) {
+        self.update_cap(node.upload_cap(slot), now);
+        let mut moved = 0;
+        let turn = self.write_until(slot, node, storage, bucket, budget, &mut moved, now);
+        (turn, moved)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_until(
+        &mut self,
+        slot: Slot,
+        node: &mut Node,
+        storage: &Storage,
+        bucket: &mut TokenBucket,
+        budget: usize,
+        moved: &mut usize,
         now: Instant,
     ) -> Turn {
-        let mut moved = 0;
         loop {
-            if moved >= TURN_QUANTUM {
+            if *moved >= budget {
                 return Turn::More;
             }
             if !self.has_unsent_control() {
@@ -331,9 +368,15 @@ impl Conn {
             if pending == 0 {
                 return Turn::Idle;
             }
-            let limit = bucket.available(now).min(TURN_QUANTUM - moved);
+            let mut limit = bucket.available(now).min(budget - *moved);
             if limit == 0 {
                 return Turn::Throttled;
+            }
+            if let Some((_, cap)) = &mut self.cap {
+                limit = limit.min(cap.available(now));
+                if limit == 0 {
+                    return Turn::Paused(cap.ready_at());
+                }
             }
             let data = storage.bytes();
             // A piece already started must finish before any control frame goes out.
@@ -357,7 +400,10 @@ impl Conn {
                 Err(e) => return Turn::Gone(e.to_string()),
             };
             bucket.consume(n);
-            moved += n;
+            if let Some((_, cap)) = &mut self.cap {
+                cap.consume(n);
+            }
+            *moved += n;
             let from_ctrl = n.min(c.len());
             self.ctrl_off += from_ctrl;
             if let Some(t) = &mut self.tx {

@@ -19,7 +19,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::{Conn, Turn};
+use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
 use super::storage::Storage;
@@ -76,6 +76,8 @@ pub struct Driver {
     down: TokenBucket,
     read_q: VecDeque<Slot>,
     write_q: VecDeque<Slot>,
+    /// Connections waiting for their own upload cap, with the time to resume.
+    paused: Vec<(Instant, Slot)>,
     opts: Options,
     exit_by: Option<Instant>,
     next_stats: Instant,
@@ -105,6 +107,7 @@ impl Driver {
             down: TokenBucket::new(opts.down_rate, now),
             read_q: VecDeque::new(),
             write_q: VecDeque::new(),
+            paused: Vec::new(),
             opts,
             exit_by: None,
             next_stats: now,
@@ -209,6 +212,9 @@ impl Driver {
         if let Some(by) = self.exit_by {
             at = at.min(by);
         }
+        if let Some(&(t, _)) = self.paused.iter().min_by_key(|p| p.0) {
+            at = at.min(t);
+        }
         at.saturating_duration_since(now)
     }
 
@@ -308,7 +314,7 @@ impl Driver {
                 now,
             );
             match turn {
-                Turn::More | Turn::Throttled => {
+                Turn::More | Turn::Throttled | Turn::Paused(_) => {
                     c.in_read_q = true;
                     self.read_q.push_back(slot);
                     if turn == Turn::Throttled {
@@ -322,34 +328,64 @@ impl Driver {
         }
     }
 
-    /// One round over the write queue.
+    /// One round of deficit round robin over the write queue: each connection's turn is
+    /// worth a quantum proportional to its upload weight, and a turn cut short by the node's
+    /// rate limit resumes, with its remaining deficit, at the next wake-up.
     fn serve_writes(&mut self) {
+        let now = Instant::now();
+        let mut k = 0;
+        while k < self.paused.len() {
+            if self.paused[k].0 <= now {
+                let (_, slot) = self.paused.swap_remove(k);
+                self.queue_write(slot);
+            } else {
+                k += 1;
+            }
+        }
+        let max_weight = self.node.max_upload_weight();
         for _ in 0..self.write_q.len() {
-            let Some(slot) = self.write_q.pop_front() else {
+            let Some(&slot) = self.write_q.front() else {
                 break;
             };
             let Some(c) = self.conns.get_mut(slot) else {
+                self.write_q.pop_front();
                 continue;
             };
-            c.in_write_q = false;
             if !c.writable || !c.connected {
+                self.write_q.pop_front();
+                c.in_write_q = false;
                 continue;
             }
+            if c.deficit == 0 {
+                c.deficit = quantum(self.node.upload_weight(slot), max_weight);
+            }
             let now = Instant::now();
-            let turn = c.write_turn(slot, &mut self.node, &self.storage, &mut self.up, now);
+            let (turn, moved) = c.write_turn(
+                slot,
+                &mut self.node,
+                &self.storage,
+                &mut self.up,
+                c.deficit,
+                now,
+            );
+            c.deficit = c.deficit.saturating_sub(moved);
+            if turn == Turn::Throttled {
+                // Keep the turn (and its place at the front) for the next wake-up.
+                break;
+            }
+            self.write_q.pop_front();
+            c.in_write_q = false;
+            c.deficit = 0;
             let flushed = c.closing.is_some() && !c.has_unsent_control();
             match turn {
-                Turn::More | Turn::Throttled => {
+                Turn::More => {
                     c.in_write_q = true;
                     self.write_q.push_back(slot);
-                    if turn == Turn::Throttled {
-                        break;
-                    }
                 }
+                Turn::Paused(until) => self.paused.push((until, slot)),
                 Turn::Idle if flushed => self.drop_conn(slot, "closed after error"),
-                Turn::Idle => {}
+                Turn::Idle | Turn::Closing | Turn::Throttled => {}
                 Turn::Drained => c.writable = false,
-                Turn::Closing => {}
                 Turn::Gone(why) => self.drop_conn(slot, &why),
             }
         }
@@ -439,4 +475,12 @@ impl Driver {
             eprintln!("tfttp: {}", msg());
         }
     }
+}
+
+/// A connection's deficit-round-robin quantum for `weight` when the heaviest is `max`.
+fn quantum(weight: f64, max: f64) -> usize {
+    if weight <= 0.0 || max <= 0.0 {
+        return MIN_QUANTUM;
+    }
+    ((TURN_QUANTUM as f64 * weight / max) as usize).clamp(MIN_QUANTUM, TURN_QUANTUM)
 }

@@ -9,6 +9,7 @@
 //! `handle_tick` runs at `poll_timeout`.
 
 mod choker;
+mod ledger;
 mod node;
 mod peer;
 mod picker;
@@ -16,7 +17,8 @@ mod rng;
 mod striper;
 
 pub use choker::{ChokeTable, Policy};
-pub use node::{Config, Event, Link, Node, Sink, Slot};
+pub use ledger::Ledger;
+pub use node::{Behaviour, Config, Event, Link, Node, Sink, Slot};
 pub use picker::Picker;
 pub use rng::Rng;
 pub use striper::Striper;

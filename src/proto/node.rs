@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::choker::{ChokeTable, Policy};
+use super::choker::{ChokeTable, Me, Policy, ROUND};
+use super::ledger::Ledger;
 use super::peer::{Asked, Peer};
 use super::picker::Picker;
 use super::rng::Rng;
@@ -103,6 +104,21 @@ pub struct Config {
     /// Origin: exit once this many clients completed and no connected client is incomplete.
     pub exit_after: Option<u32>,
     pub policy: Policy,
+    /// Configured upload capacity (`--up-rate`), bytes per second.
+    pub capacity: Option<u64>,
+    /// Client: how it behaves towards peers (misbehaviour exists to measure the policy).
+    pub behaviour: Behaviour,
+}
+
+/// A client's conduct. Only `Honest` is for real use; the others let tests and benchmarks
+/// measure what the incentive policy does to cheaters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Downloads, never uploads to peers.
+    FreeRider,
+    /// A free rider that also claims, in its receipts, uploads it never made.
+    Liar,
 }
 
 impl Config {
@@ -117,7 +133,9 @@ impl Config {
             linger: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             exit_after: None,
-            policy: Policy::UnchokeAll,
+            policy: Policy::Tft,
+            capacity: None,
+            behaviour: Behaviour::Honest,
         }
     }
 }
@@ -165,6 +183,7 @@ pub struct Node {
     origin_backoff_until: Option<Instant>,
     started_at: Instant,
     last_tick: Instant,
+    last_round: Instant,
     last_progress: Instant,
     completed_at: Option<Instant>,
     swarm_done: bool,
@@ -173,6 +192,11 @@ pub struct Node {
     /// Request-to-arrival latency of pieces, microseconds, per slot and over all slots.
     latency: Vec<Option<Histogram<u64>>>,
     latency_all: Histogram<u64>,
+    /// Client: per-peer transfer counters for receipts; origin: confirmed credit.
+    ledger: Ledger,
+    /// Origin: the client that received each piece's first copy, until another client
+    /// announces the piece (the promise is then kept).
+    fresh_holder: Vec<Option<Slot>>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -185,6 +209,7 @@ impl Node {
     pub fn origin(cfg: Config, manifest: Manifest, now: Instant) -> Node {
         let mut n = Node::new(cfg, now);
         n.striper = Some(Striper::new(manifest.piece_count()));
+        n.fresh_holder = vec![None; manifest.piece_count() as usize];
         n.manifest = Some(manifest);
         n
     }
@@ -215,6 +240,7 @@ impl Node {
             origin_backoff_until: None,
             started_at: now,
             last_tick: now,
+            last_round: now,
             last_progress: now,
             completed_at: None,
             swarm_done: false,
@@ -222,6 +248,8 @@ impl Node {
             counters: Counters::default(),
             latency: Vec::new(),
             latency_all: new_histogram(),
+            ledger: Ledger::default(),
+            fresh_holder: Vec::new(),
         }
     }
 
@@ -273,6 +301,21 @@ impl Node {
             (None, Some(m)) => (m.piece_count(), m.piece_count()),
             _ => (0, 0),
         }
+    }
+
+    /// The slot's share of our upload relative to other slots (0 when choked).
+    pub fn upload_weight(&self, slot: Slot) -> f64 {
+        self.table.weight.get(slot).copied().unwrap_or(0.0)
+    }
+
+    /// The largest upload weight of any slot.
+    pub fn max_upload_weight(&self) -> f64 {
+        self.table.max_weight()
+    }
+
+    /// The slot's absolute upload cap in bytes per second, if the policy set one.
+    pub fn upload_cap(&self, slot: Slot) -> Option<f64> {
+        self.table.cap.get(slot).copied().flatten()
     }
 
     pub fn is_closing(&self, slot: Slot) -> bool {
@@ -345,6 +388,11 @@ impl Node {
                 let p = self.peers[slot].as_mut()?;
                 match striper.choose(&p.has, &p.in_flight, &mut self.rng) {
                     Some(piece) => {
+                        if striper.copies(piece) == 0 {
+                            // A fresh piece: the client now owes passing it on.
+                            self.fresh_holder[piece as usize] = Some(slot);
+                            self.table.promised[slot] += 1;
+                        }
                         striper.add_copy(piece);
                         p.in_flight.push(piece);
                         return Some(piece);
@@ -372,10 +420,11 @@ impl Node {
         self.now = now;
         let Some(m) = &self.manifest else { return };
         let len = m.piece_len(piece) as u64;
-        if self.peer(slot).is_some() {
+        if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
+            p.last_send = now;
             self.table.record_up(slot, len);
-            if let Some(p) = self.peer_mut(slot) {
-                p.last_send = now;
+            if let (Role::Client, Some(id)) = (self.cfg.role, p.node_id()) {
+                self.ledger.record_sent(id, len);
             }
         }
         self.counters.uploaded += len;
@@ -391,7 +440,7 @@ impl Node {
             self.latency.resize_with(slot + 1, || None);
         }
         self.peers[slot] = Some(Peer::new(link, remote, now));
-        self.table.open(slot);
+        self.table.open(slot, link == Link::ToOrigin);
         match link {
             Link::ToOrigin => {
                 self.origin_slot = Some(slot);
@@ -446,6 +495,9 @@ impl Node {
             }
             for &i in &peer.in_flight {
                 striper.remove_copy(i);
+            }
+            for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
+                *h = None;
             }
         }
         for k in self.known.iter_mut().filter(|k| k.slot == Some(slot)) {
@@ -508,7 +560,7 @@ impl Node {
             Message::Have(i) => self.on_have(slot, i),
             Message::Interested(yes) => {
                 self.table.interested[slot] = yes;
-                self.decide_chokes();
+                self.decide_chokes(false);
             }
             Message::Choke => {
                 if let Some(p) = self.peer_mut(slot) {
@@ -536,6 +588,13 @@ impl Node {
                 }
             }
             Message::Error { code, reason } => self.on_error(slot, code, reason),
+            Message::Receipt(entries) => {
+                if let (Role::Origin, Some(id)) =
+                    (self.cfg.role, self.peer(slot).and_then(|p| p.node_id()))
+                {
+                    self.ledger.handle_receipt(id, &entries);
+                }
+            }
         }
     }
 
@@ -639,6 +698,9 @@ impl Node {
             self.counters.from_origin += len;
         } else {
             self.counters.from_peers += len;
+            if let Some(id) = self.peer(slot).and_then(|p| p.node_id()) {
+                self.ledger.record_received(id, len);
+            }
         }
         self.last_progress = now;
         self.on_piece_verified(r.piece);
@@ -654,7 +716,9 @@ impl Node {
         }
         self.last_tick = now;
         self.table.roll(dt);
-        self.decide_chokes();
+        if now >= self.last_round + ROUND {
+            self.end_round(now);
+        }
         for slot in 0..self.peers.len() {
             let Some(p) = self.peer(slot) else { continue };
             if p.closing {
@@ -944,6 +1008,15 @@ impl Node {
                 let full = p.has.is_full();
                 if !was_in_flight {
                     self.striper.as_mut().expect("origin").add_copy(i);
+                    // Another client got the piece without the origin: whoever received its
+                    // first copy has kept that promise.
+                    if let Some(holder) = self.fresh_holder[i as usize].take() {
+                        if holder != slot {
+                            self.table.kept[holder] += 1;
+                        } else {
+                            self.fresh_holder[i as usize] = Some(holder);
+                        }
+                    }
                 }
                 if full {
                     self.counters.clients_completed += 1;
@@ -1070,10 +1143,53 @@ impl Node {
         }
     }
 
-    fn decide_chokes(&mut self) {
+    /// Closes a choking round: receipts out, counters in, chokes decided anew.
+    fn end_round(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.last_round).as_secs_f64();
+        self.last_round = now;
+        for s in 0..self.peers.len() {
+            if let Some(p) = self.peers[s].as_ref() {
+                self.table.waiting_on[s] = !p.asked.is_empty();
+                if let Some(id) = p.node_id() {
+                    self.table.credit[s] = self.ledger.credit(id);
+                }
+            }
+        }
+        self.table.end_round(secs);
+        self.decide_chokes(true);
+        if self.cfg.role == Role::Client {
+            self.send_receipts();
+        }
+    }
+
+    /// Client: report per-peer counters to the origin (RECEIPT, docs/PROTOCOL.md §5.6).
+    fn send_receipts(&mut self) {
+        let Some(origin) = self
+            .origin_slot
+            .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
+        else {
+            return;
+        };
+        let entries = self
+            .ledger
+            .take_receipt(self.cfg.behaviour == Behaviour::Liar);
+        for chunk in entries.chunks(wire::MAX_RECEIPT_ENTRIES) {
+            self.emit(origin, &Message::Receipt(chunk.to_vec()));
+        }
+    }
+
+    fn decide_chokes(&mut self, new_round: bool) {
         let mut changed = std::mem::take(&mut self.changed);
         changed.clear();
-        self.table.decide(self.cfg.policy, &mut changed);
+        let me = Me {
+            is_origin: self.cfg.role == Role::Origin,
+            complete: self.is_complete(),
+            free_rider: self.cfg.behaviour != Behaviour::Honest,
+            capacity: self.cfg.capacity.map(|c| c as f64),
+            piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
+        };
+        self.table
+            .decide(self.cfg.policy, me, new_round, &mut self.rng, &mut changed);
         for &s in &changed {
             if self
                 .peer(s)

@@ -1,0 +1,177 @@
+//! Who gave what to whom, for the promise mechanism (docs/PROTOCOL.md §5.6).
+//!
+//! Each client keeps cumulative per-peer counters and reports them to the origin in RECEIPT
+//! frames. The origin credits an upload from U to R only as far as both agree: the least of
+//! what R says it received from U and what U says it sent to R. A client cannot raise its own
+//! credit without the receiver confirming it, and an honest receiver's report is all an
+//! honest uploader needs.
+
+use std::collections::HashMap;
+
+use crate::wire::ReceiptEntry;
+
+/// The liar's claim: this many bytes sent per byte received, plus a flat amount (test-only
+/// behaviour, to show that claims alone earn nothing).
+const LIAR_FACTOR: u64 = 2;
+const LIAR_EXTRA: u64 = 4 << 20;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    received: u64,
+    sent: u64,
+    dirty: bool,
+}
+
+/// What the two ends of one upload said about it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    receiver_says: u64,
+    sender_says: u64,
+}
+
+impl Pair {
+    fn confirmed(&self) -> u64 {
+        self.receiver_says.min(self.sender_says)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Client: counters per peer node id.
+    mine: HashMap<u64, Counts>,
+    /// Origin: (uploader, receiver) → reports.
+    pairs: HashMap<(u64, u64), Pair>,
+    /// Origin: confirmed upload per client.
+    credit: HashMap<u64, u64>,
+}
+
+impl Ledger {
+    pub fn record_received(&mut self, peer: u64, bytes: u64) {
+        let c = self.mine.entry(peer).or_default();
+        c.received += bytes;
+        c.dirty = true;
+    }
+
+    pub fn record_sent(&mut self, peer: u64, bytes: u64) {
+        let c = self.mine.entry(peer).or_default();
+        c.sent += bytes;
+        c.dirty = true;
+    }
+
+    /// Entries changed since the last call; `lie` inflates the sent counts.
+    pub fn take_receipt(&mut self, lie: bool) -> Vec<ReceiptEntry> {
+        let mut out = Vec::new();
+        for (&node_id, c) in self.mine.iter_mut() {
+            if !c.dirty && !lie {
+                continue;
+            }
+            c.dirty = false;
+            let sent = if lie {
+                c.sent.max(c.received * LIAR_FACTOR + LIAR_EXTRA)
+            } else {
+                c.sent
+            };
+            out.push(ReceiptEntry {
+                node_id,
+                received: c.received,
+                sent,
+            });
+        }
+        out.sort_by_key(|e| e.node_id);
+        out
+    }
+
+    /// Origin: a receipt from client `reporter`.
+    pub fn handle_receipt(&mut self, reporter: u64, entries: &[ReceiptEntry]) {
+        for e in entries {
+            if e.node_id == reporter {
+                continue;
+            }
+            // What the reporter received from e.node_id: that upload's receiver side.
+            self.update((e.node_id, reporter), |p| {
+                p.receiver_says = p.receiver_says.max(e.received)
+            });
+            // What the reporter sent to e.node_id: its own upload's sender side.
+            self.update((reporter, e.node_id), |p| {
+                p.sender_says = p.sender_says.max(e.sent)
+            });
+        }
+    }
+
+    /// Counters only grow, so a report lower than a previous one is ignored (`max` above).
+    fn update(&mut self, key: (u64, u64), f: impl FnOnce(&mut Pair)) {
+        let p = self.pairs.entry(key).or_default();
+        let before = p.confirmed();
+        f(p);
+        let gained = p.confirmed() - before;
+        if gained > 0 {
+            *self.credit.entry(key.0).or_default() += gained;
+        }
+    }
+
+    /// Origin: confirmed bytes `node` uploaded to other clients.
+    pub fn credit(&self, node: u64) -> u64 {
+        self.credit.get(&node).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {
+        ReceiptEntry {
+            node_id,
+            received,
+            sent,
+        }
+    }
+
+    #[test]
+    fn test_credit_needs_both_sides() {
+        let mut l = Ledger::default();
+        // 1 says it sent 100 to 2; 2 has not reported yet.
+        l.handle_receipt(1, &[entry(2, 0, 100)]);
+        assert_eq!(l.credit(1), 0);
+        // 2 confirms 80 of it.
+        l.handle_receipt(2, &[entry(1, 80, 0)]);
+        assert_eq!(l.credit(1), 80);
+        l.handle_receipt(1, &[entry(2, 0, 150)]);
+        l.handle_receipt(2, &[entry(1, 150, 0)]);
+        assert_eq!(l.credit(1), 150);
+        assert_eq!(l.credit(2), 0);
+    }
+
+    #[test]
+    fn test_liar_claims_earn_nothing() {
+        let mut l = Ledger::default();
+        let mut liar = Ledger::default();
+        liar.record_received(2, 1000);
+        let r = liar.take_receipt(true);
+        assert!(r[0].sent > 1000);
+        l.handle_receipt(9, &r);
+        l.handle_receipt(2, &[entry(9, 0, 1000)]);
+        assert_eq!(l.credit(9), 0);
+        assert_eq!(l.credit(2), 1000);
+    }
+
+    #[test]
+    fn test_counters_never_go_back() {
+        let mut l = Ledger::default();
+        l.handle_receipt(1, &[entry(2, 0, 100)]);
+        l.handle_receipt(2, &[entry(1, 100, 0)]);
+        l.handle_receipt(2, &[entry(1, 10, 0)]);
+        assert_eq!(l.credit(1), 100);
+    }
+
+    #[test]
+    fn test_receipt_lists_changes_only() {
+        let mut l = Ledger::default();
+        l.record_sent(5, 10);
+        assert_eq!(l.take_receipt(false).len(), 1);
+        assert!(l.take_receipt(false).is_empty());
+        l.record_received(6, 1);
+        let r = l.take_receipt(false);
+        assert_eq!(r, vec![entry(6, 1, 0)]);
+    }
+}
