@@ -260,7 +260,6 @@ impl ChokeTable {
         rng: &mut Rng,
         changed: &mut Vec<usize>,
     ) {
-        let before: Vec<bool> = self.choking.clone();
         for s in 0..self.active.len() {
             self.weight[s] = 0.0;
             self.cap[s] = None;
@@ -275,10 +274,11 @@ impl ChokeTable {
         }
         self.max_weight = self.weight.iter().copied().fold(0.0, f64::max);
         for s in 0..self.active.len() {
-            self.choking[s] = !(self.active[s] && self.weight[s] > 0.0);
-            if self.active[s] && self.choking[s] != before[s] {
+            let choke = !(self.active[s] && self.weight[s] > 0.0);
+            if self.active[s] && choke != self.choking[s] {
                 changed.push(s);
             }
+            self.choking[s] = choke;
         }
     }
 
@@ -313,7 +313,7 @@ impl ChokeTable {
             self.weight[s] = 1.0;
         }
         let rest: Vec<usize> = cands.iter().skip(BT_SLOTS).copied().collect();
-        let rotate = new_round && self.round_no % BT_OPTIMISTIC_ROUNDS == 0;
+        let rotate = new_round && self.round_no.is_multiple_of(BT_OPTIMISTIC_ROUNDS);
         let keep = self.optimistic.filter(|o| rest.contains(o) && !rotate);
         self.optimistic = keep.or_else(|| pick_optimistic(self, &rest, rng));
         if let Some(o) = self.optimistic {
