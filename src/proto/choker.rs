@@ -37,9 +37,16 @@ pub const BT_OPTIMISTIC_ROUNDS: u64 = 3;
 pub const OPTIMISTIC_SHARE: f64 = 0.10;
 /// A connection younger than this many rounds is a newcomer: it has had no chance to give.
 pub const NEWCOMER_ROUNDS: u32 = 3;
+/// Tft client: a peer stays a newcomer only until we have sent it this many pieces: enough
+/// to trade with (BitTorrent needs 4 pieces before tit-for-tat starts working), not enough
+/// to live on.
+pub const NEWCOMER_PIECES: u64 = 4;
+/// Tft origin: a newcomer gets an average client's weight for at most this many pieces.
+pub const ORIGIN_NEWCOMER_PIECES: u64 = 16;
 /// Tft: a peer that got an optimistic turn and gave nothing back waits this many rounds
-/// before its next turn, so a free rider cannot live on optimistic turns alone.
-pub const OPTIMISTIC_RETRY_ROUNDS: u64 = 5;
+/// before its next turn, so a free rider cannot live on optimistic turns alone
+/// (BitTorrent rotates its optimistic unchoke every 30 s, here 10 rounds).
+pub const OPTIMISTIC_RETRY_ROUNDS: u64 = 10;
 /// A peer we wait on (requests outstanding) that sends nothing for this many rounds snubs
 /// us (BitTorrent's anti-snubbing, 60 s there).
 pub const SNUB_ROUNDS: u32 = 3;
@@ -340,10 +347,11 @@ impl ChokeTable {
             .copied()
             .filter(|&s| gift(self, s) > 0.0)
             .collect();
+        let bootstrap_bytes = NEWCOMER_PIECES * me.piece_size as u64;
         let newcomers: Vec<usize> = cands
             .iter()
             .copied()
-            .filter(|&s| gift(self, s) == 0.0 && self.age[s] < NEWCOMER_ROUNDS)
+            .filter(|&s| gift(self, s) == 0.0 && self.up_total[s] < bootstrap_bytes)
             .collect();
         let others: Vec<usize> = cands
             .iter()
@@ -390,10 +398,13 @@ impl ChokeTable {
     fn tft_origin(&mut self, me: Me) {
         let cands = self.candidates();
         let piece = me.piece_size.max(1) as f64;
+        let bootstrap_bytes = ORIGIN_NEWCOMER_PIECES * me.piece_size as u64;
+        let is_newcomer =
+            |t: &ChokeTable, s: usize| t.age[s] < NEWCOMER_ROUNDS && t.up_total[s] < bootstrap_bytes;
         let established: Vec<usize> = cands
             .iter()
             .copied()
-            .filter(|&s| self.age[s] >= NEWCOMER_ROUNDS)
+            .filter(|&s| !is_newcomer(self, s))
             .collect();
         let mut weights = Vec::with_capacity(established.len());
         for &s in &established {
@@ -418,7 +429,7 @@ impl ChokeTable {
             self.weight[s] = w.max(ORIGIN_FLOOR * mean);
         }
         for &s in &cands {
-            if self.age[s] < NEWCOMER_ROUNDS {
+            if is_newcomer(self, s) {
                 // A newcomer has had no chance to give: treat it as an average client.
                 self.weight[s] = mean;
             }
@@ -533,21 +544,24 @@ mod tests {
     fn test_tft_free_rider_waits_between_optimistic_turns() {
         let mut t = table(2);
         settle(&mut t, &[500, 0]);
+        let piece = me_client().piece_size as u64;
         let mut turns = 0;
-        for _ in 0..12 {
+        for _ in 0..30 {
             decide(&mut t, Policy::Tft, me_client());
             if t.weight[1] > 0.0 {
                 turns += 1;
+                // It takes a piece per turn and never gives anything back.
+                t.record_up(1, piece);
+                assert!(t.cap[1].is_some(), "a non-giver is always capped");
             }
             t.record_down(0, 500);
             t.end_round(1.0);
         }
-        // One turn every OPTIMISTIC_RETRY_ROUNDS rounds at most.
-        assert!(
-            turns <= 12 / OPTIMISTIC_RETRY_ROUNDS as usize + 1,
-            "{turns} turns"
-        );
-        assert!(turns >= 1, "never tried");
+        // Newcomer turns until it holds NEWCOMER_PIECES of ours, then one optimistic turn
+        // every OPTIMISTIC_RETRY_ROUNDS.
+        let most = NEWCOMER_PIECES as usize + 30 / OPTIMISTIC_RETRY_ROUNDS as usize + 1;
+        assert!(turns <= most, "{turns} turns");
+        assert!(turns > NEWCOMER_PIECES as usize, "never tried after bootstrap");
     }
 
     #[test]
