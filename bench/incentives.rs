@@ -44,7 +44,10 @@ struct Run {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut size: u64 = 32 << 20;
     let mut policies = vec!["tft".to_string(), "bittorrent".to_string()];
     let mut json: Option<PathBuf> = None;
@@ -87,7 +90,8 @@ fn main() {
 
     let runs: Vec<Run> = policies
         .iter()
-        .map(|p| run_policy(&exe, &dir, &src, size, p, t_min))
+        .enumerate()
+        .map(|(i, p)| run_policy(&exe, &dir.join(format!("run{i}")), &src, size, p, t_min))
         .collect();
     let mut out = String::from("{\"t_min\":");
     out += &format!("{t_min:.4},\"runs\":[");
@@ -107,6 +111,7 @@ fn main() {
 }
 
 fn run_policy(exe: &Path, dir: &Path, src: &Path, size: u64, policy: &str, t_min: f64) -> Run {
+    std::fs::create_dir_all(dir).unwrap();
     let s = |v: &str| v.to_string();
     let ready = dir.join(format!("{policy}-server.addr"));
     let stats = dir.join(format!("{policy}-server.json"));
@@ -183,7 +188,10 @@ fn run_policy(exe: &Path, dir: &Path, src: &Path, size: u64, policy: &str, t_min
             status.is_some_and(|s| s.success()),
             "{policy}/{name} failed: {err}"
         );
-        assert!(procs::same_contents(src, out).unwrap(), "{name}: output differs");
+        assert!(
+            procs::same_contents(src, out).unwrap(),
+            "{name}: output differs"
+        );
         let text = std::fs::read_to_string(&*st).unwrap();
         clients.push(Client {
             name: name.clone(),
@@ -221,7 +229,11 @@ fn jain(x: &[f64]) -> f64 {
 
 /// The human-readable report and the JSON object for one run.
 fn report(r: &Run, f: f64, us: f64, t_min: f64) -> (String, String) {
-    let coop: Vec<&Client> = r.clients.iter().filter(|c| c.behaviour == "honest").collect();
+    let coop: Vec<&Client> = r
+        .clients
+        .iter()
+        .filter(|c| c.behaviour == "honest")
+        .collect();
     let n = coop.len() as f64;
     let sum_u: f64 = coop.iter().map(|c| c.up as f64).sum();
     let med = median(coop.iter().map(|c| c.time).collect());

@@ -331,15 +331,16 @@ impl ChokeTable {
 
     fn tft_client(&mut self, me: Me, new_round: bool, rng: &mut Rng) {
         let cands = self.candidates();
-        // What each peer gave us: last round while downloading; over its whole connection
-        // once we are complete, so a seed keeps rewarding those who helped it.
+        // What each peer gave us: in the last round and so far in this one while
+        // downloading (a decision between rounds sees who started giving); over its whole
+        // connection once we are complete, so a seed keeps rewarding those who helped it.
         let gift = |t: &ChokeTable, s: usize| {
             if t.snubbed[s] {
                 0.0
             } else if me.complete {
                 t.down_total[s] as f64
             } else {
-                t.last_round_down[s] as f64
+                (t.last_round_down[s] + t.round_down[s]) as f64
             }
         };
         let givers: Vec<usize> = cands
@@ -399,8 +400,9 @@ impl ChokeTable {
         let cands = self.candidates();
         let piece = me.piece_size.max(1) as f64;
         let bootstrap_bytes = ORIGIN_NEWCOMER_PIECES * me.piece_size as u64;
-        let is_newcomer =
-            |t: &ChokeTable, s: usize| t.age[s] < NEWCOMER_ROUNDS && t.up_total[s] < bootstrap_bytes;
+        let is_newcomer = |t: &ChokeTable, s: usize| {
+            t.age[s] < NEWCOMER_ROUNDS && t.up_total[s] < bootstrap_bytes
+        };
         let established: Vec<usize> = cands
             .iter()
             .copied()
@@ -561,7 +563,10 @@ mod tests {
         // every OPTIMISTIC_RETRY_ROUNDS.
         let most = NEWCOMER_PIECES as usize + 30 / OPTIMISTIC_RETRY_ROUNDS as usize + 1;
         assert!(turns <= most, "{turns} turns");
-        assert!(turns > NEWCOMER_PIECES as usize, "never tried after bootstrap");
+        assert!(
+            turns > NEWCOMER_PIECES as usize,
+            "never tried after bootstrap"
+        );
     }
 
     #[test]

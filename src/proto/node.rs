@@ -392,6 +392,10 @@ impl Node {
                             // A fresh piece: the client now owes passing it on.
                             self.fresh_holder[piece as usize] = Some(slot);
                             self.table.promised[slot] += 1;
+                        } else {
+                            // The origin had to send it again before the first holder passed
+                            // it on: that promise lapses unkept.
+                            self.fresh_holder[piece as usize] = None;
                         }
                         striper.add_copy(piece);
                         p.in_flight.push(piece);

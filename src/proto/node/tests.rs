@@ -69,8 +69,13 @@ impl Sim {
     }
 
     fn add_client(&mut self, budget: usize) -> usize {
+        self.add_client_as(budget, Behaviour::Honest)
+    }
+
+    fn add_client_as(&mut self, budget: usize, behaviour: Behaviour) -> usize {
         let idx = self.nodes.len();
         let mut cfg = Config::new(Role::Client, 100 + idx as u64);
+        cfg.behaviour = behaviour;
         cfg.listen_port = addr_of(idx).port();
         cfg.server = Some(addr_of(0));
         cfg.linger = Duration::from_secs(1);
@@ -308,6 +313,60 @@ fn test_swarm_trades_and_origin_sends_about_one_copy() {
     }
     let sent = sim.nodes[0].node.counters().uploaded as f64 / data.len() as f64;
     assert!(sent < 1.5, "origin sent {sent:.2} copies");
+}
+
+#[test]
+fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
+    let data = file(96 * PIECE as usize);
+    let mut sim = Sim::new(&data, 1);
+    let honest: Vec<usize> = (0..3).map(|_| sim.add_client(4)).collect();
+    let rider = sim.add_client_as(4, Behaviour::FreeRider);
+    sim.run_until_done(20_000);
+    for &c in &honest {
+        assert_eq!(sim.nodes[c].data, data);
+    }
+    assert_eq!(sim.nodes[rider].data, data);
+    // Origin slot k belongs to client k + 1 (connection order).
+    let t = sim.nodes[0].node.table();
+    let owed = |c: usize| t.promised[c - 1].saturating_sub(t.kept[c - 1]);
+    for &c in &honest {
+        assert!(owed(c) <= 2, "honest client {c} owes {}", owed(c));
+    }
+    assert!(
+        t.promised[rider - 1] > 0,
+        "the rider was given fresh pieces"
+    );
+    assert_eq!(t.kept[rider - 1], 0, "a free rider passes nothing on");
+    // Nobody received anything from the rider, and it uploaded nothing.
+    assert_eq!(sim.nodes[rider].node.counters().uploaded, 0);
+}
+
+#[test]
+fn test_receipts_credit_confirmed_uploads_at_origin() {
+    let data = file(64 * PIECE as usize);
+    let mut sim = Sim::new(&data, 1);
+    let a = sim.add_client(4);
+    let b = sim.add_client(4);
+    let liar = sim.add_client_as(4, Behaviour::Liar);
+    sim.run_until_done(20_000);
+    // Let a final round of receipts arrive.
+    for _ in 0..150 {
+        sim.step();
+    }
+    let origin = &sim.nodes[0].node;
+    for &c in &[a, b] {
+        let sent = sim.nodes[c].node.counters().uploaded;
+        let credit = origin.table().credit[c - 1];
+        assert!(
+            credit > 0 && credit <= sent,
+            "client {c}: credit {credit} of {sent} sent"
+        );
+    }
+    assert_eq!(
+        origin.table().credit[liar - 1],
+        0,
+        "claims alone earn no credit"
+    );
 }
 
 #[test]
