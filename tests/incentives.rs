@@ -14,7 +14,14 @@ fn free_rider_finishes_last_under_tft() {
     let (mut server, addr) = serve(
         &dir,
         &src,
-        &["--up-rate", "4M", "--piece-size", "64K", "--exit-after", "5"],
+        &[
+            "--up-rate",
+            "4M",
+            "--piece-size",
+            "64K",
+            "--exit-after",
+            "5",
+        ],
     );
     let ups = ["2M", "2M", "5M", "5M"];
     let mut coop: Vec<Node> = ups
@@ -33,7 +40,14 @@ fn free_rider_finishes_last_under_tft() {
         &dir,
         addr,
         "rider",
-        &["--up-rate", "5M", "--down-rate", "20M", "--behave", "free-rider"],
+        &[
+            "--up-rate",
+            "5M",
+            "--down-rate",
+            "20M",
+            "--behave",
+            "free-rider",
+        ],
     );
     let mut times = Vec::new();
     for c in &mut coop {
