@@ -81,6 +81,8 @@ pub struct Driver {
     opts: Options,
     exit_by: Option<Instant>,
     next_stats: Instant,
+    /// A driver-side failure that ends the run (the output cannot be written).
+    fatal: Option<String>,
 }
 
 impl Driver {
@@ -111,6 +113,7 @@ impl Driver {
             opts,
             exit_by: None,
             next_stats: now,
+            fatal: None,
         })
     }
 
@@ -155,6 +158,9 @@ impl Driver {
             let now = Instant::now();
             if STOP.load(Ordering::Relaxed) {
                 break Err("interrupted".to_string());
+            }
+            if let Some(why) = self.fatal.take() {
+                break Err(why);
             }
             if let Some(by) = self.exit_by
                 && (now >= by || !self.conns.iter().any(|(_, c)| c.has_unsent_control()))
@@ -324,6 +330,10 @@ impl Driver {
                 Turn::Drained | Turn::Idle => c.readable = false,
                 Turn::Closing => {}
                 Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Fatal(why) => {
+                    self.fatal = Some(why);
+                    break;
+                }
             }
         }
     }
@@ -387,6 +397,7 @@ impl Driver {
                 Turn::Idle | Turn::Closing | Turn::Throttled => {}
                 Turn::Drained => c.writable = false,
                 Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Fatal(why) => self.fatal = Some(why),
             }
         }
     }

@@ -1,13 +1,14 @@
-//! Where pieces live: the origin's file mapped read-only, or the client's `OUT.part` mapped
-//! read-write and renamed to `OUT` only once every piece is verified. Payloads are received
-//! straight into the mapping and uploads are written straight from it.
+//! Where pieces live: the origin's file mapped read-only, or the client's `OUT.part`, written
+//! piece by piece with `pwrite` and renamed to `OUT` only once every piece is verified.
+//! Uploads are written to sockets straight from a read-only mapping of either file.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapOptions};
 
 use crate::manifest::Manifest;
 
@@ -17,9 +18,9 @@ pub enum Storage {
     /// Client before the manifest: `OUT.part` created, size unknown.
     Pending(PartFile),
     /// Client after the manifest: `OUT.part` sized and mapped.
-    Part(PartFile, MmapMut),
+    Part(PartFile, Mmap),
     /// Client after completion: renamed to `OUT`, still mapped so peers can be served.
-    Done(MmapMut),
+    Done(Mmap),
     /// Transitional, only inside `prepare` and `finish`.
     Empty,
 }
@@ -89,9 +90,10 @@ impl Storage {
             *self = Storage::Pending(pf);
             return Err(why);
         }
-        // SAFETY: the file is ours (just created, truncated and sized); nothing else maps or
-        // truncates it while the download runs.
-        match unsafe { MmapOptions::new().len(len as usize).map_mut(&pf.file) } {
+        // SAFETY: the file is ours (just created, truncated and sized); nothing else
+        // truncates it while the download runs. Writes go through `write_at`, and Linux's
+        // page cache keeps the read-only mapping coherent with them.
+        match unsafe { MmapOptions::new().len(len as usize).map(&pf.file) } {
             Ok(map) => {
                 *self = Storage::Part(pf, map);
                 Ok(())
@@ -138,11 +140,14 @@ impl Storage {
         }
     }
 
-    /// The writable bytes, for receiving.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    /// Writes a received piece at `offset` of `OUT.part`.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
         match self {
-            Storage::Part(_, m) => m,
-            _ => &mut [],
+            Storage::Part(pf, _) => pf
+                .file
+                .write_all_at(data, offset)
+                .map_err(|e| format!("cannot write {}: {e}", pf.part.display())),
+            _ => Err("received a piece before the output was prepared".into()),
         }
     }
 }
@@ -181,7 +186,8 @@ mod tests {
         let m = Manifest::build(&data, 16 * 1024).unwrap();
         let mut s = Storage::create_part(&out).unwrap();
         s.prepare(&m).unwrap();
-        s.bytes_mut().copy_from_slice(&data);
+        s.write_at(0, &data[..20_000]).unwrap();
+        s.write_at(20_000, &data[20_000..]).unwrap();
         assert!(part_path(&out).exists());
         assert!(!out.exists());
         s.finish().unwrap();
