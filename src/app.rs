@@ -51,9 +51,9 @@ fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
 }
 
 pub fn serve(a: &ServeArgs) -> Result<(), String> {
-    let map = storage::open_source(&a.file)
+    let source = storage::open_source(&a.file)
         .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
-    let manifest = Manifest::build(&map, a.piece_size).map_err(|e| e.to_string())?;
+    let manifest = Manifest::build(source.bytes(), a.piece_size).map_err(|e| e.to_string())?;
     let listener = socket::listen(
         a.listen,
         SocketOptions {
@@ -70,7 +70,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     let (len, pieces) = (manifest.file_len(), manifest.piece_count());
     let node = Node::origin(cfg, manifest, Instant::now());
     let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
-    let mut driver = Driver::new(node, Storage::Source(map), Some(listener), opts)
+    let mut driver = Driver::new(node, source, Some(listener), opts)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
@@ -101,8 +101,15 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
 }
 
 pub fn get(a: &GetArgs) -> Result<(), String> {
-    let storage = Storage::create_part(&a.output)?;
-    let listener = if a.use_peers {
+    let discard = a.output.as_os_str() == "-";
+    let storage = if discard {
+        Storage::Discard
+    } else {
+        Storage::create_part(&a.output)?
+    };
+    // A discarding client keeps nothing it could upload, so it does not join the swarm.
+    let use_peers = a.use_peers && !discard;
+    let listener = if use_peers {
         let addr = a.listen.unwrap_or_else(|| {
             let any: std::net::IpAddr = if a.server.is_ipv4() {
                 std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -130,7 +137,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     let mut cfg = Config::new(Role::Client, random_id());
     cfg.listen_port = bound.map_or(0, |b| b.port());
     cfg.server = Some(a.server);
-    cfg.use_peers = a.use_peers;
+    cfg.use_peers = use_peers;
     cfg.max_peers = a.max_peers;
     cfg.linger = a.linger;
     cfg.stall_timeout = a.stall_timeout;
@@ -152,7 +159,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     let summary = summary_line(driver.node());
     let storage = driver.into_storage();
     match result {
-        Ok(()) if node_done && matches!(storage, Storage::Done(_)) => {
+        Ok(()) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             if !a.common.quiet {
                 println!("{summary}");
             }
@@ -162,7 +169,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
             storage.abandon();
             Err("stopped before the download completed".into())
         }
-        Err(e) if node_done && matches!(storage, Storage::Done(_)) => {
+        Err(e) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             // Failing while lingering loses nothing: the file is complete and renamed.
             if !a.common.quiet {
                 println!("{summary}");

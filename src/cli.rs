@@ -154,7 +154,7 @@ fn get_opts() -> Options {
     o.optopt(
         "o",
         "output",
-        "where to write the file (required; PATH.part until verified)",
+        "where to write the file (required; PATH.part until verified; - verifies and discards)",
         "PATH",
     );
     o.optopt(

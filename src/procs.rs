@@ -136,3 +136,37 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(got)
 }
+
+/// CPU time and peak memory of a finished child, from `wait4`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_secs: f64,
+    pub max_rss_kib: u64,
+}
+
+/// Like [`wait`], but also returns the child's resource usage (zero if it was killed).
+pub fn wait_measured(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, Usage) {
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child's pid with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            use std::os::unix::process::ExitStatusExt;
+            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            let usage = Usage {
+                cpu_secs: tv(ru.ru_utime) + tv(ru.ru_stime),
+                max_rss_kib: ru.ru_maxrss as u64,
+            };
+            return (Some(ExitStatus::from_raw(status)), usage);
+        }
+        if r < 0 || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, Usage::default());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

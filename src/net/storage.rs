@@ -14,13 +14,16 @@ use crate::manifest::Manifest;
 
 pub enum Storage {
     /// Origin: the source file, read-only.
-    Source(Mmap),
+    Source(File, Mmap),
     /// Client before the manifest: `OUT.part` created, size unknown.
     Pending(PartFile),
     /// Client after the manifest: `OUT.part` sized and mapped.
     Part(PartFile, Mmap),
-    /// Client after completion: renamed to `OUT`, still mapped so peers can be served.
-    Done(Mmap),
+    /// Client after completion: renamed to `OUT`, still open and mapped to serve peers.
+    Done(File, Mmap),
+    /// Client with `--output -`: pieces are verified and dropped, as iperf3 measures TCP
+    /// without a disk. Nothing can be uploaded from it.
+    Discard,
     /// Transitional, only inside `prepare` and `finish`.
     Empty,
 }
@@ -32,7 +35,7 @@ pub struct PartFile {
 }
 
 /// Opens and maps the file an origin serves.
-pub fn open_source(path: &Path) -> io::Result<Mmap> {
+pub fn open_source(path: &Path) -> io::Result<Storage> {
     let file = File::open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
@@ -42,8 +45,9 @@ pub fn open_source(path: &Path) -> io::Result<Mmap> {
     }
     // SAFETY: the mapping is read-only. If another process truncates the file while we
     // serve it, reads of the lost range fault; tfttp documents that the served file must
-    // not change (docs/PROTOCOL.md §8), as every mmap-based server does.
-    unsafe { MmapOptions::new().map(&file) }
+    // not change (docs/PROTOCOL.md §9), as every mmap-based server does.
+    let map = unsafe { MmapOptions::new().map(&file) }?;
+    Ok(Storage::Source(file, map))
 }
 
 /// `PATH.part` for the output `PATH`.
@@ -81,6 +85,9 @@ impl Storage {
     /// Sizes and maps `OUT.part` for the manifest. Space is reserved up front: a write into a
     /// sparse mapping on a full disk would kill the process with SIGBUS instead of an error.
     pub fn prepare(&mut self, m: &Manifest) -> Result<(), String> {
+        if let Storage::Discard = self {
+            return Ok(());
+        }
         let Storage::Pending(pf) = std::mem::replace(self, Storage::Empty) else {
             return Err("output prepared twice".into());
         };
@@ -108,6 +115,9 @@ impl Storage {
 
     /// Renames `OUT.part` to `OUT`; the mapping stays valid for serving peers.
     pub fn finish(&mut self) -> Result<(), String> {
+        if let Storage::Discard = self {
+            return Ok(());
+        }
         let Storage::Part(pf, map) = std::mem::replace(self, Storage::Empty) else {
             return Err("output finished before it was prepared".into());
         };
@@ -120,7 +130,7 @@ impl Storage {
             *self = Storage::Part(pf, map);
             return Err(why);
         }
-        *self = Storage::Done(map);
+        *self = Storage::Done(pf.file, map);
         Ok(())
     }
 
@@ -134,9 +144,17 @@ impl Storage {
     /// The whole file's bytes, for uploads and verification.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Source(m) => m,
-            Storage::Part(_, m) | Storage::Done(m) => m,
-            Storage::Pending(_) | Storage::Empty => &[],
+            Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) => m,
+            Storage::Pending(_) | Storage::Discard | Storage::Empty => &[],
+        }
+    }
+
+    /// The file's descriptor, for `sendfile` (none for the discard sink).
+    pub fn fd(&self) -> Option<std::os::unix::io::RawFd> {
+        match self {
+            Storage::Source(f, _) | Storage::Done(f, _) => Some(f.as_raw_fd()),
+            Storage::Part(pf, _) => Some(pf.file.as_raw_fd()),
+            _ => None,
         }
     }
 
@@ -147,6 +165,7 @@ impl Storage {
                 .file
                 .write_all_at(data, offset)
                 .map_err(|e| format!("cannot write {}: {e}", pf.part.display())),
+            Storage::Discard => Ok(()),
             _ => Err("received a piece before the output was prepared".into()),
         }
     }
