@@ -36,6 +36,7 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
         up_rate: up,
         down_rate: down,
         sock: SocketOptions { buffer: c.sock_buf },
+        sendfile: c.sendfile,
         stats_path: c.stats.clone(),
         max_conns,
         verbose: c.verbose,

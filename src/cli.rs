@@ -86,6 +86,7 @@ pub struct Common {
     pub ready_file: Option<PathBuf>,
     pub sock_buf: Option<usize>,
     pub policy: Policy,
+    pub sendfile: bool,
     pub quiet: bool,
     pub verbose: bool,
 }
@@ -123,6 +124,11 @@ fn common_opts(o: &mut Options) {
         "policy",
         "upload policy: tft (tit-for-tat with promises, default), bittorrent (top-4 + optimistic), all (no incentives)",
         "NAME",
+    );
+    o.optflag(
+        "",
+        "sendfile",
+        "send pieces with sendfile(2): less sender CPU across a NIC, slower on loopback",
     );
     o.optflag("q", "quiet", "print nothing on success");
     o.optflag("v", "verbose", "log connections to stderr");
@@ -315,6 +321,7 @@ fn common(m: &Matches) -> Result<Common, String> {
         ready_file: m.opt_str("ready-file").map(PathBuf::from),
         sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
         policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),
+        sendfile: m.opt_present("sendfile"),
         quiet: m.opt_present("quiet"),
         verbose: m.opt_present("verbose"),
     })

@@ -1,11 +1,14 @@
 //! One TCP connection's byte plumbing: frames in through a small buffer, piece payloads into
 //! a per-connection piece buffer written to the file with one `pwrite`; control bytes and
-//! piece heads out with one `sendmsg(MSG_MORE)`, piece payloads with `sendfile` straight from
-//! the page cache. The node decides; this moves bytes.
+//! pieces out from the mapped file with one vectored write of head plus mapped slice. The
+//! node decides; this moves bytes.
 //!
-//! Why `sendfile` rather than a vectored write of head plus mapped slice: the write copies
-//! the payload into the socket buffer, which cost the origin 4.3x nginx's CPU per GiB in
-//! `bench/datapath.rs`; `sendfile` hands the kernel page references instead.
+//! Payloads go out either with a vectored write of head plus mapped slice (the default) or,
+//! with `--sendfile`, as page references from the page cache. `bench/datapath.rs` on
+//! loopback: `sendfile` cuts the sender's CPU per GiB about 3x (0.56 s to 0.17 s), but the
+//! receiver then copies out of page-sized fragments and needs 4x the CPU (0.25 s to 0.98 s),
+//! halving throughput. Across a real NIC the receiver never sees the sender's pages, so
+//! there `sendfile` is the better choice.
 //!
 //! Why not receive straight into the mapped output: on a fresh (sparse or fallocated) file
 //! every first write to a mapped page faults, and the kernel zero-fills the page (and its
@@ -97,10 +100,12 @@ pub struct Conn {
     pub deficit: usize,
     /// The policy's upload cap for this connection (bytes/s) and its bucket.
     cap: Option<(f64, TokenBucket)>,
+    /// Send payloads with `sendfile` instead of writing them from the map.
+    sendfile: bool,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, remote: SocketAddr, connected: bool) -> Conn {
+    pub fn new(stream: TcpStream, remote: SocketAddr, connected: bool, sendfile: bool) -> Conn {
         Conn {
             stream,
             remote,
@@ -120,6 +125,7 @@ impl Conn {
             tx: None,
             deficit: 0,
             cap: None,
+            sendfile,
         }
     }
 
@@ -406,7 +412,7 @@ impl Conn {
                 None => (ctrl, &[], &[]),
             };
             let sock = self.stream.as_raw_fd();
-            let res = match (storage.fd(), &self.tx) {
+            let res = match (storage.fd().filter(|_| self.sendfile), &self.tx) {
                 // Only payload left: the kernel sends it from the page cache (no copy).
                 (Some(file), Some(t)) if c.is_empty() && h.is_empty() => {
                     let ps = t.sent - PIECE_HEAD_SIZE;

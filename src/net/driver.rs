@@ -59,6 +59,8 @@ pub struct Options {
     pub up_rate: Option<u64>,
     pub down_rate: Option<u64>,
     pub sock: SocketOptions,
+    /// Send piece payloads with `sendfile` (see `conn.rs` for when that pays).
+    pub sendfile: bool,
     pub stats_path: Option<PathBuf>,
     pub max_conns: usize,
     pub verbose: bool,
@@ -137,7 +139,7 @@ impl Driver {
         self.node.handle_open(slot, link, addr, now);
         match res {
             Ok(stream) => {
-                entry.insert(Conn::new(stream, addr, false));
+                entry.insert(Conn::new(stream, addr, false, self.opts.sendfile));
             }
             Err(e) => self.node.handle_closed(slot, &e.to_string(), now),
         }
@@ -253,7 +255,7 @@ impl Driver {
             if reg.is_err() {
                 continue;
             }
-            entry.insert(Conn::new(stream, addr, true));
+            entry.insert(Conn::new(stream, addr, true, self.opts.sendfile));
             self.node
                 .handle_open(slot, Link::Accepted, addr, Instant::now());
             self.log(|| format!("accepted {addr} slot {slot}"));
