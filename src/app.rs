@@ -55,6 +55,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     let source = storage::open_source(&a.file)
         .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
     let manifest = Manifest::build(source.bytes(), a.piece_size).map_err(|e| e.to_string())?;
+    source.release_pages();
     let listener = socket::listen(
         a.listen,
         SocketOptions {

@@ -85,6 +85,8 @@ pub struct Driver {
     next_stats: Instant,
     /// A driver-side failure that ends the run (the output cannot be written).
     fatal: Option<String>,
+    /// Connections flushing before a close; the overdue scan runs only when there are any.
+    closing: usize,
 }
 
 impl Driver {
@@ -116,6 +118,7 @@ impl Driver {
             exit_by: None,
             next_stats: now,
             fatal: None,
+            closing: 0,
         })
     }
 
@@ -405,6 +408,9 @@ impl Driver {
     }
 
     fn close_overdue(&mut self, now: Instant) {
+        if self.closing == 0 {
+            return;
+        }
         let overdue: Vec<Slot> = self
             .conns
             .iter()
@@ -418,6 +424,9 @@ impl Driver {
 
     fn drop_conn(&mut self, slot: Slot, why: &str) {
         if let Some(mut c) = self.conns.try_remove(slot) {
+            if c.closing.is_some() {
+                self.closing -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.log(|| format!("slot {slot} {} closed: {why}", c.remote));
         }
@@ -447,6 +456,7 @@ impl Driver {
             Event::Connect { addr, link } => self.dial(addr, link),
             Event::Close { slot, flush } => {
                 if flush && self.conns.contains(slot) {
+                    self.closing += 1;
                     self.conns[slot].closing = Some(Instant::now() + FLUSH_GRACE);
                     self.queue_write(slot);
                 } else {

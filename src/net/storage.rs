@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use crate::manifest::Manifest;
 
@@ -146,6 +146,30 @@ impl Storage {
         match self {
             Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) => m,
             Storage::Pending(_) | Storage::Discard | Storage::Empty => &[],
+        }
+    }
+
+    /// Drops this process's page-table references to the mapped file (after the manifest's
+    /// CRC pass touched every page). The pages stay in the page cache; only RSS goes down.
+    pub fn release_pages(&self) {
+        if let Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) = self
+            && !m.is_empty()
+        {
+            // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only unmaps pages;
+            // the next access faults them back in from the page cache, unchanged.
+            let _ = unsafe { m.unchecked_advise(UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// `release_pages` for a range already sent: an origin serving 1,000 clients otherwise
+    /// counts every page it ever sent in its RSS.
+    pub fn release_range(&self, offset: usize, len: usize) {
+        if let Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) = self
+            && offset + len <= m.len()
+            && len > 0
+        {
+            // SAFETY: as in `release_pages`; callers pass page-aligned offsets.
+            let _ = unsafe { m.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
         }
     }
 

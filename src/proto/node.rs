@@ -359,7 +359,11 @@ impl Node {
     /// Moves the slot's queued control frames to the end of `out`.
     pub fn take_outbox(&mut self, slot: Slot, out: &mut Vec<u8>) {
         if let Some(p) = self.peer_mut(slot) {
-            out.append(&mut p.outbox);
+            if out.is_empty() {
+                std::mem::swap(out, &mut p.outbox);
+            } else {
+                out.append(&mut p.outbox);
+            }
         }
     }
 
