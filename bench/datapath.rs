@@ -258,7 +258,7 @@ fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: b
     ];
     args.extend(["--exit-after", "1", "-q"]);
     if sendfile {
-        args.push("--sendfile");
+        args.extend(["--sendfile", "on"]);
     }
     let mut server = procs::spawn(exe, &strings(&args)).unwrap();
     let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(120)).unwrap();

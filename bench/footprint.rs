@@ -5,7 +5,7 @@
 //! keeps asking. It reports the origin's memory (VmRSS, and its anonymous part: mapped file
 //! pages are page cache the kernel can drop at will) and its CPU per GiB served.
 //!
-//!     cargo bench --bench footprint -- [--clients 1000] [--secs 10] [--rate 16K]
+//!     cargo bench --bench footprint -- [--clients 1000] [--secs 10] [--rate 16K] [--sendfile]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -38,12 +38,14 @@ fn main() {
     let mut clients = 1000usize;
     let mut secs = 10u64;
     let mut rate: u64 = 16 * 1024;
+    let mut sendfile = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--clients" => clients = it.next().unwrap().parse().unwrap(),
             "--secs" => secs = it.next().unwrap().parse().unwrap(),
             "--rate" => rate = tfttp::cli::parse_size(it.next().unwrap()).unwrap(),
+            "--sendfile" => sendfile = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -55,26 +57,31 @@ fn main() {
     procs::write_test_file(&src, FILE, 3).unwrap();
     let ready = dir.join("ready");
     let s = |v: &str| v.to_string();
-    let mut server = procs::spawn(
-        &exe,
-        &[
-            s("serve"),
-            src.display().to_string(),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--ready-file"),
-            ready.display().to_string(),
-            s("-q"),
-        ],
-    )
-    .unwrap();
+    let mut args = vec![
+        s("serve"),
+        src.display().to_string(),
+        s("--listen"),
+        s("127.0.0.1:0"),
+        s("--ready-file"),
+        ready.display().to_string(),
+        s("-q"),
+    ];
+    if sendfile {
+        args.extend([s("--sendfile"), s("on")]);
+    }
+    let mut server = procs::spawn(&exe, &args).unwrap();
     let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(60)).unwrap();
     let pid = server.id();
     let idle = status_kib(pid);
     println!(
-        "footprint: {clients} clients reading {:.0} KiB/s each from one origin ({} MiB file), {secs} s",
+        "footprint: {clients} clients reading {:.0} KiB/s each from one origin ({} MiB file), {secs} s{}",
         rate as f64 / 1024.0,
-        FILE >> 20
+        FILE >> 20,
+        if sendfile {
+            ", origin with --sendfile on"
+        } else {
+            ""
+        }
     );
     println!(
         "  origin before clients: VmRSS {:.1} MiB (anonymous {:.1} MiB)",

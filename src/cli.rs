@@ -8,6 +8,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 
 use crate::manifest::DEFAULT_PIECE_SIZE;
+use crate::net::SendfileMode;
 use crate::proto::{Behaviour, Policy};
 
 pub const USAGE_HEAD: &str = "\
@@ -40,6 +41,15 @@ pub struct ServeArgs {
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
     Policy::parse(s).ok_or_else(|| format!("unknown policy '{s}' (tft, bittorrent, all)"))
+}
+
+fn parse_sendfile(s: &str) -> Result<SendfileMode, String> {
+    match s {
+        "auto" => Ok(SendfileMode::Auto),
+        "on" => Ok(SendfileMode::On),
+        "off" => Ok(SendfileMode::Off),
+        _ => Err(format!("'{s}' is not auto, on or off")),
+    }
 }
 
 fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
@@ -86,7 +96,7 @@ pub struct Common {
     pub ready_file: Option<PathBuf>,
     pub sock_buf: Option<usize>,
     pub policy: Policy,
-    pub sendfile: bool,
+    pub sendfile: SendfileMode,
     pub quiet: bool,
     pub verbose: bool,
 }
@@ -125,10 +135,11 @@ fn common_opts(o: &mut Options) {
         "upload policy: tft (tit-for-tat with promises, default), bittorrent (top-4 + optimistic), all (no incentives)",
         "NAME",
     );
-    o.optflag(
+    o.optopt(
         "",
         "sendfile",
-        "send pieces with sendfile(2): less sender CPU across a NIC, slower on loopback",
+        "send pieces with sendfile(2): auto (default: to non-loopback peers), on, off",
+        "WHEN",
     );
     o.optflag("q", "quiet", "print nothing on success");
     o.optflag("v", "verbose", "log connections to stderr");
@@ -321,7 +332,7 @@ fn common(m: &Matches) -> Result<Common, String> {
         ready_file: m.opt_str("ready-file").map(PathBuf::from),
         sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
         policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),
-        sendfile: m.opt_present("sendfile"),
+        sendfile: opt(m, "sendfile", parse_sendfile)?.unwrap_or(SendfileMode::Auto),
         quiet: m.opt_present("quiet"),
         verbose: m.opt_present("verbose"),
     })

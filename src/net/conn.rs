@@ -3,8 +3,9 @@
 //! pieces out from the mapped file with one vectored write of head plus mapped slice. The
 //! node decides; this moves bytes.
 //!
-//! Payloads go out either with a vectored write of head plus mapped slice (the default) or,
-//! with `--sendfile`, as page references from the page cache. `bench/datapath.rs` on
+//! Payloads go out either with a vectored write of head plus mapped slice or, with
+//! `sendfile` (`--sendfile`, by default for peers not on loopback), as page references from
+//! the page cache. `bench/datapath.rs` on
 //! loopback: `sendfile` cuts the sender's CPU per GiB about 3x (0.56 s to 0.17 s), but the
 //! receiver then copies out of page-sized fragments and needs 4x the CPU (0.25 s to 0.98 s),
 //! halving throughput. Across a real NIC the receiver never sees the sender's pages, so
@@ -79,6 +80,8 @@ struct TxPiece {
     len: usize,
     /// Bytes of head + payload written so far.
     sent: usize,
+    /// Payload bytes whose pages were already unmapped.
+    released: usize,
 }
 
 pub struct Conn {
@@ -388,6 +391,7 @@ impl Conn {
                     offset: m.piece_offset(piece) as usize,
                     len,
                     sent: 0,
+                    released: 0,
                 });
             }
             // After poll_piece: it may have queued REJECTs.
@@ -445,7 +449,11 @@ impl Conn {
             let n = match res {
                 Ok(0) => return Turn::Gone("connection closed".into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The peer is slow: this piece may wait a while half-sent.
+                    self.release_sent(storage);
+                    return Turn::Drained;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Turn::Gone(e.to_string()),
             };
@@ -457,28 +465,36 @@ impl Conn {
             let from_ctrl = n.min(c.len());
             self.ctrl_off += from_ctrl;
             if let Some(t) = &mut self.tx {
-                let before = t.sent.saturating_sub(PIECE_HEAD_SIZE);
                 t.sent += n - from_ctrl;
-                let after = t.sent.saturating_sub(PIECE_HEAD_SIZE);
-                if !self.sendfile {
-                    // Unmap the pages this write finished with (whole pages only, except at the
-                    // piece's end): a slow client's half-sent piece then holds no RSS.
-                    let start = t.offset + before / PAGE * PAGE;
-                    let end = if after == t.len {
-                        t.offset + t.len
-                    } else {
-                        t.offset + after / PAGE * PAGE
-                    };
-                    if end > start {
-                        storage.release_range(start, end - start);
-                    }
-                }
                 if t.sent == PIECE_HEAD_SIZE + t.len {
                     let piece = t.piece;
+                    self.release_sent(storage);
                     self.tx = None;
                     node.handle_piece_sent(slot, piece, now);
                 }
             }
+        }
+    }
+}
+
+impl Conn {
+    /// Unmaps the pages of the current piece that are fully sent (the rest of the piece once
+    /// it is all sent): once per piece on a fast link, once per stall on a slow one, so
+    /// neither a large transfer nor 1,000 half-sent pieces inflate RSS.
+    fn release_sent(&mut self, storage: &Storage) {
+        let Some(t) = &mut self.tx else { return };
+        if self.sendfile {
+            return;
+        }
+        let payload = t.sent.saturating_sub(PIECE_HEAD_SIZE);
+        let upto = if payload == t.len {
+            t.len
+        } else {
+            payload / PAGE * PAGE
+        };
+        if upto > t.released {
+            storage.release_range(t.offset + t.released, upto - t.released);
+            t.released = upto;
         }
     }
 }
