@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Swarm emulation bench: tfttp and plain HTTP on an emulated multi-host network.
+
+Each scenario builds hosts in network namespaces (tools/netem.py: a bridge, tbf caps on
+every host's upload and download), runs each system on the same network in turn, and
+reports per-client completion times, the server's transmitted bytes per file copy (read from
+its link counters, so every system is measured alike), the Kumar-Ross minimum and the
+client-server bound. Every output is compared byte for byte with the source.
+
+    sudo bench/swarm.py [--scenarios pair,crowd] [--systems tfttp,http] [--out DIR]
+
+Needs root, iproute2 (ip, tc), nginx and curl, and a release build of tfttp
+(`cargo build --release`). Results go to DIR/swarm.json and DIR/swarm-SCENARIO.svg
+(completion-time CDFs, tools/cdf_svg.py).
+"""
+
+import argparse
+import filecmp
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+from netem import Net  # noqa: E402
+import cdf_svg  # noqa: E402
+
+TFTTP = os.path.join(HERE, "..", "target", "release", "tfttp")
+PORT = 6880
+
+
+def crowd(extra=None):
+    c = [dict(up=20, down=200)] * 8 + [dict(up=50, down=200)] * 8
+    return c + (extra or [])
+
+
+# Rates in Mbit/s. `start` is the client's arrival (s after the first), `linger` how long it
+# stays after completing (tfttp), `behave` a test-only tfttp behaviour.
+SCENARIOS = {
+    "pair": dict(size_mib=128, server=dict(up=40, down=1000),
+                 clients=[dict(up=400, down=400)] * 2),
+    "crowd": dict(size_mib=64, server=dict(up=100, down=1000), clients=crowd(), spread=0.5),
+    "freeriders": dict(size_mib=64, server=dict(up=100, down=1000), spread=0.5,
+                       clients=crowd([dict(up=50, down=200, behave="free-rider")] * 2)),
+    "churn": dict(size_mib=64, server=dict(up=100, down=1000), spread=0.5,
+                  clients=[dict(c, linger=0) if i % 4 == 0 else
+                           dict(c, start=3.0) if i % 4 == 1 else c
+                           for i, c in enumerate(crowd())]),
+}
+
+
+def bounds(sc):
+    """Kumar-Ross minimum and client-server bound in seconds for the cooperating clients."""
+    f = sc["size_mib"] * 1024 * 1024 * 8  # bits
+    coop = [c for c in sc["clients"] if "behave" not in c]
+    n = len(coop)
+    us = sc["server"]["up"] * 1e6
+    su = sum(c["up"] for c in coop) * 1e6
+    dmin = min(c["down"] for c in coop) * 1e6
+    t_min = max(f / us, f / dmin, n * f / (us + su))
+    t_cs = max(n * f / us, f / dmin)
+    return t_min, t_cs
+
+
+def write_source(path, size):
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+            chunk = chunk[1:] + chunk[:1]
+
+
+def start_times(sc):
+    spread = sc.get("spread", 0.0)
+    n = len(sc["clients"])
+    return [c.get("start", spread * i / max(n - 1, 1)) for i, c in enumerate(sc["clients"])]
+
+
+def run_clients(net, hosts, sc, launch):
+    """Starts client i at its arrival time via `launch(i, host)`; waits for all."""
+    procs = []
+    t0 = time.monotonic()
+    for i, (h, at) in sorted(enumerate(zip(hosts, start_times(sc))), key=lambda x: x[1][1]):
+        delay = t0 + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        procs.append((i, launch(i, h[0]), at))
+    t_cs = bounds(sc)[1]
+    done = net.wait([p for _, p, _ in procs], timeout=4 * t_cs + 120)
+    return {i: (done[p][0], done[p][1], at) for i, p, at in procs}
+
+
+def tfttp_system(net, server, hosts, sc, work, src):
+    ready = os.path.join(work, "ready")
+    if os.path.exists(ready):
+        os.remove(ready)
+    coop = len(sc["clients"])
+    sp = net.start(server, [TFTTP, "serve", src, "--listen", f"{server.ip}:{PORT}",
+                            "--ready-file", ready, "--exit-after", str(coop),
+                            "--stats", os.path.join(work, "server.json"), "-q"],
+                   stderr=os.path.join(work, "server.err"))
+    for _ in range(600):
+        if os.path.exists(ready):
+            break
+        time.sleep(0.05)
+
+    def launch(i, h):
+        c = sc["clients"][i]
+        argv = [TFTTP, "get", f"{server.ip}:{PORT}", "-o", os.path.join(work, f"out{i}"),
+                "--listen", "0.0.0.0:0", "--stats", os.path.join(work, f"c{i}.json"),
+                "--linger", str(c.get("linger", 30)), "-q"]
+        if "behave" in c:
+            argv += ["--behave", c["behave"]]
+        return net.start(h, argv, stderr=os.path.join(work, f"c{i}.err"))
+
+    res = run_clients(net, hosts, sc, launch)
+    net.wait([sp], timeout=30)
+    times = {}
+    for i, (rc, _, at) in res.items():
+        st = json.load(open(os.path.join(work, f"c{i}.json"))) if rc == 0 else {}
+        times[i] = (rc, st.get("complete_s"), at)
+    return times
+
+
+def http_system(net, server, hosts, sc, work, src):
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"daemon off; master_process off; worker_processes 1; pid {work}/nginx.pid;\n"
+                f"error_log {work}/nginx.err; events {{ worker_connections 1024; }}\n"
+                f"http {{ access_log off; sendfile on; tcp_nopush on;\n"
+                f"  client_body_temp_path {work}/t1; proxy_temp_path {work}/t2;\n"
+                f"  fastcgi_temp_path {work}/t3; uwsgi_temp_path {work}/t4; scgi_temp_path {work}/t5;\n"
+                f"  server {{ listen {server.ip}:{PORT}; root {os.path.dirname(src)}; }} }}\n")
+    nginx = net.start(server, ["nginx", "-c", conf])
+    time.sleep(0.5)
+    url = f"http://{server.ip}:{PORT}/{os.path.basename(src)}"
+
+    def launch(i, h):
+        return net.start(h, ["curl", "-s", "-f", "-o", os.path.join(work, f"out{i}"),
+                             "-w", "%{time_total}", url],
+                         stdout=os.path.join(work, f"c{i}.time"))
+
+    res = run_clients(net, hosts, sc, launch)
+    net.kill(nginx)
+    times = {}
+    for i, (rc, _, at) in res.items():
+        t = float(open(os.path.join(work, f"c{i}.time")).read() or "nan") if rc == 0 else None
+        times[i] = (rc, t, at)
+    return times
+
+
+SYSTEMS = {"tfttp": tfttp_system, "http": http_system}
+
+
+def run(scenario, system, out_dir):
+    sc = SCENARIOS[scenario]
+    if system != "tfttp" and any("behave" in c for c in sc["clients"]):
+        return None
+    work = os.path.join(out_dir, f"{scenario}-{system}")
+    os.makedirs(work, exist_ok=True)
+    src = os.path.join(work, "src.bin")
+    write_source(src, sc["size_mib"] << 20)
+    with Net("tftb") as net:
+        server = net.add_host("srv", sc["server"]["up"], sc["server"]["down"])
+        hosts = [(net.add_host(f"c{i}", c["up"], c["down"]), c) for i, c in enumerate(sc["clients"])]
+        tx0 = server.tx_bytes()
+        times = SYSTEMS[system](net, server, hosts, sc, work, src)
+        tx = server.tx_bytes() - tx0
+    ok = True
+    for i in times:
+        out = os.path.join(work, f"out{i}")
+        same = os.path.exists(out) and filecmp.cmp(src, out, shallow=False)
+        ok &= same
+        if os.path.exists(out):
+            os.remove(out)
+    os.remove(src)
+    t_min, t_cs = bounds(sc)
+    clients = []
+    for i, (rc, t, at) in sorted(times.items()):
+        c = sc["clients"][i]
+        clients.append(dict(index=i, up=c["up"], behave=c.get("behave", "honest"), start=at,
+                            exit=rc, time=t, finish=(at + t) if t is not None else None))
+    coop = [c["time"] for c in clients if c["behave"] == "honest" and c["time"] is not None]
+    finish = [c["finish"] for c in clients if c["behave"] == "honest" and c["finish"] is not None]
+    failed = sum(1 for c in clients if c["exit"] != 0 and c["behave"] == "honest")
+    r = dict(scenario=scenario, system=system, t_min=t_min, t_cs=t_cs,
+             size=sc["size_mib"] << 20, server_copies=tx / (sc["size_mib"] << 20),
+             all_identical=ok, failed=failed, clients=clients)
+    if coop:
+        r.update(mean=statistics.mean(coop), median=statistics.median(coop), max=max(coop),
+                 last_finish=max(finish), last_vs_min=max(finish) / t_min)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenarios", default="pair,crowd,freeriders,churn")
+    ap.add_argument("--systems", default="tfttp,http")
+    ap.add_argument("--out", default="/tmp/tfttp-swarm")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("swarm.py needs root (network namespaces)")
+    if not os.path.exists(TFTTP):
+        sys.exit(f"{TFTTP} missing: run cargo build --release")
+    os.makedirs(a.out, exist_ok=True)
+    results = []
+    for scenario in a.scenarios.split(","):
+        for system in a.systems.split(","):
+            r = run(scenario, system, a.out)
+            if r is None:
+                continue
+            results.append(r)
+            print(f"{scenario:<11} {system:<6} mean {r.get('mean', float('nan')):7.2f} s  "
+                  f"median {r.get('median', float('nan')):7.2f} s  "
+                  f"last {r.get('last_finish', float('nan')):7.2f} s = "
+                  f"{r.get('last_vs_min', float('nan')):5.2f}x min ({r['t_min']:.2f} s)  "
+                  f"CS bound {r['t_cs']:.2f} s  server {r['server_copies']:.2f} copies  "
+                  f"identical {r['all_identical']}  failed {r['failed']}", flush=True)
+        runs = [r for r in results if r["scenario"] == scenario]
+        if runs:
+            cdf_svg.write(os.path.join(a.out, f"swarm-{scenario}.svg"), scenario, runs)
+    with open(os.path.join(a.out, "swarm.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"results: {a.out}/swarm.json, {a.out}/swarm-*.svg")
+
+
+if __name__ == "__main__":
+    main()
