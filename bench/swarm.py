@@ -28,6 +28,8 @@ from netem import Net  # noqa: E402
 import cdf_svg  # noqa: E402
 
 TFTTP = os.path.join(HERE, "..", "target", "release", "tfttp")
+# Extra arguments for every tfttp node (--tfttp-args), e.g. "--policy all --sendfile off".
+TFTTP_EXTRA = []
 PORT = 6880
 
 
@@ -79,7 +81,8 @@ def start_times(sc):
 
 
 def run_clients(net, hosts, sc, launch):
-    """Starts client i at its arrival time via `launch(i, host)`; waits for all."""
+    """Starts client i at its arrival time via `launch(i, host)`; waits for all. Returns
+    {i: (exit code or None, pid, arrival)}."""
     procs = []
     t0 = time.monotonic()
     for i, (h, at) in sorted(enumerate(zip(hosts, start_times(sc))), key=lambda x: x[1][1]):
@@ -89,7 +92,7 @@ def run_clients(net, hosts, sc, launch):
         procs.append((i, launch(i, h[0]), at))
     t_cs = bounds(sc)[1]
     done = net.wait([p for _, p, _ in procs], timeout=4 * t_cs + 120)
-    return {i: (done[p][0], done[p][1], at) for i, p, at in procs}
+    return {i: (done[p][0], p.pid, at) for i, p, at in procs}
 
 
 def tfttp_system(net, server, hosts, sc, work, src):
@@ -99,7 +102,7 @@ def tfttp_system(net, server, hosts, sc, work, src):
     coop = len(sc["clients"])
     sp = net.start(server, [TFTTP, "serve", src, "--listen", f"{server.ip}:{PORT}",
                             "--ready-file", ready, "--exit-after", str(coop),
-                            "--stats", os.path.join(work, "server.json"), "-q"],
+                            "--stats", os.path.join(work, "server.json"), "-q"] + TFTTP_EXTRA,
                    stderr=os.path.join(work, "server.err"))
     for _ in range(600):
         if os.path.exists(ready):
@@ -113,6 +116,7 @@ def tfttp_system(net, server, hosts, sc, work, src):
                 "--linger", str(c.get("linger", 30)), "-q"]
         if "behave" in c:
             argv += ["--behave", c["behave"]]
+        argv += TFTTP_EXTRA
         return net.start(h, argv, stderr=os.path.join(work, f"c{i}.err"))
 
     res = run_clients(net, hosts, sc, launch)
@@ -151,7 +155,51 @@ def http_system(net, server, hosts, sc, work, src):
     return times
 
 
-SYSTEMS = {"tfttp": tfttp_system, "http": http_system}
+def libtorrent_system(net, server, hosts, sc, work, src):
+    """libtorrent-rasterbar seeding from the server host, a tracker beside it
+    (tools/tracker.py), every client a libtorrent leecher (tools/lt_node.py)."""
+    py = "/usr/bin/python3"
+    tools = os.path.join(HERE, "..", "tools")
+    torrent = os.path.join(work, "src.torrent")
+    url = f"http://{server.ip}:6969/announce"
+    net.wait([net.start(server, [py, os.path.join(tools, "lt_node.py"), "make", src, url, torrent],
+                        stderr=os.path.join(work, "make.err"))], timeout=300)
+    done = os.path.join(work, "done")
+    os.makedirs(done, exist_ok=True)
+    for f in os.listdir(done):
+        os.remove(os.path.join(done, f))
+    coop = sum(1 for c in sc["clients"] if "behave" not in c)
+    limit = str(4 * bounds(sc)[1] + 120)
+    tracker = net.start(server, [py, os.path.join(tools, "tracker.py"), server.ip, "6969"])
+    seed = net.start(server, [py, os.path.join(tools, "lt_node.py"), "seed", torrent,
+                              os.path.dirname(src), server.ip, done, str(coop), limit],
+                     stderr=os.path.join(work, "seed.err"))
+    time.sleep(1.0)
+
+    def launch(i, h):
+        d = os.path.join(work, f"lt{i}")
+        os.makedirs(d, exist_ok=True)
+        c = sc["clients"][i]
+        return net.start(h, [py, os.path.join(tools, "lt_node.py"), "leech", torrent, d, h.ip,
+                             done, str(coop), limit, str(c.get("linger", 30))],
+                         stderr=os.path.join(work, f"c{i}.err"))
+
+    res = run_clients(net, hosts, sc, launch)
+    net.wait([seed], timeout=30)
+    net.kill(tracker)
+    # Each leecher wrote its completion time to DONE/<pid>; `ip netns exec` execs the
+    # program, so that pid is the one we started.
+    by_pid = {int(f): float(open(os.path.join(done, f)).read()) for f in os.listdir(done)}
+    times = {}
+    for i, (rc, pid, at) in res.items():
+        out = os.path.join(work, f"lt{i}", os.path.basename(src))
+        if os.path.exists(out):
+            os.replace(out, os.path.join(work, f"out{i}"))
+        times[i] = (rc, by_pid.get(pid) if rc == 0 else None, at)
+    return times
+
+
+SYSTEMS = {"tfttp": tfttp_system, "http": http_system, "libtorrent": libtorrent_system}
 
 
 def run(scenario, system, out_dir):
@@ -197,9 +245,11 @@ def run(scenario, system, out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", default="pair,crowd,freeriders,churn")
-    ap.add_argument("--systems", default="tfttp,http")
+    ap.add_argument("--systems", default="tfttp,http,libtorrent")
     ap.add_argument("--out", default="/tmp/tfttp-swarm")
+    ap.add_argument("--tfttp-args", default="", help="extra arguments for every tfttp node")
     a = ap.parse_args()
+    TFTTP_EXTRA.extend(a.tfttp_args.split())
     if os.geteuid() != 0:
         sys.exit("swarm.py needs root (network namespaces)")
     if not os.path.exists(TFTTP):
