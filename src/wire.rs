@@ -56,6 +56,9 @@ pub mod ty {
     pub const PEERS: u8 = 0x0b;
     pub const SWARM_DONE: u8 = 0x0c;
     pub const ERROR: u8 = 0x0d;
+    pub const CANCEL: u8 = 0x0e;
+    /// The last mandatory type this version defines.
+    pub const LAST_MANDATORY: u8 = CANCEL;
     /// Types at or above this are optional extensions.
     pub const FIRST_EXTENSION: u8 = 0x80;
     /// Extension: a client's per-peer transfer counters, for the origin's promise ledger.
@@ -203,6 +206,8 @@ pub enum Message<'a> {
     Unchoke,
     Request(u32),
     Reject(u32),
+    /// Withdraws a REQUEST not yet answered; the answer is still exactly one PIECE or REJECT.
+    Cancel(u32),
     /// Only produced when a whole PIECE frame is parsed from a buffer (tests, tools); the
     /// node's driver streams payloads instead.
     Piece {
@@ -240,7 +245,7 @@ impl FrameHead {
             return Err(WireError::BadLength(len));
         }
         let ty = buf[4];
-        if ty < ty::FIRST_EXTENSION && ty > ty::ERROR {
+        if ty < ty::FIRST_EXTENSION && ty > ty::LAST_MANDATORY {
             return Err(WireError::UnknownType(ty));
         }
         if ty != ty::PIECE && ty != ty::MANIFEST && len as usize > MAX_CONTROL_FRAME {
@@ -308,6 +313,10 @@ impl<'a> Message<'a> {
             ty::REJECT => {
                 exact(4)?;
                 Message::Reject(be_u32(body))
+            }
+            ty::CANCEL => {
+                exact(4)?;
+                Message::Cancel(be_u32(body))
             }
             ty::PIECE => {
                 if body.len() < 4 {
@@ -390,6 +399,7 @@ impl<'a> Message<'a> {
             Message::Unchoke => out.push(ty::UNCHOKE),
             Message::Request(p) => push_u32(out, ty::REQUEST, *p),
             Message::Reject(p) => push_u32(out, ty::REJECT, *p),
+            Message::Cancel(p) => push_u32(out, ty::CANCEL, *p),
             Message::Piece { piece, data } => {
                 push_u32(out, ty::PIECE, *piece);
                 out.extend_from_slice(data);
@@ -588,6 +598,7 @@ mod tests {
         roundtrip(Message::Unchoke);
         roundtrip(Message::Request(WILDCARD));
         roundtrip(Message::Reject(3));
+        roundtrip(Message::Cancel(4));
         roundtrip(Message::Piece {
             piece: 9,
             data: b"abc",

@@ -583,6 +583,7 @@ impl Node {
             }
             Message::Request(i) => self.on_request(slot, i),
             Message::Reject(i) => self.on_reject(slot, i),
+            Message::Cancel(i) => self.on_cancel(slot, i),
             Message::Piece { .. } => self.fail(
                 slot,
                 ErrorCode::Protocol,
@@ -652,16 +653,18 @@ impl Node {
         peer.receiving = Some(Asked {
             piece,
             at: asked.at,
+            cancelled: false,
         });
         let picker = self.picker.as_mut()?;
         if asked.piece != WILDCARD {
             picker.on_request_done(piece);
         }
-        Some(if picker.try_claim(piece, slot) {
-            Sink::Store { offset }
+        if picker.try_claim(piece, slot) {
+            self.cancel_elsewhere(piece, slot);
+            Some(Sink::Store { offset })
         } else {
-            Sink::Discard
-        })
+            Some(Sink::Discard)
+        }
     }
 
     /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the region it
@@ -1064,14 +1067,46 @@ impl Node {
         self.mark_dirty(slot);
     }
 
+    /// A copy of `piece` is arriving on `from`: withdraw the other requests for it (BEP 3's
+    /// cancel), so the peers' uplinks carry something else instead of a duplicate.
+    fn cancel_elsewhere(&mut self, piece: u32, from: Slot) {
+        for s in 0..self.peers.len() {
+            if s == from {
+                continue;
+            }
+            let Some(p) = self.peers[s].as_mut() else {
+                continue;
+            };
+            let Some(a) = p
+                .asked
+                .iter_mut()
+                .find(|a| a.piece == piece && !a.cancelled)
+            else {
+                continue;
+            };
+            a.cancelled = true;
+            self.emit(s, &Message::Cancel(piece));
+        }
+    }
+
+    /// The peer withdraws a request: drop it if it is still queued, and answer it.
+    fn on_cancel(&mut self, slot: Slot, i: u32) {
+        let p = self.peer_mut(slot).expect("frame came from it");
+        if let Some(k) = p.queue.iter().position(|&q| q == i) {
+            p.queue.remove(k);
+            self.emit(slot, &Message::Reject(i));
+        }
+        // Otherwise it is being sent or was answered already: nothing to do.
+    }
+
     fn on_reject(&mut self, slot: Slot, i: u32) {
         let now = self.now;
         let p = self.peer_mut(slot).expect("frame came from it");
         let Some(idx) = p.asked.iter().position(|a| a.piece == i) else {
             return self.fail(slot, ErrorCode::Protocol, "REJECT of a piece not requested");
         };
-        p.asked.remove(idx);
-        if !p.peer_choking {
+        let asked = p.asked.remove(idx);
+        if !p.peer_choking && !asked.cancelled {
             p.backoff_until = Some(now + REJECT_BACKOFF);
         }
         if i == WILDCARD {
@@ -1269,7 +1304,11 @@ impl Node {
                     None => break,
                 }
             };
-            p.asked.push(Asked { piece, at: now });
+            p.asked.push(Asked {
+                piece,
+                at: now,
+                cancelled: false,
+            });
             Message::Request(piece).emit(&mut out);
         }
         let sent = !out.is_empty();

@@ -14,6 +14,8 @@ use crate::wire::Hello;
 pub(super) struct Asked {
     pub piece: u32,
     pub at: Instant,
+    /// We sent CANCEL for it (its copy is arriving elsewhere); the answer is still awaited.
+    pub cancelled: bool,
 }
 
 #[derive(Debug)]

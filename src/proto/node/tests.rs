@@ -498,13 +498,7 @@ impl One {
     fn out(&mut self) -> Vec<(u8, Vec<u8>)> {
         let mut buf = Vec::new();
         self.node.take_outbox(0, &mut buf);
-        let mut v = Vec::new();
-        let mut rest = &buf[..];
-        while let Ok(Some(h)) = FrameHead::parse(rest) {
-            v.push((h.ty, rest[HEAD_SIZE..h.frame_len()].to_vec()));
-            rest = &rest[h.frame_len()..];
-        }
-        v
+        frames(&buf)
     }
 
     fn events(&mut self) -> Vec<Event> {
@@ -719,4 +713,84 @@ fn test_stall_timeout_is_fatal() {
             .iter()
             .any(|e| matches!(e, Event::Fatal(w) if w.contains("no progress")))
     );
+}
+
+#[test]
+fn test_piece_arriving_from_origin_cancels_peer_request() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let m = c.node.manifest().unwrap().clone();
+    // A peer (slot 1) with both pieces unchokes us; we ask it for one.
+    c.node.handle_open(1, Link::Accepted, addr_of(7), c.now);
+    let frame = |msg: Message| {
+        let mut b = Vec::new();
+        msg.emit(&mut b);
+        b
+    };
+    for msg in [
+        hello(Role::Client, 77, m.id()),
+        Message::Bitfield(&[0xc0]),
+        Message::Unchoke,
+    ] {
+        let b = frame(msg);
+        let h = FrameHead::parse(&b).unwrap().unwrap();
+        c.node.handle_frame(1, h.ty, &b[HEAD_SIZE..], c.now);
+    }
+    let mut out = Vec::new();
+    c.node.take_outbox(1, &mut out);
+    let requested: Vec<u32> = frames(&out)
+        .into_iter()
+        .filter(|f| f.0 == wire::ty::REQUEST)
+        .map(|f| wire::be_u32(&f.1))
+        .collect();
+    assert!(!requested.is_empty());
+    let p = requested[0];
+    // The origin (slot 0, unchoked, wildcard outstanding) delivers that very piece.
+    c.send(Message::Unchoke);
+    c.out();
+    assert!(matches!(
+        c.node.begin_piece(0, p, PIECE, c.now),
+        Some(Sink::Store { .. })
+    ));
+    out.clear();
+    c.node.take_outbox(1, &mut out);
+    assert!(
+        frames(&out).contains(&(wire::ty::CANCEL, p.to_be_bytes().to_vec())),
+        "no CANCEL for piece {p}"
+    );
+    // The peer answers the cancel with REJECT: no protocol error, no back-off.
+    let b = frame(Message::Reject(p));
+    c.node
+        .handle_frame(1, wire::ty::REJECT, &b[HEAD_SIZE..], c.now);
+    assert!(!c.node.is_closing(1));
+}
+
+#[test]
+fn test_cancel_of_queued_request_is_answered_with_reject() {
+    let data = file(2 * PIECE as usize);
+    let mut o = One::origin(&data);
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Bitfield(&[0]));
+    o.send(Message::Interested(true));
+    o.send(Message::Request(1));
+    o.out();
+    o.send(Message::Cancel(1));
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, 1u32.to_be_bytes().to_vec())]
+    );
+    assert_eq!(o.node.poll_piece(0), None, "the cancelled request is gone");
+    // A cancel for something not queued is ignored.
+    o.send(Message::Cancel(0));
+    assert!(o.out().is_empty());
+}
+
+fn frames(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut rest = buf;
+    while let Ok(Some(h)) = FrameHead::parse(rest) {
+        v.push((h.ty, rest[HEAD_SIZE..h.frame_len()].to_vec()));
+        rest = &rest[h.frame_len()..];
+    }
+    v
 }
