@@ -38,7 +38,7 @@ def write(path, title, runs):
     for x, name, dash in [(t_min, "Kumar-Ross min", "6,3"), (t_cs, "client-server", "2,3")]:
         out.append(f'<line x1="{sx(x)}" y1="{sy(0)}" x2="{sx(x)}" y2="{sy(1)}" stroke="gray" '
                    f'stroke-dasharray="{dash}"/>')
-        out.append(f'<text x="{sx(x) + 3}" y="{sy(1) + 12}" fill="gray">{name}</text>')
+        out.append(f'<text x="{sx(x) + 3}" y="{sy(0.03)}" fill="gray">{name}</text>')
     for k, (name, xs) in enumerate(series):
         colour = COLOURS[k % len(COLOURS)]
         n = len(xs)
