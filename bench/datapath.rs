@@ -263,7 +263,7 @@ fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: b
     let mut server = procs::spawn(exe, &strings(&args)).unwrap();
     let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(120)).unwrap();
     // CPU spent before listening is the manifest (one CRC pass): start-up, not serving.
-    let startup_cpu = proc_cpu(server.id());
+    let startup_cpu = procs::proc_cpu_secs(server.id());
     let out = dst.map_or("-".to_string(), |d| d.display().to_string());
     let (secs, cu) = timed(
         exe,
@@ -299,22 +299,6 @@ fn run_iperf3(size: u64) -> Sample {
     }
 }
 
-/// CPU seconds process `pid` has used so far, from /proc (0 if it is gone).
-fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf has no memory-safety preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 /// nginx in the foreground, single process, sendfile on, serving `dir`.
 struct Nginx {
     child: procs::Running,
@@ -344,17 +328,11 @@ impl Nginx {
     }
 
     fn cpu(&self) -> f64 {
-        proc_cpu(self.child.id())
+        procs::proc_cpu_secs(self.child.id())
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        procs::proc_status_kib(self.child.id(), "VmHWM")
     }
 
     fn fetch(&self, dst: &Path) -> Sample {

@@ -114,7 +114,7 @@ fn main() {
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; per_tick.max(1)];
     let t0 = Instant::now();
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = procs::proc_cpu_secs(pid);
     let mut peak = (0u64, 0u64);
     let mut next_tick = t0;
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -144,7 +144,7 @@ fn main() {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = procs::proc_cpu_secs(pid) - cpu0;
     let received: u64 = conns.values().map(|c| c.received).sum();
     let connected = conns.values().filter(|c| c.received > 0).count();
     drop(conns);
@@ -241,31 +241,12 @@ impl Skipper {
     }
 }
 
+/// (VmRSS, RssAnon) of `pid` in KiB.
 fn status_kib(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssAnon:"))
-}
-
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf has no memory-safety preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    (
+        procs::proc_status_kib(pid, "VmRSS"),
+        procs::proc_status_kib(pid, "RssAnon"),
+    )
 }
 
 fn raise_fd_limit(want: u64) {

@@ -170,3 +170,30 @@ pub fn wait_measured(child: &mut Child, deadline: Instant) -> (Option<ExitStatus
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 if it is gone).
+pub fn proc_cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, `RssAnon`, …); 0 if absent.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.split(':').next() == Some(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
