@@ -11,18 +11,7 @@ fn free_rider_finishes_last_under_tft() {
     let dir = TestDir::new("freeride");
     let size = 16 << 20;
     let src = dir.source("src.bin", size);
-    let (mut server, addr) = serve(
-        &dir,
-        &src,
-        &[
-            "--up-rate",
-            "4M",
-            "--piece-size",
-            "64K",
-            "--exit-after",
-            "5",
-        ],
-    );
+    let (mut server, addr) = serve_slow(&dir, &src, "4M", 5);
     let ups = ["2M", "2M", "5M", "5M"];
     let mut coop: Vec<Node> = ups
         .iter()

@@ -10,18 +10,7 @@ fn four_clients_trade_and_server_sends_under_two_copies() {
     let dir = TestDir::new("four");
     let size = 8 << 20;
     let src = dir.source("src.bin", size);
-    let (mut server, addr) = serve(
-        &dir,
-        &src,
-        &[
-            "--up-rate",
-            "4M",
-            "--piece-size",
-            "64K",
-            "--exit-after",
-            "4",
-        ],
-    );
+    let (mut server, addr) = serve_slow(&dir, &src, "4M", 4);
     let mut clients: Vec<Node> = (0..4)
         .map(|i| {
             get(
@@ -74,18 +63,7 @@ fn odd_sizes_complete_byte_identical() {
 fn late_joiner_completes() {
     let dir = TestDir::new("late");
     let src = dir.source("src.bin", 4 << 20);
-    let (mut server, addr) = serve(
-        &dir,
-        &src,
-        &[
-            "--up-rate",
-            "2M",
-            "--piece-size",
-            "64K",
-            "--exit-after",
-            "3",
-        ],
-    );
+    let (mut server, addr) = serve_slow(&dir, &src, "2M", 3);
     let mut early: Vec<Node> = (0..2)
         .map(|i| {
             get(
@@ -109,18 +87,7 @@ fn late_joiner_completes() {
 fn killed_client_does_not_stop_the_others() {
     let dir = TestDir::new("kill");
     let src = dir.source("src.bin", 6 << 20);
-    let (mut server, addr) = serve(
-        &dir,
-        &src,
-        &[
-            "--up-rate",
-            "2M",
-            "--piece-size",
-            "64K",
-            "--exit-after",
-            "2",
-        ],
-    );
+    let (mut server, addr) = serve_slow(&dir, &src, "2M", 2);
     let mut a = get(&dir, addr, "a", &["--up-rate", "20M", "--linger", "5"]);
     let mut victim = get(&dir, addr, "victim", &["--up-rate", "20M"]);
     let mut b = get(&dir, addr, "b", &["--up-rate", "20M", "--linger", "5"]);

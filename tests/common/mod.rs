@@ -104,6 +104,24 @@ pub fn serve(dir: &TestDir, file: &Path, extra: &[&str]) -> (Node, SocketAddr) {
     )
 }
 
+/// An origin whose upload is the bottleneck: `up_rate`, 64 KiB pieces (enough of them to
+/// trade in a small file), exiting once `clients` clients completed.
+pub fn serve_slow(dir: &TestDir, file: &Path, up_rate: &str, clients: u32) -> (Node, SocketAddr) {
+    let n = clients.to_string();
+    serve(
+        dir,
+        file,
+        &[
+            "--up-rate",
+            up_rate,
+            "--piece-size",
+            "64K",
+            "--exit-after",
+            &n,
+        ],
+    )
+}
+
 pub fn get(dir: &TestDir, server: SocketAddr, name: &str, extra: &[&str]) -> Node {
     let out = dir.path(&format!("{name}.out"));
     let stats = dir.path(&format!("{name}.json"));
