@@ -113,7 +113,8 @@ def tfttp_system(net, server, hosts, sc, work, src):
         c = sc["clients"][i]
         argv = [TFTTP, "get", f"{server.ip}:{PORT}", "-o", os.path.join(work, f"out{i}"),
                 "--listen", "0.0.0.0:0", "--stats", os.path.join(work, f"c{i}.json"),
-                "--linger", str(c.get("linger", 30)), "-q"]
+                "--linger", str(c.get("linger", 30)), "-q",
+                "--timeline", os.path.join(work, f"c{i}.timeline")]
         if "behave" in c:
             argv += ["--behave", c["behave"]]
         argv += TFTTP_EXTRA

@@ -38,6 +38,7 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
         sock: SocketOptions { buffer: c.sock_buf },
         sendfile: c.sendfile,
         stats_path: c.stats.clone(),
+        timeline_path: c.timeline.clone(),
         max_conns,
         verbose: c.verbose,
     }

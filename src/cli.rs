@@ -93,6 +93,7 @@ pub struct DemoArgs {
 #[derive(Debug, Clone)]
 pub struct Common {
     pub stats: Option<PathBuf>,
+    pub timeline: Option<PathBuf>,
     pub ready_file: Option<PathBuf>,
     pub sock_buf: Option<usize>,
     pub policy: Policy,
@@ -115,6 +116,12 @@ fn common_opts(o: &mut Options) {
         "",
         "stats",
         "write counters as JSON to PATH (every second and at exit)",
+        "PATH",
+    );
+    o.optopt(
+        "",
+        "timeline",
+        "append one JSON line of counters and load per second to PATH",
         "PATH",
     );
     o.optopt(
@@ -329,6 +336,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 fn common(m: &Matches) -> Result<Common, String> {
     Ok(Common {
         stats: m.opt_str("stats").map(PathBuf::from),
+        timeline: m.opt_str("timeline").map(PathBuf::from),
         ready_file: m.opt_str("ready-file").map(PathBuf::from),
         sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
         policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),

@@ -59,6 +59,26 @@ pub fn to_json(node: &Node, now: Instant) -> String {
     s
 }
 
+/// One line of the `--timeline` file: seconds since start, cumulative byte counters and the
+/// node's instantaneous load, so a run can be replayed second by second.
+pub fn timeline_row(node: &Node, now: Instant) -> String {
+    let k = node.counters();
+    let (asked, queued, unchoking_us, unchoked) = node.load();
+    let t = now
+        .saturating_duration_since(node.started_at())
+        .as_secs_f64();
+    format!(
+        "{{\"t\":{t:.3},\"have\":{},\"from_origin\":{},\"from_peers\":{},\"uploaded\":{},\
+         \"discarded\":{},\"asked\":{asked},\"queued\":{queued},\"unchoking_us\":{unchoking_us},\
+         \"unchoked\":{unchoked}}}\n",
+        node.progress().0,
+        k.from_origin,
+        k.from_peers,
+        k.uploaded,
+        k.discarded
+    )
+}
+
 /// Writes via a temporary file and rename, so a reader never sees half a file.
 pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();

@@ -82,6 +82,8 @@ pub struct Options {
     /// When to send piece payloads with `sendfile` (see `conn.rs` for when that pays).
     pub sendfile: SendfileMode,
     pub stats_path: Option<PathBuf>,
+    /// Append one line of counters and load per second here (`--timeline`).
+    pub timeline_path: Option<PathBuf>,
     pub max_conns: usize,
     pub verbose: bool,
 }
@@ -107,6 +109,7 @@ pub struct Driver {
     fatal: Option<String>,
     /// Connections flushing before a close; the overdue scan runs only when there are any.
     closing: usize,
+    timeline: Option<std::fs::File>,
 }
 
 impl Driver {
@@ -134,11 +137,15 @@ impl Driver {
             read_q: VecDeque::new(),
             write_q: VecDeque::new(),
             paused: Vec::new(),
-            opts,
             exit_by: None,
             next_stats: now,
             fatal: None,
             closing: 0,
+            timeline: match &opts.timeline_path {
+                Some(p) => Some(std::fs::File::create(p)?),
+                None => None,
+            },
+            opts,
         })
     }
 
@@ -514,7 +521,11 @@ impl Driver {
         Ok(())
     }
 
-    fn write_stats(&self) {
+    fn write_stats(&mut self) {
+        if let Some(f) = self.timeline.as_mut() {
+            use std::io::Write;
+            let _ = f.write_all(stats::timeline_row(&self.node, Instant::now()).as_bytes());
+        }
         if let Some(path) = &self.opts.stats_path {
             let json = stats::to_json(&self.node, Instant::now());
             if let Err(e) = stats::write_atomic(path, &json) {

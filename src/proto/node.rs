@@ -303,6 +303,20 @@ impl Node {
         }
     }
 
+    /// Instantaneous load: (our unanswered requests, peers' requests queued at us, peers
+    /// that unchoke us, peers we unchoke), for the timeline.
+    pub fn load(&self) -> (usize, usize, usize, usize) {
+        let mut l = (0, 0, 0, 0);
+        for (s, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            l.0 += p.asked.len();
+            l.1 += p.queue.len();
+            l.2 += (!p.peer_choking) as usize;
+            l.3 += (!self.table.choking[s]) as usize;
+        }
+        l
+    }
+
     /// The slot's share of our upload relative to other slots (0 when choked).
     pub fn upload_weight(&self, slot: Slot) -> f64 {
         self.table.weight.get(slot).copied().unwrap_or(0.0)
