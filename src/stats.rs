@@ -106,6 +106,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_timeline_row_is_one_json_line_of_numbers() {
+        use crate::proto::{Config, Node};
+        let t0 = Instant::now();
+        let node = Node::client(Config::new(Role::Client, 3), t0);
+        let row = timeline_row(&node, t0 + std::time::Duration::from_millis(1500));
+        assert!(row.ends_with("}\n") && row.lines().count() == 1, "{row}");
+        assert_eq!(json_number(&row, "t"), Some(1.5));
+        for key in [
+            "have",
+            "uploaded",
+            "asked",
+            "queued",
+            "unchoking_us",
+            "unchoked",
+        ] {
+            assert_eq!(json_number(&row, key), Some(0.0), "{key} in {row}");
+        }
+    }
+
+    #[test]
     fn test_json_number_reads_fields_and_null() {
         let t = r#"{"a":1,"b":2.5,"c":null,"ab":7}"#;
         assert_eq!(json_number(t, "a"), Some(1.0));
