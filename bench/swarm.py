@@ -30,6 +30,8 @@ import cdf_svg  # noqa: E402
 TFTTP = os.path.join(HERE, "..", "target", "release", "tfttp")
 # Extra arguments for every tfttp node (--tfttp-args), e.g. "--policy all --sendfile off".
 TFTTP_EXTRA = []
+# Extra arguments for the tfttp origin only (--serve-args), e.g. "--piece-size 64K".
+SERVE_EXTRA = []
 PORT = 6880
 
 
@@ -102,7 +104,8 @@ def tfttp_system(net, server, hosts, sc, work, src):
     coop = len(sc["clients"])
     sp = net.start(server, [TFTTP, "serve", src, "--listen", f"{server.ip}:{PORT}",
                             "--ready-file", ready, "--exit-after", str(coop),
-                            "--stats", os.path.join(work, "server.json"), "-q"] + TFTTP_EXTRA,
+                            "--stats", os.path.join(work, "server.json"), "-q"]
+                   + TFTTP_EXTRA + SERVE_EXTRA,
                    stderr=os.path.join(work, "server.err"))
     for _ in range(600):
         if os.path.exists(ready):
@@ -249,8 +252,10 @@ def main():
     ap.add_argument("--systems", default="tfttp,http,libtorrent")
     ap.add_argument("--out", default="/tmp/tfttp-swarm")
     ap.add_argument("--tfttp-args", default="", help="extra arguments for every tfttp node")
+    ap.add_argument("--serve-args", default="", help="extra arguments for the tfttp origin")
     a = ap.parse_args()
     TFTTP_EXTRA.extend(a.tfttp_args.split())
+    SERVE_EXTRA.extend(a.serve_args.split())
     if os.geteuid() != 0:
         sys.exit("swarm.py needs root (network namespaces)")
     if not os.path.exists(TFTTP):

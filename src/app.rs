@@ -55,7 +55,10 @@ fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
 pub fn serve(a: &ServeArgs) -> Result<(), String> {
     let source = storage::open_source(&a.file)
         .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
-    let manifest = Manifest::build(source.bytes(), a.piece_size).map_err(|e| e.to_string())?;
+    let piece_size = a
+        .piece_size
+        .unwrap_or_else(|| crate::manifest::auto_piece_size(source.bytes().len() as u64));
+    let manifest = Manifest::build(source.bytes(), piece_size).map_err(|e| e.to_string())?;
     source.release_pages();
     let listener = socket::listen(
         a.listen,

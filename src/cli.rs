@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
-use crate::manifest::DEFAULT_PIECE_SIZE;
 use crate::net::SendfileMode;
 use crate::proto::{Behaviour, Policy};
 
@@ -33,7 +32,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub struct ServeArgs {
     pub file: PathBuf,
     pub listen: SocketAddr,
-    pub piece_size: u32,
+    /// `None`: chosen from the file size (`manifest::auto_piece_size`).
+    pub piece_size: Option<u32>,
     pub up_rate: Option<u64>,
     pub exit_after: Option<u32>,
     pub common: Common,
@@ -84,7 +84,7 @@ pub struct DemoArgs {
     pub clients: usize,
     pub server_rate: u64,
     pub client_rate: u64,
-    pub piece_size: u32,
+    pub piece_size: Option<u32>,
     pub dir: Option<PathBuf>,
     pub keep: bool,
 }
@@ -161,7 +161,12 @@ fn serve_opts() -> Options {
         "address to accept clients on (default 0.0.0.0:6880)",
         "ADDR:PORT",
     );
-    o.optopt("", "piece-size", "piece size (default 256K)", "SIZE");
+    o.optopt(
+        "",
+        "piece-size",
+        "piece size (default: about 1024 pieces, a power of two)",
+        "SIZE",
+    );
     o.optopt("", "up-rate", "cap the server's upload", "RATE");
     o.optopt(
         "",
@@ -233,7 +238,12 @@ fn demo_opts() -> Options {
         "each client's upload and download cap (default 125M)",
         "RATE",
     );
-    o.optopt("", "piece-size", "piece size (default 256K)", "SIZE");
+    o.optopt(
+        "",
+        "piece-size",
+        "piece size (default: about 1024 pieces, a power of two)",
+        "SIZE",
+    );
     o.optopt(
         "",
         "dir",
@@ -271,9 +281,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 file: PathBuf::from(file),
                 listen: addr_opt(&m, "listen")?.unwrap_or_else(|| "0.0.0.0:6880".parse().unwrap()),
                 piece_size: opt(&m, "piece-size", parse_size)?
-                    .map_or(Ok(DEFAULT_PIECE_SIZE), |v| {
-                        u32::try_from(v).map_err(|_| "--piece-size too large".to_string())
-                    })?,
+                    .map(|v| u32::try_from(v).map_err(|_| "--piece-size too large".to_string()))
+                    .transpose()?,
                 up_rate: opt(&m, "up-rate", parse_rate)?,
                 exit_after: opt(&m, "exit-after", parse_num)?.map(|n| n as u32),
                 common: common(&m)?,
@@ -324,7 +333,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 server_rate: opt(&m, "server-rate", parse_rate)?.unwrap_or(25_000_000),
                 client_rate: opt(&m, "client-rate", parse_rate)?.unwrap_or(125_000_000),
                 piece_size: opt(&m, "piece-size", parse_size)?
-                    .map_or(DEFAULT_PIECE_SIZE, |v| v.min(u32::MAX as u64) as u32),
+                    .map(|v| v.min(u32::MAX as u64) as u32),
                 dir: m.opt_str("dir").map(PathBuf::from),
                 keep: m.opt_present("keep"),
             }))

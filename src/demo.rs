@@ -100,27 +100,26 @@ fn phase(
     let ready = dir.join(format!("{tag}-server.addr"));
     let server_stats = dir.join(format!("{tag}-server.json"));
     let s = |v: &str| v.to_string();
-    let mut server = procs::spawn(
-        exe,
-        &[
-            s("serve"),
-            source.display().to_string(),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--ready-file"),
-            ready.display().to_string(),
-            s("--up-rate"),
-            a.server_rate.to_string(),
-            s("--piece-size"),
-            a.piece_size.to_string(),
-            s("--exit-after"),
-            a.clients.to_string(),
-            s("--stats"),
-            server_stats.display().to_string(),
-            s("-q"),
-        ],
-    )
-    .map_err(|e| format!("cannot start the server: {e}"))?;
+    let mut server_args = vec![
+        s("serve"),
+        source.display().to_string(),
+        s("--listen"),
+        s("127.0.0.1:0"),
+        s("--ready-file"),
+        ready.display().to_string(),
+        s("--up-rate"),
+        a.server_rate.to_string(),
+        s("--exit-after"),
+        a.clients.to_string(),
+        s("--stats"),
+        server_stats.display().to_string(),
+        s("-q"),
+    ];
+    if let Some(p) = a.piece_size {
+        server_args.extend([s("--piece-size"), p.to_string()]);
+    }
+    let mut server =
+        procs::spawn(exe, &server_args).map_err(|e| format!("cannot start the server: {e}"))?;
     let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(60))?;
     // Generous: four times the client-server bound plus start-up.
     let deadline = Instant::now() + Duration::from_secs_f64(4.0 * t_cs + 60.0);
