@@ -159,6 +159,11 @@ impl Manifest {
         (self.file_len - start).min(self.piece_size as u64) as u32
     }
 
+    /// The CRC-32 piece `piece` must have.
+    pub fn crc(&self, piece: u32) -> u32 {
+        self.crcs[piece as usize]
+    }
+
     /// True if `data` is exactly piece `piece`.
     pub fn verify(&self, piece: u32, data: &[u8]) -> bool {
         data.len() == self.piece_len(piece) as usize

@@ -40,6 +40,10 @@ pub const TURN_QUANTUM: usize = 512 * 1024;
 /// Page size assumed when unmapping sent pages (x86-64 and most arm64 kernels; on a larger
 /// page size the unaligned ranges are refused and RSS is merely higher).
 const PAGE: usize = 4096;
+/// Piece payloads are received, checksummed and written in chunks of this size: small enough
+/// to stay in L2 between the three passes (receive, CRC, write). With whole-piece buffers,
+/// 1 MiB pieces made a 1 GiB download take twice as long as with 256 KiB pieces.
+const CHUNK: usize = 64 * 1024;
 /// Control-buffer capacity kept between bursts.
 const CTRL_KEEP: usize = 4 * 1024;
 /// Smallest upload quantum: lighter weights still move a few pages per turn.
@@ -69,8 +73,15 @@ pub enum Turn {
 enum Rx {
     /// Between frames: parse from `rbuf`.
     Frames,
-    /// Inside a PIECE payload.
-    Payload { sink: Sink, len: usize, got: usize },
+    /// Inside a PIECE payload: `got` of `len` bytes read, `fill` of them waiting in the
+    /// chunk buffer, `crc` over the bytes already written out.
+    Payload {
+        sink: Sink,
+        len: usize,
+        got: usize,
+        fill: usize,
+        crc: crc32fast::Hasher,
+    },
 }
 
 struct TxPiece {
@@ -100,7 +111,7 @@ pub struct Conn {
     rstart: usize,
     rend: usize,
     rx: Rx,
-    /// Payload of the piece being received, reused for every piece on this connection.
+    /// The chunk of payload being received (CHUNK bytes, reused for every piece).
     piece_buf: Vec<u8>,
     ctrl: Vec<u8>,
     ctrl_off: usize,
@@ -158,16 +169,24 @@ impl Conn {
             if moved >= TURN_QUANTUM {
                 return Turn::More;
             }
-            if let Rx::Payload { sink, len, got } = self.rx {
+            if let Rx::Payload {
+                sink,
+                len,
+                got,
+                fill,
+                ..
+            } = self.rx
+            {
                 let allow = (len - got)
+                    .min(CHUNK - fill)
                     .min(bucket.available(now))
                     .min(TURN_QUANTUM - moved);
                 if allow == 0 {
                     return Turn::Throttled;
                 }
                 let dst = match sink {
-                    Sink::Store { .. } => &mut self.piece_buf[got..got + allow],
-                    Sink::Discard => &mut scratch[got..got + allow],
+                    Sink::Store { .. } => &mut self.piece_buf[fill..fill + allow],
+                    Sink::Discard => &mut scratch[..allow],
                 };
                 match self.stream.read(dst) {
                     Ok(0) => return Turn::Gone("connection closed mid-piece".into()),
@@ -258,12 +277,18 @@ impl Conn {
                     Sink::Store { .. } => &mut self.piece_buf,
                     Sink::Discard => &mut *scratch,
                 };
-                if buf.len() < len {
-                    // Grows to the piece size once; no allocation per piece after that.
-                    buf.resize(len, 0);
+                if buf.len() < CHUNK {
+                    // Allocated once per connection; no allocation per piece.
+                    buf.resize(CHUNK, 0);
                 }
-                self.rx = Rx::Payload { sink, len, got: 0 };
-                // Bytes of the payload that came in with the head.
+                self.rx = Rx::Payload {
+                    sink,
+                    len,
+                    got: 0,
+                    fill: 0,
+                    crc: crc32fast::Hasher::new(),
+                };
+                // Bytes of the payload that came in with the head (fewer than RBUF_SIZE).
                 let take = len.min(self.rend - self.rstart);
                 buf[..take].copy_from_slice(&self.rbuf[self.rstart..self.rstart + take]);
                 self.rstart += take;
@@ -299,7 +324,9 @@ impl Conn {
         }
     }
 
-    /// Counts `n` payload bytes; at the end of the piece writes it out and tells the node.
+    /// Counts `n` payload bytes just placed in the chunk buffer. A full chunk (or the end of
+    /// the piece) is checksummed and written out while it is still in cache; at the end of
+    /// the piece the node gets the CRC.
     fn advance_payload(
         &mut self,
         slot: Slot,
@@ -308,23 +335,37 @@ impl Conn {
         storage: &mut Storage,
         now: Instant,
     ) -> Result<(), String> {
-        let Rx::Payload { sink, len, got } = &mut self.rx else {
+        let Rx::Payload {
+            sink,
+            len,
+            got,
+            fill,
+            crc,
+        } = &mut self.rx
+        else {
             return Ok(());
         };
         *got += n;
-        if *got < *len {
+        let done = *got == *len;
+        if let Sink::Store { offset } = *sink {
+            *fill += n;
+            if *fill == CHUNK || (done && *fill > 0) {
+                // Written before verification: a bad piece's bytes are overwritten when it
+                // is fetched again, and `.part` is renamed only when every piece verified.
+                let chunk = &self.piece_buf[..*fill];
+                crc.update(chunk);
+                storage.write_at(offset + (*got - *fill) as u64, chunk)?;
+                *fill = 0;
+            }
+        }
+        if !done {
             return Ok(());
         }
-        let (sink, len) = (*sink, *len);
-        self.rx = Rx::Frames;
+        let Rx::Payload { sink, crc, .. } = std::mem::replace(&mut self.rx, Rx::Frames) else {
+            unreachable!("matched above");
+        };
         match sink {
-            Sink::Store { offset } => {
-                // Written before verification: a bad piece's bytes are overwritten when it is
-                // fetched again, and `.part` is renamed only when every piece verified.
-                let data = &self.piece_buf[..len];
-                storage.write_at(offset, data)?;
-                node.end_piece(slot, Some(data), now);
-            }
+            Sink::Store { .. } => node.end_piece(slot, Some(crc.finalize()), now),
             Sink::Discard => node.end_piece(slot, None, now),
         }
         Ok(())

@@ -681,9 +681,10 @@ impl Node {
         }
     }
 
-    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the region it
-    /// was written to (`None` if it was discarded).
-    pub fn end_piece(&mut self, slot: Slot, stored: Option<&[u8]>, now: Instant) {
+    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the CRC-32 of
+    /// the bytes written (`None` if they were discarded). The driver computes it as the
+    /// payload streams through, so each byte is read once.
+    pub fn end_piece(&mut self, slot: Slot, stored: Option<u32>, now: Instant) {
         self.now = now;
         let Some(peer) = self.peer_mut(slot) else {
             return;
@@ -697,12 +698,12 @@ impl Node {
         };
         let len = m.piece_len(r.piece) as u64;
         self.table.record_down(slot, len);
-        let Some(data) = stored else {
+        let Some(crc) = stored else {
             self.counters.discarded += len;
             self.fill_requests(slot);
             return;
         };
-        if !m.verify(r.piece, data) {
+        if crc != m.crc(r.piece) {
             picker.release(r.piece, false);
             self.counters.corrupt_pieces += 1;
             // A peer that sends a bad piece is dropped; the piece is fetched elsewhere.

@@ -217,7 +217,9 @@ impl Sim {
                     let o = offset as usize;
                     self.nodes[m].data[o..o + payload.len()].copy_from_slice(&payload);
                     let region = self.nodes[m].data[o..o + payload.len()].to_vec();
-                    self.nodes[m].node.end_piece(ms, Some(&region), now);
+                    self.nodes[m]
+                        .node
+                        .end_piece(ms, Some(crc32fast::hash(&region)), now);
                 }
                 Some(Sink::Discard) => self.nodes[m].node.end_piece(ms, None, now),
                 None => {}
@@ -664,7 +666,7 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
         })
     );
     let bad = vec![0u8; PIECE as usize];
-    c.node.end_piece(0, Some(&bad), c.now);
+    c.node.end_piece(0, Some(crc32fast::hash(&bad)), c.now);
     assert_eq!(c.node.counters().corrupt_pieces, 1);
     assert_eq!(c.node.progress(), (0, 2));
     let out = c.out();
@@ -673,8 +675,11 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
         let s = c.node.begin_piece(0, p, PIECE, c.now);
         assert!(matches!(s, Some(Sink::Store { .. })));
         let o = p as usize * PIECE as usize;
-        c.node
-            .end_piece(0, Some(&data[o..o + PIECE as usize]), c.now);
+        c.node.end_piece(
+            0,
+            Some(crc32fast::hash(&data[o..o + PIECE as usize])),
+            c.now,
+        );
     }
     assert!(c.node.is_complete());
     assert!(c.events().contains(&Event::Complete));
@@ -690,7 +695,8 @@ fn test_client_discards_second_copy_of_piece_being_received() {
         c.node.begin_piece(0, 0, PIECE, c.now),
         Some(Sink::Store { .. })
     ));
-    c.node.end_piece(0, Some(&data[..PIECE as usize]), c.now);
+    c.node
+        .end_piece(0, Some(crc32fast::hash(&data[..PIECE as usize])), c.now);
     assert_eq!(c.node.begin_piece(0, 0, PIECE, c.now), Some(Sink::Discard));
     c.node.end_piece(0, None, c.now);
     assert_eq!(c.node.counters().discarded, PIECE as u64);
