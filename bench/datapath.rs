@@ -245,23 +245,12 @@ fn run_cp(src: &Path, dst: &Path) -> Sample {
 
 fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: bool) -> Sample {
     let ready = dir.join("ready");
-    let _ = std::fs::remove_file(&ready);
-    let src = src.display().to_string();
-    let ready_s = ready.display().to_string();
-    let mut args = vec![
-        "serve",
-        &src,
-        "--listen",
-        "127.0.0.1:0",
-        "--ready-file",
-        &ready_s,
-    ];
-    args.extend(["--exit-after", "1", "-q"]);
+    let mut args = strings(&["--exit-after", "1", "-q"]);
     if sendfile {
-        args.extend(["--sendfile", "on"]);
+        args.extend(strings(&["--sendfile", "on"]));
     }
-    let mut server = procs::spawn(exe, &strings(&args)).unwrap();
-    let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(120)).unwrap();
+    let (mut server, addr) =
+        procs::start_origin(exe, src, &ready, &args, Duration::from_secs(120)).unwrap();
     // CPU spent before listening is the manifest (one CRC pass): start-up, not serving.
     let startup_cpu = procs::proc_cpu_secs(server.id());
     let out = dst.map_or("-".to_string(), |d| d.display().to_string());

@@ -56,21 +56,12 @@ fn main() {
     let src = dir.join("src.bin");
     procs::write_test_file(&src, FILE, 3).unwrap();
     let ready = dir.join("ready");
-    let s = |v: &str| v.to_string();
-    let mut args = vec![
-        s("serve"),
-        src.display().to_string(),
-        s("--listen"),
-        s("127.0.0.1:0"),
-        s("--ready-file"),
-        ready.display().to_string(),
-        s("-q"),
-    ];
+    let mut args = vec!["-q".to_string()];
     if sendfile {
-        args.extend([s("--sendfile"), s("on")]);
+        args.extend(["--sendfile".to_string(), "on".to_string()]);
     }
-    let mut server = procs::spawn(&exe, &args).unwrap();
-    let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(60)).unwrap();
+    let (mut server, addr) =
+        procs::start_origin(&exe, &src, &ready, &args, Duration::from_secs(60)).unwrap();
     let pid = server.id();
     let idle = status_kib(pid);
     println!(

@@ -116,30 +116,21 @@ fn run_policy(exe: &Path, dir: &Path, src: &Path, size: u64, policy: &str, t_min
     let ready = dir.join(format!("{policy}-server.addr"));
     let stats = dir.join(format!("{policy}-server.json"));
     let total = COOP_UP.len() + 2;
-    let mut server = procs::spawn(
-        exe,
-        &[
-            s("serve"),
-            src.display().to_string(),
-            s("--listen"),
-            s("127.0.0.1:0"),
-            s("--ready-file"),
-            ready.display().to_string(),
-            s("--stats"),
-            stats.display().to_string(),
-            s("--up-rate"),
-            SERVER_UP.to_string(),
-            s("--piece-size"),
-            s("64K"),
-            s("--policy"),
-            s(policy),
-            s("--exit-after"),
-            total.to_string(),
-            s("-q"),
-        ],
-    )
-    .unwrap();
-    let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(30)).unwrap();
+    let server_args = [
+        s("--stats"),
+        stats.display().to_string(),
+        s("--up-rate"),
+        SERVER_UP.to_string(),
+        s("--piece-size"),
+        s("64K"),
+        s("--policy"),
+        s(policy),
+        s("--exit-after"),
+        total.to_string(),
+        s("-q"),
+    ];
+    let (mut server, addr) =
+        procs::start_origin(exe, src, &ready, &server_args, Duration::from_secs(30)).unwrap();
     let mut specs: Vec<(String, u64, &'static str)> = COOP_UP
         .iter()
         .enumerate()

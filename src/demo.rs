@@ -101,12 +101,6 @@ fn phase(
     let server_stats = dir.join(format!("{tag}-server.json"));
     let s = |v: &str| v.to_string();
     let mut server_args = vec![
-        s("serve"),
-        source.display().to_string(),
-        s("--listen"),
-        s("127.0.0.1:0"),
-        s("--ready-file"),
-        ready.display().to_string(),
         s("--up-rate"),
         a.server_rate.to_string(),
         s("--exit-after"),
@@ -118,9 +112,8 @@ fn phase(
     if let Some(p) = a.piece_size {
         server_args.extend([s("--piece-size"), p.to_string()]);
     }
-    let mut server =
-        procs::spawn(exe, &server_args).map_err(|e| format!("cannot start the server: {e}"))?;
-    let addr = procs::wait_ready(&ready, &mut server, Duration::from_secs(60))?;
+    let (mut server, addr) =
+        procs::start_origin(exe, source, &ready, &server_args, Duration::from_secs(60))?;
     // Generous: four times the client-server bound plus start-up.
     let deadline = Instant::now() + Duration::from_secs_f64(4.0 * t_cs + 60.0);
     let mut clients: Vec<(procs::Running, PathBuf, PathBuf)> = Vec::new();

@@ -87,6 +87,29 @@ pub fn wait_ready(path: &Path, child: &mut Child, timeout: Duration) -> Result<S
     }
 }
 
+/// Starts `tfttp serve FILE` on a free loopback port with the `extra` options and waits
+/// (up to `timeout`) until it listens. A ready file left by an earlier run is removed first,
+/// so its stale address is never taken for this server's.
+pub fn start_origin(
+    exe: &Path,
+    file: &Path,
+    ready: &Path,
+    extra: &[String],
+    timeout: Duration,
+) -> Result<(Running, SocketAddr), String> {
+    let _ = std::fs::remove_file(ready);
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--ready-file"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(ready.display().to_string());
+    args.push(file.display().to_string());
+    args.extend_from_slice(extra);
+    let mut child = spawn(exe, &args).map_err(|e| format!("cannot start the server: {e}"))?;
+    let addr = wait_ready(ready, &mut child, timeout)?;
+    Ok((child, addr))
+}
+
 /// Writes `size` bytes of seeded pseudo-random data (incompressible, so no layer can cheat).
 pub fn write_test_file(path: &Path, size: u64, seed: u64) -> io::Result<()> {
     let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);

@@ -83,17 +83,10 @@ impl Node {
 pub fn serve(dir: &TestDir, file: &Path, extra: &[&str]) -> (Node, SocketAddr) {
     let ready = dir.path("server.addr");
     let stats = dir.path("server.json");
-    let mut args = strings(&[
-        "serve",
-        &file.display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    args.extend(strings(&["--ready-file", &ready.display().to_string()]));
-    args.extend(strings(&["--stats", &stats.display().to_string(), "-q"]));
+    let mut args = strings(&["--stats", &stats.display().to_string(), "-q"]);
     args.extend(strings(extra));
-    let mut child = procs::spawn(&bin(), &args).unwrap();
-    let addr = procs::wait_ready(&ready, &mut child, Duration::from_secs(20)).unwrap();
+    let (child, addr) =
+        procs::start_origin(&bin(), file, &ready, &args, Duration::from_secs(20)).unwrap();
     (
         Node {
             child,
