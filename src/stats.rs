@@ -37,7 +37,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         "{{\"role\":\"{role}\",\"node_id\":{},\"file_bytes\":{file_bytes},\
          \"pieces\":{total},\"have_pieces\":{have},\"elapsed_s\":{:.6},\"complete_s\":{complete},\
          \"bytes_from_origin\":{},\"bytes_from_peers\":{},\"bytes_uploaded\":{},\
-         \"bytes_discarded\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
+         \"bytes_discarded\":{},\"bytes_discarded_from_origin\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
          \"clients_completed\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
          \"p99\":{},\"max\":{}}}}}",
         node.node_id(),
@@ -46,6 +46,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         k.from_peers,
         k.uploaded,
         k.discarded,
+        k.discarded_from_origin,
         k.corrupt_pieces,
         k.peers_connected,
         k.clients_completed,
@@ -69,13 +70,14 @@ pub fn timeline_row(node: &Node, now: Instant) -> String {
         .as_secs_f64();
     format!(
         "{{\"t\":{t:.3},\"have\":{},\"from_origin\":{},\"from_peers\":{},\"uploaded\":{},\
-         \"discarded\":{},\"asked\":{asked},\"queued\":{queued},\"unchoking_us\":{unchoking_us},\
+         \"discarded\":{},\"discarded_from_origin\":{},\"asked\":{asked},\"queued\":{queued},\"unchoking_us\":{unchoking_us},\
          \"unchoked\":{unchoked}}}\n",
         node.progress().0,
         k.from_origin,
         k.from_peers,
         k.uploaded,
-        k.discarded
+        k.discarded,
+        k.discarded_from_origin
     )
 }
 

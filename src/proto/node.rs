@@ -147,6 +147,8 @@ pub struct Counters {
     pub from_peers: u64,
     pub uploaded: u64,
     pub discarded: u64,
+    /// Part of `discarded` that came from the origin: its scarce upload spent twice.
+    pub discarded_from_origin: u64,
     pub corrupt_pieces: u64,
     pub peers_connected: u64,
     pub clients_completed: u32,
@@ -700,6 +702,9 @@ impl Node {
         self.table.record_down(slot, len);
         let Some(crc) = stored else {
             self.counters.discarded += len;
+            if from_origin {
+                self.counters.discarded_from_origin += len;
+            }
             self.fill_requests(slot);
             return;
         };
