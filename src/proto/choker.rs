@@ -113,6 +113,9 @@ pub struct ChokeTable {
     pub age: Vec<u32>,
     /// The peer wants something we have.
     pub interested: Vec<bool>,
+    /// Pieces the peer still lacks (set by the node before each round): a seed gives most
+    /// to whoever is furthest from done.
+    pub missing: Vec<u32>,
     /// We have requests outstanding at the peer (set by the node before each round).
     pub waiting_on: Vec<bool>,
     /// Consecutive rounds we waited on the peer and got nothing.
@@ -166,6 +169,7 @@ impl ChokeTable {
             last_round_down = 0,
             age = 0,
             interested = false,
+            missing = 0,
             waiting_on = false,
             starved_rounds = 0,
             snubbed = false,
@@ -333,7 +337,7 @@ impl ChokeTable {
         let cands = self.candidates();
         // What each peer gave us: in the last round and so far in this one while
         // downloading (a decision between rounds sees who started giving); over its whole
-        // connection once we are complete, so a seed keeps rewarding those who helped it.
+        // connection once we are complete, so a seed serves only those who ever helped it.
         let gift = |t: &ChokeTable, s: usize| {
             if t.snubbed[s] {
                 0.0
@@ -383,9 +387,19 @@ impl ChokeTable {
             }
             return;
         }
-        let total: f64 = givers.iter().map(|&s| gift(self, s)).sum();
+        // A leecher pays back in proportion to gifts. A seed has nothing left to gain, so
+        // among those who helped it, it gives in proportion to what each still lacks: the
+        // slowest finish with the rest instead of alone at the end.
+        let need = |t: &ChokeTable, s: usize| {
+            if me.complete {
+                t.missing[s].max(1) as f64
+            } else {
+                gift(t, s)
+            }
+        };
+        let total: f64 = givers.iter().map(|&s| need(self, s)).sum();
         for &s in &givers {
-            self.weight[s] = (1.0 - OPTIMISTIC_SHARE) * gift(self, s) / total;
+            self.weight[s] = (1.0 - OPTIMISTIC_SHARE) * need(self, s) / total;
         }
         let capacity = me.capacity.unwrap_or(self.peak_up).max(1.0);
         for &s in &extra {
@@ -540,6 +554,28 @@ mod tests {
             assert!(t.cap[2].unwrap() <= 1_000_000.0 * OPTIMISTIC_SHARE + 1e-6);
         }
         assert_eq!(t.cap[0], None);
+    }
+
+    #[test]
+    fn test_tft_seed_gives_helpers_in_proportion_to_what_they_lack() {
+        let mut t = table(3);
+        // Peer 0 gave most, peer 1 a little, peer 2 nothing.
+        settle(&mut t, &[300, 100, 0]);
+        t.missing[0] = 100;
+        t.missing[1] = 300;
+        t.missing[2] = 900;
+        let me = Me {
+            complete: true,
+            ..me_client()
+        };
+        decide(&mut t, Policy::Tft, me);
+        let (w0, w1) = (t.weight[0], t.weight[1]);
+        assert!((w1 / w0 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
+        // Lacking most earns a non-giver nothing beyond the capped optimistic share.
+        if t.weight[2] > 0.0 {
+            assert!(t.weight[2] <= OPTIMISTIC_SHARE);
+            assert!(t.cap[2].is_some());
+        }
     }
 
     #[test]

@@ -1213,6 +1213,7 @@ impl Node {
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
                 self.table.waiting_on[s] = !p.asked.is_empty();
+                self.table.missing[s] = p.has.len() - p.has.count();
                 if let Some(id) = p.node_id() {
                     self.table.credit[s] = self.ledger.credit(id);
                 }
