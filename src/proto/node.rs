@@ -43,6 +43,9 @@ pub const MAX_QUEUED_REQUESTS: usize = 256;
 pub const PIPELINE_SECS: f64 = 0.5;
 pub const MIN_PIPELINE: usize = 2;
 pub const MAX_PIPELINE: usize = 64;
+/// Endgame: a peer is asked for pieces already requested elsewhere only while fewer than this
+/// many of our requests wait at it, so duplicates use a peer's idle time and no more.
+pub const ENDGAME_PIPELINE: usize = 2;
 /// Pause before asking a peer again after it rejected a request while unchoking us.
 pub const REJECT_BACKOFF: Duration = Duration::from_millis(500);
 /// Most peers the origin names to a newcomer.
@@ -403,40 +406,47 @@ impl Node {
                 self.emit(slot, &Message::Reject(req));
                 continue;
             }
-            if req == WILDCARD {
+            let piece = if req == WILDCARD {
                 let striper = self.striper.as_mut()?;
-                let p = self.peers[slot].as_mut()?;
-                match striper.choose(&p.has, &p.in_flight, &mut self.rng) {
-                    Some(piece) => {
-                        if striper.copies(piece) == 0 {
-                            // A fresh piece: the client now owes passing it on.
-                            self.fresh_holder[piece as usize] = Some(slot);
-                            self.table.promised[slot] += 1;
-                        } else {
-                            // The origin had to send it again before the first holder passed
-                            // it on: that promise lapses unkept.
-                            self.fresh_holder[piece as usize] = None;
-                        }
-                        striper.add_copy(piece);
-                        p.in_flight.push(piece);
-                        return Some(piece);
-                    }
+                let p = self.peers[slot].as_ref()?;
+                // Not what is on its way, nor what the client asked for by name.
+                let excluded = |i| p.in_flight.contains(&i) || p.queue.contains(&i);
+                match striper.choose(&p.has, excluded, &mut self.rng) {
+                    Some(piece) => piece,
                     None => {
                         self.emit(slot, &Message::Reject(WILDCARD));
                         continue;
                     }
                 }
-            }
+            } else {
+                req
+            };
             if is_origin {
-                let striper = self.striper.as_mut()?;
-                let p = self.peers[slot].as_mut()?;
-                if !p.has.get(req) && !p.in_flight.contains(&req) {
-                    striper.add_copy(req);
-                    p.in_flight.push(req);
-                }
+                self.count_origin_copy(slot, piece);
             }
-            return Some(req);
+            return Some(piece);
         }
+    }
+
+    /// Origin: `piece` goes to `slot`. Counts the copy, and a first copy makes the client
+    /// owe passing it on (the promise, docs/PROTOCOL.md §5.6).
+    fn count_origin_copy(&mut self, slot: Slot, piece: u32) {
+        let (Some(striper), Some(p)) = (self.striper.as_mut(), self.peers[slot].as_mut()) else {
+            return;
+        };
+        if p.has.get(piece) || p.in_flight.contains(&piece) {
+            return;
+        }
+        if striper.copies(piece) == 0 {
+            self.fresh_holder[piece as usize] = Some(slot);
+            self.table.promised[slot] += 1;
+        } else {
+            // The origin sends it again before the first holder passed it on: that promise
+            // lapses unkept.
+            self.fresh_holder[piece as usize] = None;
+        }
+        striper.add_copy(piece);
+        p.in_flight.push(piece);
     }
 
     /// The driver finished writing piece `piece` to `slot`.
@@ -1292,6 +1302,7 @@ impl Node {
         }
         let now = self.now;
         let depth = self.pipeline_depth(slot);
+        let endgame = self.endgame_candidates(slot);
         let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
@@ -1303,21 +1314,33 @@ impl Node {
             return;
         }
         let mut out = std::mem::take(&mut p.outbox);
+        let mut wildcards = p.asked.iter().filter(|a| a.piece == WILDCARD).count() as u32;
         while p.asked.len() < depth {
-            let piece = if p.is_origin_link() {
-                if origin_backoff || picker.missing() <= p.asked.len() as u32 {
+            // The origin chooses the piece (WILDCARD) while it holds pieces no peer has: its
+            // global view spreads fresh pieces. Once the peers hold everything unassigned, a
+            // wildcard could only duplicate a request made elsewhere, so the origin is asked
+            // by name, which can be cancelled like any other request. The two are never
+            // mixed: a wildcard may be answered with any piece we lack.
+            let piece = if p.is_origin_link() && (picker.unseen() > wildcards || wildcards > 0) {
+                if picker.unseen() <= wildcards
+                    || origin_backoff
+                    || picker.missing() <= p.asked.len() as u32
+                {
                     break;
                 }
+                wildcards += 1;
                 WILDCARD
             } else {
-                let asked = &p.asked;
-                match picker.pick(&p.has, &mut self.rng).or_else(|| {
-                    picker.pick_endgame(
-                        &p.has,
-                        |i| asked.iter().any(|a| a.piece == i),
-                        &mut self.rng,
-                    )
-                }) {
+                let late = || {
+                    endgame
+                        .iter()
+                        .copied()
+                        .find(|&i| {
+                            picker.endgame_allows(i) && !p.asked.iter().any(|a| a.piece == i)
+                        })
+                        .filter(|_| p.asked.len() < ENDGAME_PIPELINE)
+                };
+                match picker.pick(&p.has, &mut self.rng).or_else(late) {
                     Some(i) => {
                         picker.on_request(i);
                         i
@@ -1338,6 +1361,30 @@ impl Node {
             p.last_send = now;
             self.mark_dirty(slot);
         }
+    }
+
+    /// Endgame: pieces `slot` has that another peer was asked for and has not started
+    /// sending, longest waiting first: those are the requests stuck behind a slow peer.
+    /// Empty before the endgame.
+    fn endgame_candidates(&self, slot: Slot) -> Vec<u32> {
+        let (Some(picker), Some(me)) = (self.picker.as_ref(), self.peer(slot)) else {
+            return Vec::new();
+        };
+        if !picker.all_assigned() || me.asked.len() >= ENDGAME_PIPELINE {
+            return Vec::new();
+        }
+        let mut waiting: Vec<(Instant, u32)> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| s != slot)
+            .filter_map(|(_, p)| p.as_ref())
+            .flat_map(|p| p.asked.iter())
+            .filter(|a| !a.cancelled && a.piece != WILDCARD && me.has.get(a.piece))
+            .map(|a| (a.at, a.piece))
+            .collect();
+        waiting.sort_unstable();
+        waiting.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Send INTERESTED / not-interested when `useful` crosses zero.

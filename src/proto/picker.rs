@@ -1,7 +1,7 @@
 //! The client's piece picker: which piece to ask a given peer for next. Rarest first among
 //! the peer's pieces (BEP 3 §"piece downloading strategy"), random tie-break so that clients
-//! fetching from the same peer spread out, and a bounded endgame that doubles up only the
-//! last outstanding pieces.
+//! fetching from the same peer spread out, and the bookkeeping for a bounded endgame that
+//! doubles up only the last outstanding pieces (the node picks which: the longest waiting).
 
 use super::rng::Rng;
 use crate::bitfield::Bitfield;
@@ -24,6 +24,8 @@ pub struct Picker {
     availability: Vec<u16>,
     /// Pieces neither held, requested nor being received.
     unassigned: u32,
+    /// Unassigned pieces no connected peer has: only the origin can supply them.
+    unseen: u32,
 }
 
 impl Picker {
@@ -36,6 +38,7 @@ impl Picker {
             claim: vec![NO_CLAIM; n],
             availability: vec![0; n],
             unassigned,
+            unseen: unassigned,
         }
     }
 
@@ -51,14 +54,25 @@ impl Picker {
         self.have.len() - self.have.count()
     }
 
+    /// Unassigned pieces that no connected peer has, so only the origin can supply them.
+    pub fn unseen(&self) -> u32 {
+        self.unseen
+    }
+
     pub fn peer_has(&mut self, piece: u32) {
-        let a = &mut self.availability[piece as usize];
-        *a = a.saturating_add(1);
+        let i = piece as usize;
+        if self.availability[i] == 0 && self.is_free(i) {
+            self.unseen -= 1;
+        }
+        self.availability[i] = self.availability[i].saturating_add(1);
     }
 
     pub fn peer_lost(&mut self, piece: u32) {
-        let a = &mut self.availability[piece as usize];
-        *a = a.saturating_sub(1);
+        let i = piece as usize;
+        self.availability[i] = self.availability[i].saturating_sub(1);
+        if self.availability[i] == 0 && self.is_free(i) {
+            self.unseen += 1;
+        }
     }
 
     pub fn availability(&self, piece: u32) -> u16 {
@@ -94,34 +108,33 @@ impl Picker {
         best.map(|(_, i)| i)
     }
 
-    /// Endgame pick: once every missing piece is being fetched, ask `peer` too for one that
-    /// is requested once and not yet arriving, unless `asked` says we asked this peer already.
-    pub fn pick_endgame(
-        &self,
-        peer: &Bitfield,
-        asked: impl Fn(u32) -> bool,
-        rng: &mut Rng,
-    ) -> Option<u32> {
-        let n = self.have.len();
-        if n == 0 || self.unassigned > 0 {
-            return None;
-        }
-        let start = rng.below(n);
-        (0..n).map(|k| (start + k) % n).find(|&i| {
-            let u = i as usize;
-            peer.get(i)
-                && !self.have.get(i)
-                && self.claim[u] == NO_CLAIM
-                && (1..MAX_ENDGAME_REQUESTS).contains(&self.requested[u])
-                && !asked(i)
-        })
+    /// Endgame: `piece` may be asked of one more peer. Only once every missing piece is being
+    /// fetched, only for a piece requested once and not yet arriving.
+    pub fn endgame_allows(&self, piece: u32) -> bool {
+        let i = piece as usize;
+        self.unassigned == 0
+            && !self.have.get(piece)
+            && self.claim[i] == NO_CLAIM
+            && (1..MAX_ENDGAME_REQUESTS).contains(&self.requested[i])
+    }
+
+    /// Every missing piece is requested or arriving: the endgame.
+    pub fn all_assigned(&self) -> bool {
+        self.unassigned == 0
     }
 
     fn recount(&mut self, i: usize, was_free: bool) {
         let free = self.is_free(i);
+        let unseen = self.availability[i] == 0;
         match (was_free, free) {
-            (true, false) => self.unassigned -= 1,
-            (false, true) => self.unassigned += 1,
+            (true, false) => {
+                self.unassigned -= 1;
+                self.unseen -= unseen as u32;
+            }
+            (false, true) => {
+                self.unassigned += 1;
+                self.unseen += unseen as u32;
+            }
             _ => {}
         }
     }
@@ -225,17 +238,16 @@ mod tests {
     #[test]
     fn test_endgame_only_when_all_assigned() {
         let mut p = Picker::new(Bitfield::new(2));
-        let peer = Bitfield::full(2);
         p.on_request(0);
-        assert_eq!(p.pick_endgame(&peer, |_| false, &mut Rng::new(1)), None);
+        assert!(!p.endgame_allows(0), "piece 1 is still unassigned");
         p.on_request(1);
-        let e = p.pick_endgame(&peer, |_| false, &mut Rng::new(1));
-        assert!(e.is_some());
-        // Never a third request, never twice to the same peer.
-        assert_eq!(p.pick_endgame(&peer, |_| true, &mut Rng::new(1)), None);
+        assert!(p.all_assigned());
+        assert!(p.endgame_allows(0));
+        // Never a third request, never a piece already arriving.
         p.on_request(0);
-        p.on_request(1);
-        assert_eq!(p.pick_endgame(&peer, |_| false, &mut Rng::new(1)), None);
+        assert!(!p.endgame_allows(0));
+        assert!(p.try_claim(1, 3));
+        assert!(!p.endgame_allows(1));
     }
 
     #[test]
@@ -255,5 +267,26 @@ mod tests {
         assert_eq!(p.unassigned, 0);
         p.release(2, false);
         assert_eq!(p.unassigned, 1);
+    }
+
+    #[test]
+    fn test_unseen_counts_free_pieces_no_peer_has() {
+        let mut p = Picker::new(bits(4, &[0]));
+        assert_eq!(p.unseen(), 3);
+        p.peer_has(1);
+        p.peer_has(1);
+        assert_eq!(p.unseen(), 2);
+        p.on_request(2);
+        assert_eq!(p.unseen(), 1);
+        p.peer_lost(1);
+        assert_eq!(p.unseen(), 1, "piece 1 is still held by one peer");
+        p.peer_lost(1);
+        assert_eq!(p.unseen(), 2);
+        p.on_request_done(2);
+        assert!(p.try_claim(3, 0));
+        assert_eq!(p.unseen(), 2);
+        p.release(3, true);
+        p.peer_has(0); // a piece we hold never counts
+        assert_eq!(p.unseen(), 2);
     }
 }

@@ -791,6 +791,117 @@ fn test_cancel_of_queued_request_is_answered_with_reject() {
     assert!(o.out().is_empty());
 }
 
+/// Opens slot `slot` on `c` to a client peer holding `bits` that unchokes us, and returns
+/// the piece indices we then asked it for.
+fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
+    let id = c.node.manifest().unwrap().id();
+    c.node
+        .handle_open(slot, Link::Accepted, addr_of(slot + 10), c.now);
+    for msg in [
+        hello(Role::Client, 70 + slot as u64, id),
+        Message::Bitfield(bits),
+        Message::Unchoke,
+    ] {
+        let mut b = Vec::new();
+        msg.emit(&mut b);
+        let h = FrameHead::parse(&b).unwrap().unwrap();
+        c.node.handle_frame(slot, h.ty, &b[HEAD_SIZE..], c.now);
+    }
+    requests_on(c, slot)
+}
+
+fn requests_on(c: &mut One, slot: Slot) -> Vec<u32> {
+    let mut out = Vec::new();
+    c.node.take_outbox(slot, &mut out);
+    frames(&out)
+        .into_iter()
+        .filter(|f| f.0 == wire::ty::REQUEST)
+        .map(|f| wire::be_u32(&f.1))
+        .collect()
+}
+
+#[test]
+fn test_client_asks_origin_by_name_once_peers_hold_everything() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    // A peer holds pieces 0 and 1 and unchokes us: we ask it for both.
+    let mut to_peer = peer_unchokes(&mut c, 1, &[0xc0]);
+    to_peer.sort();
+    assert_eq!(to_peer, vec![0, 1]);
+    // Pieces 2 and 3 only the origin has: wildcards, and only two of them, so the origin
+    // cannot answer with a piece we asked the peer for.
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD, WILDCARD]);
+    // The origin sends 2 and 3; then a second peer announces them, but nothing is left
+    // unassigned, so no new wildcard goes out.
+    for p in [2u32, 3] {
+        c.node.begin_piece(0, p, PIECE, c.now);
+        let o = p as usize * PIECE as usize;
+        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(crc), c.now);
+    }
+    assert!(requests_on(&mut c, 0).iter().all(|&r| r != WILDCARD));
+}
+
+#[test]
+fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    // A peer has every piece but keeps choking us.
+    let id = c.node.manifest().unwrap().id();
+    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
+    for msg in [hello(Role::Client, 71, id), Message::Bitfield(&[0xf0])] {
+        let mut b = Vec::new();
+        msg.emit(&mut b);
+        let h = FrameHead::parse(&b).unwrap().unwrap();
+        c.node.handle_frame(1, h.ty, &b[HEAD_SIZE..], c.now);
+    }
+    c.send(Message::Unchoke);
+    let asked = requests_on(&mut c, 0);
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|&r| r != WILDCARD),
+        "nothing fresh is left at the origin: {asked:?}"
+    );
+}
+
+#[test]
+fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
+    let data = file(2 * PIECE as usize);
+    let mut o = One::origin(&data);
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Bitfield(&[0]));
+    o.send(Message::Interested(true));
+    o.out();
+    o.send(Message::Request(WILDCARD));
+    o.send(Message::Request(0));
+    // Piece 0 is fresh and first in line, but the client asked for it by name.
+    assert_eq!(o.node.poll_piece(0), Some(1));
+    assert_eq!(o.node.poll_piece(0), Some(0));
+}
+
+#[test]
+fn test_endgame_asks_idle_peer_for_longest_waiting_piece() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    // Two peers with every piece share the four requests, two each (the pipeline of a peer
+    // with no measured rate).
+    let first = peer_unchokes(&mut c, 1, &[0xf0]);
+    assert_eq!(first.len(), 2);
+    c.now += Duration::from_millis(10);
+    let second = peer_unchokes(&mut c, 2, &[0xf0]);
+    assert_eq!(second.len(), 2);
+    // A third peer: everything is requested once, so it gets duplicates, but only
+    // ENDGAME_PIPELINE of them, those waiting longest.
+    c.now += Duration::from_millis(10);
+    let mut third = peer_unchokes(&mut c, 3, &[0xf0]);
+    let mut oldest = first.clone();
+    third.sort();
+    oldest.sort();
+    assert_eq!(third.len(), ENDGAME_PIPELINE);
+    assert_eq!(third, oldest);
+}
+
 fn frames(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut v = Vec::new();
     let mut rest = buf;
