@@ -64,20 +64,26 @@ pub fn to_json(node: &Node, now: Instant) -> String {
 /// node's instantaneous load, so a run can be replayed second by second.
 pub fn timeline_row(node: &Node, now: Instant) -> String {
     let k = node.counters();
-    let (asked, queued, unchoking_us, unchoked) = node.load();
+    let l = node.load();
     let t = now
         .saturating_duration_since(node.started_at())
         .as_secs_f64();
     format!(
         "{{\"t\":{t:.3},\"have\":{},\"from_origin\":{},\"from_peers\":{},\"uploaded\":{},\
-         \"discarded\":{},\"discarded_from_origin\":{},\"asked\":{asked},\"queued\":{queued},\"unchoking_us\":{unchoking_us},\
-         \"unchoked\":{unchoked}}}\n",
+         \"discarded\":{},\"discarded_from_origin\":{},\"asked\":{},\"queued\":{},\
+         \"unchoking_us\":{},\"unchoked\":{},\"receiving\":{},\"oldest_ask_s\":{:.3}}}\n",
         node.progress().0,
         k.from_origin,
         k.from_peers,
         k.uploaded,
         k.discarded,
-        k.discarded_from_origin
+        k.discarded_from_origin,
+        l.asked,
+        l.queued,
+        l.unchoking_us,
+        l.unchoked,
+        l.receiving,
+        l.oldest_ask.as_secs_f64(),
     )
 }
 

@@ -48,7 +48,7 @@ def summarise(work, starts):
         prev = None
         for r in series:
             if prev is not None:
-                sec = int(t0 + r["t"] + 0.999)  # bucket s covers (s-1, s]
+                sec = max(1, round(t0 + r["t"]))  # rows come every second: bucket s ends at s
                 b = rows[sec]
                 b["origin"] += r["from_origin"] - prev["from_origin"]
                 b["peers"] += r["from_peers"] - prev["from_peers"]

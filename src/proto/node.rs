@@ -157,6 +157,21 @@ pub struct Counters {
     pub clients_completed: u32,
 }
 
+/// A node's instantaneous load (`Node::load`): a run's timeline shows where it waits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Load {
+    /// Our unanswered requests, over all connections.
+    pub asked: usize,
+    /// Peers' requests queued at us.
+    pub queued: usize,
+    pub unchoking_us: usize,
+    pub unchoked: usize,
+    /// Pieces whose payload is arriving now.
+    pub receiving: usize,
+    /// Age of our oldest request still unanswered or arriving: a stuck request shows here.
+    pub oldest_ask: Duration,
+}
+
 /// A peer the origin told us about.
 #[derive(Debug, Clone)]
 struct Known {
@@ -308,16 +323,21 @@ impl Node {
         }
     }
 
-    /// Instantaneous load: (our unanswered requests, peers' requests queued at us, peers
-    /// that unchoke us, peers we unchoke), for the timeline.
-    pub fn load(&self) -> (usize, usize, usize, usize) {
-        let mut l = (0, 0, 0, 0);
+    /// Instantaneous load for the timeline.
+    pub fn load(&self) -> Load {
+        let mut l = Load::default();
         for (s, p) in self.peers.iter().enumerate() {
             let Some(p) = p else { continue };
-            l.0 += p.asked.len();
-            l.1 += p.queue.len();
-            l.2 += (!p.peer_choking) as usize;
-            l.3 += (!self.table.choking[s]) as usize;
+            l.asked += p.asked.len();
+            l.queued += p.queue.len();
+            l.unchoking_us += (!p.peer_choking) as usize;
+            l.unchoked += (!self.table.choking[s]) as usize;
+            l.receiving += p.receiving.is_some() as usize;
+            let oldest = p.asked.iter().chain(&p.receiving).map(|a| a.at).min();
+            if let Some(at) = oldest {
+                let age = self.now.saturating_duration_since(at);
+                l.oldest_ask = l.oldest_ask.max(age);
+            }
         }
         l
     }
