@@ -193,6 +193,7 @@ impl Conn {
                     Ok(n) => {
                         bucket.consume(n);
                         moved += n;
+                        node.handle_payload(slot, now);
                         if let Err(e) = self.advance_payload(slot, n, node, storage, now) {
                             return Turn::Fatal(e);
                         }

@@ -27,6 +27,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
 /// Drop a connection that sent nothing for four keepalive periods.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Close a connection we have been waiting on this long without a byte of payload from it:
+/// a serving peer trickles at least its smallest share, so silence means it is stuck, and
+/// its pieces are better fetched elsewhere.
+pub const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drop a connection whose HELLO does not arrive in time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait between attempts to reach a peer, and how many attempts it gets.
@@ -659,6 +663,15 @@ impl Node {
         self.fail(slot, ErrorCode::Protocol, reason);
     }
 
+    /// Payload bytes of the PIECE being received on `slot` arrived (the driver calls this per
+    /// read, not per byte): the connection is alive even while one large piece streams in.
+    pub fn handle_payload(&mut self, slot: Slot, now: Instant) {
+        if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
+            p.last_recv = now;
+            p.last_data = now;
+        }
+    }
+
     /// The head of a PIECE frame for `piece` with `len` payload bytes arrived on `slot`.
     /// Returns where the payload goes, or `None` if the connection is being closed.
     pub fn begin_piece(&mut self, slot: Slot, piece: u32, len: u32, now: Instant) -> Option<Sink> {
@@ -681,6 +694,7 @@ impl Node {
             return None;
         }
         peer.last_recv = now;
+        peer.last_data = now;
         let found = peer
             .asked
             .iter()
@@ -789,6 +803,11 @@ impl Node {
                 self.fail(slot, ErrorCode::Timeout, "no HELLO in time");
             } else if now >= p.last_recv + IDLE_TIMEOUT {
                 self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
+            } else if p
+                .waiting_since()
+                .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
+            {
+                self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
             } else if now >= p.last_send + KEEPALIVE_AFTER {
                 self.emit(slot, &Message::KeepAlive);
             } else if p.ready {

@@ -52,6 +52,8 @@ pub(super) struct Peer {
     /// Listed in the node's dirty list.
     pub dirty: bool,
     pub last_recv: Instant,
+    /// Last payload bytes from them (any piece, also one we discard).
+    pub last_data: Instant,
     pub last_send: Instant,
 }
 
@@ -77,12 +79,18 @@ impl Peer {
             outbox: Vec::new(),
             dirty: false,
             last_recv: now,
+            last_data: now,
             last_send: now,
         }
     }
 
     pub fn is_origin_link(&self) -> bool {
         matches!(self.link, Link::ToOrigin)
+    }
+
+    /// When we started waiting on them: our oldest request unanswered or arriving.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.asked.iter().chain(&self.receiving).map(|a| a.at).min()
     }
 
     pub fn node_id(&self) -> Option<u64> {

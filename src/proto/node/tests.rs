@@ -911,3 +911,23 @@ fn frames(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
     }
     v
 }
+
+#[test]
+fn test_peer_that_stops_sending_is_dropped() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let t0 = c.now;
+    let asked = peer_unchokes(&mut c, 1, &[0xc0]);
+    assert_eq!(asked.len(), 2);
+    let secs = |s: u64| t0 + Duration::from_secs(s);
+    c.node.handle_tick(secs(9));
+    assert!(!c.node.is_closing(1), "waited only 9 s");
+    // A piece starts and trickles in slowly: still alive long after it was asked for.
+    assert!(c.node.begin_piece(1, asked[0], PIECE, secs(9)).is_some());
+    c.node.handle_payload(1, secs(18));
+    c.node.handle_tick(secs(27));
+    assert!(!c.node.is_closing(1), "payload arrived 9 s ago");
+    // Then nothing more: after 10 s of silence the connection goes.
+    c.node.handle_tick(secs(29));
+    assert!(c.node.is_closing(1));
+}
