@@ -462,6 +462,16 @@ impl One {
         o
     }
 
+    /// An origin whose client (slot 0) holds `bits` and is interested; outputs drained.
+    fn origin_with_interested_client(data: &[u8], bits: &[u8]) -> One {
+        let mut o = One::origin(data);
+        o.send(hello(Role::Client, 2, 0));
+        o.send(Message::Bitfield(bits));
+        o.send(Message::Interested(true));
+        o.out();
+        o
+    }
+
     fn client() -> One {
         let now = Instant::now();
         let mut cfg = Config::new(Role::Client, 5);
@@ -490,10 +500,17 @@ impl One {
 
     #[track_caller]
     fn send(&mut self, msg: Message) {
+        self.send_on(0, msg);
+    }
+
+    /// Delivers `msg` as if it arrived on connection `slot`.
+    #[track_caller]
+    fn send_on(&mut self, slot: Slot, msg: Message) {
         let mut buf = Vec::new();
         msg.emit(&mut buf);
         let h = FrameHead::parse(&buf).unwrap().unwrap();
-        self.node.handle_frame(0, h.ty, &buf[HEAD_SIZE..], self.now);
+        self.node
+            .handle_frame(slot, h.ty, &buf[HEAD_SIZE..], self.now);
     }
 
     /// Frames the node queued for slot 0, as (type, body).
@@ -725,30 +742,8 @@ fn test_stall_timeout_is_fatal() {
 fn test_piece_arriving_from_origin_cancels_peer_request() {
     let data = file(2 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
-    let m = c.node.manifest().unwrap().clone();
     // A peer (slot 1) with both pieces unchokes us; we ask it for one.
-    c.node.handle_open(1, Link::Accepted, addr_of(7), c.now);
-    let frame = |msg: Message| {
-        let mut b = Vec::new();
-        msg.emit(&mut b);
-        b
-    };
-    for msg in [
-        hello(Role::Client, 77, m.id()),
-        Message::Bitfield(&[0xc0]),
-        Message::Unchoke,
-    ] {
-        let b = frame(msg);
-        let h = FrameHead::parse(&b).unwrap().unwrap();
-        c.node.handle_frame(1, h.ty, &b[HEAD_SIZE..], c.now);
-    }
-    let mut out = Vec::new();
-    c.node.take_outbox(1, &mut out);
-    let requested: Vec<u32> = frames(&out)
-        .into_iter()
-        .filter(|f| f.0 == wire::ty::REQUEST)
-        .map(|f| wire::be_u32(&f.1))
-        .collect();
+    let requested = peer_unchokes(&mut c, 1, &[0xc0]);
     assert!(!requested.is_empty());
     let p = requested[0];
     // The origin (slot 0, unchoked, wildcard outstanding) delivers that very piece.
@@ -758,26 +753,21 @@ fn test_piece_arriving_from_origin_cancels_peer_request() {
         c.node.begin_piece(0, p, PIECE, c.now),
         Some(Sink::Store { .. })
     ));
-    out.clear();
+    let mut out = Vec::new();
     c.node.take_outbox(1, &mut out);
     assert!(
         frames(&out).contains(&(wire::ty::CANCEL, p.to_be_bytes().to_vec())),
         "no CANCEL for piece {p}"
     );
     // The peer answers the cancel with REJECT: no protocol error, no back-off.
-    let b = frame(Message::Reject(p));
-    c.node
-        .handle_frame(1, wire::ty::REJECT, &b[HEAD_SIZE..], c.now);
+    c.send_on(1, Message::Reject(p));
     assert!(!c.node.is_closing(1));
 }
 
 #[test]
 fn test_cancel_of_queued_request_is_answered_with_reject() {
     let data = file(2 * PIECE as usize);
-    let mut o = One::origin(&data);
-    o.send(hello(Role::Client, 2, 0));
-    o.send(Message::Bitfield(&[0]));
-    o.send(Message::Interested(true));
+    let mut o = One::origin_with_interested_client(&data, &[0]);
     o.send(Message::Request(1));
     o.out();
     o.send(Message::Cancel(1));
@@ -797,16 +787,9 @@ fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
     let id = c.node.manifest().unwrap().id();
     c.node
         .handle_open(slot, Link::Accepted, addr_of(slot + 10), c.now);
-    for msg in [
-        hello(Role::Client, 70 + slot as u64, id),
-        Message::Bitfield(bits),
-        Message::Unchoke,
-    ] {
-        let mut b = Vec::new();
-        msg.emit(&mut b);
-        let h = FrameHead::parse(&b).unwrap().unwrap();
-        c.node.handle_frame(slot, h.ty, &b[HEAD_SIZE..], c.now);
-    }
+    c.send_on(slot, hello(Role::Client, 70 + slot as u64, id));
+    c.send_on(slot, Message::Bitfield(bits));
+    c.send_on(slot, Message::Unchoke);
     requests_on(c, slot)
 }
 
@@ -850,12 +833,8 @@ fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
     // A peer has every piece but keeps choking us.
     let id = c.node.manifest().unwrap().id();
     c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
-    for msg in [hello(Role::Client, 71, id), Message::Bitfield(&[0xf0])] {
-        let mut b = Vec::new();
-        msg.emit(&mut b);
-        let h = FrameHead::parse(&b).unwrap().unwrap();
-        c.node.handle_frame(1, h.ty, &b[HEAD_SIZE..], c.now);
-    }
+    c.send_on(1, hello(Role::Client, 71, id));
+    c.send_on(1, Message::Bitfield(&[0xf0]));
     c.send(Message::Unchoke);
     let asked = requests_on(&mut c, 0);
     assert!(!asked.is_empty());
@@ -868,11 +847,7 @@ fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
 #[test]
 fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     let data = file(2 * PIECE as usize);
-    let mut o = One::origin(&data);
-    o.send(hello(Role::Client, 2, 0));
-    o.send(Message::Bitfield(&[0]));
-    o.send(Message::Interested(true));
-    o.out();
+    let mut o = One::origin_with_interested_client(&data, &[0]);
     o.send(Message::Request(WILDCARD));
     o.send(Message::Request(0));
     // Piece 0 is fresh and first in line, but the client asked for it by name.
