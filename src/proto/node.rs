@@ -337,8 +337,7 @@ impl Node {
             l.unchoking_us += (!p.peer_choking) as usize;
             l.unchoked += (!self.table.choking[s]) as usize;
             l.receiving += p.receiving.is_some() as usize;
-            let oldest = p.asked.iter().chain(&p.receiving).map(|a| a.at).min();
-            if let Some(at) = oldest {
+            if let Some(at) = p.waiting_since() {
                 let age = self.now.saturating_duration_since(at);
                 l.oldest_ask = l.oldest_ask.max(age);
             }
@@ -1358,26 +1357,27 @@ impl Node {
             // The origin chooses the piece (WILDCARD) while it holds pieces no peer has: its
             // global view spreads fresh pieces. Once the peers hold everything unassigned, a
             // wildcard could only duplicate a request made elsewhere, so the origin is asked
-            // by name, which can be cancelled like any other request. The two are never
-            // mixed: a wildcard may be answered with any piece we lack.
-            let piece = if p.is_origin_link() && (picker.unseen() > wildcards || wildcards > 0) {
-                if picker.unseen() <= wildcards
-                    || origin_backoff
-                    || picker.missing() <= p.asked.len() as u32
-                {
+            // by index, which can be cancelled like any other request; but only after the
+            // wildcards are answered, as one may bring any piece we lack.
+            let origin = p.is_origin_link();
+            let piece = if origin && picker.unseen() > wildcards {
+                if origin_backoff || picker.missing() <= p.asked.len() as u32 {
                     break;
                 }
                 wildcards += 1;
                 WILDCARD
+            } else if origin && wildcards > 0 {
+                break;
             } else {
                 let late = || {
+                    if p.asked.len() >= ENDGAME_PIPELINE {
+                        return None;
+                    }
+                    let asked_here = |i| p.asked.iter().any(|a| a.piece == i);
                     endgame
                         .iter()
                         .copied()
-                        .find(|&i| {
-                            picker.endgame_allows(i) && !p.asked.iter().any(|a| a.piece == i)
-                        })
-                        .filter(|_| p.asked.len() < ENDGAME_PIPELINE)
+                        .find(|&i| picker.endgame_allows(i) && !asked_here(i))
                 };
                 match picker.pick(&p.has, &mut self.rng).or_else(late) {
                     Some(i) => {
