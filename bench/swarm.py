@@ -111,7 +111,7 @@ def tfttp_system(net, server, hosts, sc, work, src):
     coop = len(sc["clients"])
     sp = net.start(server, [TFTTP, "serve", src, "--listen", f"{server.ip}:{PORT}",
                             "--ready-file", ready, "--exit-after", str(coop),
-                            "--stats", os.path.join(work, "server.json"), "-q"]
+                            "--stats", os.path.join(work, "server.json"), "-v"]
                    + TFTTP_EXTRA + SERVE_EXTRA,
                    stderr=os.path.join(work, "server.err"))
     for _ in range(600):
@@ -123,7 +123,7 @@ def tfttp_system(net, server, hosts, sc, work, src):
         c = sc["clients"][i]
         argv = [TFTTP, "get", f"{server.ip}:{PORT}", "-o", os.path.join(work, f"out{i}"),
                 "--listen", "0.0.0.0:0", "--stats", os.path.join(work, f"c{i}.json"),
-                "--linger", str(c.get("linger", 30)), "-q",
+                "--linger", str(c.get("linger", 30)), "-v",
                 "--timeline", os.path.join(work, f"c{i}.timeline")]
         if "behave" in c:
             argv += ["--behave", c["behave"]]

@@ -491,7 +491,8 @@ impl Driver {
     fn on_event(&mut self, ev: Event) -> Result<(), String> {
         match ev {
             Event::Connect { addr, link } => self.dial(addr, link),
-            Event::Close { slot, flush } => {
+            Event::Close { slot, flush, why } => {
+                self.log(|| format!("closing slot {slot}: {why}"));
                 if flush && self.conns.contains(slot) {
                     self.closing += 1;
                     self.conns[slot].closing = Some(Instant::now() + FLUSH_GRACE);

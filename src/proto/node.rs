@@ -80,8 +80,13 @@ pub enum Sink {
 pub enum Event {
     /// Open a connection and report it with `handle_open(slot, link, ...)`.
     Connect { addr: SocketAddr, link: Link },
-    /// Close `slot` (after sending its outbox if `flush`), then call `handle_closed`.
-    Close { slot: Slot, flush: bool },
+    /// Close `slot` (after sending its outbox if `flush`), then call `handle_closed`; `why`
+    /// is for the log.
+    Close {
+        slot: Slot,
+        flush: bool,
+        why: String,
+    },
     /// Client: the manifest arrived; size and map the output before any payload arrives.
     Manifest,
     /// Client: every piece is verified; make the output durable and final.
@@ -1223,7 +1228,11 @@ impl Node {
         {
             self.fatal(format!("the server refused: {reason}"));
         }
-        self.close(slot, false);
+        self.close(
+            slot,
+            false,
+            &format!("peer sent ERROR ({code:?}): {reason}"),
+        );
     }
 
     // ----- decisions -----
@@ -1549,16 +1558,20 @@ impl Node {
         }
         if self.peer(slot).is_some_and(|p| !p.closing) {
             self.emit(slot, &Message::Error { code, reason });
-            self.close(slot, true);
+            self.close(slot, true, reason);
         }
     }
 
-    fn close(&mut self, slot: Slot, flush: bool) {
+    fn close(&mut self, slot: Slot, flush: bool, why: &str) {
         if let Some(p) = self.peer_mut(slot)
             && !p.closing
         {
             p.closing = true;
-            self.events.push_back(Event::Close { slot, flush });
+            self.events.push_back(Event::Close {
+                slot,
+                flush,
+                why: why.to_string(),
+            });
         }
     }
 
