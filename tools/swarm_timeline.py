@@ -3,8 +3,7 @@
 
     tools/swarm_timeline.py DIR [--starts swarm.json]
 
-DIR holds c*.timeline (and server.timeline if the origin wrote one), as bench/swarm.py leaves
-them. Each client's rows are shifted by its arrival time (from swarm.json beside DIR when
+DIR holds the clients' c*.timeline files, as bench/swarm.py leaves them. Each client's rows are shifted by its arrival time (from swarm.json beside DIR when
 present), then summed per second of swarm time: how many clients are still downloading,
 useful bytes received (from the origin and from peers), bytes thrown away as duplicates, and
 how much the clients still downloading and those already complete uploaded. A second where
