@@ -41,6 +41,22 @@ fn error_code(body: &[u8]) -> u16 {
     u16::from_be_bytes([body[0], body[1]])
 }
 
+/// Sends a client HELLO with these fields on a new connection; the code of the ERROR it gets.
+fn hello_error_code(addr: std::net::SocketAddr, version: u8, node_id: u64, file_id: u64) -> u16 {
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    Message::Hello(Hello {
+        version,
+        role: Role::Client,
+        node_id,
+        file_id,
+        listen_port: 0,
+    })
+    .emit(&mut buf);
+    s.write_all(&buf).unwrap();
+    error_code(&find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame"))
+}
+
 #[test]
 fn server_answers_garbage_with_error_and_keeps_serving() {
     let dir = TestDir::new("garbage");
@@ -63,34 +79,14 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
     assert!(find_frame(&mut s, wire::ty::ERROR).is_some());
 
     // An unknown protocol version.
-    let mut s = connect(addr);
-    let mut buf = Vec::new();
-    Message::Hello(Hello {
-        version: 99,
-        role: Role::Client,
-        node_id: 7,
-        file_id: 0,
-        listen_port: 0,
-    })
-    .emit(&mut buf);
-    s.write_all(&buf).unwrap();
-    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
-    assert_eq!(error_code(&body), 2, "version error code");
+    assert_eq!(hello_error_code(addr, 99, 7, 0), 2, "version error code");
 
     // A client for another file.
-    let mut s = connect(addr);
-    let mut buf = Vec::new();
-    Message::Hello(Hello {
-        version: wire::VERSION,
-        role: Role::Client,
-        node_id: 8,
-        file_id: 0xdead_beef,
-        listen_port: 0,
-    })
-    .emit(&mut buf);
-    s.write_all(&buf).unwrap();
-    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
-    assert_eq!(error_code(&body), 3, "wrong-file error code");
+    assert_eq!(
+        hello_error_code(addr, wire::VERSION, 8, 0xdead_beef),
+        3,
+        "wrong-file error code"
+    );
 
     // A peer that vanishes mid-frame.
     let mut s = connect(addr);

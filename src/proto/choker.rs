@@ -500,6 +500,24 @@ mod tests {
         changed
     }
 
+    fn me_origin() -> Me {
+        Me {
+            is_origin: true,
+            ..me_client()
+        }
+    }
+
+    /// Origin view: ages every row past the newcomer window with the given per-round
+    /// confirmed uploads (receipts).
+    fn settle_credit(t: &mut ChokeTable, per_round: &[u64]) {
+        for _ in 0..NEWCOMER_ROUNDS {
+            for (s, &c) in per_round.iter().enumerate() {
+                t.credit[s] += c;
+            }
+            t.end_round(1.0);
+        }
+    }
+
     /// Ages every row past the newcomer window with the given per-round gifts.
     fn settle(t: &mut ChokeTable, gifts: &[u64]) {
         for _ in 0..NEWCOMER_ROUNDS {
@@ -666,15 +684,8 @@ mod tests {
     #[test]
     fn test_origin_weights_follow_confirmed_contribution() {
         let mut t = table(3);
-        let me = Me {
-            is_origin: true,
-            ..me_client()
-        };
-        for _ in 0..NEWCOMER_ROUNDS {
-            t.credit[0] += 3_000_000;
-            t.credit[1] += 1_000_000;
-            t.end_round(1.0);
-        }
+        let me = me_origin();
+        settle_credit(&mut t, &[3_000_000, 1_000_000]);
         decide(&mut t, Policy::Tft, me);
         assert!(t.weight[0] > 2.0 * t.weight[1]);
         // Client 2 gave nothing but is still served (work conservation), a little.
@@ -684,15 +695,8 @@ mod tests {
     #[test]
     fn test_origin_cuts_promise_breaker() {
         let mut t = table(2);
-        let me = Me {
-            is_origin: true,
-            ..me_client()
-        };
-        for _ in 0..NEWCOMER_ROUNDS {
-            t.credit[0] += 1_000_000;
-            t.credit[1] += 1_000_000;
-            t.end_round(1.0);
-        }
+        let me = me_origin();
+        settle_credit(&mut t, &[1_000_000, 1_000_000]);
         t.promised[0] = 40;
         t.kept[0] = 39;
         t.promised[1] = 40;
@@ -705,14 +709,8 @@ mod tests {
     #[test]
     fn test_origin_newcomer_gets_average_weight() {
         let mut t = table(2);
-        let me = Me {
-            is_origin: true,
-            ..me_client()
-        };
-        for _ in 0..NEWCOMER_ROUNDS {
-            t.credit[0] += 2_000_000;
-            t.end_round(1.0);
-        }
+        let me = me_origin();
+        settle_credit(&mut t, &[2_000_000]);
         t.open(1, false);
         t.interested[1] = true;
         decide(&mut t, Policy::Tft, me);
