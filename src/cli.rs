@@ -18,6 +18,7 @@ Usage:
   tfttp serve FILE [--listen ADDR:PORT] [options]   serve FILE as the origin
   tfttp get SERVER:PORT --output PATH [options]     download from SERVER and its peers
   tfttp demo [options]                              server + clients on loopback, timed
+  tfttp sim SCENARIO.json [--json OUT] [--seed N]   simulate a swarm (docs/SIMULATOR.md)
   tfttp --help | --version
 
 RATE is bytes per second: 40M = 40,000,000 B/s (k, M, G are powers of 1000; Ki, Mi, Gi
@@ -102,11 +103,22 @@ pub struct Common {
     pub verbose: bool,
 }
 
+#[derive(Debug, Clone)]
+pub struct SimArgs {
+    pub scenario: PathBuf,
+    /// Write the full result here.
+    pub json: Option<PathBuf>,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    pub quiet: bool,
+}
+
 #[derive(Debug)]
 pub enum Command {
     Serve(ServeArgs),
     Get(GetArgs),
     Demo(DemoArgs),
+    Sim(SimArgs),
     Help(String),
     Version,
 }
@@ -215,7 +227,7 @@ fn get_opts() -> Options {
     o.optopt(
         "",
         "stall-timeout",
-        "give up after SECS without a verified piece (default 60)",
+        "give up after SECS without piece data (default 60)",
         "SECS",
     );
     common_opts(&mut o);
@@ -251,6 +263,15 @@ fn demo_opts() -> Options {
         "DIR",
     );
     o.optflag("", "keep", "keep the work directory");
+    o.optflag("h", "help", "print this help");
+    o
+}
+
+fn sim_opts() -> Options {
+    let mut o = Options::new();
+    o.optopt("", "json", "write the result as JSON to PATH", "PATH");
+    o.optopt("", "seed", "use this seed instead of the scenario's", "N");
+    o.optflag("q", "quiet", "print nothing but errors");
     o.optflag("h", "help", "print this help");
     o
 }
@@ -336,6 +357,22 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     .map(|v| v.min(u32::MAX as u64) as u32),
                 dir: m.opt_str("dir").map(PathBuf::from),
                 keep: m.opt_present("keep"),
+            }))
+        }
+        "sim" => {
+            let o = sim_opts();
+            let m = o.parse(rest).map_err(|e| e.to_string())?;
+            if m.opt_present("help") {
+                return Ok(Command::Help(usage("sim", &o)));
+            }
+            let [scenario] = &m.free[..] else {
+                return Err("sim takes exactly one SCENARIO.json".into());
+            };
+            Ok(Command::Sim(SimArgs {
+                scenario: PathBuf::from(scenario),
+                json: m.opt_str("json").map(PathBuf::from),
+                seed: opt(&m, "seed", parse_num)?,
+                quiet: m.opt_present("quiet"),
             }))
         }
         other => Err(format!("unknown command '{other}'; try 'tfttp --help'")),

@@ -111,7 +111,9 @@ pub struct Config {
     /// Client: how long to keep serving peers after completing, unless the origin says the
     /// swarm is done first.
     pub linger: Duration,
-    /// Client: give up after this long without a verified piece.
+    /// Client: give up after this long without a byte of piece payload. Verified pieces
+    /// alone are the wrong measure: a large last piece from a slow, widely shared peer can
+    /// take longer than this while arriving steadily.
     pub stall_timeout: Duration,
     /// Origin: exit once this many clients completed and no connected client is incomplete.
     pub exit_after: Option<u32>,
@@ -673,6 +675,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
             p.last_recv = now;
             p.last_data = now;
+            self.last_progress = now;
         }
     }
 

@@ -740,6 +740,27 @@ fn test_stall_timeout_is_fatal() {
 }
 
 #[test]
+fn test_slow_piece_still_arriving_is_not_a_stall() {
+    // Found by the simulator: a 1 MiB last piece from a 5 Mbit/s peer sharing its upload
+    // with 47 others takes 80 s; the client gave up at 1023/1024 pieces.
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::Unchoke);
+    assert!(c.node.begin_piece(0, 0, PIECE, c.now).is_some());
+    for s in 1..=7 {
+        let t = c.now + Duration::from_secs(10 * s);
+        c.node.handle_payload(0, t);
+        c.node.handle_tick(t);
+    }
+    assert!(
+        !c.events().iter().any(|e| matches!(e, Event::Fatal(_))),
+        "payload arrived every 10 s for 70 s"
+    );
+    c.node.handle_tick(c.now + Duration::from_secs(131));
+    assert!(c.events().iter().any(|e| matches!(e, Event::Fatal(_))));
+}
+
+#[test]
 fn test_piece_arriving_from_origin_cancels_peer_request() {
     let data = file(2 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
