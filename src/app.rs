@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::cli::{Common, GetArgs, ServeArgs};
+use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
 use crate::manifest::Manifest;
 use crate::net::socket::{self, SocketOptions};
 use crate::net::storage::{self, Storage};
@@ -14,7 +14,7 @@ use crate::proto::{Config, Link, Node};
 use crate::wire::Role;
 
 /// Most connections a node holds; the origin of a large crowd needs many, a client few.
-const MAX_CONNS_ORIGIN: usize = 16_384;
+pub const MAX_CONNS_ORIGIN: usize = 16_384;
 
 /// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
 pub fn random_id() -> u64 {
@@ -50,6 +50,12 @@ fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// Connections a client accepts or keeps: its peers plus a few being turned away, so a
+/// crowd's dials do not exhaust it.
+pub fn max_conns_client(max_peers: usize) -> usize {
+    max_peers + 8
 }
 
 pub fn serve(a: &ServeArgs) -> Result<(), String> {
@@ -151,7 +157,12 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     cfg.capacity = a.up_rate;
     cfg.behaviour = a.behaviour;
     let node = Node::client(cfg, Instant::now());
-    let opts = driver_options(&a.common, a.up_rate, a.down_rate, a.max_peers + 8);
+    let opts = driver_options(
+        &a.common,
+        a.up_rate,
+        a.down_rate,
+        max_conns_client(a.max_peers),
+    );
     let mut driver = match Driver::new(node, storage, listener, opts) {
         Ok(d) => d,
         Err(e) => return Err(format!("cannot start the event loop: {e}")),
@@ -211,4 +222,39 @@ fn summary_line(node: &Node) -> String {
          uploaded {} bytes",
         k.uploaded
     )
+}
+
+/// `tfttp sim`: a bad scenario file exits 2 (like a bad argument: the run never started),
+/// a failure to write the result exits 1.
+pub fn sim(a: &SimArgs) -> Result<(), (i32, String)> {
+    use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
+    use crate::sim::{Report, Scenario, Sim};
+    let path = a.scenario.display();
+    let text = std::fs::read_to_string(&a.scenario)
+        .map_err(|e| (EXIT_USAGE, format!("cannot read {path}: {e}")))?;
+    let mut scenario =
+        Scenario::from_json(&text).map_err(|e| (EXIT_USAGE, format!("{path}: {e}")))?;
+    if let Some(seed) = a.seed {
+        scenario.seed = seed;
+    }
+    let started = Instant::now();
+    let outcome = Sim::new(&scenario)
+        .map_err(|e| (EXIT_USAGE, format!("{path}: {e}")))?
+        .run();
+    let report = Report {
+        scenario: &scenario,
+        outcome: &outcome,
+        wall_s: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: crate::procs::proc_status_kib(std::process::id(), "VmHWM") * 1024,
+    };
+    if let Some(out) = &a.json {
+        let mut text = serde_json::to_string_pretty(&report.to_json()).expect("JSON values print");
+        text.push('\n');
+        std::fs::write(out, text)
+            .map_err(|e| (EXIT_FAILURE, format!("cannot write {}: {e}", out.display())))?;
+    }
+    if !a.quiet {
+        print!("{}", report.table());
+    }
+    Ok(())
 }

@@ -12,5 +12,6 @@ pub mod manifest;
 pub mod net;
 pub mod procs;
 pub mod proto;
+pub mod sim;
 pub mod stats;
 pub mod wire;

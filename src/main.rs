@@ -23,17 +23,19 @@ fn main() {
         }
         Ok(cmd) => {
             tfttp::net::install_signal_handlers();
+            let failed = |e| (EXIT_FAILURE, e);
             let result = match &cmd {
-                Command::Serve(a) => tfttp::app::serve(a),
-                Command::Get(a) => tfttp::app::get(a),
-                Command::Demo(a) => tfttp::demo::run(a),
+                Command::Serve(a) => tfttp::app::serve(a).map_err(failed),
+                Command::Get(a) => tfttp::app::get(a).map_err(failed),
+                Command::Demo(a) => tfttp::demo::run(a).map_err(failed),
+                Command::Sim(a) => tfttp::app::sim(a),
                 Command::Help(_) | Command::Version => Ok(()),
             };
             match result {
                 Ok(()) => 0,
-                Err(e) => {
+                Err((code, e)) => {
                     eprintln!("tfttp: {e}");
-                    EXIT_FAILURE
+                    code
                 }
             }
         }

@@ -84,6 +84,20 @@ impl Manifest {
         Ok(Manifest::with_crcs(data.len() as u64, piece_size, crcs))
     }
 
+    /// The manifest of a file known only by its length and piece checksums (the simulator's
+    /// files have no bytes).
+    pub fn from_crcs(
+        file_len: u64,
+        piece_size: u32,
+        crcs: Vec<u32>,
+    ) -> Result<Manifest, ManifestError> {
+        let n = piece_count_for(file_len, piece_size)?;
+        if crcs.len() != n as usize {
+            return Err(ManifestError::Truncated);
+        }
+        Ok(Manifest::with_crcs(file_len, piece_size, crcs))
+    }
+
     fn with_crcs(file_len: u64, piece_size: u32, crcs: Vec<u32>) -> Manifest {
         let mut m = Manifest {
             file_len,

@@ -7,5 +7,5 @@ mod ratelimit;
 pub mod socket;
 pub mod storage;
 
-pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, stopped};
+pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, quantum, stopped};
 pub use ratelimit::TokenBucket;

@@ -70,6 +70,15 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The name `parse` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Tft => "tft",
+            Policy::BitTorrent => "bittorrent",
+            Policy::UnchokeAll => "all",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Policy> {
         match s {
             "tft" => Some(Policy::Tft),

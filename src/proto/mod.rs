@@ -18,7 +18,7 @@ mod striper;
 
 pub use choker::{ChokeTable, Policy};
 pub use ledger::Ledger;
-pub use node::{Behaviour, Config, Event, Link, Node, Sink, Slot};
+pub use node::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
 pub use picker::Picker;
 pub use rng::Rng;
 pub use striper::Striper;

@@ -1,0 +1,979 @@
+//! The simulator's event loop: one real `proto::Node` per host, connected through the fluid
+//! network of `network.rs`, in virtual time. It plays the mio driver's part (dial, accept,
+//! move control frames and pieces, tick, close) and nothing else: every protocol decision
+//! is the node's, made by the same code that runs on the wire.
+//!
+//! Each connection direction is a pipe. Control frames the node queues leave at once unless
+//! a piece is being sent on that pipe; then they wait for the piece to finish, as they do
+//! behind the driver's half-written piece. A piece's head reaches the receiver one-way delay
+//! after it starts (the receiver claims it and cancels it elsewhere), its end one-way delay
+//! after its last byte leaves. Everything that crosses a pipe arrives in order.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::network::{FlowId, Network};
+use super::scenario::{BASE_RTT, Leave, Scenario, TCP_GOODPUT};
+use crate::app::{MAX_CONNS_ORIGIN, max_conns_client};
+use crate::manifest::Manifest;
+use crate::net::quantum;
+use crate::proto::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
+use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
+
+/// TCP's initial window (RFC 6928: 10 segments of 1448 payload bytes).
+const INITIAL_WINDOW: f64 = 10.0 * 1448.0;
+/// Largest send window: Linux's default `tcp_wmem` maximum, which autotuning grows to.
+const MAX_WINDOW: f64 = 4.0 * 1024.0 * 1024.0;
+const ORIGIN_PORT: u16 = 6880;
+const CLIENT_PORT: u16 = 6881;
+/// Host addresses are 10.0.0.0 plus the host's index: data for the nodes, never used.
+const ADDR_BASE: u32 = 0x0A00_0000;
+const ORIGIN: usize = 0;
+
+/// What the simulation of one scenario produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub piece_size: u32,
+    pub pieces: u32,
+    pub origin: Counters,
+    pub clients: Vec<ClientOutcome>,
+    pub events: u64,
+    /// Virtual time the run ended, seconds.
+    pub end: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOutcome {
+    /// Seconds from its arrival; `None` if it never completed.
+    pub complete: Option<f64>,
+    /// Virtual time it left; `None` if still there at the end.
+    pub left: Option<f64>,
+    pub counters: Counters,
+    /// The node gave up (its one-line reason).
+    pub failed: Option<String>,
+}
+
+/// What the simulator does next, at a virtual time.
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Arrive(usize),
+    Tick(usize),
+    Depart(usize),
+    /// The dialler's SYN-ACK is back: its pipe may send.
+    Established(ConnRef),
+    /// The handshake reached the listener: it accepts.
+    Accept(ConnRef),
+    /// Nobody listens at the dialled address.
+    Refused(ConnRef),
+    /// The oldest item in transit on pipe `dir` reaches its receiver.
+    Deliver(ConnRef, usize),
+    /// A flow's queued bytes have left the sender.
+    Sent(FlowId, u64),
+    /// One RTT of slow start has passed on pipe `dir`.
+    Ramp(ConnRef, usize),
+}
+
+/// A connection and the generation it had when the event was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnRef {
+    id: usize,
+    generation: u64,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    /// Earliest first, and in scheduling order at equal times: the heap is a min-heap.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Virtual-time event queue; times in nanoseconds so that ordering is exact.
+#[derive(Default)]
+struct Agenda {
+    heap: BinaryHeap<Scheduled>,
+    seq: u64,
+}
+
+impl Agenda {
+    /// At `secs` seconds, rounded up to the next nanosecond; never if infinite.
+    fn at(&mut self, secs: f64, ev: Ev) {
+        if secs.is_finite() {
+            self.at_ns((secs * 1e9).ceil() as u64, ev);
+        }
+    }
+
+    /// At exactly `at` nanoseconds: connection timings add up exactly, so what a handshake
+    /// step sends never overtakes the step itself.
+    fn at_ns(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+}
+
+/// What crosses a pipe.
+#[derive(Debug)]
+enum Item {
+    Control(Vec<u8>),
+    Head { piece: u32, len: u32 },
+    End { piece: u32 },
+    Fin,
+}
+
+#[derive(Default)]
+struct Pipe {
+    /// The sender may send (its end of the handshake is done).
+    open: bool,
+    /// Control bytes waiting for the pipe to open or for the piece ahead to finish.
+    held: Vec<u8>,
+    /// Piece being sent, and the flow carrying it.
+    sending: Option<u32>,
+    flow: Option<FlowId>,
+    transit: VecDeque<Item>,
+    /// Receiver side: where the payload of the arriving piece goes, between head and end.
+    sink: Option<Sink>,
+    cwnd: f64,
+    ramping: bool,
+}
+
+struct End {
+    host: usize,
+    slot: Slot,
+    /// This end's node closed or left: nothing more is delivered to it.
+    closed: bool,
+}
+
+struct Conn {
+    generation: u64,
+    /// ends[0] dialled ends[1]; pipe d carries ends[d] → ends[1 - d].
+    ends: [Option<End>; 2],
+    pipes: [Pipe; 2],
+    rtt: f64,
+    /// Round trip and one-way delay in nanoseconds, for exact event times.
+    rtt_ns: u64,
+    owd_ns: u64,
+    /// The dialled host.
+    target: usize,
+}
+
+impl Conn {
+    fn end_of(&self, host: usize) -> usize {
+        match &self.ends[0] {
+            Some(e) if e.host == host && !e.closed => 0,
+            _ => 1,
+        }
+    }
+
+    /// The host at the far end of pipe `dir`, also while the handshake is under way; `None`
+    /// once that end has closed.
+    fn far_host(&self, dir: usize) -> Option<usize> {
+        match &self.ends[1 - dir] {
+            None => Some(self.target),
+            Some(e) if !e.closed => Some(e.host),
+            Some(_) => None,
+        }
+    }
+
+    fn receiver(&self, dir: usize) -> Option<&End> {
+        self.ends[1 - dir].as_ref().filter(|e| !e.closed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    NotYet,
+    Here,
+    Gone,
+}
+
+struct Host {
+    node: Option<Node>,
+    presence: Presence,
+    rtt: f64,
+    /// Upload capacity in payload bytes per second (for window limits).
+    up: f64,
+    listen: bool,
+    max_conns: usize,
+    behave: Behaviour,
+    leave: Leave,
+    arrive: f64,
+    up_rate: Option<f64>,
+    /// Slot → connection; freed slots are reused last-freed first, as a slab does.
+    slots: Vec<Option<usize>>,
+    free: Vec<Slot>,
+    live: usize,
+    complete: Option<f64>,
+    left: Option<f64>,
+    counters: Counters,
+    failed: Option<String>,
+}
+
+pub struct Sim {
+    t0: Instant,
+    now: f64,
+    now_ns: u64,
+    hosts: Vec<Host>,
+    conns: Slab<Conn>,
+    net: Network,
+    agenda: Agenda,
+    /// Flow id → (connection, direction).
+    flow_pipe: Vec<(usize, usize)>,
+    manifest: Manifest,
+    policy: crate::proto::Policy,
+    next_generation: u64,
+    /// Clients that neither completed nor left yet; the run ends when none is left.
+    unfinished: usize,
+    events: u64,
+    time_limit: f64,
+    changed: Vec<FlowId>,
+    /// Node id of client host h at index h - 1.
+    client_ids: Vec<u64>,
+}
+
+/// SplitMix64: node ids and piece checksums from the scenario's seed.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn addr_of(host: usize) -> SocketAddr {
+    let port = if host == ORIGIN {
+        ORIGIN_PORT
+    } else {
+        CLIENT_PORT
+    };
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ADDR_BASE + host as u32)), port)
+}
+
+fn host_of(addr: SocketAddr) -> Option<usize> {
+    match addr.ip() {
+        IpAddr::V4(ip) => u32::from(ip).checked_sub(ADDR_BASE).map(|h| h as usize),
+        IpAddr::V6(_) => None,
+    }
+}
+
+impl Sim {
+    pub fn new(sc: &Scenario) -> Result<Sim, String> {
+        let piece_size = sc.piece_size_or_auto();
+        let n = crate::manifest::piece_count_for(sc.file_size, piece_size)
+            .map_err(|e| e.to_string())?;
+        let crcs = (0..n as u64)
+            .map(|i| mix(sc.seed ^ (i << 20)) as u32)
+            .collect();
+        let manifest =
+            Manifest::from_crcs(sc.file_size, piece_size, crcs).map_err(|e| e.to_string())?;
+        let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
+        let mut net = Network::default();
+        let t0 = Instant::now();
+        let mut hosts = Vec::with_capacity(sc.clients.len() + 1);
+        let mut ids = std::collections::BTreeSet::new();
+        let mut node_id = |h: usize| {
+            let mut id = mix(sc.seed.wrapping_mul(0x1000_0001) ^ h as u64).max(1);
+            while !ids.insert(id) {
+                id = mix(id);
+            }
+            id
+        };
+        // The origin first: host 0.
+        let up = sc.origin.up * goodput;
+        let effective = sc.origin_up_rate.map_or(up, |r| r.min(up));
+        net.add_host(
+            effective,
+            sc.origin.down.map_or(f64::INFINITY, |d| d * goodput),
+            sc.origin_up_rate.is_some_and(|r| r < up),
+        );
+        let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
+        cfg.listen_port = ORIGIN_PORT;
+        cfg.policy = sc.policy;
+        cfg.capacity = sc.origin_up_rate.map(|r| r as u64);
+        hosts.push(Host {
+            node: Some(Node::origin(cfg, manifest.clone(), t0)),
+            presence: Presence::Here,
+            rtt: sc.origin.rtt,
+            up: effective,
+            listen: true,
+            max_conns: MAX_CONNS_ORIGIN,
+            behave: Behaviour::Honest,
+            leave: Leave::Linger,
+            arrive: 0.0,
+            up_rate: sc.origin_up_rate,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            complete: Some(0.0),
+            left: None,
+            counters: Counters::default(),
+            failed: None,
+        });
+        let mut agenda = Agenda::default();
+        for (i, c) in sc.clients.iter().enumerate() {
+            let h = i + 1;
+            let up = c.link.up * goodput;
+            let effective = c.up_rate.map_or(up, |r| r.min(up));
+            net.add_host(
+                effective,
+                c.link.down.map_or(f64::INFINITY, |d| d * goodput),
+                c.up_rate.is_some_and(|r| r < up),
+            );
+            hosts.push(Host {
+                node: None,
+                presence: Presence::NotYet,
+                rtt: c.link.rtt,
+                up: effective,
+                listen: true,
+                max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
+                behave: c.behave,
+                leave: c.leave,
+                arrive: c.arrive,
+                up_rate: c.up_rate,
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                complete: None,
+                left: None,
+                counters: Counters::default(),
+                failed: None,
+            });
+            agenda.at(c.arrive, Ev::Arrive(h));
+        }
+        // Node ids are drawn in host order so they do not depend on arrival order.
+        let client_ids: Vec<u64> = (1..hosts.len()).map(&mut node_id).collect();
+        let mut sim = Sim {
+            t0,
+            now: 0.0,
+            now_ns: 0,
+            unfinished: hosts.len() - 1,
+            hosts,
+            conns: Slab::new(),
+            net,
+            agenda,
+            flow_pipe: Vec::new(),
+            manifest,
+            policy: sc.policy,
+            next_generation: 0,
+            events: 0,
+            time_limit: sc.time_limit,
+            changed: Vec::new(),
+            client_ids,
+        };
+        let first_tick = sim.node_timeout(ORIGIN);
+        sim.agenda.at(first_tick, Ev::Tick(ORIGIN));
+        Ok(sim)
+    }
+}
+
+impl Sim {
+    /// Runs to the end: every client completed or left, nothing left to happen, or the
+    /// scenario's time limit.
+    pub fn run(mut self) -> Outcome {
+        while self.unfinished > 0 {
+            let Some(next) = self.agenda.heap.pop() else {
+                break;
+            };
+            let at = next.at as f64 / 1e9;
+            if at > self.time_limit {
+                self.now = self.time_limit;
+                break;
+            }
+            self.now = at;
+            self.now_ns = next.at;
+            self.events += 1;
+            self.handle(next.ev);
+        }
+        self.finish()
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + Duration::from_nanos(self.now_ns)
+    }
+
+    fn node_timeout(&self, h: usize) -> f64 {
+        match &self.hosts[h].node {
+            Some(n) => n.poll_timeout().duration_since(self.t0).as_secs_f64(),
+            None => f64::INFINITY,
+        }
+    }
+
+    fn live_conn(&self, r: ConnRef) -> bool {
+        self.conns
+            .get(r.id)
+            .is_some_and(|c| c.generation == r.generation)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive(h) => self.arrive(h),
+            Ev::Tick(h) => self.tick(h),
+            Ev::Depart(h) => self.depart(h, true),
+            Ev::Established(r) if self.live_conn(r) => {
+                let c = &mut self.conns[r.id];
+                c.pipes[0].open = true;
+                if let Some(e) = &c.ends[0]
+                    && !e.closed
+                {
+                    let (h, slot) = (e.host, e.slot);
+                    self.pump(h, slot);
+                    self.drain(h);
+                }
+            }
+            Ev::Accept(r) if self.live_conn(r) => self.accept(r),
+            Ev::Refused(r) if self.live_conn(r) => {
+                self.close_end(r.id, 0, false, "connection refused");
+            }
+            Ev::Deliver(r, dir) if self.live_conn(r) => self.deliver(r.id, dir),
+            Ev::Sent(f, generation) if self.net_flow_is(f, generation) => self.sent(f),
+            Ev::Ramp(r, dir) if self.live_conn(r) => self.ramp(r, dir),
+            _ => {} // an event of a connection that is gone
+        }
+        self.reschedule_flows();
+    }
+
+    fn net_flow_is(&self, f: FlowId, generation: u64) -> bool {
+        self.flow_pipe.get(f).is_some_and(|&(c, _)| c != usize::MAX)
+            && self.net.generation(f) == Some(generation)
+    }
+
+    /// New completion events for the flows whose rates moved.
+    fn reschedule_flows(&mut self) {
+        let mut changed = std::mem::take(&mut self.changed);
+        self.net.take_changed(&mut changed);
+        for &f in &changed {
+            let generation = self.net.flow(f).generation;
+            self.agenda.at(self.net.eta(f), Ev::Sent(f, generation));
+        }
+        self.changed = changed;
+    }
+
+    // ----- hosts -----
+
+    fn client_config(&self, h: usize) -> Config {
+        let host = &self.hosts[h];
+        let mut cfg = Config::new(Role::Client, self.client_ids[h - 1]);
+        cfg.listen_port = CLIENT_PORT;
+        cfg.server = Some(addr_of(ORIGIN));
+        cfg.policy = self.policy;
+        cfg.behaviour = host.behave;
+        cfg.capacity = host.up_rate.map(|r| r as u64);
+        if host.leave == Leave::OnComplete {
+            cfg.linger = Duration::ZERO;
+        }
+        cfg
+    }
+
+    fn arrive(&mut self, h: usize) {
+        let cfg = self.client_config(h);
+        let now = self.instant();
+        let host = &mut self.hosts[h];
+        host.node = Some(Node::client(cfg, now));
+        host.presence = Presence::Here;
+        if let Leave::After(secs) = host.leave {
+            self.agenda.at(self.now + secs, Ev::Depart(h));
+        }
+        self.dial(h, addr_of(ORIGIN), Link::ToOrigin);
+        self.drain(h);
+        let t = self.node_timeout(h);
+        self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// The host leaves: its connections end (flushed if `graceful`), its node is dropped.
+    fn depart(&mut self, h: usize, graceful: bool) {
+        if self.hosts[h].presence != Presence::Here {
+            return;
+        }
+        // The node goes first: a leaving process hears nothing of its own closes.
+        let node = self.hosts[h].node.take();
+        for slot in 0..self.hosts[h].slots.len() {
+            if let Some(c) = self.hosts[h].slots[slot] {
+                let k = self.conns[c].end_of(h);
+                self.close_end(c, k, graceful && node.is_some(), "");
+            }
+        }
+        let host = &mut self.hosts[h];
+        if let Some(node) = node {
+            host.counters = node.counters().clone();
+        }
+        host.presence = Presence::Gone;
+        host.left = Some(self.now);
+        if host.complete.is_none() && h != ORIGIN {
+            self.unfinished -= 1;
+        }
+    }
+
+    fn tick(&mut self, h: usize) {
+        let now = self.instant();
+        let host = &mut self.hosts[h];
+        let Some(node) = host.node.as_mut() else {
+            return;
+        };
+        // Payload streaming in keeps a connection alive, as each read does in the driver.
+        for &c in host.slots.iter().flatten() {
+            let conn = &self.conns[c];
+            let k = conn.end_of(h);
+            if conn.pipes[1 - k].sink.is_some()
+                && let Some(e) = &conn.ends[k]
+            {
+                node.handle_payload(e.slot, now);
+            }
+        }
+        node.handle_tick(now);
+        self.update_limits(h);
+        self.net.refresh(h, self.now);
+        self.drain(h);
+        let t = self.node_timeout(h);
+        self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// The node's per-connection caps and weights onto its flows.
+    fn update_limits(&mut self, h: usize) {
+        let Some(node) = self.hosts[h].node.as_ref() else {
+            return;
+        };
+        let weighted = self.net.is_weighted(h);
+        let max_weight = node.max_upload_weight();
+        for slot in 0..self.hosts[h].slots.len() {
+            let Some(c) = self.hosts[h].slots[slot] else {
+                continue;
+            };
+            let conn = &self.conns[c];
+            let k = conn.end_of(h);
+            let pipe = &conn.pipes[k];
+            if let Some(f) = pipe.flow {
+                let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, conn.rtt);
+                let weight = if weighted {
+                    quantum(node.upload_weight(slot), max_weight) as f64
+                } else {
+                    1.0
+                };
+                self.net.set_limits(f, cap, weight, self.now);
+            }
+        }
+    }
+
+    /// Acts on everything the host's node asked for, until it asks for nothing more.
+    fn drain(&mut self, h: usize) {
+        loop {
+            let Some(node) = self.hosts[h].node.as_mut() else {
+                return;
+            };
+            if let Some(ev) = node.poll_event() {
+                self.on_event(h, ev);
+                continue;
+            }
+            if let Some(slot) = node.poll_dirty() {
+                self.pump(h, slot);
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn on_event(&mut self, h: usize, ev: Event) {
+        match ev {
+            Event::Connect { addr, link } => self.dial(h, addr, link),
+            Event::Close { slot, flush, why } => {
+                if let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() {
+                    let k = self.conns[c].end_of(h);
+                    self.close_end(c, k, flush, &why);
+                }
+            }
+            Event::Manifest => {}
+            Event::Complete => {
+                let host = &mut self.hosts[h];
+                if host.complete.is_none() {
+                    host.complete = Some(self.now - host.arrive);
+                    self.unfinished -= 1;
+                }
+            }
+            Event::Exit => self.depart(h, true),
+            Event::Fatal(why) => {
+                self.hosts[h].failed = Some(why);
+                self.depart(h, false);
+            }
+        }
+    }
+
+    // ----- connections -----
+
+    fn alloc_slot(&mut self, h: usize, conn: usize) -> Slot {
+        let host = &mut self.hosts[h];
+        host.live += 1;
+        match host.free.pop() {
+            Some(s) => {
+                host.slots[s] = Some(conn);
+                s
+            }
+            None => {
+                host.slots.push(Some(conn));
+                host.slots.len() - 1
+            }
+        }
+    }
+
+    fn free_slot(&mut self, h: usize, slot: Slot) {
+        let host = &mut self.hosts[h];
+        host.slots[slot] = None;
+        host.free.push(slot);
+        host.live -= 1;
+    }
+
+    fn rtt(&self, a: usize, b: usize) -> f64 {
+        self.hosts[a].rtt + self.hosts[b].rtt + BASE_RTT
+    }
+
+    fn dial(&mut self, h: usize, addr: SocketAddr, link: Link) {
+        let target = host_of(addr).filter(|&t| t < self.hosts.len() && t != h);
+        let rtt = target.map_or(self.hosts[h].rtt + BASE_RTT, |t| self.rtt(h, t));
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let id = self.conns.insert(Conn {
+            generation,
+            ends: [None, None],
+            pipes: [Pipe::default(), Pipe::default()],
+            rtt,
+            rtt_ns: (rtt * 1e9).round() as u64,
+            owd_ns: (rtt * 0.5e9).round() as u64,
+            target: target.unwrap_or(ORIGIN),
+        });
+        let slot = self.alloc_slot(h, id);
+        let conn = &mut self.conns[id];
+        conn.ends[0] = Some(End {
+            host: h,
+            slot,
+            closed: false,
+        });
+        for p in &mut conn.pipes {
+            p.cwnd = INITIAL_WINDOW;
+        }
+        let now = self.instant();
+        if let Some(node) = self.hosts[h].node.as_mut() {
+            node.handle_open(slot, link, addr, now);
+        }
+        let r = ConnRef { id, generation };
+        let reachable = target.is_some_and(|t| {
+            let host = &self.hosts[t];
+            host.presence == Presence::Here && host.listen && addr.port() == addr_of(t).port()
+        });
+        let (rtt_ns, owd_ns) = (self.conns[id].rtt_ns, self.conns[id].owd_ns);
+        if reachable {
+            self.agenda.at_ns(self.now_ns + rtt_ns, Ev::Established(r));
+            self.agenda
+                .at_ns(self.now_ns + rtt_ns + owd_ns, Ev::Accept(r));
+        } else {
+            self.agenda.at_ns(self.now_ns + rtt_ns, Ev::Refused(r));
+        }
+    }
+
+    fn accept(&mut self, r: ConnRef) {
+        let conn = &self.conns[r.id];
+        let (t, dialler) = (
+            conn.target,
+            conn.ends[0].as_ref().map_or(ORIGIN, |e| e.host),
+        );
+        let host = &self.hosts[t];
+        if host.presence != Presence::Here || host.live >= host.max_conns {
+            // Gone since the dial, or turned away by the driver's connection limit.
+            self.close_end(r.id, 0, false, "connection refused");
+            return;
+        }
+        let slot = self.alloc_slot(t, r.id);
+        let conn = &mut self.conns[r.id];
+        conn.ends[1] = Some(End {
+            host: t,
+            slot,
+            closed: false,
+        });
+        conn.pipes[1].open = true;
+        let now = self.instant();
+        if let Some(node) = self.hosts[t].node.as_mut() {
+            node.handle_open(slot, Link::Accepted, addr_of(dialler), now);
+        }
+        self.drain(t);
+    }
+}
+
+impl Sim {
+    /// End `k` of connection `c` closes: its held control bytes go out first if `flush`, the
+    /// pieces on the connection stop, and the other end hears of it one-way delay later.
+    fn close_end(&mut self, c: usize, k: usize, flush: bool, why: &str) {
+        let now_s = self.now;
+        let conn = &mut self.conns[c];
+        let Some(end) = conn.ends[k].as_mut().filter(|e| !e.closed) else {
+            return;
+        };
+        end.closed = true;
+        let (h, slot) = (end.host, end.slot);
+        let generation = conn.generation;
+        let (owd, rtt) = (conn.owd_ns, conn.rtt_ns);
+        let other_open = conn.receiver(k).is_some();
+        for dir in 0..2 {
+            if let Some(f) = conn.pipes[dir].flow.take() {
+                conn.pipes[dir].sending = None;
+                self.net.stop(f, now_s);
+                self.flow_pipe[f] = (usize::MAX, 0);
+            }
+        }
+        let conn = &mut self.conns[c];
+        if other_open {
+            let pipe = &mut conn.pipes[k];
+            if let Some(node) = self.hosts[h].node.as_mut() {
+                node.take_outbox(slot, &mut pipe.held);
+            }
+            let r = ConnRef { id: c, generation };
+            if flush && pipe.open && !pipe.held.is_empty() {
+                let bytes = std::mem::take(&mut pipe.held);
+                pipe.transit.push_back(Item::Control(bytes));
+                self.agenda.at_ns(self.now_ns + owd, Ev::Deliver(r, k));
+            }
+            // Before its own handshake step a closing dialler's FIN follows the SYN.
+            let at = self.now_ns + if pipe.open { owd } else { rtt + owd };
+            pipe.transit.push_back(Item::Fin);
+            self.agenda.at_ns(at, Ev::Deliver(r, k));
+        } else if conn.ends.iter().flatten().all(|e| e.closed) || conn.ends[1 - k].is_none() {
+            // Nobody at the other end (never accepted, or closed already): the connection
+            // is gone, and its pending events with it.
+            self.conns.remove(c);
+        }
+        self.free_slot(h, slot);
+        let now = self.instant();
+        if let Some(node) = self.hosts[h].node.as_mut() {
+            let cause = if why.is_empty() { "closed" } else { why };
+            node.handle_closed(slot, cause, now);
+        }
+    }
+
+    /// Moves what the node queued on `slot` onto the pipe: control bytes at once unless a
+    /// piece is on its way, and the next piece (chosen now, when the pipe can take it).
+    fn pump(&mut self, h: usize, slot: Slot) {
+        let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() else {
+            return;
+        };
+        let Some(node) = self.hosts[h].node.as_mut() else {
+            return;
+        };
+        let conn = &mut self.conns[c];
+        let k = conn.end_of(h);
+        let generation = conn.generation;
+        let at = self.now_ns + conn.owd_ns;
+        let receiver = conn.far_host(k);
+        let pipe = &mut conn.pipes[k];
+        node.take_outbox(slot, &mut pipe.held);
+        if !pipe.open || pipe.sending.is_some() {
+            return;
+        }
+        let Some(receiver) = receiver else {
+            // The other end is gone; what we send is lost.
+            pipe.held.clear();
+            return;
+        };
+        let piece = if node.is_closing(slot) {
+            None
+        } else {
+            node.poll_piece(slot)
+        };
+        // poll_piece may have queued REJECTs.
+        node.take_outbox(slot, &mut pipe.held);
+        let r = ConnRef { id: c, generation };
+        if !pipe.held.is_empty() {
+            let bytes = std::mem::take(&mut pipe.held);
+            pipe.transit.push_back(Item::Control(bytes));
+            self.agenda.at_ns(at, Ev::Deliver(r, k));
+        }
+        let Some(piece) = piece else {
+            if let Some(f) = pipe.flow.take() {
+                self.net.stop(f, self.now);
+                self.flow_pipe[f] = (usize::MAX, 0);
+            }
+            return;
+        };
+        let len = self.manifest.piece_len(piece);
+        pipe.transit.push_back(Item::Head { piece, len });
+        self.agenda.at_ns(at, Ev::Deliver(r, k));
+        pipe.sending = Some(piece);
+        let bytes = (len as usize + PIECE_HEAD_SIZE) as f64;
+        match pipe.flow {
+            Some(f) => self.net.refill(f, bytes, self.now),
+            None => {
+                let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, conn.rtt);
+                let weight = if self.net.is_weighted(h) {
+                    quantum(node.upload_weight(slot), node.max_upload_weight()) as f64
+                } else {
+                    1.0
+                };
+                let f = self.net.start(h, receiver, bytes, cap, weight, self.now);
+                if self.flow_pipe.len() <= f {
+                    self.flow_pipe.resize(f + 1, (usize::MAX, 0));
+                }
+                self.flow_pipe[f] = (c, k);
+                pipe.flow = Some(f);
+                let window_bound = pipe.cwnd / conn.rtt < self.hosts[h].up;
+                if window_bound && !pipe.ramping && pipe.cwnd < MAX_WINDOW {
+                    pipe.ramping = true;
+                    self.agenda.at(self.now + conn.rtt, Ev::Ramp(r, k));
+                }
+            }
+        }
+    }
+
+    /// A piece's last byte left its sender.
+    fn sent(&mut self, f: FlowId) {
+        let (c, k) = self.flow_pipe[f];
+        self.net.drained(f, self.now);
+        let now = self.instant();
+        let conn = &mut self.conns[c];
+        let generation = conn.generation;
+        let at = self.now_ns + conn.owd_ns;
+        let Some(end) = conn.ends[k].as_ref() else {
+            return;
+        };
+        let (h, slot) = (end.host, end.slot);
+        let pipe = &mut conn.pipes[k];
+        let Some(piece) = pipe.sending.take() else {
+            return;
+        };
+        pipe.transit.push_back(Item::End { piece });
+        self.agenda
+            .at_ns(at, Ev::Deliver(ConnRef { id: c, generation }, k));
+        if let Some(node) = self.hosts[h].node.as_mut() {
+            node.handle_piece_sent(slot, piece, now);
+        }
+        self.pump(h, slot);
+        self.drain(h);
+    }
+
+    /// The oldest item in transit on pipe `dir` of connection `c` arrives.
+    fn deliver(&mut self, c: usize, dir: usize) {
+        let now = self.instant();
+        let conn = &mut self.conns[c];
+        let Some(item) = conn.pipes[dir].transit.pop_front() else {
+            return;
+        };
+        let Some(end) = conn.ends[1 - dir].as_ref().filter(|e| !e.closed) else {
+            return;
+        };
+        let (h, slot) = (end.host, end.slot);
+        let Some(node) = self.hosts[h].node.as_mut() else {
+            return;
+        };
+        let pipe = &mut conn.pipes[dir];
+        match item {
+            Item::Control(bytes) => {
+                let mut rest = &bytes[..];
+                while let Ok(Some(head)) = FrameHead::parse(rest) {
+                    let len = head.frame_len();
+                    node.handle_frame(slot, head.ty, &rest[HEAD_SIZE..len], now);
+                    rest = &rest[len..];
+                    if node.is_closing(slot) {
+                        break;
+                    }
+                }
+            }
+            Item::Head { piece, len } => {
+                pipe.sink = node.begin_piece(slot, piece, len, now);
+            }
+            Item::End { piece } => {
+                let crc = match pipe.sink.take() {
+                    Some(Sink::Store { .. }) => Some(self.manifest.crc(piece)),
+                    _ => None,
+                };
+                node.end_piece(slot, crc, now);
+            }
+            Item::Fin => {
+                pipe.sink = None;
+                let end = conn.ends[1 - dir].as_mut().expect("checked above");
+                end.closed = true;
+                if conn.ends.iter().flatten().all(|e| e.closed) {
+                    self.conns.remove(c);
+                }
+                self.free_slot(h, slot);
+                if let Some(node) = self.hosts[h].node.as_mut() {
+                    node.handle_closed(slot, "closed by peer", now);
+                }
+            }
+        }
+        self.drain(h);
+    }
+
+    /// One RTT of slow start: the window doubles while it is what limits the flow.
+    fn ramp(&mut self, r: ConnRef, dir: usize) {
+        let conn = &mut self.conns[r.id];
+        let rtt = conn.rtt;
+        let pipe = &mut conn.pipes[dir];
+        pipe.ramping = false;
+        pipe.cwnd = (pipe.cwnd * 2.0).min(MAX_WINDOW);
+        let Some(f) = pipe.flow else {
+            return; // idle: the window grows again when data flows
+        };
+        let Some(end) = conn.ends[dir].as_ref() else {
+            return;
+        };
+        let (h, slot) = (end.host, end.slot);
+        let Some(node) = self.hosts[h].node.as_ref() else {
+            return;
+        };
+        let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, rtt);
+        let weight = self.net.weight(f);
+        if pipe.cwnd / rtt < self.hosts[h].up && pipe.cwnd < MAX_WINDOW {
+            pipe.ramping = true;
+            self.agenda.at(self.now + rtt, Ev::Ramp(r, dir));
+        }
+        self.net.set_limits(f, cap, weight, self.now);
+    }
+
+    fn finish(mut self) -> Outcome {
+        let mut clients = Vec::with_capacity(self.hosts.len() - 1);
+        for h in 0..self.hosts.len() {
+            let host = &mut self.hosts[h];
+            if let Some(node) = host.node.as_ref() {
+                host.counters = node.counters().clone();
+            }
+            if h == ORIGIN {
+                continue;
+            }
+            clients.push(ClientOutcome {
+                complete: host.complete,
+                left: host.left,
+                counters: host.counters.clone(),
+                failed: host.failed.clone(),
+            });
+        }
+        Outcome {
+            piece_size: self.manifest.piece_size(),
+            pieces: self.manifest.piece_count(),
+            origin: self.hosts[ORIGIN].counters.clone(),
+            clients,
+            events: self.events,
+            end: self.now,
+        }
+    }
+}
+
+/// A flow's rate limit: the policy's cap for the peer, and one window per round trip.
+fn flow_cap(policy_cap: Option<f64>, cwnd: f64, rtt: f64) -> f64 {
+    let window = cwnd / rtt;
+    policy_cap.map_or(window, |c| c.max(1.0).min(window))
+}

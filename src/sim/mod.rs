@@ -1,0 +1,12 @@
+//! The swarm simulator (`tfttp sim`, docs/SIMULATOR.md): real sans-IO nodes, one per host,
+//! over a fluid model of the network, in virtual time. The same scenario and seed give the
+//! same output, byte for byte.
+
+mod engine;
+mod network;
+mod report;
+pub mod scenario;
+
+pub use engine::{ClientOutcome, Outcome, Sim};
+pub use report::{Report, kumar_ross};
+pub use scenario::Scenario;

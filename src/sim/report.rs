@@ -1,0 +1,241 @@
+//! What a simulation reports: the output JSON of docs/SIMULATOR.md ("Output") and a short
+//! table, with the Kumar–Ross minimum the run is measured against.
+
+use serde_json::{Value, json};
+
+use super::engine::Outcome;
+use super::scenario::{Scenario, TCP_GOODPUT};
+use crate::proto::Behaviour;
+
+/// Kumar & Ross (2006): no schedule distributes `file` bytes from an origin uploading
+/// `origin_up` to clients with `(up, down)` rates faster than
+/// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))` seconds. `down` `None` is unlimited.
+pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> f64 {
+    if clients.is_empty() {
+        return 0.0;
+    }
+    let n = clients.len() as f64;
+    let sum_up: f64 = clients.iter().map(|c| c.0).sum();
+    let d_min = clients
+        .iter()
+        .filter_map(|c| c.1)
+        .fold(f64::INFINITY, f64::min);
+    (file / origin_up)
+        .max(file / d_min)
+        .max(n * file / (origin_up + sum_up))
+}
+
+/// A finished run with what it needs to report itself.
+pub struct Report<'a> {
+    pub scenario: &'a Scenario,
+    pub outcome: &'a Outcome,
+    pub wall_s: f64,
+    pub peak_rss_bytes: u64,
+}
+
+fn behave_name(b: Behaviour) -> &'static str {
+    match b {
+        Behaviour::Honest => "honest",
+        Behaviour::FreeRider => "free-rider",
+        Behaviour::Liar => "liar",
+    }
+}
+
+/// Seconds rounded to the nanosecond the simulator keeps, so the JSON stays readable.
+fn secs(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+impl Report<'_> {
+    /// Kumar–Ross minimum over the clients `keep` selects, nominal and at TCP goodput (free
+    /// riders and liars upload nothing to peers, so "honest" counts only the honest ones).
+    fn t_min(&self, keep: impl Fn(Behaviour) -> bool) -> (f64, f64) {
+        let sc = self.scenario;
+        let clients: Vec<(f64, Option<f64>)> = sc
+            .clients
+            .iter()
+            .filter(|c| keep(c.behave))
+            .map(|c| (c.link.up, c.link.down))
+            .collect();
+        let file = sc.file_size as f64;
+        let nominal = kumar_ross(file, sc.origin.up, &clients);
+        // Every rate times the same factor: the minimum divides by it.
+        (nominal, nominal / TCP_GOODPUT)
+    }
+
+    /// Honest clients' mean time from arrival to completion, and the last one's completion
+    /// measured from the first arrival (`None` when no honest client completed).
+    pub fn honest_times(&self) -> (Option<f64>, Option<f64>) {
+        let sc = self.scenario;
+        let first = sc
+            .clients
+            .iter()
+            .map(|c| c.arrive)
+            .fold(f64::INFINITY, f64::min);
+        let done: Vec<(f64, f64)> = sc
+            .clients
+            .iter()
+            .zip(&self.outcome.clients)
+            .filter(|(c, _)| c.behave == Behaviour::Honest)
+            .filter_map(|(c, o)| o.complete.map(|t| (c.arrive, t)))
+            .collect();
+        if done.is_empty() {
+            return (None, None);
+        }
+        let mean = done.iter().map(|d| d.1).sum::<f64>() / done.len() as f64;
+        let last = done.iter().map(|d| d.0 + d.1).fold(0.0, f64::max) - first;
+        (Some(mean), Some(last))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (sc, o) = (self.scenario, self.outcome);
+        let (all, all_g) = self.t_min(|_| true);
+        let (honest, honest_g) = self.t_min(|b| b == Behaviour::Honest);
+        let (mean, last) = self.honest_times();
+        let clients: Vec<Value> = sc
+            .clients
+            .iter()
+            .zip(&o.clients)
+            .enumerate()
+            .map(|(i, (c, r))| {
+                json!({
+                    "i": i,
+                    "arrive_s": c.arrive,
+                    "complete_s": r.complete.map(secs),
+                    "left_s": r.left.map(secs),
+                    "behave": behave_name(c.behave),
+                    "up": c.link.up,
+                    "down": c.link.down,
+                    "from_origin": r.counters.from_origin,
+                    "from_peers": r.counters.from_peers,
+                    "uploaded": r.counters.uploaded,
+                    "discarded": r.counters.discarded,
+                    "failed": r.failed,
+                })
+            })
+            .collect();
+        let discarded_by_receivers: u64 = o
+            .clients
+            .iter()
+            .map(|c| c.counters.discarded_from_origin)
+            .sum();
+        json!({
+            "tfttp_sim": 1,
+            "seed": sc.seed,
+            "file_size": sc.file_size,
+            "piece_size": o.piece_size,
+            "pieces": o.pieces,
+            "policy": sc.policy.name(),
+            "goodput": sc.goodput,
+            "t_min_s": {
+                "all": secs(all), "all_goodput": secs(all_g),
+                "honest": secs(honest), "honest_goodput": secs(honest_g),
+            },
+            "summary": {
+                "honest_mean_s": mean.map(secs),
+                "honest_last_s": last.map(secs),
+                "completed": o.clients.iter().filter(|c| c.complete.is_some()).count(),
+                "clients": o.clients.len(),
+                "end_s": secs(o.end),
+            },
+            "origin": {
+                "uploaded": o.origin.uploaded,
+                "discarded_by_receivers": discarded_by_receivers,
+            },
+            "clients": clients,
+            "events": o.events,
+            "wall_s": (self.wall_s * 1e3).round() / 1e3,
+            "peak_rss_bytes": self.peak_rss_bytes,
+        })
+    }
+
+    /// A few lines for the terminal: the run against its minimum, and each class of client.
+    pub fn table(&self) -> String {
+        let (sc, o) = (self.scenario, self.outcome);
+        let (_, honest_g) = self.t_min(|b| b == Behaviour::Honest);
+        let (mean, last) = self.honest_times();
+        let mut s = String::new();
+        let file = sc.file_size as f64;
+        s += &format!(
+            "{} clients, {:.1} MiB in {} pieces of {} KiB, policy {}\n",
+            o.clients.len(),
+            file / (1 << 20) as f64,
+            o.pieces,
+            o.piece_size / 1024,
+            sc.policy.name()
+        );
+        s += &format!(
+            "Kumar-Ross minimum (honest clients, TCP goodput): {:.2} s\n",
+            honest_g
+        );
+        match (mean, last) {
+            (Some(m), Some(l)) => {
+                s += &format!(
+                    "honest clients: mean {m:.2} s, last {l:.2} s = {:.2}x the minimum\n",
+                    l / honest_g
+                )
+            }
+            _ => s += "honest clients: none completed\n",
+        }
+        s += &format!(
+            "origin sent {:.2} copies; {} of {} clients completed; {:.2} s simulated\n",
+            o.origin.uploaded as f64 / file.max(1.0),
+            o.clients.iter().filter(|c| c.complete.is_some()).count(),
+            o.clients.len(),
+            o.end
+        );
+        s += "  class                      n   mean s    max s  from peers\n";
+        let mut classes: Vec<(Behaviour, u64)> = sc
+            .clients
+            .iter()
+            .map(|c| (c.behave, c.link.up as u64))
+            .collect();
+        classes.sort_by_key(|&(b, up)| (behave_name(b), up));
+        classes.dedup();
+        for (b, up) in classes {
+            let members: Vec<_> = sc
+                .clients
+                .iter()
+                .zip(&o.clients)
+                .filter(|(c, _)| c.behave == b && c.link.up as u64 == up)
+                .collect();
+            let times: Vec<f64> = members.iter().filter_map(|m| m.1.complete).collect();
+            let got: u64 = members
+                .iter()
+                .map(|m| m.1.counters.from_origin + m.1.counters.from_peers)
+                .sum();
+            let peers: u64 = members.iter().map(|m| m.1.counters.from_peers).sum();
+            let label = format!("{} up {:.1} Mbit/s", behave_name(b), up as f64 * 8e-6);
+            let (mean, max) = if times.is_empty() {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (
+                    format!("{:.2}", times.iter().sum::<f64>() / times.len() as f64),
+                    format!("{:.2}", times.iter().fold(0.0, |a: f64, &b| a.max(b))),
+                )
+            };
+            s += &format!(
+                "  {label:<24} {:>3} {mean:>8} {max:>8} {:>10.0}%\n",
+                members.len(),
+                100.0 * peers as f64 / (got as f64).max(1.0)
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_kumar_ross_picks_the_binding_term() {
+        // Origin-bound: one client, a slow origin.
+        assert_eq!(kumar_ross(100.0, 10.0, &[(50.0, None)]), 10.0);
+        // Download-bound: a slow downlink.
+        assert_eq!(kumar_ross(100.0, 100.0, &[(50.0, Some(5.0))]), 20.0);
+        // Swarm-bound: 4 clients, total upload 10 + 4·10 = 50 for 400 bytes.
+        assert_eq!(kumar_ross(100.0, 10.0, &[(10.0, None); 4]), 10.0);
+        assert_eq!(kumar_ross(100.0, 10.0, &[(2.5, None); 4]), 20.0);
+    }
+}
