@@ -90,9 +90,19 @@ impl Picker {
             return None;
         }
         let start = rng.below(n);
+        let (mine, theirs) = (self.have.as_bytes(), peer.as_bytes());
         let mut best: Option<(u16, u32)> = None;
-        for k in 0..n {
+        let mut k = 0;
+        while k < n {
             let i = (start + k) % n;
+            // A byte in which the peer has nothing we lack is skipped whole: late in a
+            // download most bytes are, and this scan runs for every request.
+            let byte = (i / 8) as usize;
+            if theirs[byte] & !mine[byte] == 0 {
+                k += ((byte as u32 + 1) * 8).min(n) - i;
+                continue;
+            }
+            k += 1;
             if !peer.get(i) || !self.is_free(i as usize) {
                 continue;
             }
