@@ -45,6 +45,9 @@ pub(super) struct Peer {
     pub in_flight: Vec<u32>,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,
+    /// Origin only: the clients (slot, node id) this one was introduced to or told about;
+    /// they hear when it leaves.
+    pub acquaintances: Vec<(usize, u64)>,
     /// Don't request from this peer before this time (after an unexpected REJECT).
     pub backoff_until: Option<Instant>,
     /// Encoded control frames for the driver to send.
@@ -75,6 +78,7 @@ impl Peer {
             queue: VecDeque::new(),
             in_flight: Vec::new(),
             registered: false,
+            acquaintances: Vec::new(),
             backoff_until: None,
             outbox: Vec::new(),
             dirty: false,

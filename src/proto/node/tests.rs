@@ -928,3 +928,58 @@ fn test_peer_that_stops_sending_is_dropped() {
     c.node.handle_tick(secs(29));
     assert!(c.node.is_closing(1));
 }
+
+/// Frames of type `ty` the node queued for `slot`.
+fn count_out(n: &mut Node, slot: Slot, ty: u8) -> usize {
+    let mut buf = Vec::new();
+    n.take_outbox(slot, &mut buf);
+    frames(&buf).iter().filter(|f| f.0 == ty).count()
+}
+
+#[test]
+fn test_origin_introduces_newcomer_to_a_bounded_sample_of_a_large_crowd() {
+    let data = file(PIECE as usize);
+    let mut o = One::origin(&data);
+    let id = o.node.manifest().unwrap().id();
+    let empty = Bitfield::new(1);
+    let crowd = MAX_ADVERTISED + 6;
+    let register = |o: &mut One, s: Slot| {
+        if s > 0 {
+            o.node.handle_open(s, Link::Accepted, addr_of(s), o.now);
+        }
+        o.send_on(s, hello(Role::Client, 100 + s as u64, id));
+        o.send_on(s, Message::Bitfield(empty.as_bytes()));
+    };
+    for s in 0..crowd {
+        register(&mut o, s);
+    }
+    for s in 0..crowd {
+        count_out(&mut o.node, s, wire::ty::PEERS);
+    }
+    register(&mut o, crowd);
+    let told: usize = (0..crowd)
+        .map(|s| count_out(&mut o.node, s, wire::ty::PEERS))
+        .sum();
+    assert_eq!(
+        told, MAX_ADVERTISED,
+        "the newcomer is named to the sample only"
+    );
+    // The newest client (slot `crowd`) registered last: it heard of MAX_ADVERTISED others,
+    // in one frame, and exactly those heard of it.
+    let mut buf = Vec::new();
+    o.node.take_outbox(crowd, &mut buf);
+    let entries: usize = frames(&buf)
+        .iter()
+        .filter(|f| f.0 == wire::ty::PEERS)
+        .map(|f| match Message::parse(f.0, &f.1) {
+            Ok(Message::Peers(e)) => e.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(entries, MAX_ADVERTISED);
+    o.node.handle_closed(crowd, "left", o.now);
+    let told: usize = (0..crowd)
+        .map(|s| count_out(&mut o.node, s, wire::ty::PEERS))
+        .sum();
+    assert_eq!(told, MAX_ADVERTISED, "only the sample hears that it left");
+}
