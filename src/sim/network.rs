@@ -325,6 +325,15 @@ pub fn water_fill(capacity: f64, items: &mut [(f64, f64, FlowId)]) {
 /// every limit fits). Sorts `items` by limit per weight, ties by id, so that the result does
 /// not depend on the order they came in.
 fn water_level(capacity: f64, items: &mut [(f64, f64, FlowId)]) -> f64 {
+    // Common case first, without sorting: no item is limited below the equal level. The
+    // weights are whole numbers, so the sum is exact in any order.
+    let weight: f64 = items.iter().map(|it| it.1).sum();
+    if weight > 0.0 {
+        let level = capacity / weight;
+        if items.iter().all(|it| it.0 / it.1 >= level) {
+            return level;
+        }
+    }
     items.sort_unstable_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)).then(a.2.cmp(&b.2)));
     let mut left = capacity;
     let mut weight: f64 = items.iter().map(|it| it.1).sum();
