@@ -1113,6 +1113,7 @@ impl Node {
         if !p.has.set(i) {
             return;
         }
+        p.dry = None;
         match role {
             Role::Origin => {
                 let was_in_flight = match p.in_flight.iter().position(|&x| x == i) {
@@ -1421,7 +1422,8 @@ impl Node {
                         .copied()
                         .find(|&i| picker.endgame_allows(i) && !asked_here(i))
                 };
-                match picker.pick(&p.has, &mut self.rng).or_else(late) {
+                let picked = picker.pick_unless_dry(&p.has, &mut p.dry, &mut self.rng);
+                match picked.or_else(late) {
                     Some(i) => {
                         picker.on_request(i);
                         i

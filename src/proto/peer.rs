@@ -48,6 +48,8 @@ pub(super) struct Peer {
     /// Origin only: the clients (slot, node id) this one was introduced to or told about;
     /// they hear when it leaves.
     pub acquaintances: Vec<(usize, u64)>,
+    /// The picker found nothing to ask them for as of this `Picker::pick_unless_dry` mark.
+    pub dry: Option<u64>,
     /// Don't request from this peer before this time (after an unexpected REJECT).
     pub backoff_until: Option<Instant>,
     /// Encoded control frames for the driver to send.
@@ -79,6 +81,7 @@ impl Peer {
             in_flight: Vec::new(),
             registered: false,
             acquaintances: Vec::new(),
+            dry: None,
             backoff_until: None,
             outbox: Vec::new(),
             dirty: false,

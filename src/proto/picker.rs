@@ -26,6 +26,10 @@ pub struct Picker {
     unassigned: u32,
     /// Unassigned pieces no connected peer has: only the origin can supply them.
     unseen: u32,
+    /// Counts pieces becoming free (unrequested again, or released unverified): a peer
+    /// that had nothing to pick can have something again only after this moves or the
+    /// peer announces a piece.
+    freed: u64,
 }
 
 impl Picker {
@@ -39,6 +43,7 @@ impl Picker {
             availability: vec![0; n],
             unassigned,
             unseen: unassigned,
+            freed: 0,
         }
     }
 
@@ -118,6 +123,28 @@ impl Picker {
         best.map(|(_, i)| i)
     }
 
+    /// `pick`, remembering in `dry` that `peer` had nothing to pick as of now, so that later
+    /// calls skip the scan until a piece is freed; the caller clears `dry` when the peer
+    /// announces a piece. A node refills every pipeline on every tick, and without this
+    /// each refill of a peer with nothing to offer scanned every piece. The random draw is
+    /// made either way, so the picks that follow are the same.
+    pub fn pick_unless_dry(
+        &self,
+        peer: &Bitfield,
+        dry: &mut Option<u64>,
+        rng: &mut Rng,
+    ) -> Option<u32> {
+        if *dry == Some(self.freed) {
+            if !self.have.is_empty() && self.unassigned != 0 {
+                rng.below(self.have.len());
+            }
+            return None;
+        }
+        let piece = self.pick(peer, rng);
+        *dry = piece.is_none().then_some(self.freed);
+        piece
+    }
+
     /// Endgame: `piece` may be asked of one more peer. Only once every missing piece is being
     /// fetched, only for a piece requested once and not yet arriving.
     pub fn endgame_allows(&self, piece: u32) -> bool {
@@ -142,6 +169,7 @@ impl Picker {
                 self.unseen -= unseen as u32;
             }
             (false, true) => {
+                self.freed += 1;
                 self.unassigned += 1;
                 self.unseen += unseen as u32;
             }
@@ -204,6 +232,22 @@ mod tests {
             b.set(i);
         }
         b
+    }
+
+    #[test]
+    fn test_dry_peer_is_scanned_again_once_a_piece_is_freed() {
+        let mut p = Picker::new(Bitfield::new(8));
+        let peer = bits(8, &[3]);
+        let mut rng = Rng::new(1);
+        let mut dry = None;
+        p.on_request(3);
+        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
+        assert!(dry.is_some(), "nothing free at this peer: remembered");
+        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
+        // The request elsewhere was rejected: piece 3 is free again.
+        p.on_request_done(3);
+        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), Some(3));
+        assert_eq!(dry, None);
     }
 
     #[test]
