@@ -32,6 +32,10 @@ const CLIENT_PORT: u16 = 6881;
 /// Host addresses are 10.0.0.0 plus the host's index: data for the nodes, never used.
 const ADDR_BASE: u32 = 0x0A00_0000;
 const ORIGIN: usize = 0;
+/// Most recycled control buffers kept.
+const SPARE_BUFFERS: usize = 1024;
+/// Larger buffers (a MANIFEST, a burst) are freed rather than kept.
+const SPARE_CAPACITY: usize = 1024;
 
 /// What the simulation of one scenario produced.
 #[derive(Debug, Clone)]
@@ -152,11 +156,22 @@ struct Pipe {
     /// Piece being sent, and the flow carrying it.
     sending: Option<u32>,
     flow: Option<FlowId>,
-    transit: VecDeque<Item>,
+    /// Sent and not yet arrived, with the arrival time in nanoseconds; only the oldest has
+    /// an event on the agenda (one per pipe keeps the heap small).
+    transit: VecDeque<(u64, Item)>,
     /// Receiver side: where the payload of the arriving piece goes, between head and end.
     sink: Option<Sink>,
     cwnd: f64,
     ramping: bool,
+}
+
+impl Pipe {
+    /// Puts `item` in transit to arrive at `at`; true if it is now the oldest, and so needs
+    /// a delivery event.
+    fn send(&mut self, at: u64, item: Item) -> bool {
+        self.transit.push_back((at, item));
+        self.transit.len() == 1
+    }
 }
 
 struct End {
@@ -251,6 +266,9 @@ pub struct Sim {
     changed: Vec<FlowId>,
     /// Node id of client host h at index h - 1.
     client_ids: Vec<u64>,
+    /// Control buffers that arrived, kept to carry the next ones (no allocation per frame
+    /// batch).
+    spare: Vec<Vec<u8>>,
 }
 
 /// SplitMix64: node ids and piece checksums from the scenario's seed.
@@ -380,6 +398,7 @@ impl Sim {
             time_limit: sc.time_limit,
             changed: Vec::new(),
             client_ids,
+            spare: Vec::new(),
         };
         let first_tick = sim.node_timeout(ORIGIN);
         sim.agenda.at(first_tick, Ev::Tick(ORIGIN));
@@ -445,7 +464,7 @@ impl Sim {
             Ev::Refused(r) if self.live_conn(r) => {
                 self.close_end(r.id, 0, false, "connection refused");
             }
-            Ev::Deliver(r, dir) if self.live_conn(r) => self.deliver(r.id, dir),
+            Ev::Deliver(r, dir) if self.live_conn(r) => self.deliver(r, dir),
             Ev::Sent(f, generation) if self.net_flow_is(f, generation) => self.sent(f),
             Ev::Ramp(r, dir) if self.live_conn(r) => self.ramp(r, dir),
             _ => {} // an event of a connection that is gone
@@ -745,14 +764,16 @@ impl Sim {
             }
             let r = ConnRef { id: c, generation };
             if flush && pipe.open && !pipe.held.is_empty() {
-                let bytes = std::mem::take(&mut pipe.held);
-                pipe.transit.push_back(Item::Control(bytes));
-                self.agenda.at_ns(self.now_ns + owd, Ev::Deliver(r, k));
+                let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
+                if pipe.send(self.now_ns + owd, Item::Control(bytes)) {
+                    self.agenda.at_ns(self.now_ns + owd, Ev::Deliver(r, k));
+                }
             }
             // Before its own handshake step a closing dialler's FIN follows the SYN.
             let at = self.now_ns + if pipe.open { owd } else { rtt + owd };
-            pipe.transit.push_back(Item::Fin);
-            self.agenda.at_ns(at, Ev::Deliver(r, k));
+            if pipe.send(at, Item::Fin) {
+                self.agenda.at_ns(at, Ev::Deliver(r, k));
+            }
         } else if conn.ends.iter().flatten().all(|e| e.closed) || conn.ends[1 - k].is_none() {
             // Nobody at the other end (never accepted, or closed already): the connection
             // is gone, and its pending events with it.
@@ -799,9 +820,10 @@ impl Sim {
         node.take_outbox(slot, &mut pipe.held);
         let r = ConnRef { id: c, generation };
         if !pipe.held.is_empty() {
-            let bytes = std::mem::take(&mut pipe.held);
-            pipe.transit.push_back(Item::Control(bytes));
-            self.agenda.at_ns(at, Ev::Deliver(r, k));
+            let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
+            if pipe.send(at, Item::Control(bytes)) {
+                self.agenda.at_ns(at, Ev::Deliver(r, k));
+            }
         }
         let Some(piece) = piece else {
             if let Some(f) = pipe.flow.take() {
@@ -811,8 +833,9 @@ impl Sim {
             return;
         };
         let len = self.manifest.piece_len(piece);
-        pipe.transit.push_back(Item::Head { piece, len });
-        self.agenda.at_ns(at, Ev::Deliver(r, k));
+        if pipe.send(at, Item::Head { piece, len }) {
+            self.agenda.at_ns(at, Ev::Deliver(r, k));
+        }
         pipe.sending = Some(piece);
         let bytes = (len as usize + PIECE_HEAD_SIZE) as f64;
         match pipe.flow {
@@ -855,9 +878,10 @@ impl Sim {
         let Some(piece) = pipe.sending.take() else {
             return;
         };
-        pipe.transit.push_back(Item::End { piece });
-        self.agenda
-            .at_ns(at, Ev::Deliver(ConnRef { id: c, generation }, k));
+        if pipe.send(at, Item::End { piece }) {
+            self.agenda
+                .at_ns(at, Ev::Deliver(ConnRef { id: c, generation }, k));
+        }
         if let Some(node) = self.hosts[h].node.as_mut() {
             node.handle_piece_sent(slot, piece, now);
         }
@@ -865,11 +889,21 @@ impl Sim {
         self.drain(h);
     }
 
-    /// The oldest item in transit on pipe `dir` of connection `c` arrives.
-    fn deliver(&mut self, c: usize, dir: usize) {
+    /// The oldest item in transit on pipe `dir` of connection `r` arrives; the next one's
+    /// delivery goes on the agenda.
+    fn deliver(&mut self, r: ConnRef, dir: usize) {
+        self.deliver_oldest(r.id, dir);
+        if self.live_conn(r)
+            && let Some(&(at, _)) = self.conns[r.id].pipes[dir].transit.front()
+        {
+            self.agenda.at_ns(at, Ev::Deliver(r, dir));
+        }
+    }
+
+    fn deliver_oldest(&mut self, c: usize, dir: usize) {
         let now = self.instant();
         let conn = &mut self.conns[c];
-        let Some(item) = conn.pipes[dir].transit.pop_front() else {
+        let Some((_, item)) = conn.pipes[dir].transit.pop_front() else {
             return;
         };
         let Some(end) = conn.ends[1 - dir].as_ref().filter(|e| !e.closed) else {
@@ -890,6 +924,11 @@ impl Sim {
                     if node.is_closing(slot) {
                         break;
                     }
+                }
+                if self.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_CAPACITY {
+                    let mut bytes = bytes;
+                    bytes.clear();
+                    self.spare.push(bytes);
                 }
             }
             Item::Head { piece, len } => {
