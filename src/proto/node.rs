@@ -732,10 +732,13 @@ impl Node {
             cancelled: false,
         });
         let picker = self.picker.as_mut()?;
+        // Claimed before the request is counted done, so the piece never looks free (and
+        // wakes every dry peer) in between.
+        let store = picker.try_claim(piece, slot);
         if asked.piece != WILDCARD {
             picker.on_request_done(piece);
         }
-        if picker.try_claim(piece, slot) {
+        if store {
             self.cancel_elsewhere(piece, slot);
             Some(Sink::Store { offset })
         } else {
