@@ -22,7 +22,11 @@ fn main() {
             0
         }
         Ok(cmd) => {
-            tfttp::net::install_signal_handlers();
+            // Nodes finish cleanly on SIGINT/SIGTERM (stats written, `.part` removed); a
+            // simulation has nothing to clean up, so Ctrl-C ends it at once.
+            if !matches!(cmd, Command::Sim(_)) {
+                tfttp::net::install_signal_handlers();
+            }
             let failed = |e| (EXIT_FAILURE, e);
             let result = match &cmd {
                 Command::Serve(a) => tfttp::app::serve(a).map_err(failed),
