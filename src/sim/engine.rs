@@ -168,9 +168,11 @@ struct Pipe {
 impl Pipe {
     /// Puts `item` in transit to arrive at `at`; true if it is now the oldest, and so needs
     /// a delivery event.
-    fn send(&mut self, at: u64, item: Item) -> bool {
+    /// Arrival never precedes an earlier item's (a queue that drains does not reorder).
+    fn send(&mut self, at: u64, item: Item) -> Option<u64> {
+        let at = at.max(self.transit.back().map_or(0, |b| b.0));
         self.transit.push_back((at, item));
-        self.transit.len() == 1
+        (self.transit.len() == 1).then_some(at)
     }
 }
 
@@ -230,6 +232,8 @@ struct Host {
     rtt: f64,
     /// Upload capacity in payload bytes per second (for window limits).
     up: f64,
+    /// Delay of a full uplink queue, nanoseconds.
+    queue_ns: u64,
     listen: bool,
     max_conns: usize,
     behave: Behaviour,
@@ -334,6 +338,7 @@ impl Sim {
             presence: Presence::Here,
             rtt: sc.origin.rtt,
             up: effective,
+            queue_ns: queue_ns(sc.origin.up, sc.uplink_queue),
             listen: true,
             max_conns: MAX_CONNS_ORIGIN,
             behave: Behaviour::Honest,
@@ -363,6 +368,7 @@ impl Sim {
                 presence: Presence::NotYet,
                 rtt: c.link.rtt,
                 up: effective,
+                queue_ns: queue_ns(c.link.up, sc.uplink_queue),
                 listen: true,
                 max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
                 behave: c.behave,
@@ -435,6 +441,15 @@ impl Sim {
         match &self.hosts[h].node {
             Some(n) => n.poll_timeout().duration_since(self.t0).as_secs_f64(),
             None => f64::INFINITY,
+        }
+    }
+
+    /// Extra delay of what leaves host `h` now: its full queue while its uplink is saturated.
+    fn queue_delay(&self, h: usize) -> u64 {
+        if self.net.uplink_full(h) {
+            self.hosts[h].queue_ns
+        } else {
+            0
         }
     }
 
@@ -740,6 +755,9 @@ impl Sim {
     /// pieces on the connection stop, and the other end hears of it one-way delay later.
     fn close_end(&mut self, c: usize, k: usize, flush: bool, why: &str) {
         let now_s = self.now;
+        let queue = self.conns[c].ends[k]
+            .as_ref()
+            .map_or(0, |e| self.queue_delay(e.host));
         let conn = &mut self.conns[c];
         let Some(end) = conn.ends[k].as_mut().filter(|e| !e.closed) else {
             return;
@@ -765,13 +783,13 @@ impl Sim {
             let r = ConnRef { id: c, generation };
             if flush && pipe.open && !pipe.held.is_empty() {
                 let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-                if pipe.send(self.now_ns + owd, Item::Control(bytes)) {
-                    self.agenda.at_ns(self.now_ns + owd, Ev::Deliver(r, k));
+                if let Some(at) = pipe.send(self.now_ns + owd + queue, Item::Control(bytes)) {
+                    self.agenda.at_ns(at, Ev::Deliver(r, k));
                 }
             }
             // Before its own handshake step a closing dialler's FIN follows the SYN.
-            let at = self.now_ns + if pipe.open { owd } else { rtt + owd };
-            if pipe.send(at, Item::Fin) {
+            let at = self.now_ns + queue + if pipe.open { owd } else { rtt + owd };
+            if let Some(at) = pipe.send(at, Item::Fin) {
                 self.agenda.at_ns(at, Ev::Deliver(r, k));
             }
         } else if conn.ends.iter().flatten().all(|e| e.closed) || conn.ends[1 - k].is_none() {
@@ -793,13 +811,14 @@ impl Sim {
         let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() else {
             return;
         };
+        let queue = self.queue_delay(h);
         let Some(node) = self.hosts[h].node.as_mut() else {
             return;
         };
         let conn = &mut self.conns[c];
         let k = conn.end_of(h);
         let generation = conn.generation;
-        let at = self.now_ns + conn.owd_ns;
+        let at = self.now_ns + conn.owd_ns + queue;
         let receiver = conn.far_host(k);
         let pipe = &mut conn.pipes[k];
         node.take_outbox(slot, &mut pipe.held);
@@ -821,7 +840,7 @@ impl Sim {
         let r = ConnRef { id: c, generation };
         if !pipe.held.is_empty() {
             let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-            if pipe.send(at, Item::Control(bytes)) {
+            if let Some(at) = pipe.send(at, Item::Control(bytes)) {
                 self.agenda.at_ns(at, Ev::Deliver(r, k));
             }
         }
@@ -833,7 +852,7 @@ impl Sim {
             return;
         };
         let len = self.manifest.piece_len(piece);
-        if pipe.send(at, Item::Head { piece, len }) {
+        if let Some(at) = pipe.send(at, Item::Head { piece, len }) {
             self.agenda.at_ns(at, Ev::Deliver(r, k));
         }
         pipe.sending = Some(piece);
@@ -867,9 +886,13 @@ impl Sim {
         let (c, k) = self.flow_pipe[f];
         self.net.drained(f, self.now);
         let now = self.instant();
+        let Some(h) = self.conns[c].ends[k].as_ref().map(|e| e.host) else {
+            return;
+        };
+        let queue = self.queue_delay(h);
         let conn = &mut self.conns[c];
         let generation = conn.generation;
-        let at = self.now_ns + conn.owd_ns;
+        let at = self.now_ns + conn.owd_ns + queue;
         let Some(end) = conn.ends[k].as_ref() else {
             return;
         };
@@ -878,7 +901,7 @@ impl Sim {
         let Some(piece) = pipe.sending.take() else {
             return;
         };
-        if pipe.send(at, Item::End { piece }) {
+        if let Some(at) = pipe.send(at, Item::End { piece }) {
             self.agenda
                 .at_ns(at, Ev::Deliver(ConnRef { id: c, generation }, k));
         }
@@ -1015,4 +1038,33 @@ impl Sim {
 fn flow_cap(policy_cap: Option<f64>, cwnd: f64, rtt: f64) -> f64 {
     let window = cwnd / rtt;
     policy_cap.map_or(window, |c| c.max(1.0).min(window))
+}
+
+/// How long a full tbf queue on an uplink of `rate` bytes per second delays what enters it,
+/// with the parameters of the emulated network (../shared/README.md): burst = max(96 KiB,
+/// 2 ms of rate), limit = max(25 ms of rate, 3 bursts). About 47 ms at 50 Mbit/s, 118 ms at
+/// 20 Mbit/s, 1.2 s at 2 Mbit/s.
+fn queue_ns(rate: f64, modelled: bool) -> u64 {
+    if !modelled {
+        return 0;
+    }
+    let burst = (96.0 * 1024.0f64).max(0.002 * rate);
+    let limit = (0.025 * rate).max(3.0 * burst);
+    (limit / rate * 1e9).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_full_queue_delay_matches_tbf_limit() {
+        // 20 Mbit/s: three 96 KiB bursts at 2.5 MB/s.
+        assert_eq!(queue_ns(2_500_000.0, true), 117_964_800);
+        // 2 Mbit/s: about 1.2 s, the deep home-link queue the checks build.
+        assert_eq!(queue_ns(250_000.0, true), 1_179_648_000);
+        // 1 Gbit/s: 25 ms of rate is the larger limit.
+        assert_eq!(queue_ns(125_000_000.0, true), 25_000_000);
+        assert_eq!(queue_ns(2_500_000.0, false), 0);
+    }
 }

@@ -20,6 +20,8 @@ pub type FlowId = usize;
 /// Flows whose rate changed by less than this fraction keep their scheduled completion:
 /// floating-point noise must not cost a heap push.
 const RATE_EPSILON: f64 = 1e-9;
+/// An uplink sending at this fraction of its capacity is saturated (its queue is full).
+const UPLINK_FULL: f64 = 0.99;
 /// A downlink whose offers add up to this fraction of it is full (rounding in the sums).
 const FULL: f64 = 1.0 - 1e-9;
 
@@ -56,6 +58,8 @@ struct Host {
     offered_in: f64,
     /// Water level of the downlink; infinite while the offers fit.
     level: f64,
+    /// Sum of the rates of the upload flows.
+    sending: f64,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +86,7 @@ impl Network {
             down_flows: Vec::new(),
             offered_in: 0.0,
             level: f64::INFINITY,
+            sending: 0.0,
         });
         self.hosts.len() - 1
     }
@@ -149,6 +154,10 @@ impl Network {
     pub fn stop(&mut self, id: FlowId, now: f64) {
         let f = self.flows.remove(id);
         let s = &mut self.hosts[f.sender];
+        s.sending -= f.rate;
+        if s.up_flows.len() == 1 {
+            s.sending = 0.0; // no drift left behind by the running sum
+        }
         s.up_flows.swap_remove(f.up_idx);
         if let Some(&moved) = s.up_flows.get(f.up_idx) {
             self.flows[moved].up_idx = f.up_idx;
@@ -235,8 +244,16 @@ impl Network {
         }
         f.remaining = (f.remaining - f.rate * (now - f.settled_at)).max(0.0);
         f.settled_at = now;
-        f.rate = rate;
+        let old = std::mem::replace(&mut f.rate, rate);
+        let sender = f.sender;
+        self.hosts[sender].sending += rate - old;
         self.mark(id);
+    }
+
+    /// The host's upload is used to capacity: a queue builds at its bottleneck.
+    pub fn uplink_full(&self, host: usize) -> bool {
+        let h = &self.hosts[host];
+        h.sending >= h.up * UPLINK_FULL
     }
 
     /// The sender's water-filling, then each receiver whose offers moved.

@@ -37,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     "seed",
     "policy",
     "goodput",
+    "uplink_queue",
     "time_limit_s",
     "origin",
     "clients",
@@ -98,6 +99,9 @@ pub struct Scenario {
     pub clients: Vec<ClientSpec>,
     /// Multiply link rates by TCP/IP goodput over a 1500-byte MTU (1448 of 1514 bytes).
     pub goodput: bool,
+    /// A saturated uplink delays what leaves it by its full queue (tbf's limit at its
+    /// rate), as on the emulated network.
+    pub uplink_queue: bool,
     /// Stop the run at this virtual time (seconds) even if clients are still downloading.
     pub time_limit: f64,
 }
@@ -219,6 +223,10 @@ impl Scenario {
             Some(f) => f.v.as_bool().ok_or_else(|| f.invalid("true or false"))?,
             None => true,
         };
+        let uplink_queue = match top.opt("uplink_queue") {
+            Some(f) => f.v.as_bool().ok_or_else(|| f.invalid("true or false"))?,
+            None => true,
+        };
         let time_limit = match top.opt("time_limit_s") {
             Some(f) => f.number(false, "a positive number of seconds")?,
             None => DEFAULT_TIME_LIMIT,
@@ -259,6 +267,7 @@ impl Scenario {
             origin_up_rate,
             clients,
             goodput,
+            uplink_queue,
             time_limit,
         })
     }
@@ -528,6 +537,7 @@ mod tests {
             origin_up_rate: None,
             clients: vec![client; 8],
             goodput: true,
+            uplink_queue: true,
             time_limit: DEFAULT_TIME_LIMIT,
         };
         assert_eq!(s, want);
@@ -941,6 +951,10 @@ mod tests {
         assert_has(
             &refused(|v| v["goodput"] = json!(1)),
             "goodput: must be true or false, got 1",
+        );
+        assert_has(
+            &refused(|v| v["uplink_queue"] = json!("yes")),
+            "uplink_queue: must be true or false",
         );
     }
 
