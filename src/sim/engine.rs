@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::network::{FlowId, Network};
-use super::scenario::{BASE_RTT, Leave, Scenario, TCP_GOODPUT};
+use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
 use crate::app::{MAX_CONNS_ORIGIN, max_conns_client};
 use crate::manifest::Manifest;
 use crate::net::quantum;
@@ -250,6 +250,41 @@ struct Host {
     failed: Option<String>,
 }
 
+impl Host {
+    /// A client-to-be on `link` (not yet arrived), its links added to `net`.
+    fn new(link: &LinkSpec, up_rate: Option<f64>, sc: &Scenario, net: &mut Network) -> Host {
+        let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
+        let up = link.up * goodput;
+        // The node's own limit, when below the link, is what its flows share.
+        let effective = up_rate.map_or(up, |r| r.min(up));
+        net.add_host(
+            effective,
+            link.down.map_or(f64::INFINITY, |d| d * goodput),
+            up_rate.is_some_and(|r| r < up),
+        );
+        Host {
+            node: None,
+            presence: Presence::NotYet,
+            rtt: link.rtt,
+            up: effective,
+            queue_ns: queue_ns(link.up, sc.uplink_queue),
+            listen: true,
+            max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
+            behave: Behaviour::Honest,
+            leave: Leave::Linger,
+            arrive: 0.0,
+            up_rate,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            complete: None,
+            left: None,
+            counters: Counters::default(),
+            failed: None,
+        }
+    }
+}
+
 pub struct Sim {
     t0: Instant,
     now: f64,
@@ -309,7 +344,6 @@ impl Sim {
             .collect();
         let manifest =
             Manifest::from_crcs(sc.file_size, piece_size, crcs).map_err(|e| e.to_string())?;
-        let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
         let mut net = Network::default();
         let t0 = Instant::now();
         let mut hosts = Vec::with_capacity(sc.clients.len() + 1);
@@ -322,67 +356,24 @@ impl Sim {
             id
         };
         // The origin first: host 0.
-        let up = sc.origin.up * goodput;
-        let effective = sc.origin_up_rate.map_or(up, |r| r.min(up));
-        net.add_host(
-            effective,
-            sc.origin.down.map_or(f64::INFINITY, |d| d * goodput),
-            sc.origin_up_rate.is_some_and(|r| r < up),
-        );
+        let mut origin = Host::new(&sc.origin, sc.origin_up_rate, sc, &mut net);
         let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
         cfg.listen_port = ORIGIN_PORT;
         cfg.policy = sc.policy;
         cfg.capacity = sc.origin_up_rate.map(|r| r as u64);
-        hosts.push(Host {
-            node: Some(Node::origin(cfg, manifest.clone(), t0)),
-            presence: Presence::Here,
-            rtt: sc.origin.rtt,
-            up: effective,
-            queue_ns: queue_ns(sc.origin.up, sc.uplink_queue),
-            listen: true,
-            max_conns: MAX_CONNS_ORIGIN,
-            behave: Behaviour::Honest,
-            leave: Leave::Linger,
-            arrive: 0.0,
-            up_rate: sc.origin_up_rate,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            complete: Some(0.0),
-            left: None,
-            counters: Counters::default(),
-            failed: None,
-        });
+        origin.node = Some(Node::origin(cfg, manifest.clone(), t0));
+        origin.presence = Presence::Here;
+        origin.max_conns = MAX_CONNS_ORIGIN;
+        origin.complete = Some(0.0);
+        hosts.push(origin);
         let mut agenda = Agenda::default();
         for (i, c) in sc.clients.iter().enumerate() {
             let h = i + 1;
-            let up = c.link.up * goodput;
-            let effective = c.up_rate.map_or(up, |r| r.min(up));
-            net.add_host(
-                effective,
-                c.link.down.map_or(f64::INFINITY, |d| d * goodput),
-                c.up_rate.is_some_and(|r| r < up),
-            );
-            hosts.push(Host {
-                node: None,
-                presence: Presence::NotYet,
-                rtt: c.link.rtt,
-                up: effective,
-                queue_ns: queue_ns(c.link.up, sc.uplink_queue),
-                listen: true,
-                max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
-                behave: c.behave,
-                leave: c.leave,
-                arrive: c.arrive,
-                up_rate: c.up_rate,
-                slots: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                complete: None,
-                left: None,
-                counters: Counters::default(),
-                failed: None,
-            });
+            let mut host = Host::new(&c.link, c.up_rate, sc, &mut net);
+            host.behave = c.behave;
+            host.leave = c.leave;
+            host.arrive = c.arrive;
+            hosts.push(host);
             agenda.at(c.arrive, Ev::Arrive(h));
         }
         // Node ids are drawn in host order so they do not depend on arrival order.
