@@ -30,14 +30,15 @@ What the scorecard measures (DIR/scorecard.md and DIR/scorecard.json, also print
 
     python3 bench/sim_suite.py [--tfttp PATH] [--out DIR] [--count N] [--seed S]
         [--jobs J] [--timeout SEC] [--families a,b] [--max-clients M]
-        [--file-size BYTES] [--policy tft|bittorrent|all] [--rescore]
+        [--file-size BYTES] [--policy tft|bittorrent|all] [--rescore] [--strict]
     python3 bench/sim_suite.py --self-test
 
 --families keeps only the named arrival patterns and/or capacity mixes (at-once, poisson,
 burst, homog, bimodal, spread20, adsl, pareto). --rescore skips generating and running and
 scores DIR again. Scenarios go to DIR/scenarios (index.json describes each), results to
 DIR/results. Exit status 0 if every scenario ran, 1 if any failed (nonzero exit, timeout,
-unreadable output). Python 3.11 standard library only.
+unreadable output); with --strict also 1 if a client never completed or a result is
+inconsistent. Python 3.11 standard library only.
 """
 
 import argparse
@@ -730,6 +731,8 @@ def parse_args(argv):
     p.add_argument("--rescore", action="store_true",
                    help="score the scenarios and results already in --out")
     p.add_argument("--self-test", action="store_true", help="run the unit tests")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 if a client never completed or a result is inconsistent")
     a = p.parse_args(argv)
     fams = [f for f in a.families.split(",") if f]
     unknown = [f for f in fams if f not in ARRIVALS + MIXES]
@@ -769,7 +772,13 @@ def main(argv):
         f.write(text)
     print(text)
     print(f"scorecard: {os.path.join(a.out, 'scorecard.md')} and scorecard.json")
-    return 0 if not card["failed"] else 1
+    if card["failed"]:
+        return 1
+    # --strict (CI): a client that never completed without being told to leave is a stall,
+    # and an impossible result is a simulator bug; either fails the run.
+    if a.strict and (card["never_completed"]["clients"] or card["consistency"]):
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------- self-test
