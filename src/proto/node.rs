@@ -212,6 +212,8 @@ pub struct Node {
     /// A reconnection to the origin was requested and not yet reported by `handle_open`.
     origin_dialing: bool,
     origin_backoff_until: Option<Instant>,
+    /// The origin refused a wildcard while unchoking us: from now on it is asked by index.
+    origin_wildcards_refused: bool,
     started_at: Instant,
     last_tick: Instant,
     last_round: Instant,
@@ -269,6 +271,7 @@ impl Node {
             origin_lost_at: None,
             origin_dialing: false,
             origin_backoff_until: None,
+            origin_wildcards_refused: false,
             started_at: now,
             last_tick: now,
             last_round: now,
@@ -1216,11 +1219,16 @@ impl Node {
             return self.fail(slot, ErrorCode::Protocol, "REJECT of a piece not requested");
         };
         let asked = p.asked.remove(idx);
-        if !p.peer_choking && !asked.cancelled {
+        let unchoked = !p.peer_choking;
+        if unchoked && !asked.cancelled {
             p.backoff_until = Some(now + REJECT_BACKOFF);
         }
         if i == WILDCARD {
             self.origin_backoff_until = Some(now + REJECT_BACKOFF);
+            // An unchoking origin refuses a wildcard when every piece we lack is, as it
+            // sees it, on its way to us. One it sent may have been discarded here (another
+            // copy was arriving, and that one then failed): only asking by index gets it.
+            self.origin_wildcards_refused |= unchoked;
         } else if let Some(picker) = self.picker.as_mut() {
             picker.on_request_done(i);
         }
@@ -1388,6 +1396,7 @@ impl Node {
         let depth = self.pipeline_depth(slot);
         let endgame = self.endgame_candidates(slot);
         let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
+        let wildcards_refused = self.origin_wildcards_refused;
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };
@@ -1406,7 +1415,7 @@ impl Node {
             // by index, which can be cancelled like any other request; but only after the
             // wildcards are answered, as one may bring any piece we lack.
             let origin = p.is_origin_link();
-            let piece = if origin && picker.unseen() > wildcards {
+            let piece = if origin && !wildcards_refused && picker.unseen() > wildcards {
                 if origin_backoff || picker.missing() <= p.asked.len() as u32 {
                     break;
                 }

@@ -849,6 +849,24 @@ fn test_client_asks_origin_by_name_once_peers_hold_everything() {
 }
 
 #[test]
+fn test_refused_wildcard_makes_client_ask_origin_by_index() {
+    // Found by the simulator (1,000 clients): the origin had sent piece 1, the client
+    // discarded it (another copy was arriving, then failed), and the origin, counting it as
+    // on its way, refused every wildcard until the client gave up at 1023/1024.
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD, WILDCARD]);
+    c.node.begin_piece(0, 0, PIECE, c.now);
+    let crc = crc32fast::hash(&data[..PIECE as usize]);
+    c.node.end_piece(0, Some(crc), c.now);
+    c.send(Message::Reject(WILDCARD));
+    c.now += REJECT_BACKOFF + TICK;
+    c.node.handle_tick(c.now);
+    assert_eq!(requests_on(&mut c, 0), vec![1]);
+}
+
+#[test]
 fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
     let data = file(4 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
