@@ -78,6 +78,17 @@ impl Bitfield {
         true
     }
 
+    /// Clears piece `i`; returns false if it was not set. `i` must be in range.
+    pub fn clear(&mut self, i: u32) -> bool {
+        let (byte, mask) = ((i / 8) as usize, 0x80u8 >> (i % 8));
+        if self.bits[byte] & mask == 0 {
+            return false;
+        }
+        self.bits[byte] &= !mask;
+        self.count -= 1;
+        true
+    }
+
     /// Indices of set pieces, in order.
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))
@@ -87,6 +98,15 @@ impl Bitfield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_clear_undoes_set() {
+        let mut b = Bitfield::new(10);
+        b.set(9);
+        assert!(b.clear(9));
+        assert!(!b.clear(9));
+        assert_eq!((b.count(), b.as_bytes()), (0, &[0u8, 0][..]));
+    }
 
     #[test]
     fn test_layout_msb_first() {

@@ -26,6 +26,11 @@ pub struct Picker {
     unassigned: u32,
     /// Unassigned pieces no connected peer has: only the origin can supply them.
     unseen: u32,
+    /// The free pieces (neither held, requested nor being received) as a bitfield in the
+    /// wire layout, kept by `recount`: a pick ANDs it with the peer's bytes and looks only
+    /// at the pieces both have set (it scanned every piece per request before: 14,000
+    /// instructions a pick for 1,024 pieces, 41% of a crowd simulation's).
+    free: Bitfield,
     /// Counts pieces becoming free (unrequested again, or released unverified): a peer
     /// that had nothing to pick can have something again only after this moves or the
     /// peer announces a piece.
@@ -36,6 +41,10 @@ impl Picker {
     pub fn new(have: Bitfield) -> Picker {
         let n = have.len() as usize;
         let unassigned = have.len() - have.count();
+        let mut free = Bitfield::new(have.len());
+        for i in (0..have.len()).filter(|&i| !have.get(i)) {
+            free.set(i);
+        }
         Picker {
             have,
             requested: vec![0; n],
@@ -43,6 +52,7 @@ impl Picker {
             availability: vec![0; n],
             unassigned,
             unseen: unassigned,
+            free,
             freed: 0,
         }
     }
@@ -95,15 +105,15 @@ impl Picker {
             return None;
         }
         let start = rng.below(n);
-        let (mine, theirs) = (self.have.as_bytes(), peer.as_bytes());
+        let (free, theirs) = (self.free.as_bytes(), peer.as_bytes());
         let mut best: Option<(u16, u32)> = None;
         let mut k = 0;
         while k < n {
             let i = (start + k) % n;
-            // A byte in which the peer has nothing we lack is skipped whole: late in a
+            // A byte in which the peer has no free piece is skipped whole: late in a
             // download most bytes are, and this scan runs for every request.
             let byte = (i / 8) as usize;
-            if theirs[byte] & !mine[byte] == 0 {
+            if theirs[byte] & free[byte] == 0 {
                 k += ((byte as u32 + 1) * 8).min(n) - i;
                 continue;
             }
@@ -165,10 +175,12 @@ impl Picker {
         let unseen = self.availability[i] == 0;
         match (was_free, free) {
             (true, false) => {
+                self.free.clear(i as u32);
                 self.unassigned -= 1;
                 self.unseen -= unseen as u32;
             }
             (false, true) => {
+                self.free.set(i as u32);
                 self.freed += 1;
                 self.unassigned += 1;
                 self.unseen += unseen as u32;
