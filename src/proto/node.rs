@@ -510,6 +510,8 @@ impl Node {
             Link::ToOrigin => {
                 self.origin_slot = Some(slot);
                 self.origin_dialing = false;
+                // A new origin connection starts with nothing counted as on its way to us.
+                self.origin_wildcards_refused = false;
             }
             Link::ToPeer { node_id } => {
                 if let Some(k) = self.known.iter_mut().find(|k| k.node_id == node_id) {
@@ -682,7 +684,8 @@ impl Node {
     }
 
     /// Payload bytes of the PIECE being received on `slot` arrived (the driver calls this per
-    /// read, not per byte): the connection is alive even while one large piece streams in.
+    /// read, not per byte): the connection is alive even while one large piece streams in,
+    /// and the download is making progress (the stall timer restarts).
     pub fn handle_payload(&mut self, slot: Slot, now: Instant) {
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
             p.last_recv = now;

@@ -251,7 +251,8 @@ struct Host {
 }
 
 impl Host {
-    /// A client-to-be on `link` (not yet arrived), its links added to `net`.
+    /// A host on `link` that has not arrived yet (the caller makes the origin present), its
+    /// links added to `net`.
     fn new(link: &LinkSpec, up_rate: Option<f64>, sc: &Scenario, net: &mut Network) -> Host {
         let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
         let up = link.up * goodput;
@@ -437,7 +438,9 @@ impl Sim {
 
     /// Extra delay of what leaves host `h` now: its full queue while its uplink is saturated.
     fn queue_delay(&self, h: usize) -> u64 {
-        if self.net.uplink_full(h) {
+        // A node held below its link by its own rate limit queues in its token bucket, not
+        // in the link's qdisc.
+        if self.net.uplink_full(h) && !self.net.is_weighted(h) {
             self.hosts[h].queue_ns
         } else {
             0
@@ -756,30 +759,28 @@ impl Sim {
         end.closed = true;
         let (h, slot) = (end.host, end.slot);
         let generation = conn.generation;
-        let (owd, rtt) = (conn.owd_ns, conn.rtt_ns);
+        let owd = conn.owd_ns;
         let other_open = conn.receiver(k).is_some();
+        // A piece cut off mid-way ends the byte stream: nothing framed can follow it.
+        let cut = conn.pipes[k].sending.is_some();
         for dir in 0..2 {
-            if let Some(f) = conn.pipes[dir].flow.take() {
-                conn.pipes[dir].sending = None;
-                self.net.stop(f, now_s);
-                self.flow_pipe[f] = (usize::MAX, 0);
-            }
+            self.stop_flow(c, dir, now_s);
         }
         let conn = &mut self.conns[c];
         if other_open {
+            // The far end has accepted, so this end's pipe is open.
             let pipe = &mut conn.pipes[k];
             if let Some(node) = self.hosts[h].node.as_mut() {
                 node.take_outbox(slot, &mut pipe.held);
             }
             let r = ConnRef { id: c, generation };
-            if flush && pipe.open && !pipe.held.is_empty() {
+            let at = self.now_ns + owd + queue;
+            if flush && !cut && !pipe.held.is_empty() {
                 let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-                if let Some(at) = pipe.send(self.now_ns + owd + queue, Item::Control(bytes)) {
+                if let Some(at) = pipe.send(at, Item::Control(bytes)) {
                     self.agenda.at_ns(at, Ev::Deliver(r, k));
                 }
             }
-            // Before its own handshake step a closing dialler's FIN follows the SYN.
-            let at = self.now_ns + queue + if pipe.open { owd } else { rtt + owd };
             if let Some(at) = pipe.send(at, Item::Fin) {
                 self.agenda.at_ns(at, Ev::Deliver(r, k));
             }
@@ -819,6 +820,7 @@ impl Sim {
         let Some(receiver) = receiver else {
             // The other end is gone; what we send is lost.
             pipe.held.clear();
+            self.stop_flow(c, k, self.now);
             return;
         };
         let piece = if node.is_closing(slot) {
@@ -836,10 +838,7 @@ impl Sim {
             }
         }
         let Some(piece) = piece else {
-            if let Some(f) = pipe.flow.take() {
-                self.net.stop(f, self.now);
-                self.flow_pipe[f] = (usize::MAX, 0);
-            }
+            self.stop_flow(c, k, self.now);
             return;
         };
         let len = self.manifest.piece_len(piece);
@@ -869,6 +868,16 @@ impl Sim {
                     self.agenda.at(self.now + conn.rtt, Ev::Ramp(r, k));
                 }
             }
+        }
+    }
+
+    /// Ends the flow of pipe `dir` of connection `c`, if it has one, and forgets its piece.
+    fn stop_flow(&mut self, c: usize, dir: usize, now: f64) {
+        let pipe = &mut self.conns[c].pipes[dir];
+        pipe.sending = None;
+        if let Some(f) = pipe.flow.take() {
+            self.net.stop(f, now);
+            self.flow_pipe[f] = (usize::MAX, 0);
         }
     }
 
@@ -939,6 +948,8 @@ impl Sim {
                         break;
                     }
                 }
+                // Nodes emit whole frames, and a batch is never split.
+                debug_assert!(rest.is_empty() || node.is_closing(slot));
                 if self.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_CAPACITY {
                     let mut bytes = bytes;
                     bytes.clear();
@@ -977,10 +988,10 @@ impl Sim {
         let rtt = conn.rtt;
         let pipe = &mut conn.pipes[dir];
         pipe.ramping = false;
-        pipe.cwnd = (pipe.cwnd * 2.0).min(MAX_WINDOW);
         let Some(f) = pipe.flow else {
             return; // idle: the window grows again when data flows
         };
+        pipe.cwnd = (pipe.cwnd * 2.0).min(MAX_WINDOW);
         let Some(end) = conn.ends[dir].as_ref() else {
             return;
         };

@@ -28,6 +28,8 @@ pub const DEFAULT_TIME_LIMIT: f64 = 3600.0;
 /// Most clients a scenario may expand to: a mistyped `count` fails here with a message
 /// instead of allocating gigabytes of nodes.
 pub const MAX_CLIENTS: u64 = 1_000_000;
+/// Largest `rtt_ms` a host may have.
+pub const MAX_RTT_MS: f64 = 60_000.0;
 
 /// Keys each object may hold; any other key is an error, so a typo cannot silently fall back
 /// to a default.
@@ -288,7 +290,16 @@ fn link(o: &Obj<'_>) -> Result<(LinkSpec, Option<f64>), ScenarioError> {
         None => None,
     };
     let rtt = match o.opt("rtt_ms") {
-        Some(f) => f.number(true, "a number of milliseconds, 0 or more")? / 1000.0,
+        Some(f) => {
+            let must = "a number of milliseconds from 0 to 60000";
+            let ms = f.number(true, must)?;
+            // A minute of extra round trip is beyond any real path, and keeps event times
+            // far from overflowing their 64-bit nanoseconds.
+            if ms > MAX_RTT_MS {
+                return Err(f.invalid(must));
+            }
+            ms / 1000.0
+        }
         None => 0.0,
     };
     let up_rate = match o.opt("up_rate") {
@@ -753,7 +764,7 @@ mod tests {
     fn test_negative_rtt_or_arrival_rejected() {
         assert_has(
             &refused(|v| v["origin"]["rtt_ms"] = json!(-1)),
-            "origin.rtt_ms: must be a number of milliseconds, 0 or more, got -1",
+            "origin.rtt_ms: must be a number of milliseconds from 0 to 60000, got -1",
         );
         assert_has(
             &refused(|v| v["clients"][0]["arrive_s"] = json!(-0.5)),
@@ -955,6 +966,10 @@ mod tests {
         assert_has(
             &refused(|v| v["uplink_queue"] = json!("yes")),
             "uplink_queue: must be true or false",
+        );
+        assert_has(
+            &refused(|v| v["origin"]["rtt_ms"] = json!(60001)),
+            "origin.rtt_ms: must be a number of milliseconds from 0 to 60000",
         );
     }
 

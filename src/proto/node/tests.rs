@@ -867,6 +867,21 @@ fn test_refused_wildcard_makes_client_ask_origin_by_index() {
 }
 
 #[test]
+fn test_wildcard_rejected_while_choked_keeps_wildcards() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD, WILDCARD]);
+    // Choked: the queued wildcards come back, which says nothing about what is in flight.
+    c.send(Message::Choke);
+    c.send(Message::Reject(WILDCARD));
+    c.send(Message::Reject(WILDCARD));
+    c.now += REJECT_BACKOFF + TICK;
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD, WILDCARD]);
+}
+
+#[test]
 fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
     let data = file(4 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
