@@ -166,13 +166,15 @@ struct Pipe {
 }
 
 impl Pipe {
-    /// Puts `item` in transit to arrive at `at`; true if it is now the oldest, and so needs
-    /// a delivery event.
-    /// Arrival never precedes an earlier item's (a queue that drains does not reorder).
-    fn send(&mut self, at: u64, item: Item) -> Option<u64> {
+    /// Puts `item` (pipe `dir` of connection `r`) in transit to arrive at `at`, never before
+    /// an earlier item (a queue that drains does not reorder); the oldest item in transit
+    /// is the one with a delivery event on the agenda.
+    fn transmit(&mut self, agenda: &mut Agenda, r: ConnRef, dir: usize, at: u64, item: Item) {
         let at = at.max(self.transit.back().map_or(0, |b| b.0));
         self.transit.push_back((at, item));
-        (self.transit.len() == 1).then_some(at)
+        if self.transit.len() == 1 {
+            agenda.at_ns(at, Ev::Deliver(r, dir));
+        }
     }
 }
 
@@ -777,13 +779,9 @@ impl Sim {
             let at = self.now_ns + owd + queue;
             if flush && !cut && !pipe.held.is_empty() {
                 let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-                if let Some(at) = pipe.send(at, Item::Control(bytes)) {
-                    self.agenda.at_ns(at, Ev::Deliver(r, k));
-                }
+                pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
             }
-            if let Some(at) = pipe.send(at, Item::Fin) {
-                self.agenda.at_ns(at, Ev::Deliver(r, k));
-            }
+            pipe.transmit(&mut self.agenda, r, k, at, Item::Fin);
         } else if conn.ends.iter().flatten().all(|e| e.closed) || conn.ends[1 - k].is_none() {
             // Nobody at the other end (never accepted, or closed already): the connection
             // is gone, and its pending events with it.
@@ -833,18 +831,14 @@ impl Sim {
         let r = ConnRef { id: c, generation };
         if !pipe.held.is_empty() {
             let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-            if let Some(at) = pipe.send(at, Item::Control(bytes)) {
-                self.agenda.at_ns(at, Ev::Deliver(r, k));
-            }
+            pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
         }
         let Some(piece) = piece else {
             self.stop_flow(c, k, self.now);
             return;
         };
         let len = self.manifest.piece_len(piece);
-        if let Some(at) = pipe.send(at, Item::Head { piece, len }) {
-            self.agenda.at_ns(at, Ev::Deliver(r, k));
-        }
+        pipe.transmit(&mut self.agenda, r, k, at, Item::Head { piece, len });
         pipe.sending = Some(piece);
         let bytes = (len as usize + PIECE_HEAD_SIZE) as f64;
         match pipe.flow {
@@ -901,10 +895,8 @@ impl Sim {
         let Some(piece) = pipe.sending.take() else {
             return;
         };
-        if let Some(at) = pipe.send(at, Item::End { piece }) {
-            self.agenda
-                .at_ns(at, Ev::Deliver(ConnRef { id: c, generation }, k));
-        }
+        let r = ConnRef { id: c, generation };
+        pipe.transmit(&mut self.agenda, r, k, at, Item::End { piece });
         if let Some(node) = self.hosts[h].node.as_mut() {
             node.handle_piece_sent(slot, piece, now);
         }
