@@ -73,11 +73,12 @@ fn main() {
     let src = dir.join("src.bin");
     procs::write_test_file(&src, size, 42).unwrap();
 
-    let f = size as f64;
-    let n = COOP_UP.len() as f64;
-    let sum_u: f64 = COOP_UP.iter().map(|&u| u as f64).sum();
-    let us = SERVER_UP as f64;
-    let t_min = (f / us).max(f / DOWN as f64).max(n * f / (us + sum_u));
+    let (f, us) = (size as f64, SERVER_UP as f64);
+    let coop: Vec<(f64, Option<f64>)> = COOP_UP
+        .iter()
+        .map(|&u| (u as f64, Some(DOWN as f64)))
+        .collect();
+    let t_min = tfttp::sim::kumar_ross(f, us, &coop);
     println!(
         "incentives: {:.0} MiB, origin {:.0} MB/s up, {} cooperative clients ({:?} MB/s up), 1 free rider, 1 liar, {} MB/s down",
         f / (1 << 20) as f64,

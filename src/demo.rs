@@ -55,7 +55,7 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let f = a.size as f64;
     let (us, ui, n) = (a.server_rate as f64, a.client_rate as f64, a.clients as f64);
     let t_cs = (n * f / us).max(f / ui);
-    let t_min = (f / us).max(f / ui).max(n * f / (us + n * ui));
+    let t_min = crate::sim::kumar_ross(f, us, &vec![(ui, Some(ui)); a.clients]);
 
     println!("running client-server (every client from the server only) ...");
     let cs = phase(&exe, &dir.path, &source, a, false, t_cs)?;
