@@ -493,7 +493,7 @@ impl Sim {
         let mut changed = std::mem::take(&mut self.changed);
         self.net.take_changed(&mut changed);
         for &f in &changed {
-            let generation = self.net.flow(f).generation;
+            let generation = self.net.generation(f).expect("changed flows exist");
             self.agenda.at(self.net.eta(f), Ev::Sent(f, generation));
         }
         self.changed = changed;
@@ -578,28 +578,22 @@ impl Sim {
         self.agenda.at(t, Ev::Tick(h));
     }
 
-    /// The node's per-connection caps and weights onto its flows.
+    /// The node's per-connection caps and weights onto its flows; the tick shares the
+    /// host's upload once afterwards.
     fn update_limits(&mut self, h: usize) {
         let Some(node) = self.hosts[h].node.as_ref() else {
             return;
         };
         let weighted = self.net.is_weighted(h);
-        let max_weight = node.max_upload_weight();
         for slot in 0..self.hosts[h].slots.len() {
             let Some(c) = self.hosts[h].slots[slot] else {
                 continue;
             };
             let conn = &self.conns[c];
-            let k = conn.end_of(h);
-            let pipe = &conn.pipes[k];
+            let pipe = &conn.pipes[conn.end_of(h)];
             if let Some(f) = pipe.flow {
-                let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, conn.rtt);
-                let weight = if weighted {
-                    quantum(node.upload_weight(slot), max_weight) as f64
-                } else {
-                    1.0
-                };
-                self.net.set_limits(f, cap, weight, self.now);
+                let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+                self.net.record_limits(f, cap, weight);
             }
         }
     }
@@ -844,12 +838,8 @@ impl Sim {
         match pipe.flow {
             Some(f) => self.net.refill(f, bytes, self.now),
             None => {
-                let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, conn.rtt);
-                let weight = if self.net.is_weighted(h) {
-                    quantum(node.upload_weight(slot), node.max_upload_weight()) as f64
-                } else {
-                    1.0
-                };
+                let weighted = self.net.is_weighted(h);
+                let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
                 let f = self.net.start(h, receiver, bytes, cap, weight, self.now);
                 if self.flow_pipe.len() <= f {
                     self.flow_pipe.resize(f + 1, (usize::MAX, 0));
@@ -1026,6 +1016,18 @@ impl Sim {
             end: self.now,
         }
     }
+}
+
+/// What the node says about the flow of `slot`: its rate limit (below) and its share weight
+/// (the driver's DRR quantum when the node's own rate limit is its bottleneck, else equal).
+fn flow_limits(node: &Node, slot: Slot, weighted: bool, cwnd: f64, rtt: f64) -> (f64, f64) {
+    let cap = flow_cap(node.upload_cap(slot), cwnd, rtt);
+    let weight = if weighted {
+        quantum(node.upload_weight(slot), node.max_upload_weight()) as f64
+    } else {
+        1.0
+    };
+    (cap, weight)
 }
 
 /// A flow's rate limit: the policy's cap for the peer, and one window per round trip.

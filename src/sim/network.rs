@@ -91,10 +91,6 @@ impl Network {
         self.hosts.len() - 1
     }
 
-    pub fn flow(&self, id: FlowId) -> &Flow {
-        &self.flows[id]
-    }
-
     /// The flow's generation, if it exists: a completion event is current only if it
     /// carries this.
     pub fn generation(&self, id: FlowId) -> Option<u64> {
@@ -174,13 +170,20 @@ impl Network {
 
     /// New cap and weight for a flow; shares the sender's upload again if they changed.
     pub fn set_limits(&mut self, id: FlowId, cap: f64, weight: f64, now: f64) {
-        let f = &mut self.flows[id];
-        if f.cap != cap || f.weight != weight {
-            f.cap = cap;
-            f.weight = weight;
-            let sender = f.sender;
+        if self.record_limits(id, cap, weight) {
+            let sender = self.flows[id].sender;
             self.share_upload(sender, now);
         }
+    }
+
+    /// New cap and weight for a flow, taking effect at the sender's next sharing (`refresh`,
+    /// which a tick calls once after updating every flow); true if they changed.
+    pub fn record_limits(&mut self, id: FlowId, cap: f64, weight: f64) -> bool {
+        let f = &mut self.flows[id];
+        let changed = f.cap != cap || f.weight != weight;
+        f.cap = cap;
+        f.weight = weight;
+        changed
     }
 
     /// Shares `host`'s upload again (on its tick: picks up its receivers' current levels).
@@ -331,7 +334,7 @@ impl Network {
 /// Weighted max-min sharing of `capacity` among `(limit, weight, id)` items: each gets
 /// `capacity · w / Σw` of what is left, but no more than its limit, and what a limited item
 /// leaves goes to the others. On return each item's first field is its share.
-pub fn water_fill(capacity: f64, items: &mut [(f64, f64, FlowId)]) {
+fn water_fill(capacity: f64, items: &mut [(f64, f64, FlowId)]) {
     let level = water_level(capacity, items);
     for it in items.iter_mut() {
         it.0 = it.0.min(level * it.1);
