@@ -1397,6 +1397,11 @@ impl Node {
         }
         let now = self.now;
         let depth = self.pipeline_depth(slot);
+        // Most calls find the pipeline full: skip the endgame scan (O(peers)) for them.
+        match self.peer(slot) {
+            Some(p) if p.asked.len() < depth => {}
+            _ => return,
+        }
         let endgame = self.endgame_candidates(slot);
         let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
         let wildcards_refused = self.origin_wildcards_refused;

@@ -9,12 +9,13 @@
 //! after it starts (the receiver claims it and cancels it elsewhere), its end one-way delay
 //! after its last byte leaves. Everything that crosses a pipe arrives in order.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::agenda::Agenda;
 use super::network::{FlowId, Network};
 use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
 use crate::app::{MAX_CONNS_ORIGIN, max_conns_client};
@@ -87,57 +88,6 @@ struct ConnRef {
     generation: u64,
 }
 
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    /// Earliest first, and in scheduling order at equal times: the heap is a min-heap.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// Virtual-time event queue; times in nanoseconds so that ordering is exact.
-#[derive(Default)]
-struct Agenda {
-    heap: BinaryHeap<Scheduled>,
-    seq: u64,
-}
-
-impl Agenda {
-    /// At `secs` seconds, rounded up to the next nanosecond; never if infinite.
-    fn at(&mut self, secs: f64, ev: Ev) {
-        if secs.is_finite() {
-            self.at_ns((secs * 1e9).ceil() as u64, ev);
-        }
-    }
-
-    /// At exactly `at` nanoseconds: connection timings add up exactly, so what a handshake
-    /// step sends never overtakes the step itself.
-    fn at_ns(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Scheduled {
-            at,
-            seq: self.seq,
-            ev,
-        });
-    }
-}
-
 /// What crosses a pipe.
 #[derive(Debug)]
 enum Item {
@@ -169,7 +119,7 @@ impl Pipe {
     /// Puts `item` (pipe `dir` of connection `r`) in transit to arrive at `at`, never before
     /// an earlier item (a queue that drains does not reorder); the oldest item in transit
     /// is the one with a delivery event on the agenda.
-    fn transmit(&mut self, agenda: &mut Agenda, r: ConnRef, dir: usize, at: u64, item: Item) {
+    fn transmit(&mut self, agenda: &mut Agenda<Ev>, r: ConnRef, dir: usize, at: u64, item: Item) {
         let at = at.max(self.transit.back().map_or(0, |b| b.0));
         self.transit.push_back((at, item));
         if self.transit.len() == 1 {
@@ -244,6 +194,9 @@ struct Host {
     up_rate: Option<f64>,
     /// Slot → connection; freed slots are reused last-freed first, as a slab does.
     slots: Vec<Option<usize>>,
+    /// Per slot: a piece is streaming in (the tick counts it as payload read). Kept beside
+    /// `slots` so the tick need not visit every connection.
+    streaming_in: Vec<bool>,
     free: Vec<Slot>,
     live: usize,
     complete: Option<f64>,
@@ -278,6 +231,7 @@ impl Host {
             arrive: 0.0,
             up_rate,
             slots: Vec::new(),
+            streaming_in: Vec::new(),
             free: Vec::new(),
             live: 0,
             complete: None,
@@ -295,7 +249,7 @@ pub struct Sim {
     hosts: Vec<Host>,
     conns: Slab<Conn>,
     net: Network,
-    agenda: Agenda,
+    agenda: Agenda<Ev>,
     /// Flow id → (connection, direction).
     flow_pipe: Vec<(usize, usize)>,
     manifest: Manifest,
@@ -411,18 +365,18 @@ impl Sim {
     /// scenario's time limit.
     pub fn run(mut self) -> Outcome {
         while self.unfinished > 0 {
-            let Some(next) = self.agenda.heap.pop() else {
+            let Some((at_ns, ev)) = self.agenda.pop() else {
                 break;
             };
-            let at = next.at as f64 / 1e9;
+            let at = at_ns as f64 / 1e9;
             if at > self.time_limit {
                 self.now = self.time_limit;
                 break;
             }
             self.now = at;
-            self.now_ns = next.at;
+            self.now_ns = at_ns;
             self.events += 1;
-            self.handle(next.ev);
+            self.handle(ev);
         }
         self.finish()
     }
@@ -494,7 +448,8 @@ impl Sim {
         self.net.take_changed(&mut changed);
         for &f in &changed {
             let generation = self.net.generation(f).expect("changed flows exist");
-            self.agenda.at(self.net.eta(f), Ev::Sent(f, generation));
+            self.agenda
+                .set_keyed(f, self.net.eta(f), Ev::Sent(f, generation));
         }
         self.changed = changed;
     }
@@ -561,14 +516,8 @@ impl Sim {
             return;
         };
         // Payload streaming in keeps a connection alive, as each read does in the driver.
-        for &c in host.slots.iter().flatten() {
-            let conn = &self.conns[c];
-            let k = conn.end_of(h);
-            if conn.pipes[1 - k].sink.is_some()
-                && let Some(e) = &conn.ends[k]
-            {
-                node.handle_payload(e.slot, now);
-            }
+        for (slot, _) in host.streaming_in.iter().enumerate().filter(|(_, s)| **s) {
+            node.handle_payload(slot, now);
         }
         node.handle_tick(now);
         self.update_limits(h);
@@ -585,16 +534,14 @@ impl Sim {
             return;
         };
         let weighted = self.net.is_weighted(h);
-        for slot in 0..self.hosts[h].slots.len() {
-            let Some(c) = self.hosts[h].slots[slot] else {
-                continue;
-            };
+        for i in 0..self.net.up_flows(h).len() {
+            let f = self.net.up_flows(h)[i];
+            let (c, k) = self.flow_pipe[f];
             let conn = &self.conns[c];
-            let pipe = &conn.pipes[conn.end_of(h)];
-            if let Some(f) = pipe.flow {
-                let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
-                self.net.record_limits(f, cap, weight);
-            }
+            let slot = conn.ends[k].as_ref().expect("a flow has its sender").slot;
+            let pipe = &conn.pipes[k];
+            let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+            self.net.record_limits(f, cap, weight);
         }
     }
 
@@ -649,10 +596,12 @@ impl Sim {
         match host.free.pop() {
             Some(s) => {
                 host.slots[s] = Some(conn);
+                host.streaming_in[s] = false;
                 s
             }
             None => {
                 host.slots.push(Some(conn));
+                host.streaming_in.push(false);
                 host.slots.len() - 1
             }
         }
@@ -661,6 +610,7 @@ impl Sim {
     fn free_slot(&mut self, h: usize, slot: Slot) {
         let host = &mut self.hosts[h];
         host.slots[slot] = None;
+        host.streaming_in[slot] = false;
         host.free.push(slot);
         host.live -= 1;
     }
@@ -861,6 +811,7 @@ impl Sim {
         pipe.sending = None;
         if let Some(f) = pipe.flow.take() {
             self.net.stop(f, now);
+            self.agenda.remove_keyed(f);
             self.flow_pipe[f] = (usize::MAX, 0);
         }
     }
@@ -919,6 +870,7 @@ impl Sim {
             return;
         };
         let pipe = &mut conn.pipes[dir];
+        let was_streaming = pipe.sink.is_some();
         match item {
             Item::Control(bytes) => {
                 let mut rest = &bytes[..];
@@ -959,7 +911,13 @@ impl Sim {
                 if let Some(node) = self.hosts[h].node.as_mut() {
                     node.handle_closed(slot, "closed by peer", now);
                 }
+                self.drain(h);
+                return;
             }
+        }
+        let streaming = pipe.sink.is_some();
+        if streaming != was_streaming {
+            self.hosts[h].streaming_in[slot] = streaming;
         }
         self.drain(h);
     }

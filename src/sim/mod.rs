@@ -2,6 +2,7 @@
 //! over a fluid model of the network, in virtual time. The same scenario and seed give the
 //! same output, byte for byte.
 
+mod agenda;
 mod engine;
 mod network;
 mod report;

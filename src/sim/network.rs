@@ -193,6 +193,11 @@ impl Network {
         }
     }
 
+    /// The flows `host` is sending on.
+    pub fn up_flows(&self, host: usize) -> &[FlowId] {
+        &self.hosts[host].up_flows
+    }
+
     pub fn is_weighted(&self, host: usize) -> bool {
         self.hosts[host].weighted
     }
