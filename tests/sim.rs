@@ -284,3 +284,48 @@ fn test_sim_seed_option_overrides_scenario_seed() {
         assert_eq!(v["seed"].as_u64(), Some(seed.parse().unwrap()), "{v}");
     }
 }
+
+/// The guard for refactors and policy work: the simulator's output (less the varying
+/// fields) for fixed scenarios and seeds, the emulation bench's four and the ones in
+/// tests/golden/sim/, must equal the outputs recorded in tests/golden/sim/out/. A change
+/// meant to alter behaviour records new ones with `TFTTP_BLESS=1 cargo test --test sim`,
+/// and its commit says why the figures moved.
+#[test]
+fn test_sim_outputs_match_the_recorded_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = root.join("tests/golden/sim");
+    let mut scenarios: Vec<_> = [root.join("bench/scenarios"), golden.clone()]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    scenarios.sort();
+    assert!(scenarios.len() >= 8, "scenarios: {scenarios:?}");
+    let bless = std::env::var_os("TFTTP_BLESS").is_some();
+    let dir = TestDir::new("sim-golden");
+    // Outside the test's folder, which goes when the test fails.
+    let got_dir = std::env::temp_dir().join("tfttp-sim-golden-got");
+    let _ = std::fs::remove_dir_all(&got_dir);
+    let mut differ = Vec::new();
+    for path in &scenarios {
+        let name = path.file_stem().unwrap().to_str().unwrap();
+        let scenario = std::fs::read_to_string(path).unwrap();
+        let (value, _) = sim(&dir, name, &scenario, &[]);
+        let got = serde_json::to_string_pretty(&without(&value, &VARYING)).unwrap() + "\n";
+        let recorded = golden.join("out").join(format!("{name}.json"));
+        if bless {
+            std::fs::create_dir_all(recorded.parent().unwrap()).unwrap();
+            std::fs::write(&recorded, &got).unwrap();
+        } else if std::fs::read_to_string(&recorded).ok().as_deref() != Some(got.as_str()) {
+            std::fs::create_dir_all(&got_dir).unwrap();
+            std::fs::write(got_dir.join(format!("{name}.json")), &got).unwrap();
+            differ.push(name.to_string());
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "simulator output changed for {differ:?}: compare {} with tests/golden/sim/out/",
+        got_dir.display()
+    );
+}
