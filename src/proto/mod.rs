@@ -8,7 +8,7 @@
 //! `take_outbox` and, while the socket takes data, `poll_piece` / `handle_piece_sent`.
 //! `handle_tick` runs at `poll_timeout`.
 
-mod choker;
+mod choke;
 mod ledger;
 mod node;
 mod peer;
@@ -16,7 +16,7 @@ mod picker;
 mod rng;
 mod striper;
 
-pub use choker::{ChokeTable, Policy};
+pub use choke::{ChokeTable, Policy};
 pub use ledger::Ledger;
 pub use node::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
 pub use picker::Picker;

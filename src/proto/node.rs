@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::choker::{ChokeTable, Me, Policy, ROUND};
+use super::choke::{ChokeTable, Me, Policy, ROUND};
 use super::ledger::Ledger;
 use super::peer::{Asked, Peer};
 use super::picker::Picker;
@@ -344,7 +344,7 @@ impl Node {
             l.asked += p.asked.len();
             l.queued += p.queue.len();
             l.unchoking_us += (!p.peer_choking) as usize;
-            l.unchoked += (!self.table.choking[s]) as usize;
+            l.unchoked += (!self.table.is_choking(s)) as usize;
             l.receiving += p.receiving.is_some() as usize;
             if let Some(at) = p.waiting_since() {
                 let age = self.now.saturating_duration_since(at);
@@ -356,7 +356,7 @@ impl Node {
 
     /// The slot's share of our upload relative to other slots (0 when choked).
     pub fn upload_weight(&self, slot: Slot) -> f64 {
-        self.table.weight.get(slot).copied().unwrap_or(0.0)
+        self.table.weight(slot)
     }
 
     /// The largest upload weight of any slot.
@@ -366,7 +366,7 @@ impl Node {
 
     /// The slot's absolute upload cap in bytes per second, if the policy set one.
     pub fn upload_cap(&self, slot: Slot) -> Option<f64> {
-        self.table.cap.get(slot).copied().flatten()
+        self.table.cap(slot)
     }
 
     pub fn is_closing(&self, slot: Slot) -> bool {
@@ -427,7 +427,7 @@ impl Node {
     /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
     pub fn poll_piece(&mut self, slot: Slot) -> Option<u32> {
         loop {
-            let choking = self.table.choking.get(slot).copied().unwrap_or(true);
+            let choking = self.table.is_choking(slot);
             let is_origin = self.cfg.role == Role::Origin;
             let p = self.peer_mut(slot)?;
             if p.closing {
@@ -471,7 +471,7 @@ impl Node {
         }
         if striper.copies(piece) == 0 {
             self.fresh_holder[piece as usize] = Some(slot);
-            self.table.promised[slot] += 1;
+            self.table.promise(slot);
         } else {
             // The origin sends it again before the first holder passed it on: that promise
             // lapses unkept.
@@ -637,7 +637,7 @@ impl Node {
             Message::Bitfield(bits) => self.on_bitfield(slot, bits),
             Message::Have(i) => self.on_have(slot, i),
             Message::Interested(yes) => {
-                self.table.interested[slot] = yes;
+                self.table.set_interested(slot, yes);
                 self.decide_chokes(false);
             }
             Message::Choke => {
@@ -1139,7 +1139,7 @@ impl Node {
                     // first copy has kept that promise.
                     if let Some(holder) = self.fresh_holder[i as usize].take() {
                         if holder != slot {
-                            self.table.kept[holder] += 1;
+                            self.table.keep_promise(holder);
                         } else {
                             self.fresh_holder[i as usize] = Some(holder);
                         }
@@ -1174,7 +1174,7 @@ impl Node {
             return self.fail(slot, ErrorCode::Protocol, "REQUEST for an invalid piece");
         }
         let held = is_origin || self.picker.as_ref().is_some_and(|p| p.have().get(i));
-        let choking = self.table.choking[slot];
+        let choking = self.table.is_choking(slot);
         let p = self.peer_mut(slot).expect("frame came from it");
         if choking || !held || p.queue.len() >= MAX_QUEUED_REQUESTS {
             return self.emit(slot, &Message::Reject(i));
@@ -1317,10 +1317,10 @@ impl Node {
         self.last_round = now;
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
-                self.table.waiting_on[s] = !p.asked.is_empty();
-                self.table.missing[s] = p.has.len() - p.has.count();
+                let missing = p.has.len() - p.has.count();
+                self.table.set_round_facts(s, !p.asked.is_empty(), missing);
                 if let Some(id) = p.node_id() {
-                    self.table.credit[s] = self.ledger.credit(id);
+                    self.table.set_credit(s, self.ledger.credit(id));
                 }
             }
         }
@@ -1364,7 +1364,7 @@ impl Node {
                 .peer(s)
                 .is_some_and(|p| p.hello.is_some() && !p.closing)
             {
-                let msg = if self.table.choking[s] {
+                let msg = if self.table.is_choking(s) {
                     Message::Choke
                 } else {
                     Message::Unchoke
@@ -1377,7 +1377,7 @@ impl Node {
 
     fn pipeline_depth(&self, slot: Slot) -> usize {
         let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size().max(1)) as f64;
-        let rate = self.table.down_rate[slot];
+        let rate = self.table.down_rate(slot);
         let want = (rate * PIPELINE_SECS / piece).ceil() as usize + MIN_PIPELINE;
         want.clamp(MIN_PIPELINE, MAX_PIPELINE)
     }

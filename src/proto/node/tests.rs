@@ -330,15 +330,18 @@ fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
     assert_eq!(sim.nodes[rider].data, data);
     // Origin slot k belongs to client k + 1 (connection order).
     let t = sim.nodes[0].node.table();
-    let owed = |c: usize| t.promised[c - 1].saturating_sub(t.kept[c - 1]);
+    let owed = |c: usize| {
+        let (p, k) = t.promises(c - 1);
+        p.saturating_sub(k)
+    };
     for &c in &honest {
         assert!(owed(c) <= 2, "honest client {c} owes {}", owed(c));
     }
     assert!(
-        t.promised[rider - 1] > 0,
+        t.promises(rider - 1).0 > 0,
         "the rider was given fresh pieces"
     );
-    assert_eq!(t.kept[rider - 1], 0, "a free rider passes nothing on");
+    assert_eq!(t.promises(rider - 1).1, 0, "a free rider passes nothing on");
     // Nobody received anything from the rider, and it uploaded nothing.
     assert_eq!(sim.nodes[rider].node.counters().uploaded, 0);
 }
@@ -358,14 +361,14 @@ fn test_receipts_credit_confirmed_uploads_at_origin() {
     let origin = &sim.nodes[0].node;
     for &c in &[a, b] {
         let sent = sim.nodes[c].node.counters().uploaded;
-        let credit = origin.table().credit[c - 1];
+        let credit = origin.table().credit(c - 1);
         assert!(
             credit > 0 && credit <= sent,
             "client {c}: credit {credit} of {sent} sent"
         );
     }
     assert_eq!(
-        origin.table().credit[liar - 1],
+        origin.table().credit(liar - 1),
         0,
         "claims alone earn no credit"
     );

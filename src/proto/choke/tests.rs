@@ -1,0 +1,236 @@
+//! The choking table and its policies, on hand-built rows.
+
+use super::bittorrent::BT_SLOTS;
+use super::tft::*;
+use super::*;
+
+fn me_client() -> Me {
+    Me {
+        is_origin: false,
+        complete: false,
+        free_rider: false,
+        capacity: Some(1_000_000.0),
+        piece_size: 1 << 18,
+    }
+}
+
+fn table(n: usize) -> ChokeTable {
+    let mut t = ChokeTable::default();
+    for s in 0..n {
+        t.open(s, false);
+        t.rows[s].interested = true;
+    }
+    t
+}
+
+fn decide(t: &mut ChokeTable, p: Policy, me: Me) -> Vec<usize> {
+    let mut changed = Vec::new();
+    t.decide(p, me, true, &mut Rng::new(3), &mut changed);
+    changed
+}
+
+fn me_origin() -> Me {
+    Me {
+        is_origin: true,
+        ..me_client()
+    }
+}
+
+/// Origin view: ages every row past the newcomer window with the given per-round
+/// confirmed uploads (receipts).
+fn settle_credit(t: &mut ChokeTable, per_round: &[u64]) {
+    for _ in 0..NEWCOMER_ROUNDS {
+        for (s, &c) in per_round.iter().enumerate() {
+            t.rows[s].credit += c;
+        }
+        t.end_round(1.0);
+    }
+}
+
+/// Ages every row past the newcomer window with the given per-round gifts.
+fn settle(t: &mut ChokeTable, gifts: &[u64]) {
+    for _ in 0..NEWCOMER_ROUNDS {
+        for (s, &g) in gifts.iter().enumerate() {
+            t.record_down(s, g);
+        }
+        t.end_round(1.0);
+    }
+}
+
+#[test]
+fn test_unchoke_all_unchokes_interested_only() {
+    let mut t = table(2);
+    t.rows[0].interested = false;
+    assert_eq!(decide(&mut t, Policy::UnchokeAll, me_client()), vec![1]);
+    assert!(t.rows[0].choking);
+    assert!(!t.rows[1].choking);
+}
+
+#[test]
+fn test_reopened_slot_starts_clean() {
+    let mut t = table(1);
+    t.record_up(0, 5);
+    t.rows[0].choking = false;
+    t.close(0);
+    t.open(0, false);
+    assert_eq!(t.rows[0].up.total(), 0);
+    assert!(t.rows[0].choking);
+}
+
+#[test]
+fn test_tft_client_splits_in_proportion_to_gifts() {
+    let mut t = table(3);
+    settle(&mut t, &[300, 100, 0]);
+    decide(&mut t, Policy::Tft, me_client());
+    let (w0, w1) = (t.rows[0].weight, t.rows[1].weight);
+    assert!((w0 / w1 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
+    assert!((w0 + w1 - (1.0 - OPTIMISTIC_SHARE)).abs() < 1e-9);
+    // The non-giver may only be the optimistic peer, capped at its share.
+    if t.rows[2].weight > 0.0 {
+        assert!(t.rows[2].cap.unwrap() <= 1_000_000.0 * OPTIMISTIC_SHARE + 1e-6);
+    }
+    assert_eq!(t.rows[0].cap, None);
+}
+
+#[test]
+fn test_tft_seed_gives_helpers_in_proportion_to_what_they_lack() {
+    let mut t = table(3);
+    // Peer 0 gave most, peer 1 a little, peer 2 nothing.
+    settle(&mut t, &[300, 100, 0]);
+    t.rows[0].missing = 100;
+    t.rows[1].missing = 300;
+    t.rows[2].missing = 900;
+    let me = Me {
+        complete: true,
+        ..me_client()
+    };
+    decide(&mut t, Policy::Tft, me);
+    let (w0, w1) = (t.rows[0].weight, t.rows[1].weight);
+    assert!((w1 / w0 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
+    // Lacking most earns a non-giver nothing beyond the capped optimistic share.
+    if t.rows[2].weight > 0.0 {
+        assert!(t.rows[2].weight <= OPTIMISTIC_SHARE);
+        assert!(t.rows[2].cap.is_some());
+    }
+}
+
+#[test]
+fn test_tft_free_rider_waits_between_optimistic_turns() {
+    let mut t = table(2);
+    settle(&mut t, &[500, 0]);
+    let piece = me_client().piece_size as u64;
+    let mut turns = 0;
+    for _ in 0..30 {
+        decide(&mut t, Policy::Tft, me_client());
+        if t.rows[1].weight > 0.0 {
+            turns += 1;
+            // It takes a piece per turn and never gives anything back.
+            t.record_up(1, piece);
+            assert!(t.rows[1].cap.is_some(), "a non-giver is always capped");
+        }
+        t.record_down(0, 500);
+        t.end_round(1.0);
+    }
+    // Newcomer turns until it holds NEWCOMER_PIECES of ours, then one optimistic turn
+    // every OPTIMISTIC_RETRY_ROUNDS.
+    let most = NEWCOMER_PIECES as usize + 30 / OPTIMISTIC_RETRY_ROUNDS as usize + 1;
+    assert!(turns <= most, "{turns} turns");
+    assert!(
+        turns > NEWCOMER_PIECES as usize,
+        "never tried after bootstrap"
+    );
+}
+
+#[test]
+fn test_tft_bootstrap_shares_equally_among_newcomers() {
+    let mut t = table(3);
+    decide(&mut t, Policy::Tft, me_client());
+    assert!((0..3).all(|s| t.rows[s].weight == 1.0 && t.rows[s].cap.is_none()));
+}
+
+#[test]
+fn test_snubbing_peer_loses_its_share() {
+    let mut t = table(2);
+    settle(&mut t, &[100, 100]);
+    // Peer 1 stops sending while we wait on it.
+    for _ in 0..SNUB_ROUNDS {
+        t.rows[1].waiting_on = true;
+        t.record_down(0, 100);
+        t.end_round(1.0);
+    }
+    assert!(t.rows[1].snubbed);
+    decide(&mut t, Policy::Tft, me_client());
+    assert!((t.rows[0].weight - (1.0 - OPTIMISTIC_SHARE)).abs() < 1e-9);
+}
+
+#[test]
+fn test_tft_seed_rewards_past_givers() {
+    let mut t = table(2);
+    settle(&mut t, &[1000, 0]);
+    // A round with no gifts at all: a leecher would have no givers, a seed remembers.
+    t.end_round(1.0);
+    let mut me = me_client();
+    me.complete = true;
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.rows[0].weight >= 1.0 - OPTIMISTIC_SHARE - 1e-9);
+}
+
+#[test]
+fn test_free_rider_chokes_everyone() {
+    let mut t = table(2);
+    let mut me = me_client();
+    me.free_rider = true;
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.rows.iter().all(|r| r.choking));
+}
+
+#[test]
+fn test_bittorrent_unchokes_top_four_plus_one() {
+    let mut t = table(7);
+    settle(&mut t, &[0; 7]);
+    for s in 0..7 {
+        t.rows[s].down.set_rate(s as f64);
+    }
+    decide(&mut t, Policy::BitTorrent, me_client());
+    for s in 3..7 {
+        assert!(!t.rows[s].choking, "top-4 slot {s} choked");
+    }
+    let unchoked = (0..7).filter(|&s| !t.rows[s].choking).count();
+    assert_eq!(unchoked, BT_SLOTS + 1);
+}
+
+#[test]
+fn test_origin_weights_follow_confirmed_contribution() {
+    let mut t = table(3);
+    let me = me_origin();
+    settle_credit(&mut t, &[3_000_000, 1_000_000]);
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.rows[0].weight > 2.0 * t.rows[1].weight);
+    // Client 2 gave nothing but is still served (work conservation), a little.
+    assert!(t.rows[2].weight > 0.0 && t.rows[2].weight < 0.05 * t.rows[0].weight);
+}
+
+#[test]
+fn test_origin_cuts_promise_breaker() {
+    let mut t = table(2);
+    let me = me_origin();
+    settle_credit(&mut t, &[1_000_000, 1_000_000]);
+    t.rows[0].promised = 40;
+    t.rows[0].kept = 39;
+    t.rows[1].promised = 40;
+    t.rows[1].kept = 2;
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.rows[1].weight < 0.1 * t.rows[0].weight, "{:?}", t.rows);
+    assert!(t.rows[1].weight > 0.0);
+}
+
+#[test]
+fn test_origin_newcomer_gets_average_weight() {
+    let mut t = table(2);
+    let me = me_origin();
+    settle_credit(&mut t, &[2_000_000]);
+    t.open(1, false);
+    t.rows[1].interested = true;
+    decide(&mut t, Policy::Tft, me);
+    assert!((t.rows[1].weight - t.rows[0].weight).abs() < 1e-6 * t.rows[0].weight);
+}

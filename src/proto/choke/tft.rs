@@ -1,0 +1,149 @@
+//! `--policy tft`: tit-for-tat with promises.
+//!
+//! Clients split their upload in proportion to what each peer gave them last round
+//! (PropShare, Levin et al. 2008), keep `OPTIMISTIC_SHARE` for newcomers and one optimistic
+//! peer, and stop giving to peers that snub them. The origin weights each client by its
+//! confirmed upload to other clients, cut when it breaks its promise to pass fresh pieces
+//! on, and stays work-conserving.
+
+use super::{Me, NEWCOMER_ROUNDS, Row, Turn, pick_optimistic};
+
+/// Share of upload kept for newcomers and the optimistic peer. PropShare's evaluation used
+/// 20%; 10% keeps a free rider (who only ever gets this share) well behind.
+pub const OPTIMISTIC_SHARE: f64 = 0.10;
+/// Client: a peer stays a newcomer only until we have sent it this many pieces: enough to
+/// trade with (BitTorrent needs 4 pieces before tit-for-tat starts working), not enough to
+/// live on.
+pub const NEWCOMER_PIECES: u64 = 4;
+/// Origin: a newcomer gets an average client's weight for at most this many pieces.
+pub const ORIGIN_NEWCOMER_PIECES: u64 = 16;
+/// A peer that got an optimistic turn and gave nothing back waits this many rounds before
+/// its next turn, so a free rider cannot live on optimistic turns alone (BitTorrent rotates
+/// its optimistic unchoke every 30 s, here 10 rounds).
+pub const OPTIMISTIC_RETRY_ROUNDS: u64 = 10;
+/// Origin: a client holding more than this many fresh pieces it has not passed on (or than
+/// it could pass on in `PROMISE_SECS` at its confirmed rate) breaks its promise.
+pub const PROMISE_SLACK_PIECES: u32 = 8;
+pub const PROMISE_SECS: f64 = 2.0;
+/// Origin: a promise-breaker's weight is cut to this fraction.
+pub const BROKEN_PROMISE_FACTOR: f64 = 0.05;
+/// Origin: every client keeps at least this fraction of the mean weight, so the origin
+/// never idles while anyone wants data (work conservation).
+pub const ORIGIN_FLOOR: f64 = 0.01;
+
+pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
+    // What each peer gave us: in the last round and so far in this one while downloading
+    // (a decision between rounds sees who started giving); over its whole connection once
+    // we are complete, so a seed serves only those who ever helped it.
+    let gift = |r: &Row| {
+        if r.snubbed {
+            0.0
+        } else if me.complete {
+            r.down.total() as f64
+        } else {
+            (r.last_round_down + r.round_down) as f64
+        }
+    };
+    let givers: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|&s| gift(&rows[s]) > 0.0)
+        .collect();
+    let bootstrap_bytes = NEWCOMER_PIECES * me.piece_size as u64;
+    let newcomers: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|&s| gift(&rows[s]) == 0.0 && rows[s].up.total() < bootstrap_bytes)
+        .collect();
+    let others: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|s| !givers.contains(s) && !newcomers.contains(s))
+        .filter(|&s| {
+            rows[s]
+                .optimistic_at
+                .is_none_or(|r| turn.round_no >= r + OPTIMISTIC_RETRY_ROUNDS)
+        })
+        .collect();
+    if turn.new_round {
+        *turn.optimistic = pick_optimistic(rows, &others, turn.rng);
+        if let Some(o) = *turn.optimistic {
+            rows[o].optimistic_at = Some(turn.round_no);
+        }
+    } else if turn
+        .optimistic
+        .is_some_and(|o| !cands.contains(&o) || givers.contains(&o))
+    {
+        *turn.optimistic = None;
+    }
+    let mut extra: Vec<usize> = newcomers;
+    extra.extend(*turn.optimistic);
+    if givers.is_empty() {
+        // Nobody gives yet (start-up): share equally among newcomers and the optimistic
+        // peer, uncapped, so the swarm bootstraps.
+        for &s in &extra {
+            rows[s].weight = 1.0;
+        }
+        return;
+    }
+    // A leecher pays back in proportion to gifts. A seed has nothing left to gain, so among
+    // those who helped it, it gives in proportion to what each still lacks: the slowest
+    // finish with the rest instead of alone at the end.
+    let need = |r: &Row| {
+        if me.complete {
+            r.missing.max(1) as f64
+        } else {
+            gift(r)
+        }
+    };
+    let total: f64 = givers.iter().map(|&s| need(&rows[s])).sum();
+    for &s in &givers {
+        rows[s].weight = (1.0 - OPTIMISTIC_SHARE) * need(&rows[s]) / total;
+    }
+    let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
+    for &s in &extra {
+        rows[s].weight = OPTIMISTIC_SHARE / extra.len() as f64;
+        // Work-conserving among givers only: a non-giver never gets more than its share of
+        // our capacity, even when nobody else is asking.
+        rows[s].cap = Some(capacity * OPTIMISTIC_SHARE / extra.len() as f64);
+    }
+}
+
+pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me) {
+    let piece = me.piece_size.max(1) as f64;
+    let bootstrap_bytes = ORIGIN_NEWCOMER_PIECES * me.piece_size as u64;
+    let is_newcomer = |r: &Row| r.age < NEWCOMER_ROUNDS && r.up.total() < bootstrap_bytes;
+    let established: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|&s| !is_newcomer(&rows[s]))
+        .collect();
+    let mut weights = Vec::with_capacity(established.len());
+    for &s in &established {
+        let r = &rows[s];
+        // Fresh pieces not yet seen elsewhere, beyond what the client could pass on in
+        // PROMISE_SECS at its confirmed rate.
+        let slack = (r.contribution * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
+        let owed = r.promised.saturating_sub(r.kept) as f64;
+        let factor = if owed > slack {
+            BROKEN_PROMISE_FACTOR
+        } else {
+            1.0
+        };
+        weights.push(r.contribution * factor);
+    }
+    let mean = if weights.is_empty() {
+        1.0
+    } else {
+        (weights.iter().sum::<f64>() / weights.len() as f64).max(1.0)
+    };
+    for (&s, &w) in established.iter().zip(&weights) {
+        rows[s].weight = w.max(ORIGIN_FLOOR * mean);
+    }
+    for &s in cands {
+        if is_newcomer(&rows[s]) {
+            // A newcomer has had no chance to give: treat it as an average client.
+            rows[s].weight = mean;
+        }
+    }
+}
