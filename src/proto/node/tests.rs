@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::origin::MAX_ADVERTISED;
+use super::requests::{ENDGAME_PIPELINE, REJECT_BACKOFF};
 use super::*;
 use crate::wire::{FrameHead, HEAD_SIZE};
 

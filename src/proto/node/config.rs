@@ -1,0 +1,60 @@
+//! How a node is configured (the command line's options, as the core sees them).
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: Role,
+    pub node_id: u64,
+    /// Port we accept peers on, 0 for none.
+    pub listen_port: u16,
+    /// Client: the origin's address.
+    pub server: Option<SocketAddr>,
+    /// Client: trade with peers (false = plain client-server download).
+    pub use_peers: bool,
+    pub max_peers: usize,
+    /// Client: how long to keep serving peers after completing, unless the origin says the
+    /// swarm is done first.
+    pub linger: Duration,
+    /// Client: give up after this long without a byte of piece payload. Verified pieces
+    /// alone are the wrong measure: a large last piece from a slow, widely shared peer can
+    /// take longer than this while arriving steadily.
+    pub stall_timeout: Duration,
+    /// Origin: exit once this many clients completed and no connected client is incomplete.
+    pub exit_after: Option<u32>,
+    pub policy: Policy,
+    /// Configured upload capacity (`--up-rate`), bytes per second.
+    pub capacity: Option<u64>,
+    /// Client: how it behaves towards peers (misbehaviour exists to measure the policy).
+    pub behaviour: Behaviour,
+}
+
+/// A client's conduct. Only `Honest` is for real use; the others let tests and benchmarks
+/// measure what the incentive policy does to cheaters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Downloads, never uploads to peers.
+    FreeRider,
+    /// A free rider that also claims, in its receipts, uploads it never made.
+    Liar,
+}
+
+impl Config {
+    pub fn new(role: Role, node_id: u64) -> Config {
+        Config {
+            role,
+            node_id,
+            listen_port: 0,
+            server: None,
+            use_peers: true,
+            max_peers: 64,
+            linger: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            exit_after: None,
+            policy: Policy::Tft,
+            capacity: None,
+            behaviour: Behaviour::Honest,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Peer discovery: the PEERS the origin sends, and dialling the peers it named.
+
+use super::*;
+
+impl Node {
+    pub(super) fn on_peers(&mut self, slot: Slot, entries: &[PeerEntry]) {
+        if self.cfg.role != Role::Client || !self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+            return self.fail(slot, ErrorCode::Protocol, "PEERS from a non-origin");
+        }
+        if !self.cfg.use_peers {
+            return;
+        }
+        for e in entries {
+            match e.op {
+                PeerOp::Add if e.node_id != self.cfg.node_id => {
+                    if !self.known.iter().any(|k| k.node_id == e.node_id) {
+                        self.known.push(Known {
+                            node_id: e.node_id,
+                            addr: e.addr,
+                            slot: None,
+                            attempts: 0,
+                            next_attempt: self.now,
+                        });
+                    }
+                }
+                PeerOp::Add => {}
+                PeerOp::Remove => self
+                    .known
+                    .retain(|k| k.node_id != e.node_id || k.slot.is_some()),
+            }
+        }
+        self.maybe_dial(self.now);
+    }
+
+    /// Connect to known peers we are responsible for dialling. Of two listening clients the
+    /// one with the smaller id dials, so a pair does not open two connections.
+    pub(super) fn maybe_dial(&mut self, now: Instant) {
+        if !self.cfg.use_peers || self.manifest.is_none() || self.is_complete() {
+            return;
+        }
+        let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
+        let my_id = self.cfg.node_id;
+        let listening = self.cfg.listen_port != 0;
+        for k in &mut self.known {
+            if room == 0 {
+                break;
+            }
+            let ours = !listening || my_id < k.node_id;
+            if k.slot.is_none() && ours && k.attempts < MAX_DIAL_ATTEMPTS && now >= k.next_attempt {
+                k.next_attempt = now + DIAL_RETRY;
+                k.attempts += 1;
+                room -= 1;
+                self.events.push_back(Event::Connect {
+                    addr: k.addr,
+                    link: Link::ToPeer { node_id: k.node_id },
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! One TFTTP node, origin or client, as a sans-IO state machine (docs/PROTOCOL.md §5–6).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::choke::{ChokeTable, Me, Policy, ROUND};
+use super::ledger::Ledger;
+use super::peer::{Asked, Peer};
+use super::picker::Picker;
+use super::rng::Rng;
+use super::striper::Striper;
+use crate::bitfield::Bitfield;
+use crate::manifest::Manifest;
+use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, VERSION, WILDCARD};
+
+mod config;
+mod discovery;
+mod handshake;
+mod origin;
+mod pieces;
+mod requests;
+mod timers;
+
+pub use config::{Behaviour, Config};
+use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
+
+/// A connection's index, chosen by the driver (its slab key).
+pub type Slot = usize;
+
+/// How a connection came about, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// We dialled the origin.
+    ToOrigin,
+    /// We dialled a peer the origin named.
+    ToPeer { node_id: u64 },
+    /// Someone dialled us.
+    Accepted,
+}
+
+/// Where the payload of an arriving PIECE goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Into the output file at this offset.
+    Store { offset: u64 },
+    /// Read and dropped (a copy we already have or are already receiving).
+    Discard,
+}
+
+/// What the node asks of its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Open a connection and report it with `handle_open(slot, link, ...)`.
+    Connect { addr: SocketAddr, link: Link },
+    /// Close `slot` (after sending its outbox if `flush`), then call `handle_closed`; `why`
+    /// is for the log.
+    Close {
+        slot: Slot,
+        flush: bool,
+        why: String,
+    },
+    /// Client: the manifest arrived; size and map the output before any payload arrives.
+    Manifest,
+    /// Client: every piece is verified; make the output durable and final.
+    Complete,
+    /// Nothing more to do: flush what is queued and exit successfully.
+    Exit,
+    /// The download cannot succeed: exit with this one-line reason.
+    Fatal(String),
+}
+
+/// Counters a node reports in its stats file.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub from_origin: u64,
+    pub from_peers: u64,
+    pub uploaded: u64,
+    pub discarded: u64,
+    /// Part of `discarded` that came from the origin: its scarce upload spent twice.
+    pub discarded_from_origin: u64,
+    pub corrupt_pieces: u64,
+    pub peers_connected: u64,
+    pub clients_completed: u32,
+}
+
+/// A node's instantaneous load (`Node::load`): a run's timeline shows where it waits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Load {
+    /// Our unanswered requests, over all connections.
+    pub asked: usize,
+    /// Peers' requests queued at us.
+    pub queued: usize,
+    pub unchoking_us: usize,
+    pub unchoked: usize,
+    /// Pieces whose payload is arriving now.
+    pub receiving: usize,
+    /// Age of our oldest request still unanswered or arriving: a stuck request shows here.
+    pub oldest_ask: Duration,
+}
+
+/// A peer the origin told us about.
+#[derive(Debug, Clone)]
+struct Known {
+    node_id: u64,
+    addr: SocketAddr,
+    slot: Option<Slot>,
+    attempts: u32,
+    next_attempt: Instant,
+}
+
+pub struct Node {
+    cfg: Config,
+    now: Instant,
+    manifest: Option<Manifest>,
+    picker: Option<Picker>,
+    striper: Option<Striper>,
+    peers: Vec<Option<Peer>>,
+    table: ChokeTable,
+    rng: Rng,
+    events: VecDeque<Event>,
+    dirty: Vec<Slot>,
+    changed: Vec<Slot>,
+    known: Vec<Known>,
+    origin_slot: Option<Slot>,
+    origin_file_id: u64,
+    origin_lost_at: Option<Instant>,
+    /// A reconnection to the origin was requested and not yet reported by `handle_open`.
+    origin_dialing: bool,
+    origin_backoff_until: Option<Instant>,
+    /// The origin refused a wildcard while unchoking us: from now on it is asked by index.
+    origin_wildcards_refused: bool,
+    started_at: Instant,
+    last_tick: Instant,
+    last_round: Instant,
+    last_progress: Instant,
+    completed_at: Option<Instant>,
+    swarm_done: bool,
+    exiting: bool,
+    counters: Counters,
+    /// Request-to-arrival latency of pieces, microseconds. One per node: a histogram is
+    /// ~25 KiB, and one per connection (never read) cost an origin 25 MiB per 1,000 clients.
+    latency_all: Histogram<u64>,
+    /// Client: per-peer transfer counters for receipts; origin: confirmed credit.
+    ledger: Ledger,
+    /// Origin: the client that received each piece's first copy, until another client
+    /// announces the piece (the promise is then kept).
+    fresh_holder: Vec<Option<Slot>>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 2 significant digits: about 2 KiB, enough to tell p99 from p50.
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds")
+}
+
+impl Node {
+    /// An origin serving the file described by `manifest`.
+    pub fn origin(cfg: Config, manifest: Manifest, now: Instant) -> Node {
+        let mut n = Node::new(cfg, now);
+        n.striper = Some(Striper::new(manifest.piece_count()));
+        n.fresh_holder = vec![None; manifest.piece_count() as usize];
+        n.manifest = Some(manifest);
+        n
+    }
+
+    /// A client that will learn the manifest from the origin.
+    pub fn client(cfg: Config, now: Instant) -> Node {
+        Node::new(cfg, now)
+    }
+
+    fn new(cfg: Config, now: Instant) -> Node {
+        Node {
+            rng: Rng::new(cfg.node_id),
+            cfg,
+            now,
+            manifest: None,
+            picker: None,
+            striper: None,
+            peers: Vec::new(),
+            table: ChokeTable::default(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            changed: Vec::new(),
+            known: Vec::new(),
+            origin_slot: None,
+            origin_file_id: 0,
+            origin_lost_at: None,
+            origin_dialing: false,
+            origin_backoff_until: None,
+            origin_wildcards_refused: false,
+            started_at: now,
+            last_tick: now,
+            last_round: now,
+            last_progress: now,
+            completed_at: None,
+            swarm_done: false,
+            exiting: false,
+            counters: Counters::default(),
+            latency_all: new_histogram(),
+            ledger: Ledger::default(),
+            fresh_holder: Vec::new(),
+        }
+    }
+
+    // ----- accessors for the driver and the stats -----
+
+    pub fn role(&self) -> Role {
+        self.cfg.role
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.latency_all
+    }
+
+    pub fn completed_at(&self) -> Option<Instant> {
+        self.completed_at
+    }
+
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    pub fn table(&self) -> &ChokeTable {
+        &self.table
+    }
+
+    pub fn is_complete(&self) -> bool {
+        match self.cfg.role {
+            Role::Origin => true,
+            Role::Client => self.picker.as_ref().is_some_and(|p| p.is_complete()),
+        }
+    }
+
+    /// Pieces held, of the total (0/0 before the manifest).
+    pub fn progress(&self) -> (u32, u32) {
+        match (&self.picker, &self.manifest) {
+            (Some(p), _) => (p.have().count(), p.have().len()),
+            (None, Some(m)) => (m.piece_count(), m.piece_count()),
+            _ => (0, 0),
+        }
+    }
+
+    /// Instantaneous load for the timeline.
+    pub fn load(&self) -> Load {
+        let mut l = Load::default();
+        for (s, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            l.asked += p.asked.len();
+            l.queued += p.queue.len();
+            l.unchoking_us += (!p.peer_choking) as usize;
+            l.unchoked += (!self.table.is_choking(s)) as usize;
+            l.receiving += p.receiving.is_some() as usize;
+            if let Some(at) = p.waiting_since() {
+                let age = self.now.saturating_duration_since(at);
+                l.oldest_ask = l.oldest_ask.max(age);
+            }
+        }
+        l
+    }
+
+    /// The slot's share of our upload relative to other slots (0 when choked).
+    pub fn upload_weight(&self, slot: Slot) -> f64 {
+        self.table.weight(slot)
+    }
+
+    /// The largest upload weight of any slot.
+    pub fn max_upload_weight(&self) -> f64 {
+        self.table.max_weight()
+    }
+
+    /// The slot's absolute upload cap in bytes per second, if the policy set one.
+    pub fn upload_cap(&self, slot: Slot) -> Option<f64> {
+        self.table.cap(slot)
+    }
+
+    pub fn is_closing(&self, slot: Slot) -> bool {
+        self.peer(slot).is_none_or(|p| p.closing)
+    }
+
+    fn peer(&self, slot: Slot) -> Option<&Peer> {
+        self.peers.get(slot).and_then(|p| p.as_ref())
+    }
+
+    fn peer_mut(&mut self, slot: Slot) -> Option<&mut Peer> {
+        self.peers.get_mut(slot).and_then(|p| p.as_mut())
+    }
+
+    /// Active connections to other clients (the origin excluded).
+    fn peer_count(&self) -> usize {
+        self.peers
+            .iter()
+            .flatten()
+            .filter(|p| !p.is_origin_link())
+            .count()
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A slot with new output since the last call.
+    pub fn poll_dirty(&mut self) -> Option<Slot> {
+        while let Some(s) = self.dirty.pop() {
+            if let Some(p) = self.peer_mut(s) {
+                p.dirty = false;
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Moves the slot's queued control frames to the end of `out`.
+    pub fn take_outbox(&mut self, slot: Slot, out: &mut Vec<u8>) {
+        if let Some(p) = self.peer_mut(slot) {
+            if out.is_empty() {
+                std::mem::swap(out, &mut p.outbox);
+            } else {
+                out.append(&mut p.outbox);
+            }
+        }
+    }
+
+    /// When `handle_tick` is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.last_tick + TICK
+    }
+
+    // ----- inputs -----
+
+    /// A connection exists (dialled or accepted). Both sides send HELLO at once.
+    pub fn handle_open(&mut self, slot: Slot, link: Link, remote: SocketAddr, now: Instant) {
+        self.now = now;
+        if self.peers.len() <= slot {
+            self.peers.resize_with(slot + 1, || None);
+        }
+        self.peers[slot] = Some(Peer::new(link, remote, now));
+        self.table.open(slot, link == Link::ToOrigin);
+        match link {
+            Link::ToOrigin => {
+                self.origin_slot = Some(slot);
+                self.origin_dialing = false;
+                // A new origin connection starts with nothing counted as on its way to us.
+                self.origin_wildcards_refused = false;
+            }
+            Link::ToPeer { node_id } => {
+                if let Some(k) = self.known.iter_mut().find(|k| k.node_id == node_id) {
+                    k.slot = Some(slot);
+                }
+            }
+            Link::Accepted => {}
+        }
+        let hello = Hello {
+            version: VERSION,
+            role: self.cfg.role,
+            node_id: self.cfg.node_id,
+            file_id: self.manifest.as_ref().map_or(0, |m| m.id()),
+            listen_port: self.cfg.listen_port,
+        };
+        self.emit(slot, &Message::Hello(hello));
+    }
+
+    /// A connection is gone, whoever closed it. `cause` is for messages.
+    pub fn handle_closed(&mut self, slot: Slot, cause: &str, now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peers.get_mut(slot).and_then(|p| p.take()) else {
+            return;
+        };
+        self.table.close(slot);
+        if let Some(picker) = self.picker.as_mut() {
+            for a in &peer.asked {
+                if a.piece != WILDCARD {
+                    picker.on_request_done(a.piece);
+                }
+            }
+            if let Some(r) = peer.receiving
+                && picker.claimed_by(r.piece) == Some(slot)
+            {
+                picker.release(r.piece, false);
+            }
+            if peer.ready && !peer.is_origin_link() {
+                for i in peer.has.ones() {
+                    picker.peer_lost(i);
+                }
+            }
+        }
+        if let Some(striper) = self.striper.as_mut()
+            && peer.registered
+        {
+            for i in peer.has.ones() {
+                striper.remove_copy(i);
+            }
+            for &i in &peer.in_flight {
+                striper.remove_copy(i);
+            }
+            for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
+                *h = None;
+            }
+        }
+        for k in self.known.iter_mut().filter(|k| k.slot == Some(slot)) {
+            k.slot = None;
+            k.attempts += 1;
+            k.next_attempt = now + DIAL_RETRY;
+        }
+        match self.cfg.role {
+            Role::Origin => {
+                if peer.registered
+                    && let (Some(id), Some(addr)) = (peer.node_id(), peer.listen_addr())
+                {
+                    let gone = PeerEntry {
+                        op: PeerOp::Remove,
+                        node_id: id,
+                        addr,
+                    };
+                    // Only the clients it was introduced to know of it.
+                    let mut told = peer.acquaintances;
+                    told.sort_unstable();
+                    let msg = Message::Peers(vec![gone]);
+                    for (s, other) in told {
+                        let same = self.peer(s).is_some_and(|p| {
+                            p.registered && !p.closing && p.node_id() == Some(other)
+                        });
+                        if same {
+                            self.emit(s, &msg);
+                        }
+                    }
+                }
+                self.update_swarm_done();
+            }
+            Role::Client => {
+                if peer.is_origin_link() {
+                    self.origin_slot = None;
+                    if self.manifest.is_none() {
+                        let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
+                        self.fatal(format!("cannot get the manifest from {server}: {cause}"));
+                    } else {
+                        self.origin_lost_at = Some(now);
+                    }
+                }
+                self.check_exit();
+            }
+        }
+    }
+
+    /// One complete non-PIECE frame from `slot`.
+    pub fn handle_frame(&mut self, slot: Slot, ty: u8, body: &[u8], now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peer_mut(slot) else {
+            return;
+        };
+        if peer.closing {
+            return;
+        }
+        peer.last_recv = now;
+        let has_hello = peer.hello.is_some();
+        let msg = match Message::parse(ty, body) {
+            Ok(m) => m,
+            Err(e) => return self.fail(slot, ErrorCode::Protocol, &e.to_string()),
+        };
+        if !has_hello && !matches!(msg, Message::Hello(_)) {
+            return self.fail(slot, ErrorCode::Protocol, "first frame must be HELLO");
+        }
+        match msg {
+            Message::KeepAlive | Message::Extension(_) => {}
+            Message::Hello(h) => self.on_hello(slot, h),
+            Message::Manifest(body) => self.on_manifest(slot, body),
+            Message::Bitfield(bits) => self.on_bitfield(slot, bits),
+            Message::Have(i) => self.on_have(slot, i),
+            Message::Interested(yes) => {
+                self.table.set_interested(slot, yes);
+                self.decide_chokes(false);
+            }
+            Message::Choke => {
+                if let Some(p) = self.peer_mut(slot) {
+                    p.peer_choking = true;
+                }
+            }
+            Message::Unchoke => {
+                if let Some(p) = self.peer_mut(slot) {
+                    p.peer_choking = false;
+                }
+                self.fill_requests(slot);
+            }
+            Message::Request(i) => self.on_request(slot, i),
+            Message::Reject(i) => self.on_reject(slot, i),
+            Message::Cancel(i) => self.on_cancel(slot, i),
+            Message::Piece { .. } => self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "PIECE must go through begin_piece",
+            ),
+            Message::Peers(entries) => self.on_peers(slot, &entries),
+            Message::SwarmDone => {
+                if self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+                    self.swarm_done = true;
+                    self.check_exit();
+                }
+            }
+            Message::Error { code, reason } => self.on_error(slot, code, reason),
+            Message::Receipt(entries) => {
+                if let (Role::Origin, Some(id)) =
+                    (self.cfg.role, self.peer(slot).and_then(|p| p.node_id()))
+                {
+                    self.ledger.handle_receipt(id, &entries);
+                }
+            }
+        }
+    }
+
+    /// The driver could not even frame the bytes from `slot` (bad length, unknown type).
+    pub fn handle_malformed(&mut self, slot: Slot, reason: &str, now: Instant) {
+        self.now = now;
+        self.fail(slot, ErrorCode::Protocol, reason);
+    }
+
+    // ----- plumbing -----
+
+    fn emit(&mut self, slot: Slot, msg: &Message) {
+        let now = self.now;
+        if let Some(p) = self.peer_mut(slot) {
+            msg.emit(&mut p.outbox);
+            p.last_send = now;
+            self.mark_dirty(slot);
+        }
+    }
+
+    fn broadcast_ready(&mut self, msg: &Message) {
+        for s in 0..self.peers.len() {
+            if self.peer(s).is_some_and(|p| p.registered && !p.closing) {
+                self.emit(s, msg);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        if let Some(p) = self.peer_mut(slot)
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Send ERROR and close `slot` after it is flushed.
+    fn fail(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
+        if self.manifest.is_none() && self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+            let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
+            self.fatal(format!(
+                "{server} broke the protocol ({reason}); is it a TFTTP server?"
+            ));
+        }
+        if self.peer(slot).is_some_and(|p| !p.closing) {
+            self.emit(slot, &Message::Error { code, reason });
+            self.close(slot, true, reason);
+        }
+    }
+
+    fn close(&mut self, slot: Slot, flush: bool, why: &str) {
+        if let Some(p) = self.peer_mut(slot)
+            && !p.closing
+        {
+            p.closing = true;
+            self.events.push_back(Event::Close {
+                slot,
+                flush,
+                why: why.to_string(),
+            });
+        }
+    }
+
+    fn fatal(&mut self, why: String) {
+        if !self.exiting {
+            self.exiting = true;
+            self.events.push_back(Event::Fatal(why));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

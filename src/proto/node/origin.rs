@@ -1,0 +1,191 @@
+//! The origin's side: late-bound piece choice for wildcards (striping), the count of
+//! copies it serves and the promise each fresh piece carries, introductions of newcomers,
+//! and the swarm's end.
+
+use super::*;
+
+/// Most peers the origin names to a newcomer.
+pub const MAX_ADVERTISED: usize = 64;
+
+impl Node {
+    /// The next piece to upload on `slot`, decided now that the socket can take it (late
+    /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
+    pub fn poll_piece(&mut self, slot: Slot) -> Option<u32> {
+        loop {
+            let choking = self.table.is_choking(slot);
+            let is_origin = self.cfg.role == Role::Origin;
+            let p = self.peer_mut(slot)?;
+            if p.closing {
+                return None;
+            }
+            let req = p.queue.pop_front()?;
+            if choking {
+                self.emit(slot, &Message::Reject(req));
+                continue;
+            }
+            let piece = if req == WILDCARD {
+                let striper = self.striper.as_mut()?;
+                let p = self.peers[slot].as_ref()?;
+                // Not what is on its way, nor what the client asked for by name.
+                let excluded = |i| p.in_flight.contains(&i) || p.queue.contains(&i);
+                match striper.choose(&p.has, excluded, &mut self.rng) {
+                    Some(piece) => piece,
+                    None => {
+                        self.emit(slot, &Message::Reject(WILDCARD));
+                        continue;
+                    }
+                }
+            } else {
+                req
+            };
+            if is_origin {
+                self.count_origin_copy(slot, piece);
+            }
+            return Some(piece);
+        }
+    }
+
+    /// Origin: `piece` goes to `slot`. Counts the copy, and a first copy makes the client
+    /// owe passing it on (the promise, docs/PROTOCOL.md §5.6).
+    pub(super) fn count_origin_copy(&mut self, slot: Slot, piece: u32) {
+        let (Some(striper), Some(p)) = (self.striper.as_mut(), self.peers[slot].as_mut()) else {
+            return;
+        };
+        if p.has.get(piece) || p.in_flight.contains(&piece) {
+            return;
+        }
+        if striper.copies(piece) == 0 {
+            self.fresh_holder[piece as usize] = Some(slot);
+            self.table.promise(slot);
+        } else {
+            // The origin sends it again before the first holder passed it on: that promise
+            // lapses unkept.
+            self.fresh_holder[piece as usize] = None;
+        }
+        striper.add_copy(piece);
+        p.in_flight.push(piece);
+    }
+
+    /// The driver finished writing piece `piece` to `slot`.
+    pub fn handle_piece_sent(&mut self, slot: Slot, piece: u32, now: Instant) {
+        self.now = now;
+        let Some(m) = &self.manifest else { return };
+        let len = m.piece_len(piece) as u64;
+        if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
+            p.last_send = now;
+            self.table.record_up(slot, len);
+            if let (Role::Client, Some(id)) = (self.cfg.role, p.node_id()) {
+                self.ledger.record_sent(id, len);
+            }
+        }
+        self.counters.uploaded += len;
+    }
+
+    /// Origin: introduce a newly ready client to up to MAX_ADVERTISED registered clients (all
+    /// of them while there are no more), and them to it. A random sample beyond that keeps
+    /// the overlay a random graph and the origin's PEERS traffic linear in the crowd: naming
+    /// every client to every other cost O(N²) frames: one 23-byte add per pair and one remove,
+    /// 2.3 GB for 10,000 clients that arrive and leave, more than a 1 GiB file.
+    pub(super) fn introduce(&mut self, slot: Slot) {
+        let me = self.peer(slot).expect("caller checked");
+        let (Some(id), me_addr) = (me.node_id(), me.listen_addr()) else {
+            return;
+        };
+        let mut chosen: Vec<Slot> = Vec::new();
+        let mut seen = 0u32;
+        for (s, p) in self.peers.iter().enumerate() {
+            if s == slot || !p.as_ref().is_some_and(|p| p.registered && !p.closing) {
+                continue;
+            }
+            // Reservoir sampling (Algorithm R): each candidate kept with chance k/seen.
+            seen += 1;
+            if chosen.len() < MAX_ADVERTISED {
+                chosen.push(s);
+            } else {
+                let j = self.rng.below(seen) as usize;
+                if j < MAX_ADVERTISED {
+                    chosen[j] = s;
+                }
+            }
+        }
+        chosen.sort_unstable();
+        let others: Vec<PeerEntry> = chosen
+            .iter()
+            .filter_map(|&s| {
+                let p = self.peer(s)?;
+                Some(PeerEntry {
+                    op: PeerOp::Add,
+                    node_id: p.node_id()?,
+                    addr: p.listen_addr()?,
+                })
+            })
+            .collect();
+        for chunk in others.chunks(wire::MAX_PEER_ENTRIES) {
+            self.emit(slot, &Message::Peers(chunk.to_vec()));
+        }
+        for &s in &chosen {
+            let other = self.peer(s).and_then(|p| p.node_id()).unwrap_or(0);
+            if let Some(p) = self.peer_mut(s) {
+                p.acquaintances.push((slot, id));
+            }
+            if let Some(p) = self.peer_mut(slot) {
+                p.acquaintances.push((s, other));
+            }
+        }
+        if let Some(addr) = me_addr {
+            let entry = PeerEntry {
+                op: PeerOp::Add,
+                node_id: id,
+                addr,
+            };
+            let msg = Message::Peers(vec![entry]);
+            for &s in &chosen {
+                self.emit(s, &msg);
+            }
+        }
+    }
+
+    /// Client: leave once complete and nobody needs us any more.
+    pub(super) fn check_exit(&mut self) {
+        if self.exiting || self.cfg.role != Role::Client {
+            return;
+        }
+        let Some(done_at) = self.completed_at else {
+            return;
+        };
+        let alone = self.origin_slot.is_none() && self.peer_count() == 0;
+        if self.swarm_done || alone || !self.cfg.use_peers || self.now >= done_at + self.cfg.linger
+        {
+            self.exiting = true;
+            self.events.push_back(Event::Exit);
+        }
+    }
+
+    /// Origin: tell everyone when every connected client is complete; exit if asked to.
+    pub(super) fn update_swarm_done(&mut self) {
+        let mut any = false;
+        let mut all = true;
+        for p in self
+            .peers
+            .iter()
+            .flatten()
+            .filter(|p| p.registered && !p.closing)
+        {
+            any = true;
+            all &= p.has.is_full();
+        }
+        let done = any && all;
+        if done && !self.swarm_done {
+            self.broadcast_ready(&Message::SwarmDone);
+        }
+        self.swarm_done = done;
+        if let Some(n) = self.cfg.exit_after
+            && self.counters.clients_completed >= n
+            && (done || !any)
+            && !self.exiting
+        {
+            self.exiting = true;
+            self.events.push_back(Event::Exit);
+        }
+    }
+}

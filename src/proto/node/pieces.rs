@@ -1,0 +1,232 @@
+//! Pieces arriving: HAVE announcements, PIECE payload into its sink, verification,
+//! receipts for the origin, and completion.
+
+use super::*;
+
+impl Node {
+    /// Payload bytes of the PIECE being received on `slot` arrived (the driver calls this per
+    /// read, not per byte): the connection is alive even while one large piece streams in,
+    /// and the download is making progress (the stall timer restarts).
+    pub fn handle_payload(&mut self, slot: Slot, now: Instant) {
+        if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
+            p.last_recv = now;
+            p.last_data = now;
+            self.last_progress = now;
+        }
+    }
+
+    /// The head of a PIECE frame for `piece` with `len` payload bytes arrived on `slot`.
+    /// Returns where the payload goes, or `None` if the connection is being closed.
+    pub fn begin_piece(&mut self, slot: Slot, piece: u32, len: u32, now: Instant) -> Option<Sink> {
+        self.now = now;
+        let (Some(m), Some(_)) = (&self.manifest, &self.picker) else {
+            self.fail(slot, ErrorCode::Protocol, "PIECE before the manifest");
+            return None;
+        };
+        if piece >= m.piece_count() || len != m.piece_len(piece) {
+            self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "PIECE index or length out of range",
+            );
+            return None;
+        }
+        let offset = m.piece_offset(piece);
+        let peer = self.peer_mut(slot)?;
+        if peer.closing {
+            return None;
+        }
+        peer.last_recv = now;
+        peer.last_data = now;
+        let found = peer
+            .asked
+            .iter()
+            .position(|a| a.piece == piece)
+            .or_else(|| {
+                // The origin answers a wildcard with a piece of its choice.
+                peer.is_origin_link()
+                    .then(|| peer.asked.iter().position(|a| a.piece == WILDCARD))
+                    .flatten()
+            });
+        let Some(idx) = found else {
+            self.fail(slot, ErrorCode::Protocol, "PIECE that was not requested");
+            return None;
+        };
+        let asked = peer.asked.remove(idx);
+        peer.receiving = Some(Asked {
+            piece,
+            at: asked.at,
+            cancelled: false,
+        });
+        let picker = self.picker.as_mut()?;
+        // Claimed before the request is counted done, so the piece never looks free (and
+        // wakes every dry peer) in between.
+        let store = picker.try_claim(piece, slot);
+        if asked.piece != WILDCARD {
+            picker.on_request_done(piece);
+        }
+        if store {
+            self.cancel_elsewhere(piece, slot);
+            Some(Sink::Store { offset })
+        } else {
+            Some(Sink::Discard)
+        }
+    }
+
+    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the CRC-32 of
+    /// the bytes written (`None` if they were discarded). The driver computes it as the
+    /// payload streams through, so each byte is read once.
+    pub fn end_piece(&mut self, slot: Slot, stored: Option<u32>, now: Instant) {
+        self.now = now;
+        let Some(peer) = self.peer_mut(slot) else {
+            return;
+        };
+        let Some(r) = peer.receiving.take() else {
+            return;
+        };
+        let from_origin = peer.is_origin_link();
+        let (Some(m), Some(picker)) = (&self.manifest, self.picker.as_mut()) else {
+            return;
+        };
+        let len = m.piece_len(r.piece) as u64;
+        self.table.record_down(slot, len);
+        let Some(crc) = stored else {
+            self.counters.discarded += len;
+            if from_origin {
+                self.counters.discarded_from_origin += len;
+            }
+            self.fill_requests(slot);
+            return;
+        };
+        if crc != m.crc(r.piece) {
+            picker.release(r.piece, false);
+            self.counters.corrupt_pieces += 1;
+            // A peer that sends a bad piece is dropped; the piece is fetched elsewhere.
+            // The origin is trusted, so its bad piece is only fetched again.
+            if !from_origin {
+                return self.fail(slot, ErrorCode::Corrupt, "piece failed its checksum");
+            }
+            self.fill_requests(slot);
+            return;
+        }
+        picker.release(r.piece, true);
+        let micros = now.saturating_duration_since(r.at).as_micros().max(1) as u64;
+        let _ = self.latency_all.record(micros.min(3_600_000_000));
+        if from_origin {
+            self.counters.from_origin += len;
+        } else {
+            self.counters.from_peers += len;
+            if let Some(id) = self.peer(slot).and_then(|p| p.node_id()) {
+                self.ledger.record_received(id, len);
+            }
+        }
+        self.last_progress = now;
+        self.on_piece_verified(r.piece);
+        self.fill_requests(slot);
+    }
+
+    pub(super) fn on_have(&mut self, slot: Slot, i: u32) {
+        let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
+            return self.fail(slot, ErrorCode::Protocol, "HAVE before the manifest");
+        };
+        if i >= n || !self.peer(slot).is_some_and(|p| p.ready) {
+            return self.fail(
+                slot,
+                ErrorCode::Protocol,
+                "HAVE out of range or before BITFIELD",
+            );
+        }
+        let role = self.cfg.role;
+        let p = self.peers[slot].as_mut().expect("checked above");
+        if !p.has.set(i) {
+            return;
+        }
+        p.dry = None;
+        match role {
+            Role::Origin => {
+                let was_in_flight = match p.in_flight.iter().position(|&x| x == i) {
+                    Some(k) => {
+                        p.in_flight.swap_remove(k);
+                        true
+                    }
+                    None => false,
+                };
+                let full = p.has.is_full();
+                if !was_in_flight {
+                    self.striper.as_mut().expect("origin").add_copy(i);
+                    // Another client got the piece without the origin: whoever received its
+                    // first copy has kept that promise.
+                    if let Some(holder) = self.fresh_holder[i as usize].take() {
+                        if holder != slot {
+                            self.table.keep_promise(holder);
+                        } else {
+                            self.fresh_holder[i as usize] = Some(holder);
+                        }
+                    }
+                }
+                if full {
+                    self.counters.clients_completed += 1;
+                    self.update_swarm_done();
+                }
+            }
+            Role::Client => {
+                let from_origin = p.is_origin_link();
+                let picker = self.picker.as_mut().expect("manifest implies picker");
+                if !from_origin {
+                    picker.peer_has(i);
+                }
+                if !picker.have().get(i) {
+                    self.peer_mut(slot).expect("checked").useful += 1;
+                    self.update_interest(slot);
+                    self.fill_requests(slot);
+                }
+            }
+        }
+    }
+
+    /// Client: report per-peer counters to the origin (RECEIPT, docs/PROTOCOL.md §5.6).
+    pub(super) fn send_receipts(&mut self) {
+        let Some(origin) = self
+            .origin_slot
+            .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
+        else {
+            return;
+        };
+        let entries = self
+            .ledger
+            .take_receipt(self.cfg.behaviour == Behaviour::Liar);
+        for chunk in entries.chunks(wire::MAX_RECEIPT_ENTRIES) {
+            self.emit(origin, &Message::Receipt(chunk.to_vec()));
+        }
+    }
+
+    pub(super) fn on_piece_verified(&mut self, piece: u32) {
+        let have = Message::Have(piece);
+        for s in 0..self.peers.len() {
+            let Some(p) = self.peer_mut(s) else { continue };
+            if !p.ready || p.closing {
+                continue;
+            }
+            if p.has.get(piece) {
+                p.useful = p.useful.saturating_sub(1);
+            }
+            self.emit(s, &have);
+            self.update_interest(s);
+        }
+        if self.is_complete() {
+            self.on_complete();
+        }
+    }
+
+    pub(super) fn on_complete(&mut self) {
+        if self.completed_at.is_some() {
+            return;
+        }
+        self.completed_at = Some(self.now);
+        self.events.push_back(Event::Complete);
+        for s in 0..self.peers.len() {
+            self.update_interest(s);
+        }
+        self.check_exit();
+    }
+}

@@ -1,0 +1,221 @@
+//! Request scheduling: pipeline depth, wildcards to the origin versus rarest-first by
+//! index, endgame duplicates, cancels and rejects, and serving peers' requests.
+
+use super::*;
+
+/// Most requests a node queues for one peer; more are rejected. Our own pipelines are at most
+/// MAX_PIPELINE deep, so only a misbehaving peer reaches it.
+pub const MAX_QUEUED_REQUESTS: usize = 256;
+/// Request pipelines hold this much time of the link's current rate (plus MIN_PIPELINE), so a
+/// peer never idles waiting for our next request; libtorrent's `request_queue_time` is the
+/// same idea.
+pub const PIPELINE_SECS: f64 = 0.5;
+pub const MIN_PIPELINE: usize = 2;
+pub const MAX_PIPELINE: usize = 64;
+/// Endgame: a peer is asked for pieces already requested elsewhere only while fewer than this
+/// many of our requests wait at it, so duplicates use a peer's idle time and no more.
+pub const ENDGAME_PIPELINE: usize = 2;
+/// Pause before asking a peer again after it rejected a request while unchoking us.
+pub const REJECT_BACKOFF: Duration = Duration::from_millis(500);
+
+impl Node {
+    pub(super) fn on_request(&mut self, slot: Slot, i: u32) {
+        let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
+            return self.fail(slot, ErrorCode::Protocol, "REQUEST before the manifest");
+        };
+        let is_origin = self.cfg.role == Role::Origin;
+        if (i == WILDCARD && !is_origin) || (i != WILDCARD && i >= n) {
+            return self.fail(slot, ErrorCode::Protocol, "REQUEST for an invalid piece");
+        }
+        let held = is_origin || self.picker.as_ref().is_some_and(|p| p.have().get(i));
+        let choking = self.table.is_choking(slot);
+        let p = self.peer_mut(slot).expect("frame came from it");
+        if choking || !held || p.queue.len() >= MAX_QUEUED_REQUESTS {
+            return self.emit(slot, &Message::Reject(i));
+        }
+        p.queue.push_back(i);
+        self.mark_dirty(slot);
+    }
+
+    /// A copy of `piece` is arriving on `from`: withdraw the other requests for it (BEP 3's
+    /// cancel), so the peers' uplinks carry something else instead of a duplicate.
+    pub(super) fn cancel_elsewhere(&mut self, piece: u32, from: Slot) {
+        for s in 0..self.peers.len() {
+            if s == from {
+                continue;
+            }
+            let Some(p) = self.peers[s].as_mut() else {
+                continue;
+            };
+            let Some(a) = p
+                .asked
+                .iter_mut()
+                .find(|a| a.piece == piece && !a.cancelled)
+            else {
+                continue;
+            };
+            a.cancelled = true;
+            self.emit(s, &Message::Cancel(piece));
+        }
+    }
+
+    /// The peer withdraws a request: drop it if it is still queued, and answer it.
+    pub(super) fn on_cancel(&mut self, slot: Slot, i: u32) {
+        let p = self.peer_mut(slot).expect("frame came from it");
+        if let Some(k) = p.queue.iter().position(|&q| q == i) {
+            p.queue.remove(k);
+            self.emit(slot, &Message::Reject(i));
+        }
+        // Otherwise it is being sent or was answered already: nothing to do.
+    }
+
+    pub(super) fn on_reject(&mut self, slot: Slot, i: u32) {
+        let now = self.now;
+        let p = self.peer_mut(slot).expect("frame came from it");
+        let Some(idx) = p.asked.iter().position(|a| a.piece == i) else {
+            return self.fail(slot, ErrorCode::Protocol, "REJECT of a piece not requested");
+        };
+        let asked = p.asked.remove(idx);
+        let unchoked = !p.peer_choking;
+        if unchoked && !asked.cancelled {
+            p.backoff_until = Some(now + REJECT_BACKOFF);
+        }
+        if i == WILDCARD {
+            self.origin_backoff_until = Some(now + REJECT_BACKOFF);
+            // An unchoking origin refuses a wildcard when every piece we lack is, as it
+            // sees it, on its way to us. One it sent may have been discarded here (another
+            // copy was arriving, and that one then failed): only asking by index gets it.
+            self.origin_wildcards_refused |= unchoked;
+        } else if let Some(picker) = self.picker.as_mut() {
+            picker.on_request_done(i);
+        }
+        // Another peer may serve what this one would not.
+        self.fill_all();
+    }
+
+    pub(super) fn pipeline_depth(&self, slot: Slot) -> usize {
+        let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size().max(1)) as f64;
+        let rate = self.table.down_rate(slot);
+        let want = (rate * PIPELINE_SECS / piece).ceil() as usize + MIN_PIPELINE;
+        want.clamp(MIN_PIPELINE, MAX_PIPELINE)
+    }
+
+    pub(super) fn fill_all(&mut self) {
+        for s in 0..self.peers.len() {
+            if self.peer(s).is_some_and(|p| p.ready) {
+                self.fill_requests(s);
+            }
+        }
+    }
+
+    /// Keep the pipeline to `slot` full: wildcards to the origin, rarest-first to peers.
+    pub(super) fn fill_requests(&mut self, slot: Slot) {
+        if self.cfg.role != Role::Client || self.is_complete() {
+            return;
+        }
+        let now = self.now;
+        let depth = self.pipeline_depth(slot);
+        // Most calls find the pipeline full: skip the endgame scan (O(peers)) for them.
+        match self.peer(slot) {
+            Some(p) if p.asked.len() < depth => {}
+            _ => return,
+        }
+        let endgame = self.endgame_candidates(slot);
+        let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
+        let wildcards_refused = self.origin_wildcards_refused;
+        let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some(picker) = self.picker.as_mut() else {
+            return;
+        };
+        if !p.ready || p.closing || p.peer_choking || p.backoff_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let mut out = std::mem::take(&mut p.outbox);
+        let mut wildcards = p.asked.iter().filter(|a| a.piece == WILDCARD).count() as u32;
+        while p.asked.len() < depth {
+            // The origin chooses the piece (WILDCARD) while it holds pieces no peer has: its
+            // global view spreads fresh pieces. Once the peers hold everything unassigned, a
+            // wildcard could only duplicate a request made elsewhere, so the origin is asked
+            // by index, which can be cancelled like any other request; but only after the
+            // wildcards are answered, as one may bring any piece we lack.
+            let origin = p.is_origin_link();
+            let piece = if origin && !wildcards_refused && picker.unseen() > wildcards {
+                if origin_backoff || picker.missing() <= p.asked.len() as u32 {
+                    break;
+                }
+                wildcards += 1;
+                WILDCARD
+            } else if origin && wildcards > 0 {
+                break;
+            } else {
+                let late = || {
+                    if p.asked.len() >= ENDGAME_PIPELINE {
+                        return None;
+                    }
+                    let asked_here = |i| p.asked.iter().any(|a| a.piece == i);
+                    endgame
+                        .iter()
+                        .copied()
+                        .find(|&i| picker.endgame_allows(i) && !asked_here(i))
+                };
+                let picked = picker.pick_unless_dry(&p.has, &mut p.dry, &mut self.rng);
+                match picked.or_else(late) {
+                    Some(i) => {
+                        picker.on_request(i);
+                        i
+                    }
+                    None => break,
+                }
+            };
+            p.asked.push(Asked {
+                piece,
+                at: now,
+                cancelled: false,
+            });
+            Message::Request(piece).emit(&mut out);
+        }
+        let sent = !out.is_empty();
+        p.outbox = out;
+        if sent {
+            p.last_send = now;
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Endgame: pieces `slot` has that another peer was asked for and has not started
+    /// sending, longest waiting first: those are the requests stuck behind a slow peer.
+    /// Empty before the endgame.
+    pub(super) fn endgame_candidates(&self, slot: Slot) -> Vec<u32> {
+        let (Some(picker), Some(me)) = (self.picker.as_ref(), self.peer(slot)) else {
+            return Vec::new();
+        };
+        if !picker.all_assigned() || me.asked.len() >= ENDGAME_PIPELINE {
+            return Vec::new();
+        }
+        let mut waiting: Vec<(Instant, u32)> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| s != slot)
+            .filter_map(|(_, p)| p.as_ref())
+            .flat_map(|p| p.asked.iter())
+            .filter(|a| !a.cancelled && a.piece != WILDCARD && me.has.get(a.piece))
+            .map(|a| (a.at, a.piece))
+            .collect();
+        waiting.sort_unstable();
+        waiting.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Send INTERESTED / not-interested when `useful` crosses zero.
+    pub(super) fn update_interest(&mut self, slot: Slot) {
+        let complete = self.is_complete();
+        let Some(p) = self.peer_mut(slot) else { return };
+        let want = !complete && p.useful > 0;
+        if p.am_interested != want && p.hello.is_some() {
+            p.am_interested = want;
+            self.emit(slot, &Message::Interested(want));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Time: the node's 100 ms tick (rates, request pipelines, per-connection timeouts), the
+//! client's stall and origin-retry timers, and the choking round.
+
+use super::*;
+
+/// How often the node re-estimates rates, re-decides chokes and checks timers. 100 ms keeps
+/// request pipelines sized to within a fraction of a second of a link's ramp-up.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Send a KEEPALIVE after this long without sending anything (BEP 3 uses 2 minutes; a
+/// shorter one lets the peer's idle timeout below be short too).
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
+/// Drop a connection that sent nothing for four keepalive periods.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Close a connection we have been waiting on this long without a byte of payload from it:
+/// a serving peer trickles at least its smallest share, so silence means it is stuck, and
+/// its pieces are better fetched elsewhere.
+pub const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Drop a connection whose HELLO does not arrive in time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait between attempts to reach a peer, and how many attempts it gets.
+pub const DIAL_RETRY: Duration = Duration::from_secs(2);
+pub const MAX_DIAL_ATTEMPTS: u32 = 3;
+/// Wait between attempts to reconnect to an origin lost after the manifest arrived.
+pub const ORIGIN_RETRY: Duration = Duration::from_secs(2);
+
+impl Node {
+    /// Timers: rates, chokes, keepalives, timeouts, dials, lingering.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.now = now;
+        let dt = now.saturating_duration_since(self.last_tick).as_secs_f64();
+        if now < self.last_tick + TICK {
+            return;
+        }
+        self.last_tick = now;
+        self.table.roll(dt);
+        if now >= self.last_round + ROUND {
+            self.end_round(now);
+        }
+        for slot in 0..self.peers.len() {
+            let Some(p) = self.peer(slot) else { continue };
+            if p.closing {
+                continue;
+            }
+            if p.hello.is_none() && now >= p.opened_at + HANDSHAKE_TIMEOUT {
+                self.fail(slot, ErrorCode::Timeout, "no HELLO in time");
+            } else if now >= p.last_recv + IDLE_TIMEOUT {
+                self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
+            } else if p
+                .waiting_since()
+                .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
+            {
+                self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
+            } else if now >= p.last_send + KEEPALIVE_AFTER {
+                self.emit(slot, &Message::KeepAlive);
+            } else if p.ready {
+                // Pipelines grow with the measured rate, and back-offs expire.
+                self.fill_requests(slot);
+            }
+        }
+        if self.cfg.role == Role::Client {
+            self.client_timers(now);
+        }
+    }
+
+    pub(super) fn client_timers(&mut self, now: Instant) {
+        if self.manifest.is_some() && !self.is_complete() {
+            if now >= self.last_progress + self.cfg.stall_timeout {
+                let (have, total) = self.progress();
+                self.fatal(format!(
+                    "no progress for {} s ({have}/{total} pieces); giving up",
+                    self.cfg.stall_timeout.as_secs()
+                ));
+                return;
+            }
+            if self.origin_slot.is_none()
+                && !self.origin_dialing
+                && let (Some(lost), Some(addr)) = (self.origin_lost_at, self.cfg.server)
+                && now >= lost + ORIGIN_RETRY
+            {
+                self.origin_lost_at = Some(now);
+                self.origin_dialing = true;
+                self.events.push_back(Event::Connect {
+                    addr,
+                    link: Link::ToOrigin,
+                });
+            }
+        }
+        self.maybe_dial(now);
+        self.check_exit();
+    }
+
+    /// Closes a choking round: receipts out, counters in, chokes decided anew.
+    pub(super) fn end_round(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.last_round).as_secs_f64();
+        self.last_round = now;
+        for s in 0..self.peers.len() {
+            if let Some(p) = self.peers[s].as_ref() {
+                let missing = p.has.len() - p.has.count();
+                self.table.set_round_facts(s, !p.asked.is_empty(), missing);
+                if let Some(id) = p.node_id() {
+                    self.table.set_credit(s, self.ledger.credit(id));
+                }
+            }
+        }
+        self.table.end_round(secs);
+        self.decide_chokes(true);
+        if self.cfg.role == Role::Client {
+            self.send_receipts();
+        }
+    }
+
+    pub(super) fn decide_chokes(&mut self, new_round: bool) {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.clear();
+        let me = Me {
+            is_origin: self.cfg.role == Role::Origin,
+            complete: self.is_complete(),
+            free_rider: self.cfg.behaviour != Behaviour::Honest,
+            capacity: self.cfg.capacity.map(|c| c as f64),
+            piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
+        };
+        self.table
+            .decide(self.cfg.policy, me, new_round, &mut self.rng, &mut changed);
+        for &s in &changed {
+            if self
+                .peer(s)
+                .is_some_and(|p| p.hello.is_some() && !p.closing)
+            {
+                let msg = if self.table.is_choking(s) {
+                    Message::Choke
+                } else {
+                    Message::Unchoke
+                };
+                self.emit(s, &msg);
+            }
+        }
+        self.changed = changed;
+    }
+}
