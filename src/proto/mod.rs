@@ -16,9 +16,7 @@ mod picker;
 mod rng;
 mod striper;
 
-pub use choke::{ChokeTable, Policy};
-pub use ledger::Ledger;
+pub use choke::Policy;
 pub use node::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
-pub use picker::Picker;
-pub use rng::Rng;
-pub use striper::Striper;
+#[cfg(test)]
+pub(crate) use rng::Rng;

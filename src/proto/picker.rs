@@ -90,10 +90,6 @@ impl Picker {
         }
     }
 
-    pub fn availability(&self, piece: u32) -> u16 {
-        self.availability[piece as usize]
-    }
-
     fn is_free(&self, i: usize) -> bool {
         !self.have.get(i as u32) && self.requested[i] == 0 && self.claim[i] == NO_CLAIM
     }

@@ -256,7 +256,8 @@ impl ChokeTable {
     }
 
     /// Origin: the client's confirmed upload as last set.
-    pub fn credit(&self, slot: usize) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn credit(&self, slot: usize) -> u64 {
         self.rows[slot].credit
     }
 

@@ -234,7 +234,8 @@ impl Node {
         self.started_at
     }
 
-    pub fn table(&self) -> &ChokeTable {
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> &ChokeTable {
         &self.table
     }
 
