@@ -7,24 +7,28 @@ impl Node {
         if self.cfg.role != Role::Client || !self.peer(slot).is_some_and(|p| p.is_origin_link()) {
             return self.fail(slot, ErrorCode::Protocol, "PEERS from a non-origin");
         }
+        let (my_id, now) = (self.cfg.node_id, self.now);
+        let Side::Client(c) = &mut self.side else {
+            return;
+        };
         if !self.cfg.use_peers {
             return;
         }
         for e in entries {
             match e.op {
-                PeerOp::Add if e.node_id != self.cfg.node_id => {
-                    if !self.known.iter().any(|k| k.node_id == e.node_id) {
-                        self.known.push(Known {
+                PeerOp::Add if e.node_id != my_id => {
+                    if !c.known.iter().any(|k| k.node_id == e.node_id) {
+                        c.known.push(Known {
                             node_id: e.node_id,
                             addr: e.addr,
                             slot: None,
                             attempts: 0,
-                            next_attempt: self.now,
+                            next_attempt: now,
                         });
                     }
                 }
                 PeerOp::Add => {}
-                PeerOp::Remove => self
+                PeerOp::Remove => c
                     .known
                     .retain(|k| k.node_id != e.node_id || k.slot.is_some()),
             }
@@ -41,7 +45,10 @@ impl Node {
         let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
         let my_id = self.cfg.node_id;
         let listening = self.cfg.listen_port != 0;
-        for k in &mut self.known {
+        let Side::Client(c) = &mut self.side else {
+            return;
+        };
+        for k in &mut c.known {
             if room == 0 {
                 break;
             }

@@ -64,8 +64,10 @@ impl Node {
                     self.fatal(why.clone());
                     return self.fail(slot, ErrorCode::WrongFile, &why);
                 }
-                self.origin_file_id = h.file_id;
-                self.origin_lost_at = None;
+                if let Some(c) = self.client_side_mut() {
+                    c.origin.file_id = h.file_id;
+                    c.origin.lost_at = None;
+                }
             }
             (Role::Client, _) => {
                 let Some(m) = &self.manifest else {
@@ -77,8 +79,8 @@ impl Node {
                 if !self.cfg.use_peers {
                     return self.fail(slot, ErrorCode::TooManyPeers, "not trading with peers");
                 }
-                if let Some(k) = self.known.iter_mut().find(|k| k.node_id == h.node_id) {
-                    k.slot = Some(slot);
+                if let Some(c) = self.client_side_mut() {
+                    c.connected(h.node_id, slot);
                 }
                 self.counters.peers_connected += 1;
                 self.send_bitfield(slot);
@@ -105,7 +107,10 @@ impl Node {
                 return self.fail(slot, ErrorCode::Protocol, "bad manifest");
             }
         };
-        if m.id() != self.origin_file_id {
+        if self
+            .client_side()
+            .is_none_or(|c| m.id() != c.origin.file_id)
+        {
             self.fatal("the server's manifest does not match its file id".into());
             return self.fail(slot, ErrorCode::WrongFile, "manifest id mismatch");
         }
@@ -137,9 +142,8 @@ impl Node {
         };
         match self.cfg.role {
             Role::Origin => {
-                let striper = self.striper.as_mut().expect("origin has a striper");
-                for i in bits.ones() {
-                    striper.add_copy(i);
+                if let Side::Origin(registry) = &mut self.side {
+                    registry.add_holdings(&bits);
                 }
                 let full = bits.is_full();
                 let p = self.peer_mut(slot).expect("checked above");

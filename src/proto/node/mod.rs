@@ -16,6 +16,7 @@ use crate::bitfield::Bitfield;
 use crate::manifest::Manifest;
 use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, VERSION, WILDCARD};
 
+mod client;
 mod config;
 mod discovery;
 mod handshake;
@@ -24,7 +25,9 @@ mod pieces;
 mod requests;
 mod timers;
 
+use client::{ClientSide, Known};
 pub use config::{Behaviour, Config};
+use origin::Registry;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
 
 /// A connection's index, chosen by the driver (its slab key).
@@ -101,37 +104,19 @@ pub struct Load {
     pub oldest_ask: Duration,
 }
 
-/// A peer the origin told us about.
-#[derive(Debug, Clone)]
-struct Known {
-    node_id: u64,
-    addr: SocketAddr,
-    slot: Option<Slot>,
-    attempts: u32,
-    next_attempt: Instant,
-}
-
 pub struct Node {
     cfg: Config,
     now: Instant,
     manifest: Option<Manifest>,
     picker: Option<Picker>,
-    striper: Option<Striper>,
     peers: Vec<Option<Peer>>,
     table: ChokeTable,
     rng: Rng,
     events: VecDeque<Event>,
     dirty: Vec<Slot>,
     changed: Vec<Slot>,
-    known: Vec<Known>,
-    origin_slot: Option<Slot>,
-    origin_file_id: u64,
-    origin_lost_at: Option<Instant>,
-    /// A reconnection to the origin was requested and not yet reported by `handle_open`.
-    origin_dialing: bool,
-    origin_backoff_until: Option<Instant>,
-    /// The origin refused a wildcard while unchoking us: from now on it is asked by index.
-    origin_wildcards_refused: bool,
+    /// What only this node's role keeps.
+    side: Side,
     started_at: Instant,
     last_tick: Instant,
     last_round: Instant,
@@ -145,51 +130,47 @@ pub struct Node {
     latency_all: Histogram<u64>,
     /// Client: per-peer transfer counters for receipts; origin: confirmed credit.
     ledger: Ledger,
-    /// Origin: the client that received each piece's first copy, until another client
-    /// announces the piece (the promise is then kept).
-    fresh_holder: Vec<Option<Slot>>,
+}
+
+/// The state one role has and the other does not.
+#[derive(Debug)]
+enum Side {
+    Origin(Registry),
+    Client(ClientSide),
 }
 
 fn new_histogram() -> Histogram<u64> {
-    // 1 µs to 1 h at 2 significant digits: about 2 KiB, enough to tell p99 from p50.
+    // 1 µs to 1 h at 2 significant digits (about 25 KiB): enough to tell p99 from p50.
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static histogram bounds")
 }
 
 impl Node {
     /// An origin serving the file described by `manifest`.
     pub fn origin(cfg: Config, manifest: Manifest, now: Instant) -> Node {
-        let mut n = Node::new(cfg, now);
-        n.striper = Some(Striper::new(manifest.piece_count()));
-        n.fresh_holder = vec![None; manifest.piece_count() as usize];
+        let side = Side::Origin(Registry::new(manifest.piece_count()));
+        let mut n = Node::new(cfg, side, now);
         n.manifest = Some(manifest);
         n
     }
 
     /// A client that will learn the manifest from the origin.
     pub fn client(cfg: Config, now: Instant) -> Node {
-        Node::new(cfg, now)
+        Node::new(cfg, Side::Client(ClientSide::default()), now)
     }
 
-    fn new(cfg: Config, now: Instant) -> Node {
+    fn new(cfg: Config, side: Side, now: Instant) -> Node {
         Node {
             rng: Rng::new(cfg.node_id),
             cfg,
             now,
             manifest: None,
             picker: None,
-            striper: None,
             peers: Vec::new(),
             table: ChokeTable::default(),
             events: VecDeque::new(),
             dirty: Vec::new(),
             changed: Vec::new(),
-            known: Vec::new(),
-            origin_slot: None,
-            origin_file_id: 0,
-            origin_lost_at: None,
-            origin_dialing: false,
-            origin_backoff_until: None,
-            origin_wildcards_refused: false,
+            side,
             started_at: now,
             last_tick: now,
             last_round: now,
@@ -200,7 +181,6 @@ impl Node {
             counters: Counters::default(),
             latency_all: new_histogram(),
             ledger: Ledger::default(),
-            fresh_holder: Vec::new(),
         }
     }
 
@@ -292,6 +272,21 @@ impl Node {
         self.peer(slot).is_none_or(|p| p.closing)
     }
 
+    /// The client's own state; `None` on the origin.
+    fn client_side(&self) -> Option<&ClientSide> {
+        match &self.side {
+            Side::Client(c) => Some(c),
+            Side::Origin(_) => None,
+        }
+    }
+
+    fn client_side_mut(&mut self) -> Option<&mut ClientSide> {
+        match &mut self.side {
+            Side::Client(c) => Some(c),
+            Side::Origin(_) => None,
+        }
+    }
+
     fn peer(&self, slot: Slot) -> Option<&Peer> {
         self.peers.get(slot).and_then(|p| p.as_ref())
     }
@@ -354,14 +349,16 @@ impl Node {
         self.table.open(slot, link == Link::ToOrigin);
         match link {
             Link::ToOrigin => {
-                self.origin_slot = Some(slot);
-                self.origin_dialing = false;
-                // A new origin connection starts with nothing counted as on its way to us.
-                self.origin_wildcards_refused = false;
+                if let Some(c) = self.client_side_mut() {
+                    c.origin.slot = Some(slot);
+                    c.origin.dialing = false;
+                    // A new origin connection starts with nothing counted as on its way.
+                    c.origin.wildcards_refused = false;
+                }
             }
             Link::ToPeer { node_id } => {
-                if let Some(k) = self.known.iter_mut().find(|k| k.node_id == node_id) {
-                    k.slot = Some(slot);
+                if let Some(c) = self.client_side_mut() {
+                    c.connected(node_id, slot);
                 }
             }
             Link::Accepted => {}
@@ -400,23 +397,18 @@ impl Node {
                 }
             }
         }
-        if let Some(striper) = self.striper.as_mut()
-            && peer.registered
-        {
-            for i in peer.has.ones() {
-                striper.remove_copy(i);
+        match &mut self.side {
+            Side::Origin(registry) if peer.registered => {
+                registry.forget(slot, &peer.has, &peer.in_flight);
             }
-            for &i in &peer.in_flight {
-                striper.remove_copy(i);
+            Side::Origin(_) => {}
+            Side::Client(c) => {
+                for k in c.known.iter_mut().filter(|k| k.slot == Some(slot)) {
+                    k.slot = None;
+                    k.attempts += 1;
+                    k.next_attempt = now + DIAL_RETRY;
+                }
             }
-            for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
-                *h = None;
-            }
-        }
-        for k in self.known.iter_mut().filter(|k| k.slot == Some(slot)) {
-            k.slot = None;
-            k.attempts += 1;
-            k.next_attempt = now + DIAL_RETRY;
         }
         match self.cfg.role {
             Role::Origin => {
@@ -445,12 +437,16 @@ impl Node {
             }
             Role::Client => {
                 if peer.is_origin_link() {
-                    self.origin_slot = None;
-                    if self.manifest.is_none() {
+                    let has_manifest = self.manifest.is_some();
+                    if let Some(c) = self.client_side_mut() {
+                        c.origin.slot = None;
+                        if has_manifest {
+                            c.origin.lost_at = Some(now);
+                        }
+                    }
+                    if !has_manifest {
                         let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
                         self.fatal(format!("cannot get the manifest from {server}: {cause}"));
-                    } else {
-                        self.origin_lost_at = Some(now);
                     }
                 }
                 self.check_exit();

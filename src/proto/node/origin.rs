@@ -7,6 +7,67 @@ use super::*;
 /// Most peers the origin names to a newcomer.
 pub const MAX_ADVERTISED: usize = 64;
 
+/// The origin's registry of the swarm: copies of each piece (for striping) and who owes
+/// passing each fresh piece on (the promise, docs/PROTOCOL.md §5.6).
+#[derive(Debug)]
+pub(super) struct Registry {
+    pub(super) striper: Striper,
+    /// The client that received each piece's first copy, until another client announces
+    /// the piece (the promise is then kept).
+    fresh_holder: Vec<Option<Slot>>,
+}
+
+impl Registry {
+    pub(super) fn new(pieces: u32) -> Registry {
+        Registry {
+            striper: Striper::new(pieces),
+            fresh_holder: vec![None; pieces as usize],
+        }
+    }
+
+    /// A client registered holding `bits`.
+    pub(super) fn add_holdings(&mut self, bits: &Bitfield) {
+        for i in bits.ones() {
+            self.striper.add_copy(i);
+        }
+    }
+
+    /// The origin sends `piece` to `slot`; true if it is the first copy in the swarm (the
+    /// client now owes passing it on).
+    pub(super) fn send_copy(&mut self, slot: Slot, piece: u32) -> bool {
+        let first = self.striper.copies(piece) == 0;
+        // A second copy before the first holder passed it on: that promise lapses unkept.
+        self.fresh_holder[piece as usize] = first.then_some(slot);
+        self.striper.add_copy(piece);
+        first
+    }
+
+    /// `slot` announced `piece`, which it did not get from the origin. Returns the client
+    /// whose promise this keeps, if another one holds the piece's first copy.
+    pub(super) fn announced(&mut self, slot: Slot, piece: u32) -> Option<Slot> {
+        self.striper.add_copy(piece);
+        let holder = &mut self.fresh_holder[piece as usize];
+        match *holder {
+            Some(h) if h != slot => holder.take(),
+            _ => None,
+        }
+    }
+
+    /// The client on `slot` left holding `has` and with `in_flight` on its way: its copies
+    /// no longer count, and its promises lapse.
+    pub(super) fn forget(&mut self, slot: Slot, has: &Bitfield, in_flight: &[u32]) {
+        for i in has.ones() {
+            self.striper.remove_copy(i);
+        }
+        for &i in in_flight {
+            self.striper.remove_copy(i);
+        }
+        for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
+            *h = None;
+        }
+    }
+}
+
 impl Node {
     /// The next piece to upload on `slot`, decided now that the socket can take it (late
     /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
@@ -24,11 +85,13 @@ impl Node {
                 continue;
             }
             let piece = if req == WILDCARD {
-                let striper = self.striper.as_mut()?;
+                let Side::Origin(registry) = &mut self.side else {
+                    return None;
+                };
                 let p = self.peers[slot].as_ref()?;
                 // Not what is on its way, nor what the client asked for by name.
                 let excluded = |i| p.in_flight.contains(&i) || p.queue.contains(&i);
-                match striper.choose(&p.has, excluded, &mut self.rng) {
+                match registry.striper.choose(&p.has, excluded, &mut self.rng) {
                     Some(piece) => piece,
                     None => {
                         self.emit(slot, &Message::Reject(WILDCARD));
@@ -48,21 +111,15 @@ impl Node {
     /// Origin: `piece` goes to `slot`. Counts the copy, and a first copy makes the client
     /// owe passing it on (the promise, docs/PROTOCOL.md §5.6).
     pub(super) fn count_origin_copy(&mut self, slot: Slot, piece: u32) {
-        let (Some(striper), Some(p)) = (self.striper.as_mut(), self.peers[slot].as_mut()) else {
+        let (Side::Origin(registry), Some(p)) = (&mut self.side, self.peers[slot].as_mut()) else {
             return;
         };
         if p.has.get(piece) || p.in_flight.contains(&piece) {
             return;
         }
-        if striper.copies(piece) == 0 {
-            self.fresh_holder[piece as usize] = Some(slot);
+        if registry.send_copy(slot, piece) {
             self.table.promise(slot);
-        } else {
-            // The origin sends it again before the first holder passed it on: that promise
-            // lapses unkept.
-            self.fresh_holder[piece as usize] = None;
         }
-        striper.add_copy(piece);
         p.in_flight.push(piece);
     }
 
@@ -153,7 +210,8 @@ impl Node {
         let Some(done_at) = self.completed_at else {
             return;
         };
-        let alone = self.origin_slot.is_none() && self.peer_count() == 0;
+        let origin_gone = self.client_side().is_none_or(|c| c.origin.slot.is_none());
+        let alone = origin_gone && self.peer_count() == 0;
         if self.swarm_done || alone || !self.cfg.use_peers || self.now >= done_at + self.cfg.linger
         {
             self.exiting = true;

@@ -153,15 +153,12 @@ impl Node {
                 };
                 let full = p.has.is_full();
                 if !was_in_flight {
-                    self.striper.as_mut().expect("origin").add_copy(i);
                     // Another client got the piece without the origin: whoever received its
                     // first copy has kept that promise.
-                    if let Some(holder) = self.fresh_holder[i as usize].take() {
-                        if holder != slot {
-                            self.table.keep_promise(holder);
-                        } else {
-                            self.fresh_holder[i as usize] = Some(holder);
-                        }
+                    if let Side::Origin(registry) = &mut self.side
+                        && let Some(holder) = registry.announced(slot, i)
+                    {
+                        self.table.keep_promise(holder);
                     }
                 }
                 if full {
@@ -187,7 +184,8 @@ impl Node {
     /// Client: report per-peer counters to the origin (RECEIPT, docs/PROTOCOL.md §5.6).
     pub(super) fn send_receipts(&mut self) {
         let Some(origin) = self
-            .origin_slot
+            .client_side()
+            .and_then(|c| c.origin.slot)
             .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
         else {
             return;

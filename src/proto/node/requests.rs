@@ -81,11 +81,13 @@ impl Node {
             p.backoff_until = Some(now + REJECT_BACKOFF);
         }
         if i == WILDCARD {
-            self.origin_backoff_until = Some(now + REJECT_BACKOFF);
             // An unchoking origin refuses a wildcard when every piece we lack is, as it
             // sees it, on its way to us. One it sent may have been discarded here (another
             // copy was arriving, and that one then failed): only asking by index gets it.
-            self.origin_wildcards_refused |= unchoked;
+            if let Some(c) = self.client_side_mut() {
+                c.origin.backoff_until = Some(now + REJECT_BACKOFF);
+                c.origin.wildcards_refused |= unchoked;
+            }
         } else if let Some(picker) = self.picker.as_mut() {
             picker.on_request_done(i);
         }
@@ -121,8 +123,11 @@ impl Node {
             _ => return,
         }
         let endgame = self.endgame_candidates(slot);
-        let origin_backoff = self.origin_backoff_until.is_some_and(|t| now < t);
-        let wildcards_refused = self.origin_wildcards_refused;
+        let Some(c) = self.client_side() else {
+            return;
+        };
+        let origin_backoff = c.origin.backoff_until.is_some_and(|t| now < t);
+        let wildcards_refused = c.origin.wildcards_refused;
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };

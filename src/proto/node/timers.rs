@@ -57,7 +57,7 @@ impl Node {
                 self.fill_requests(slot);
             }
         }
-        if self.cfg.role == Role::Client {
+        if self.client_side().is_some() {
             self.client_timers(now);
         }
     }
@@ -72,13 +72,15 @@ impl Node {
                 ));
                 return;
             }
-            if self.origin_slot.is_none()
-                && !self.origin_dialing
-                && let (Some(lost), Some(addr)) = (self.origin_lost_at, self.cfg.server)
+            let server = self.cfg.server;
+            if let Some(c) = self.client_side_mut()
+                && c.origin.slot.is_none()
+                && !c.origin.dialing
+                && let (Some(lost), Some(addr)) = (c.origin.lost_at, server)
                 && now >= lost + ORIGIN_RETRY
             {
-                self.origin_lost_at = Some(now);
-                self.origin_dialing = true;
+                c.origin.lost_at = Some(now);
+                c.origin.dialing = true;
                 self.events.push_back(Event::Connect {
                     addr,
                     link: Link::ToOrigin,

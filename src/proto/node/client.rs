@@ -1,0 +1,46 @@
+//! What only a client keeps: its link to the origin and the peers the origin named.
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct ClientSide {
+    /// Peers the origin told us about.
+    pub(super) known: Vec<Known>,
+    pub(super) origin: OriginLink,
+}
+
+/// The client's connection to its origin, across reconnections.
+#[derive(Debug, Default)]
+pub(super) struct OriginLink {
+    /// The connection, while there is one.
+    pub(super) slot: Option<Slot>,
+    /// The file id the origin's HELLO named; its MANIFEST must match it.
+    pub(super) file_id: u64,
+    /// When the connection was lost after the manifest arrived (a reconnection is due).
+    pub(super) lost_at: Option<Instant>,
+    /// A reconnection was requested and not yet reported by `handle_open`.
+    pub(super) dialing: bool,
+    /// After a refused wildcard, the origin is not asked for one before this.
+    pub(super) backoff_until: Option<Instant>,
+    /// The origin refused a wildcard while unchoking us: from now on it is asked by index.
+    pub(super) wildcards_refused: bool,
+}
+
+/// A peer the origin told us about.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub(super) node_id: u64,
+    pub(super) addr: SocketAddr,
+    pub(super) slot: Option<Slot>,
+    pub(super) attempts: u32,
+    pub(super) next_attempt: Instant,
+}
+
+impl ClientSide {
+    /// `slot` is now the connection to the known peer `node_id`, if we know it.
+    pub(super) fn connected(&mut self, node_id: u64, slot: Slot) {
+        if let Some(k) = self.known.iter_mut().find(|k| k.node_id == node_id) {
+            k.slot = Some(slot);
+        }
+    }
+}
