@@ -517,7 +517,7 @@ impl Driver {
                     self.queue_write(slot);
                 }
             }
-            Event::Fatal(why) => return Err(why),
+            Event::Fatal(why) => return Err(why.to_string()),
         }
         Ok(())
     }

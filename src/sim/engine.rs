@@ -582,7 +582,7 @@ impl Sim {
             }
             Event::Exit => self.depart(h, true),
             Event::Fatal(why) => {
-                self.hosts[h].failed = Some(why);
+                self.hosts[h].failed = Some(why.to_string());
                 self.depart(h, false);
             }
         }

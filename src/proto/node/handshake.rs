@@ -13,7 +13,7 @@ impl Node {
                 h.version
             );
             if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
-                self.fatal(format!("server speaks {why}"));
+                self.fatal(FailureKind::Incompatible, format!("server speaks {why}"));
             }
             return self.fail(slot, ErrorCode::Version, &why);
         }
@@ -53,7 +53,7 @@ impl Node {
             (Role::Client, Some(Link::ToOrigin)) => {
                 if h.role != Role::Origin {
                     let why = "the server is not a TFTTP origin".to_string();
-                    self.fatal(why.clone());
+                    self.fatal(FailureKind::NotTftp, why.clone());
                     return self.fail(slot, ErrorCode::Protocol, &why);
                 }
                 if let Some(m) = &self.manifest
@@ -61,7 +61,7 @@ impl Node {
                 {
                     // Reconnected to an origin that now serves something else.
                     let why = "the server now serves a different file".to_string();
-                    self.fatal(why.clone());
+                    self.fatal(FailureKind::WrongFile, why.clone());
                     return self.fail(slot, ErrorCode::WrongFile, &why);
                 }
                 if let Some(c) = self.client_side_mut() {
@@ -103,7 +103,10 @@ impl Node {
         let m = match Manifest::decode(body) {
             Ok(m) => m,
             Err(e) => {
-                self.fatal(format!("the server sent a bad manifest: {e}"));
+                self.fatal(
+                    FailureKind::BadManifest,
+                    format!("the server sent a bad manifest: {e}"),
+                );
                 return self.fail(slot, ErrorCode::Protocol, "bad manifest");
             }
         };
@@ -111,12 +114,18 @@ impl Node {
             .client_side()
             .is_none_or(|c| m.id() != c.origin.file_id)
         {
-            self.fatal("the server's manifest does not match its file id".into());
+            self.fatal(
+                FailureKind::WrongFile,
+                "the server's manifest does not match its file id",
+            );
             return self.fail(slot, ErrorCode::WrongFile, "manifest id mismatch");
         }
         if let Some(have) = &self.manifest {
             if *have != m {
-                self.fatal("the server now serves a different file".into());
+                self.fatal(
+                    FailureKind::WrongFile,
+                    "the server now serves a different file",
+                );
             }
         } else {
             self.picker = Some(Picker::new(Bitfield::new(m.piece_count())));
@@ -184,7 +193,10 @@ impl Node {
             && (self.manifest.is_none()
                 || matches!(code, ErrorCode::WrongFile | ErrorCode::Version))
         {
-            self.fatal(format!("the server refused: {reason}"));
+            self.fatal(
+                FailureKind::Refused,
+                format!("the server refused: {reason}"),
+            );
         }
         self.close(
             slot,

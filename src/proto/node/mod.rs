@@ -19,6 +19,7 @@ use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, VERS
 mod client;
 mod config;
 mod discovery;
+mod failure;
 mod handshake;
 mod origin;
 mod pieces;
@@ -27,6 +28,7 @@ mod timers;
 
 use client::{ClientSide, Known};
 pub use config::{Behaviour, Config};
+pub use failure::{Failure, FailureKind};
 use origin::Registry;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
 
@@ -72,7 +74,7 @@ pub enum Event {
     /// Nothing more to do: flush what is queued and exit successfully.
     Exit,
     /// The download cannot succeed: exit with this one-line reason.
-    Fatal(String),
+    Fatal(Failure),
 }
 
 /// Counters a node reports in its stats file.
@@ -446,7 +448,10 @@ impl Node {
                     }
                     if !has_manifest {
                         let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
-                        self.fatal(format!("cannot get the manifest from {server}: {cause}"));
+                        self.fatal(
+                            FailureKind::Unreachable,
+                            format!("cannot get the manifest from {server}: {cause}"),
+                        );
                     }
                 }
                 self.check_exit();
@@ -557,9 +562,10 @@ impl Node {
     fn fail(&mut self, slot: Slot, code: ErrorCode, reason: &str) {
         if self.manifest.is_none() && self.peer(slot).is_some_and(|p| p.is_origin_link()) {
             let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
-            self.fatal(format!(
-                "{server} broke the protocol ({reason}); is it a TFTTP server?"
-            ));
+            self.fatal(
+                FailureKind::NotTftp,
+                format!("{server} broke the protocol ({reason}); is it a TFTTP server?"),
+            );
         }
         if self.peer(slot).is_some_and(|p| !p.closing) {
             self.emit(slot, &Message::Error { code, reason });
@@ -580,10 +586,10 @@ impl Node {
         }
     }
 
-    fn fatal(&mut self, why: String) {
+    fn fatal(&mut self, kind: FailureKind, why: impl Into<String>) {
         if !self.exiting {
             self.exiting = true;
-            self.events.push_back(Event::Fatal(why));
+            self.events.push_back(Event::Fatal(Failure::new(kind, why)));
         }
     }
 }

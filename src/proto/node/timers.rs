@@ -66,10 +66,13 @@ impl Node {
         if self.manifest.is_some() && !self.is_complete() {
             if now >= self.last_progress + self.cfg.stall_timeout {
                 let (have, total) = self.progress();
-                self.fatal(format!(
-                    "no progress for {} s ({have}/{total} pieces); giving up",
-                    self.cfg.stall_timeout.as_secs()
-                ));
+                self.fatal(
+                    FailureKind::Stalled,
+                    format!(
+                        "no progress for {} s ({have}/{total} pieces); giving up",
+                        self.cfg.stall_timeout.as_secs()
+                    ),
+                );
                 return;
             }
             let server = self.cfg.server;

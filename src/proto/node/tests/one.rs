@@ -190,7 +190,10 @@ fn test_client_fatal_when_server_closes_before_manifest() {
     let mut c = One::client();
     c.node.handle_closed(0, "Connection refused", c.now);
     match &c.events()[..] {
-        [Event::Fatal(why)] => assert!(why.contains("Connection refused"), "{why}"),
+        [Event::Fatal(why)] => {
+            assert_eq!(why.kind, FailureKind::Unreachable);
+            assert!(why.to_string().contains("Connection refused"), "{why}");
+        }
         e => panic!("{e:?}"),
     }
 }
@@ -203,14 +206,22 @@ fn test_client_fatal_on_manifest_id_mismatch() {
     let mut body = Vec::new();
     m.encode(&mut body);
     c.send(Message::Manifest(&body));
-    assert!(c.events().iter().any(|e| matches!(e, Event::Fatal(_))));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::WrongFile))
+    );
 }
 
 #[test]
 fn test_client_fatal_when_server_is_not_an_origin() {
     let mut c = One::client();
     c.send(hello(Role::Client, 1, 0));
-    assert!(c.events().iter().any(|e| matches!(e, Event::Fatal(_))));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::NotTftp))
+    );
 }
 
 #[test]
@@ -288,11 +299,10 @@ fn test_stall_timeout_is_fatal() {
     let later = c.now + Duration::from_secs(61);
     // Ticks at 100 ms: jump in one go, the tick only looks at the clock.
     c.node.handle_tick(later);
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| matches!(e, Event::Fatal(w) if w.contains("no progress")))
-    );
+    assert!(c.events().iter().any(
+        |e| matches!(e, Event::Fatal(w) if w.kind == FailureKind::Stalled
+                && w.to_string().contains("no progress"))
+    ));
 }
 
 #[test]
@@ -313,7 +323,11 @@ fn test_slow_piece_still_arriving_is_not_a_stall() {
         "payload arrived every 10 s for 70 s"
     );
     c.node.handle_tick(c.now + Duration::from_secs(131));
-    assert!(c.events().iter().any(|e| matches!(e, Event::Fatal(_))));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::Stalled))
+    );
 }
 
 #[test]

@@ -161,7 +161,7 @@ impl Sim {
                 }
                 Event::Complete => self.nodes[n].complete = true,
                 Event::Exit => self.nodes[n].exited = true,
-                Event::Fatal(why) => self.nodes[n].fatal = Some(why),
+                Event::Fatal(why) => self.nodes[n].fatal = Some(why.to_string()),
             }
         }
     }
