@@ -27,12 +27,14 @@ use mio::net::TcpStream;
 use super::ratelimit::TokenBucket;
 use super::storage::Storage;
 use crate::proto::{Node, Sink, Slot};
-use crate::wire::{self, FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE};
+use crate::wire::{self, FrameHead, HEAD_SIZE, Limits, PIECE_HEAD_SIZE, PieceHead};
 
 /// Receive buffer for control frames. Small on purpose: the payload bytes that arrive with a
 /// piece's head are copied out of it, and an origin holds one per client (4 KiB × 1,000
 /// clients in `bench/footprint.rs`).
 const RBUF_SIZE: usize = 4 * 1024;
+// A frame allowed before HELLO never grows the buffer.
+const _: () = assert!(wire::HEAD_SIZE + wire::MAX_EARLY_LEN <= RBUF_SIZE);
 /// Bytes one connection may move per turn before the loop serves the next one, so one fast
 /// peer cannot starve the others (and the piece reads stay cache-friendly). Uploads use it
 /// as the deficit-round-robin quantum of the heaviest-weighted connection.
@@ -107,6 +109,9 @@ pub struct Conn {
     pub in_write_q: bool,
     /// Close after the control bytes are out, by this time at the latest.
     pub closing: Option<Instant>,
+    /// The node accepted the peer's HELLO. Until then only frames that fit `rbuf` are read
+    /// (`wire::MAX_EARLY_LEN`), so an unidentified connection cannot make us allocate.
+    hello_accepted: bool,
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
@@ -135,6 +140,7 @@ impl Conn {
             in_read_q: false,
             in_write_q: false,
             closing: None,
+            hello_accepted: false,
             rbuf: vec![0; RBUF_SIZE],
             rstart: 0,
             rend: 0,
@@ -252,7 +258,10 @@ impl Conn {
     ) -> Result<bool, Turn> {
         loop {
             let buf = &self.rbuf[self.rstart..self.rend];
-            let head = match FrameHead::parse(buf) {
+            // Recomputed per frame: a MANIFEST just handled tightens the bounds.
+            let file = node.manifest().map(|m| (m.piece_count(), m.piece_size()));
+            let limits = Limits::new(self.hello_accepted, file);
+            let head = match FrameHead::parse_within(buf, &limits) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok(false),
                 Err(e) => {
@@ -261,17 +270,17 @@ impl Conn {
                 }
             };
             if head.ty == wire::ty::PIECE {
-                if buf.len() < PIECE_HEAD_SIZE {
-                    return Ok(false);
-                }
-                if head.len < 5 {
-                    node.handle_malformed(slot, "PIECE frame too short", now);
-                    return Err(Turn::Closing);
-                }
-                let piece = wire::be_u32(&buf[HEAD_SIZE..]);
-                let len = head.len as usize - 5;
+                let ph = match PieceHead::parse(&head, buf) {
+                    Ok(Some(ph)) => ph,
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        node.handle_malformed(slot, &e.to_string(), now);
+                        return Err(Turn::Closing);
+                    }
+                };
+                let len = ph.len as usize;
                 self.rstart += PIECE_HEAD_SIZE;
-                let Some(sink) = node.begin_piece(slot, piece, len as u32, now) else {
+                let Some(sink) = node.begin_piece(slot, ph.piece, ph.len, now) else {
                     return Err(Turn::Closing);
                 };
                 let buf = match sink {
@@ -303,7 +312,8 @@ impl Conn {
             let frame_len = head.frame_len();
             if buf.len() < frame_len {
                 if self.rbuf.len() < frame_len {
-                    // A manifest larger than the buffer; MAX_FRAME_LEN bounds the growth.
+                    // A MANIFEST, or a BITFIELD of a file with many pieces, larger than the
+                    // buffer: only after HELLO, and within the type's limit.
                     self.rbuf.copy_within(self.rstart..self.rend, 0);
                     self.rend -= self.rstart;
                     self.rstart = 0;
@@ -313,6 +323,10 @@ impl Conn {
             }
             node.handle_frame(slot, head.ty, &buf[HEAD_SIZE..frame_len], now);
             self.rstart += frame_len;
+            // The node closes a connection whose first frame is not an acceptable HELLO.
+            if head.ty == wire::ty::HELLO && !node.is_closing(slot) {
+                self.hello_accepted = true;
+            }
             if self.rbuf.len() > RBUF_SIZE && self.rstart == self.rend {
                 self.rbuf.truncate(RBUF_SIZE);
                 self.rbuf.shrink_to_fit();
@@ -428,7 +442,11 @@ impl Conn {
                 let m = node.manifest().expect("pieces imply a manifest");
                 let len = m.piece_len(piece) as usize;
                 self.tx = Some(TxPiece {
-                    head: wire::piece_head(piece, len as u32),
+                    head: PieceHead {
+                        piece,
+                        len: len as u32,
+                    }
+                    .emit(),
                     piece,
                     offset: m.piece_offset(piece) as usize,
                     len,
