@@ -1,7 +1,8 @@
-//! One TCP connection's byte plumbing: frames in through a small buffer, piece payloads into
-//! a per-connection piece buffer written to the file with one `pwrite`; control bytes and
-//! pieces out from the mapped file with one vectored write of head plus mapped slice. The
-//! node decides; this moves bytes.
+//! One TCP connection's byte plumbing: frames in through a small buffer (`wire` frames them
+//! and bounds each type's length), piece payloads through a 64 KiB chunk buffer, each chunk
+//! checksummed and written to the file with one `pwrite`; control bytes and pieces out from
+//! the mapped file with one vectored write of head plus mapped slice. The node decides; this
+//! moves bytes.
 //!
 //! Payloads go out either with a vectored write of head plus mapped slice or, with
 //! `sendfile` (`--sendfile`, by default for peers not on loopback), as page references from
@@ -14,8 +15,12 @@
 //! Why not receive straight into the mapped output: on a fresh (sparse or fallocated) file
 //! every first write to a mapped page faults, and the kernel zero-fills the page (and its
 //! readahead neighbours) before the copy. Profiling a 1 GiB loopback download put 72% of the
-//! client's CPU in that zeroing; a full-page `pwrite` skips it, for one extra copy that
-//! costs a few percent.
+//! client's CPU in that zeroing; a `pwrite` of whole pages skips it, for one extra copy that
+//! costs a few percent. Chunks start at the piece's offset, so they are whole pages when the
+//! piece size is a multiple of the page size, as every default (a power of two of at least
+//! 16 KiB) is. With a `--piece-size` that is not, each chunk's first and last page are
+//! partial writes, and the kernel fills the rest of those pages first (2 of the 17 pages
+//! such a chunk spans).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -39,8 +44,12 @@ const _: () = assert!(wire::HEAD_SIZE + wire::MAX_EARLY_LEN <= RBUF_SIZE);
 /// peer cannot starve the others (and the piece reads stay cache-friendly). Uploads use it
 /// as the deficit-round-robin quantum of the heaviest-weighted connection.
 pub const TURN_QUANTUM: usize = 512 * 1024;
-/// Page size assumed when unmapping sent pages (x86-64 and most arm64 kernels; on a larger
-/// page size the unaligned ranges are refused and RSS is merely higher).
+/// Granularity of unmapping sent pages: the page size of x86-64 and most arm64 kernels.
+/// Correctness does not depend on it. memmap2 rounds a range's start down to a page boundary
+/// and the kernel rounds its length up, so with a larger page, or a piece offset that is not
+/// page-aligned (a `--piece-size` that is not a multiple of 4 KiB), a range can take in a
+/// page still being sent or one of the next piece; its next use faults it back in from the
+/// page cache (a minor fault, nothing lost).
 const PAGE: usize = 4096;
 /// Piece payloads are received, checksummed and written in chunks of this size: small enough
 /// to stay in L2 between the three passes (receive, CRC, write). With whole-piece buffers,
