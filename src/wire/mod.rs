@@ -2,7 +2,7 @@
 //! parse/emit, and the limits a peer enforces. No state and no I/O, after smoltcp's `wire`.
 //!
 //! Every frame is `len: u32 BE | type: u8 | body`, where `len` counts the type byte and the
-//! body. [`frame`] reads heads and bounds each type's body; this file parses and emits
+//! body. `frame.rs` reads heads and bounds each type's body; this file parses and emits
 //! bodies. PIECE frames are the exception to "parse the whole frame": the driver reads their
 //! 9-byte [`PieceHead`] and streams the payload straight to storage, so this module never
 //! sees a payload it would have to copy.
