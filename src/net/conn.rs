@@ -1,7 +1,8 @@
-//! One TCP connection's byte plumbing: frames in through a small buffer, piece payloads into
-//! a per-connection piece buffer written to the file with one `pwrite`; control bytes and
-//! pieces out from the mapped file with one vectored write of head plus mapped slice. The
-//! node decides; this moves bytes.
+//! One TCP connection's byte plumbing: frames in through a small buffer (`wire` frames them
+//! and bounds each type's length), piece payloads through a 64 KiB chunk buffer, each chunk
+//! checksummed and written to the file with one `pwrite`; control bytes and pieces out from
+//! the mapped file with one vectored write of head plus mapped slice. The node decides; this
+//! moves bytes.
 //!
 //! Payloads go out either with a vectored write of head plus mapped slice or, with
 //! `sendfile` (`--sendfile`, by default for peers not on loopback), as page references from
@@ -14,8 +15,12 @@
 //! Why not receive straight into the mapped output: on a fresh (sparse or fallocated) file
 //! every first write to a mapped page faults, and the kernel zero-fills the page (and its
 //! readahead neighbours) before the copy. Profiling a 1 GiB loopback download put 72% of the
-//! client's CPU in that zeroing; a full-page `pwrite` skips it, for one extra copy that
-//! costs a few percent.
+//! client's CPU in that zeroing; a `pwrite` of whole pages skips it, for one extra copy that
+//! costs a few percent. Chunks start at the piece's offset, so they are whole pages when the
+//! piece size is a multiple of the page size, as every default (a power of two of at least
+//! 16 KiB) is. With a `--piece-size` that is not, each chunk's first and last page are
+//! partial writes, and the kernel fills the rest of those pages first (2 of the 17 pages
+//! such a chunk spans).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -27,18 +32,24 @@ use mio::net::TcpStream;
 use super::ratelimit::TokenBucket;
 use super::storage::Storage;
 use crate::proto::{Node, Sink, Slot};
-use crate::wire::{self, FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE};
+use crate::wire::{self, FrameHead, HEAD_SIZE, Limits, PIECE_HEAD_SIZE, PieceHead};
 
 /// Receive buffer for control frames. Small on purpose: the payload bytes that arrive with a
 /// piece's head are copied out of it, and an origin holds one per client (4 KiB × 1,000
 /// clients in `bench/footprint.rs`).
 const RBUF_SIZE: usize = 4 * 1024;
+// A frame allowed before HELLO never grows the buffer.
+const _: () = assert!(wire::HEAD_SIZE + wire::MAX_EARLY_LEN <= RBUF_SIZE);
 /// Bytes one connection may move per turn before the loop serves the next one, so one fast
 /// peer cannot starve the others (and the piece reads stay cache-friendly). Uploads use it
 /// as the deficit-round-robin quantum of the heaviest-weighted connection.
 pub const TURN_QUANTUM: usize = 512 * 1024;
-/// Page size assumed when unmapping sent pages (x86-64 and most arm64 kernels; on a larger
-/// page size the unaligned ranges are refused and RSS is merely higher).
+/// Granularity of unmapping sent pages: the page size of x86-64 and most arm64 kernels.
+/// Correctness does not depend on it. memmap2 rounds a range's start down to a page boundary
+/// and the kernel rounds its length up, so with a larger page, or a piece offset that is not
+/// page-aligned (a `--piece-size` that is not a multiple of 4 KiB), a range can take in a
+/// page still being sent or one of the next piece; its next use faults it back in from the
+/// page cache (a minor fault, nothing lost).
 const PAGE: usize = 4096;
 /// Piece payloads are received, checksummed and written in chunks of this size: small enough
 /// to stay in L2 between the three passes (receive, CRC, write). With whole-piece buffers,
@@ -107,6 +118,9 @@ pub struct Conn {
     pub in_write_q: bool,
     /// Close after the control bytes are out, by this time at the latest.
     pub closing: Option<Instant>,
+    /// The node accepted the peer's HELLO. Until then only frames that fit `rbuf` are read
+    /// (`wire::MAX_EARLY_LEN`), so an unidentified connection cannot make us allocate.
+    hello_accepted: bool,
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
@@ -135,6 +149,7 @@ impl Conn {
             in_read_q: false,
             in_write_q: false,
             closing: None,
+            hello_accepted: false,
             rbuf: vec![0; RBUF_SIZE],
             rstart: 0,
             rend: 0,
@@ -252,7 +267,10 @@ impl Conn {
     ) -> Result<bool, Turn> {
         loop {
             let buf = &self.rbuf[self.rstart..self.rend];
-            let head = match FrameHead::parse(buf) {
+            // Recomputed per frame: a MANIFEST just handled tightens the bounds.
+            let file = node.manifest().map(|m| (m.piece_count(), m.piece_size()));
+            let limits = Limits::new(self.hello_accepted, file);
+            let head = match FrameHead::parse_within(buf, &limits) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok(false),
                 Err(e) => {
@@ -261,17 +279,17 @@ impl Conn {
                 }
             };
             if head.ty == wire::ty::PIECE {
-                if buf.len() < PIECE_HEAD_SIZE {
-                    return Ok(false);
-                }
-                if head.len < 5 {
-                    node.handle_malformed(slot, "PIECE frame too short", now);
-                    return Err(Turn::Closing);
-                }
-                let piece = wire::be_u32(&buf[HEAD_SIZE..]);
-                let len = head.len as usize - 5;
+                let ph = match PieceHead::parse(&head, buf) {
+                    Ok(Some(ph)) => ph,
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        node.handle_malformed(slot, &e.to_string(), now);
+                        return Err(Turn::Closing);
+                    }
+                };
+                let len = ph.len as usize;
                 self.rstart += PIECE_HEAD_SIZE;
-                let Some(sink) = node.begin_piece(slot, piece, len as u32, now) else {
+                let Some(sink) = node.begin_piece(slot, ph.piece, ph.len, now) else {
                     return Err(Turn::Closing);
                 };
                 let buf = match sink {
@@ -303,7 +321,8 @@ impl Conn {
             let frame_len = head.frame_len();
             if buf.len() < frame_len {
                 if self.rbuf.len() < frame_len {
-                    // A manifest larger than the buffer; MAX_FRAME_LEN bounds the growth.
+                    // A MANIFEST, or a BITFIELD of a file with many pieces, larger than the
+                    // buffer: only after HELLO, and within the type's limit.
                     self.rbuf.copy_within(self.rstart..self.rend, 0);
                     self.rend -= self.rstart;
                     self.rstart = 0;
@@ -313,6 +332,10 @@ impl Conn {
             }
             node.handle_frame(slot, head.ty, &buf[HEAD_SIZE..frame_len], now);
             self.rstart += frame_len;
+            // The node closes a connection whose first frame is not an acceptable HELLO.
+            if head.ty == wire::ty::HELLO && !node.is_closing(slot) {
+                self.hello_accepted = true;
+            }
             if self.rbuf.len() > RBUF_SIZE && self.rstart == self.rend {
                 self.rbuf.truncate(RBUF_SIZE);
                 self.rbuf.shrink_to_fit();
@@ -428,7 +451,11 @@ impl Conn {
                 let m = node.manifest().expect("pieces imply a manifest");
                 let len = m.piece_len(piece) as usize;
                 self.tx = Some(TxPiece {
-                    head: wire::piece_head(piece, len as u32),
+                    head: PieceHead {
+                        piece,
+                        len: len as u32,
+                    }
+                    .emit(),
                     piece,
                     offset: m.piece_offset(piece) as usize,
                     len,

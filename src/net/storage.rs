@@ -1,5 +1,6 @@
 //! Where pieces live: the origin's file mapped read-only, or the client's `OUT.part`, written
-//! piece by piece with `pwrite` and renamed to `OUT` only once every piece is verified.
+//! with `pwrite` (in 64 KiB chunks of each piece, see `conn.rs`) and renamed to `OUT` only
+//! once every piece is verified.
 //! Uploads are written to sockets straight from a read-only mapping of either file.
 
 use std::fs::{File, OpenOptions};
@@ -168,7 +169,9 @@ impl Storage {
             && offset + len <= m.len()
             && len > 0
         {
-            // SAFETY: as in `release_pages`; callers pass page-aligned offsets.
+            // SAFETY: as in `release_pages`. The range need not be page-aligned (a custom
+            // piece size puts pieces mid-page): memmap2 widens it to whole pages, which at
+            // worst unmaps a neighbouring page that its next use faults back in.
             let _ = unsafe { m.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len) };
         }
     }
@@ -182,7 +185,7 @@ impl Storage {
         }
     }
 
-    /// Writes a received piece at `offset` of `OUT.part`.
+    /// Writes received piece bytes (one chunk of a piece) at `offset` of `OUT.part`.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
         match self {
             Storage::Part(pf, _) => pf

@@ -2,24 +2,26 @@
 //! parse/emit, and the limits a peer enforces. No state and no I/O, after smoltcp's `wire`.
 //!
 //! Every frame is `len: u32 BE | type: u8 | body`, where `len` counts the type byte and the
-//! body. PIECE frames are the exception to "parse the whole frame": the driver reads their
-//! 9-byte head with [`FrameHead::parse`] and streams the payload straight into the
-//! memory-mapped file, so this module never sees a payload it would have to copy.
+//! body. `frame.rs` reads heads and bounds each type's body; this file parses and emits
+//! bodies. PIECE frames are the exception to "parse the whole frame": the driver reads their
+//! 9-byte [`PieceHead`] and streams the payload straight to storage, so this module never
+//! sees a payload it would have to copy.
+
+mod frame;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub use frame::{
+    FrameHead, HEAD_SIZE, LEN_SIZE, Limits, MANIFEST_HEAD_LEN, MAX_EARLY_LEN, MAX_ERROR_LEN,
+    MAX_EXTENSION_LEN, MAX_HELLO_LEN, MAX_PEERS_LEN, MAX_RECEIPT_LEN, PIECE_HEAD_SIZE, PieceHead,
+    type_name,
+};
 
 /// First bytes of every HELLO body, so a stray connection from another protocol fails fast.
 pub const MAGIC: [u8; 4] = *b"TFTT";
 /// Protocol version spoken by this implementation (docs/PROTOCOL.md §7).
 pub const VERSION: u8 = 1;
-
-/// Bytes of the length prefix.
-pub const LEN_SIZE: usize = 4;
-/// Length prefix plus type byte.
-pub const HEAD_SIZE: usize = LEN_SIZE + 1;
-/// Length prefix, type byte and piece index: everything of a PIECE frame before its payload.
-pub const PIECE_HEAD_SIZE: usize = HEAD_SIZE + 4;
 
 /// Smallest piece size a manifest may declare: below it per-frame overhead dominates
 /// (16 KiB is BitTorrent's block size, BEP 3).
@@ -70,6 +72,14 @@ pub mod ty {
 pub enum WireError {
     /// The length prefix is zero (there must be a type byte) or above [`MAX_FRAME_LEN`].
     BadLength(u32),
+    /// A body of `len` bytes where the type allows `max` ([`Limits::max_body`]); `early`
+    /// when the tighter bound before the peer's HELLO applied.
+    TooLong {
+        ty: u8,
+        len: u32,
+        max: u32,
+        early: bool,
+    },
     /// A type in the mandatory range that this version does not define.
     UnknownType(u8),
     /// The body is shorter or longer than the type requires.
@@ -84,6 +94,24 @@ impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WireError::BadLength(n) => write!(f, "frame length {n} out of range"),
+            WireError::TooLong {
+                ty,
+                len,
+                max,
+                early: true,
+            } => write!(
+                f,
+                "{} frame with a {len}-byte body before HELLO; at most {max} bytes are \
+                 accepted before HELLO",
+                TypeName(*ty)
+            ),
+            WireError::TooLong { ty, len, max, .. } => {
+                let name = TypeName(*ty);
+                write!(
+                    f,
+                    "{name} frame with a {len}-byte body; the limit for {name} is {max} bytes"
+                )
+            }
             WireError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
             WireError::BadBody(t) => write!(f, "malformed body for message type 0x{t:02x}"),
             WireError::BadMagic => write!(f, "not a TFTTP peer (bad magic)"),
@@ -93,6 +121,18 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+/// A type's name, or `extension 0x..` for one this version does not know.
+struct TypeName(u8);
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match type_name(self.0) {
+            Some(name) => f.write_str(name),
+            None => write!(f, "extension 0x{:02x}", self.0),
+        }
+    }
+}
 
 /// ERROR codes (docs/PROTOCOL.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +226,9 @@ pub struct PeerEntry {
     pub addr: SocketAddr,
 }
 
+/// Bytes of the longest PEERS entry: op, node id, family, IPv6 address, port.
+const MAX_PEER_ENTRY_LEN: usize = 1 + 8 + 1 + 16 + 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerOp {
     Add,
@@ -225,48 +268,6 @@ pub enum Message<'a> {
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
-
-/// The fixed head of a frame: its length prefix and type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHead {
-    /// Bytes after the length prefix (type byte + body).
-    pub len: u32,
-    pub ty: u8,
-}
-
-impl FrameHead {
-    /// Reads a head from the start of `buf`; `Ok(None)` if fewer than [`HEAD_SIZE`] bytes.
-    pub fn parse(buf: &[u8]) -> Result<Option<FrameHead>, WireError> {
-        if buf.len() < HEAD_SIZE {
-            return Ok(None);
-        }
-        let len = be_u32(&buf[0..4]);
-        if len == 0 || len > MAX_FRAME_LEN {
-            return Err(WireError::BadLength(len));
-        }
-        let ty = buf[4];
-        if ty < ty::FIRST_EXTENSION && ty > ty::LAST_MANDATORY {
-            return Err(WireError::UnknownType(ty));
-        }
-        if ty != ty::PIECE && ty != ty::MANIFEST && len as usize > MAX_CONTROL_FRAME {
-            return Err(WireError::BadLength(len));
-        }
-        Ok(Some(FrameHead { len, ty }))
-    }
-
-    /// Body length (after the type byte).
-    pub fn body_len(&self) -> usize {
-        self.len as usize - 1
-    }
-
-    /// Whole frame length including the prefix.
-    pub fn frame_len(&self) -> usize {
-        LEN_SIZE + self.len as usize
-    }
-}
-
-/// Largest frame other than PIECE and MANIFEST: a full PEERS frame, with room to spare.
-pub const MAX_CONTROL_FRAME: usize = 1 + 2 + MAX_PEER_ENTRIES * (1 + 8 + 1 + 16 + 2) + 64;
 
 impl<'a> Message<'a> {
     /// Parses a body of type `ty`. `body` must be exactly the frame's body.
@@ -333,7 +334,7 @@ impl<'a> Message<'a> {
                 Message::SwarmDone
             }
             ty::ERROR => {
-                if body.len() < 2 || body.len() > 2 + MAX_REASON_LEN {
+                if body.len() < 2 || body.len() > MAX_ERROR_LEN {
                     return Err(WireError::BadBody(ty));
                 }
                 let code = ErrorCode::from_u16(u16::from_be_bytes([body[0], body[1]]));
@@ -448,15 +449,6 @@ impl<'a> Message<'a> {
         let len = (out.len() - start - LEN_SIZE) as u32;
         out[start..start + LEN_SIZE].copy_from_slice(&len.to_be_bytes());
     }
-}
-
-/// The head of a PIECE frame carrying `len` payload bytes of piece `piece`.
-pub fn piece_head(piece: u32, len: u32) -> [u8; PIECE_HEAD_SIZE] {
-    let mut h = [0u8; PIECE_HEAD_SIZE];
-    h[0..4].copy_from_slice(&(len + 5).to_be_bytes());
-    h[4] = ty::PIECE;
-    h[5..9].copy_from_slice(&piece.to_be_bytes());
-    h
 }
 
 fn parse_hello(body: &[u8]) -> Result<Hello, WireError> {
@@ -658,40 +650,48 @@ mod tests {
             data: &[0; 10],
         }
         .emit(&mut buf);
-        assert_eq!(&buf[..PIECE_HEAD_SIZE], &piece_head(5, 10));
-    }
-
-    #[test]
-    fn test_head_zero_length_rejected() {
         assert_eq!(
-            FrameHead::parse(&[0, 0, 0, 0, 4]),
-            Err(WireError::BadLength(0))
+            &buf[..PIECE_HEAD_SIZE],
+            &PieceHead { piece: 5, len: 10 }.emit()
         );
     }
 
     #[test]
-    fn test_head_oversized_rejected() {
-        let mut b = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
-        b.push(ty::PIECE);
-        assert!(matches!(FrameHead::parse(&b), Err(WireError::BadLength(_))));
-        // A control frame may not claim a piece-sized length.
-        let mut b = (1u32 << 20).to_be_bytes().to_vec();
-        b.push(ty::HAVE);
-        assert!(matches!(FrameHead::parse(&b), Err(WireError::BadLength(_))));
-    }
-
-    #[test]
-    fn test_head_short_buffer_waits() {
-        assert_eq!(FrameHead::parse(&[0, 0, 0]), Ok(None));
-    }
-
-    #[test]
-    fn test_unknown_mandatory_type_rejected_extension_skipped() {
-        assert_eq!(
-            FrameHead::parse(&[0, 0, 0, 1, 0x42]),
-            Err(WireError::UnknownType(0x42))
-        );
+    fn test_extension_skipped() {
         assert_eq!(Message::parse(0x90, &[1, 2]), Ok(Message::Extension(0x90)));
+    }
+
+    #[test]
+    fn test_largest_emitted_frames_fit_their_limits() {
+        // Senders already comply: the fullest PEERS, RECEIPT and ERROR this code emits are
+        // exactly at their types' limits.
+        let v6 = PeerEntry {
+            op: PeerOp::Add,
+            node_id: 1,
+            addr: "[::1]:5000".parse().unwrap(),
+        };
+        let receipt = ReceiptEntry {
+            node_id: 1,
+            received: 2,
+            sent: 3,
+        };
+        let reason = "x".repeat(1000);
+        for (msg, max) in [
+            (Message::Peers(vec![v6; 300]), MAX_PEERS_LEN),
+            (Message::Receipt(vec![receipt; 300]), MAX_RECEIPT_LEN),
+            (
+                Message::Error {
+                    code: ErrorCode::Protocol,
+                    reason: &reason,
+                },
+                MAX_ERROR_LEN,
+            ),
+        ] {
+            let mut buf = Vec::new();
+            msg.emit(&mut buf);
+            let head = FrameHead::parse(&buf).unwrap().unwrap();
+            assert_eq!(head.body_len(), max, "{:?}", type_name(head.ty));
+        }
     }
 
     #[test]
