@@ -78,7 +78,7 @@ fn main() {
         .iter()
         .map(|&u| (u as f64, Some(DOWN as f64)))
         .collect();
-    let t_min = tfttp::sim::kumar_ross(f, us, &coop);
+    let t_min = tfttp::bounds::kumar_ross(f, us, &coop);
     println!(
         "incentives: {:.0} MiB, origin {:.0} MB/s up, {} cooperative clients ({:?} MB/s up), 1 free rider, 1 liar, {} MB/s down",
         f / (1 << 20) as f64,

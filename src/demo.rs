@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::bounds;
 use crate::cli::DemoArgs;
 use crate::procs;
 use crate::stats::json_number;
@@ -53,9 +54,10 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
 
     let f = a.size as f64;
-    let (us, ui, n) = (a.server_rate as f64, a.client_rate as f64, a.clients as f64);
-    let t_cs = (n * f / us).max(f / ui);
-    let t_min = crate::sim::kumar_ross(f, us, &vec![(ui, Some(ui)); a.clients]);
+    let (us, ui) = (a.server_rate as f64, a.client_rate as f64);
+    let clients = vec![(ui, Some(ui)); a.clients];
+    let t_cs = bounds::client_server(f, us, &clients);
+    let t_min = bounds::kumar_ross(f, us, &clients);
 
     println!("running client-server (every client from the server only) ...");
     let cs = phase(&exe, &dir.path, &source, a, false, t_cs)?;

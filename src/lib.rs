@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod bitfield;
+pub mod bounds;
 pub mod cli;
 pub mod demo;
 pub mod manifest;
