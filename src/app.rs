@@ -9,12 +9,9 @@ use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
 use crate::manifest::Manifest;
 use crate::net::socket::{self, SocketOptions};
 use crate::net::storage::{self, Storage};
-use crate::net::{Driver, Options};
+use crate::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
 use crate::proto::{Config, Link, Node};
 use crate::wire::Role;
-
-/// Most connections a node holds; the origin of a large crowd needs many, a client few.
-pub const MAX_CONNS_ORIGIN: usize = 16_384;
 
 /// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
 pub fn random_id() -> u64 {
@@ -50,12 +47,6 @@ fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
-}
-
-/// Connections a client accepts or keeps: its peers plus a few being turned away, so a
-/// crowd's dials do not exhaust it.
-pub fn max_conns_client(max_peers: usize) -> usize {
-    max_peers + 8
 }
 
 pub fn serve(a: &ServeArgs) -> Result<(), String> {

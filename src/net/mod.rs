@@ -3,9 +3,11 @@
 
 mod conn;
 mod driver;
+mod limits;
 mod ratelimit;
 pub mod socket;
 pub mod storage;
 
 pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, quantum, stopped};
+pub use limits::{MAX_CONNS_ORIGIN, max_conns_client};
 pub use ratelimit::TokenBucket;
