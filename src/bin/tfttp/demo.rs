@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::bounds;
+use tfttp::bounds;
+
 use crate::cli::DemoArgs;
-use crate::procs;
-use crate::stats::json_number;
+use crate::procs::{self, json_number};
 
 /// Seed for the demo file's contents.
 const SEED: u64 = 0x7f4a_7c15_9e37_79b9;
@@ -152,7 +152,7 @@ fn phase(
     let mut failure = None;
     for (child, out, st) in &mut clients {
         let (status, err) = procs::wait(child, deadline);
-        if crate::net::stopped() {
+        if tfttp::net::stopped() {
             failure = Some("interrupted".to_string());
         }
         if !status.is_some_and(|s| s.success()) {
