@@ -15,12 +15,15 @@
 //!
 //! Needs `nginx`, `curl` and `iperf3` on PATH (Debian packages of those names).
 
+#[path = "support.rs"]
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tfttp::procs::{self, Usage};
+use support::{Usage, median, procs, units};
 
 struct Sample {
     secs: f64,
@@ -51,7 +54,7 @@ fn main() {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--size" => size = tfttp::cli::parse_size(it.next().expect("--size N")).unwrap(),
+            "--size" => size = units::parse_size(it.next().expect("--size N")).unwrap(),
             "--reps" => reps = it.next().expect("--reps N").parse().unwrap(),
             "--json" => json = Some(PathBuf::from(it.next().expect("--json PATH"))),
             other => panic!("unknown argument {other}"),
@@ -187,19 +190,6 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -219,7 +209,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 fn timed(program: &Path, args: &[String]) -> (f64, Usage) {
     let t0 = Instant::now();
     let mut c = procs::spawn(program, args).unwrap();
-    let (status, usage) = procs::wait_measured(&mut c, deadline());
+    let (status, usage) = support::wait_measured(&mut c, deadline());
     let secs = t0.elapsed().as_secs_f64();
     assert!(
         status.is_some_and(|s| s.success()),
@@ -252,13 +242,13 @@ fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: b
     let (mut server, addr) =
         procs::start_origin(exe, src, &ready, &args, Duration::from_secs(120)).unwrap();
     // CPU spent before listening is the manifest (one CRC pass): start-up, not serving.
-    let startup_cpu = procs::proc_cpu_secs(server.id());
+    let startup_cpu = support::proc_cpu_secs(server.id());
     let out = dst.map_or("-".to_string(), |d| d.display().to_string());
     let (secs, cu) = timed(
         exe,
         &strings(&["get", &addr.to_string(), "-o", &out, "--no-peers", "-q"]),
     );
-    let (status, su) = procs::wait_measured(&mut server, deadline());
+    let (status, su) = support::wait_measured(&mut server, deadline());
     assert!(status.is_some_and(|s| s.success()), "tfttp server failed");
     Sample {
         secs,
@@ -278,7 +268,7 @@ fn run_iperf3(size: u64) -> Sample {
         Path::new("iperf3"),
         &strings(&["-c", "127.0.0.1", "-p", &port, "-n", &size.to_string()]),
     );
-    let (_, su) = procs::wait_measured(&mut server, deadline());
+    let (_, su) = support::wait_measured(&mut server, deadline());
     Sample {
         secs,
         server_cpu: su.cpu_secs,
@@ -317,7 +307,7 @@ impl Nginx {
     }
 
     fn cpu(&self) -> f64 {
-        procs::proc_cpu_secs(self.child.id())
+        support::proc_cpu_secs(self.child.id())
     }
 
     fn rss_kib(&self) -> u64 {

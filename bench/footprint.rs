@@ -7,6 +7,9 @@
 //!
 //!     cargo bench --bench footprint -- [--clients 1000] [--secs 10] [--rate 16K] [--sendfile]
 
+#[path = "support.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use tfttp::procs;
+use support::{procs, units};
 use tfttp::wire::{self, Hello, Message, Role, WILDCARD};
 
 const PIECE: u32 = 256 * 1024;
@@ -44,7 +47,7 @@ fn main() {
         match a.as_str() {
             "--clients" => clients = it.next().unwrap().parse().unwrap(),
             "--secs" => secs = it.next().unwrap().parse().unwrap(),
-            "--rate" => rate = tfttp::cli::parse_size(it.next().unwrap()).unwrap(),
+            "--rate" => rate = units::parse_size(it.next().unwrap()).unwrap(),
             "--sendfile" => sendfile = true,
             other => panic!("unknown argument {other}"),
         }
@@ -105,7 +108,7 @@ fn main() {
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; per_tick.max(1)];
     let t0 = Instant::now();
-    let cpu0 = procs::proc_cpu_secs(pid);
+    let cpu0 = support::proc_cpu_secs(pid);
     let mut peak = (0u64, 0u64);
     let mut next_tick = t0;
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -135,7 +138,7 @@ fn main() {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = procs::proc_cpu_secs(pid) - cpu0;
+    let cpu = support::proc_cpu_secs(pid) - cpu0;
     let received: u64 = conns.values().map(|c| c.received).sum();
     let connected = conns.values().filter(|c| c.received > 0).count();
     drop(conns);

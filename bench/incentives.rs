@@ -11,11 +11,14 @@
 //! upload-proportional prediction `F / (u_i + u_s * u_i / sum u)`; and the last cooperative
 //! client against the Kumar–Ross minimum for the cooperative set.
 
+#[path = "support.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tfttp::procs;
-use tfttp::stats::json_number;
+use support::procs::{self, json_number};
+use support::{median, units};
 
 /// Origin upload, bytes/s: the bottleneck.
 const SERVER_UP: u64 = 8_000_000;
@@ -54,7 +57,7 @@ fn main() {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--size" => size = tfttp::cli::parse_size(it.next().expect("--size N")).unwrap(),
+            "--size" => size = units::parse_size(it.next().expect("--size N")).unwrap(),
             "--policies" => {
                 policies = it
                     .next()
@@ -78,7 +81,7 @@ fn main() {
         .iter()
         .map(|&u| (u as f64, Some(DOWN as f64)))
         .collect();
-    let t_min = tfttp::sim::kumar_ross(f, us, &coop);
+    let t_min = tfttp::bounds::kumar_ross(f, us, &coop);
     println!(
         "incentives: {:.0} MiB, origin {:.0} MB/s up, {} cooperative clients ({:?} MB/s up), 1 free rider, 1 liar, {} MB/s down",
         f / (1 << 20) as f64,
@@ -200,16 +203,6 @@ fn run_policy(exe: &Path, dir: &Path, src: &Path, size: u64, policy: &str, t_min
         policy: policy.to_string(),
         clients,
         server_copies: json_number(&text, "bytes_uploaded").unwrap() / size as f64,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

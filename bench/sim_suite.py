@@ -55,6 +55,8 @@ import tempfile
 import time
 import unittest
 
+from benchlib import bounds
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TFTTP = os.path.normpath(os.path.join(HERE, "..", "target", "release", "tfttp"))
 DEFAULT_OUT = os.path.normpath(os.path.join(HERE, "..", "target", "sim-suite"))
@@ -130,16 +132,6 @@ def pareto_up(rng, alpha=1.2, xm=2.0):
     r = min(xm * (1.0 - rng.random()) ** (-1.0 / alpha), PARETO_GRID_MBIT[-1])
     snap = min(PARETO_GRID_MBIT, key=lambda g: abs(math.log(g / r)))
     return snap * MBIT
-
-
-def bounds(file_size, origin_up, ups, downs):
-    """(Kumar-Ross minimum, client-server time) in seconds for clients arriving at once."""
-    f, n = file_size, len(ups)
-    finite = [d for d in downs if d is not None]
-    d_min = min(finite) if finite else math.inf
-    t_min = max(f / origin_up, f / d_min, n * f / (origin_up + sum(ups)))
-    t_cs = max(n * f / origin_up, f / d_min)
-    return t_min, t_cs
 
 
 def arrival_times(rng, pattern, n, t_cs):
@@ -827,6 +819,17 @@ json.dump({"tfttp_sim": 1, "file_size": s["file_size"],
            "origin": {"uploaded": n * s["file_size"]}, "clients": clients, "events": 7,
            "wall_s": 0.01, "peak_rss_bytes": 1}, open(out, "w"))
 '''
+
+
+class BoundsTest(unittest.TestCase):
+    def test_kumar_ross_picks_the_binding_term(self):
+        self.assertEqual(bounds(100, 10, [50], [None])[0], 10)  # origin-bound
+        self.assertEqual(bounds(100, 100, [50], [5])[0], 20)  # download-bound
+        self.assertEqual(bounds(100, 10, [2.5] * 4, [None] * 4)[0], 20)  # swarm-bound
+
+    def test_client_server_ignores_client_uploads(self):
+        self.assertEqual(bounds(100, 10, [1e9] * 4, [None] * 4)[1], 40)
+        self.assertEqual(bounds(100, 1000, [0, 0], [5, None])[1], 20)
 
 
 class GeneratorTest(unittest.TestCase):

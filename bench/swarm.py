@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 from netem import Net  # noqa: E402
 import cdf_svg  # noqa: E402
+import benchlib  # noqa: E402
 
 TFTTP = os.path.join(HERE, "..", "target", "release", "tfttp")
 # Extra arguments for every tfttp node (--tfttp-args), e.g. "--policy all --sendfile off".
@@ -64,15 +65,10 @@ WIRE_EFFICIENCY = 1448 / 1514
 
 def bounds(sc):
     """Kumar-Ross minimum and client-server bound in seconds for the cooperating clients."""
-    f = sc["size_mib"] * 1024 * 1024 * 8  # bits
     coop = [c for c in sc["clients"] if "behave" not in c]
-    n = len(coop)
-    us = sc["server"]["up"] * 1e6
-    su = sum(c["up"] for c in coop) * 1e6
-    dmin = min(c["down"] for c in coop) * 1e6
-    t_min = max(f / us, f / dmin, n * f / (us + su))
-    t_cs = max(n * f / us, f / dmin)
-    return t_min, t_cs
+    return benchlib.bounds(sc["size_mib"] * 1024 * 1024 * 8,  # bits
+                           sc["server"]["up"] * 1e6,
+                           [c["up"] * 1e6 for c in coop], [c["down"] * 1e6 for c in coop])
 
 
 def write_source(path, size):

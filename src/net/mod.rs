@@ -3,9 +3,12 @@
 
 mod conn;
 mod driver;
+mod limits;
 mod ratelimit;
 pub mod socket;
 pub mod storage;
 
-pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, quantum, stopped};
-pub use ratelimit::TokenBucket;
+pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, stopped};
+// The simulator shares a connection's upload the way the driver does.
+pub(crate) use driver::quantum;
+pub use limits::{MAX_CONNS_ORIGIN, max_conns_client};

@@ -33,10 +33,6 @@ impl TokenBucket {
         }
     }
 
-    pub fn is_limited(&self) -> bool {
-        self.rate.is_some()
-    }
-
     /// Bytes that may move now (`usize::MAX` when unlimited). Below the minimum grant this
     /// says 0, so callers wait for `ready_at` rather than trickling tiny reads and writes.
     pub fn available(&mut self, now: Instant) -> usize {

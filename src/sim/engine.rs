@@ -18,9 +18,8 @@ use slab::Slab;
 use super::agenda::Agenda;
 use super::network::{FlowId, Network};
 use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
-use crate::app::{MAX_CONNS_ORIGIN, max_conns_client};
 use crate::manifest::Manifest;
-use crate::net::quantum;
+use crate::net::{MAX_CONNS_ORIGIN, max_conns_client, quantum};
 use crate::proto::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
 use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
 

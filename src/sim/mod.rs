@@ -9,5 +9,5 @@ mod report;
 pub mod scenario;
 
 pub use engine::{ClientOutcome, Outcome, Sim};
-pub use report::{Report, kumar_ross};
+pub use report::Report;
 pub use scenario::Scenario;

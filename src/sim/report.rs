@@ -5,25 +5,8 @@ use serde_json::{Value, json};
 
 use super::engine::Outcome;
 use super::scenario::{Scenario, TCP_GOODPUT};
+use crate::bounds::kumar_ross;
 use crate::proto::Behaviour;
-
-/// Kumar & Ross (2006): no schedule distributes `file` bytes from an origin uploading
-/// `origin_up` to clients with `(up, down)` rates faster than
-/// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))` seconds. `down` `None` is unlimited.
-pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> f64 {
-    if clients.is_empty() {
-        return 0.0;
-    }
-    let n = clients.len() as f64;
-    let sum_up: f64 = clients.iter().map(|c| c.0).sum();
-    let d_min = clients
-        .iter()
-        .filter_map(|c| c.1)
-        .fold(f64::INFINITY, f64::min);
-    (file / origin_up)
-        .max(file / d_min)
-        .max(n * file / (origin_up + sum_up))
-}
 
 /// A finished run with what it needs to report itself.
 pub struct Report<'a> {
@@ -221,21 +204,5 @@ impl Report<'_> {
             );
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_kumar_ross_picks_the_binding_term() {
-        // Origin-bound: one client, a slow origin.
-        assert_eq!(kumar_ross(100.0, 10.0, &[(50.0, None)]), 10.0);
-        // Download-bound: a slow downlink.
-        assert_eq!(kumar_ross(100.0, 100.0, &[(50.0, Some(5.0))]), 20.0);
-        // Swarm-bound: 4 clients, total upload 10 + 4·10 = 50 for 400 bytes.
-        assert_eq!(kumar_ross(100.0, 10.0, &[(10.0, None); 4]), 10.0);
-        assert_eq!(kumar_ross(100.0, 10.0, &[(2.5, None); 4]), 20.0);
     }
 }

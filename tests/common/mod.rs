@@ -2,13 +2,16 @@
 
 #![allow(dead_code)]
 
+/// The binary's process helpers, shared with `tfttp demo` and the benchmarks.
+#[path = "../../src/bin/tfttp/procs.rs"]
+pub mod procs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use tfttp::procs;
-use tfttp::stats::json_number;
+use procs::json_number;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tfttp"))

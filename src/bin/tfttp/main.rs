@@ -1,6 +1,12 @@
 //! The `tfttp` binary: parse the command line, run one command, exit with its code.
 
-use tfttp::cli::{self, Command, EXIT_FAILURE, EXIT_USAGE};
+mod app;
+mod cli;
+mod demo;
+mod procs;
+mod units;
+
+use cli::{Command, EXIT_FAILURE, EXIT_USAGE};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,10 +35,10 @@ fn main() {
             }
             let failed = |e| (EXIT_FAILURE, e);
             let result = match &cmd {
-                Command::Serve(a) => tfttp::app::serve(a).map_err(failed),
-                Command::Get(a) => tfttp::app::get(a).map_err(failed),
-                Command::Demo(a) => tfttp::demo::run(a).map_err(failed),
-                Command::Sim(a) => tfttp::app::sim(a),
+                Command::Serve(a) => app::serve(a).map_err(failed),
+                Command::Get(a) => app::get(a).map_err(failed),
+                Command::Demo(a) => demo::run(a).map_err(failed),
+                Command::Sim(a) => app::sim(a),
                 Command::Help(_) | Command::Version => Ok(()),
             };
             match result {

@@ -1,5 +1,6 @@
 //! Running tfttp nodes as child processes, for `demo`, the end-to-end tests and the
-//! benchmarks: spawn, wait with a hard deadline, read back what they wrote.
+//! benchmarks: spawn, wait with a hard deadline, read back what they wrote. A module of the
+//! binary that tests/common and bench/support.rs include by path; none of it is protocol.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -160,57 +161,6 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// CPU time and peak memory of a finished child, from `wait4`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
-    pub cpu_secs: f64,
-    pub max_rss_kib: u64,
-}
-
-/// Like [`wait`], but also returns the child's resource usage (zero if it was killed).
-pub fn wait_measured(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, Usage) {
-    let pid = child.id() as libc::pid_t;
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 on our own child's pid with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            use std::os::unix::process::ExitStatusExt;
-            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-            let usage = Usage {
-                cpu_secs: tv(ru.ru_utime) + tv(ru.ru_stime),
-                max_rss_kib: ru.ru_maxrss as u64,
-            };
-            return (Some(ExitStatus::from_raw(status)), usage);
-        }
-        if r < 0 || Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, Usage::default());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// CPU seconds (user + system) process `pid` has used so far, from /proc (0 if it is gone).
-pub fn proc_cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 /// A `kB` field of /proc/PID/status (`VmRSS`, `VmHWM`, `RssAnon`, …); 0 if absent.
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -219,4 +169,31 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The number stored under `"key"` in a flat JSON object such as a node's `--stats` file;
+/// enough for the demo, the tests and the benchmarks without a JSON parser.
+pub fn json_number(text: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let start = text.find(&pat)? + pat.len();
+    let rest = text[start..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_json_number_reads_fields_and_null() {
+        let t = r#"{"a":1,"b":2.5,"c":null,"ab":7}"#;
+        assert_eq!(json_number(t, "a"), Some(1.0));
+        assert_eq!(json_number(t, "b"), Some(2.5));
+        assert_eq!(json_number(t, "c"), None);
+        assert_eq!(json_number(t, "ab"), Some(7.0));
+        assert_eq!(json_number(t, "zz"), None);
+    }
 }

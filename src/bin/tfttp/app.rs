@@ -5,16 +5,14 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
-use crate::manifest::Manifest;
-use crate::net::socket::{self, SocketOptions};
-use crate::net::storage::{self, Storage};
-use crate::net::{Driver, Options};
-use crate::proto::{Config, Link, Node};
-use crate::wire::Role;
+use tfttp::manifest::Manifest;
+use tfttp::net::socket::{self, SocketOptions};
+use tfttp::net::storage::{self, Storage};
+use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
+use tfttp::proto::{Config, Link, Node};
+use tfttp::wire::Role;
 
-/// Most connections a node holds; the origin of a large crowd needs many, a client few.
-pub const MAX_CONNS_ORIGIN: usize = 16_384;
+use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
 
 /// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
 pub fn random_id() -> u64 {
@@ -46,16 +44,10 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
 
 fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
     if let Some(p) = &c.ready_file {
-        crate::stats::write_atomic(p, &format!("{addr}\n"))
+        tfttp::stats::write_atomic(p, &format!("{addr}\n"))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
     Ok(())
-}
-
-/// Connections a client accepts or keeps: its peers plus a few being turned away, so a
-/// crowd's dials do not exhaust it.
-pub fn max_conns_client(max_peers: usize) -> usize {
-    max_peers + 8
 }
 
 pub fn serve(a: &ServeArgs) -> Result<(), String> {
@@ -63,7 +55,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
     let piece_size = a
         .piece_size
-        .unwrap_or_else(|| crate::manifest::auto_piece_size(source.bytes().len() as u64));
+        .unwrap_or_else(|| tfttp::manifest::auto_piece_size(source.bytes().len() as u64));
     let manifest = Manifest::build(source.bytes(), piece_size).map_err(|e| e.to_string())?;
     source.release_pages();
     let listener = socket::listen(
@@ -93,7 +85,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     }
     match driver.run() {
         // Ctrl-C is how a server is normally stopped.
-        Ok(()) | Err(_) if crate::net::stopped() => {}
+        Ok(()) | Err(_) if tfttp::net::stopped() => {}
         Ok(()) => {}
         Err(e) => return Err(e),
     }
@@ -228,7 +220,7 @@ fn summary_line(node: &Node) -> String {
 /// a failure to write the result exits 1.
 pub fn sim(a: &SimArgs) -> Result<(), (i32, String)> {
     use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
-    use crate::sim::{Report, Scenario, Sim};
+    use tfttp::sim::{Report, Scenario, Sim};
     let path = a.scenario.display();
     let text = std::fs::read_to_string(&a.scenario)
         .map_err(|e| (EXIT_USAGE, format!("cannot read {path}: {e}")))?;

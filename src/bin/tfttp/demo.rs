@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tfttp::bounds;
+
 use crate::cli::DemoArgs;
-use crate::procs;
-use crate::stats::json_number;
+use crate::procs::{self, json_number};
 
 /// Seed for the demo file's contents.
 const SEED: u64 = 0x7f4a_7c15_9e37_79b9;
@@ -53,9 +54,10 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
 
     let f = a.size as f64;
-    let (us, ui, n) = (a.server_rate as f64, a.client_rate as f64, a.clients as f64);
-    let t_cs = (n * f / us).max(f / ui);
-    let t_min = crate::sim::kumar_ross(f, us, &vec![(ui, Some(ui)); a.clients]);
+    let (us, ui) = (a.server_rate as f64, a.client_rate as f64);
+    let clients = vec![(ui, Some(ui)); a.clients];
+    let t_cs = bounds::client_server(f, us, &clients);
+    let t_min = bounds::kumar_ross(f, us, &clients);
 
     println!("running client-server (every client from the server only) ...");
     let cs = phase(&exe, &dir.path, &source, a, false, t_cs)?;
@@ -150,7 +152,7 @@ fn phase(
     let mut failure = None;
     for (child, out, st) in &mut clients {
         let (status, err) = procs::wait(child, deadline);
-        if crate::net::stopped() {
+        if tfttp::net::stopped() {
             failure = Some("interrupted".to_string());
         }
         if !status.is_some_and(|s| s.success()) {

@@ -1,0 +1,65 @@
+//! Lower bounds on distributing one file from an origin to a crowd, the yardsticks the
+//! demo, the benchmarks and the simulator's report measure a run against.
+//!
+//! Each takes the file size, the origin's upload and one `(up, down)` per client, in any
+//! consistent units (bytes and bytes/s give seconds); `down` `None` is unlimited.
+
+/// Kumar & Ross (2006): no schedule distributes `file` bytes from an origin uploading
+/// `origin_up` to clients with `(up, down)` rates faster than
+/// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))` seconds.
+pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> f64 {
+    if clients.is_empty() {
+        return 0.0;
+    }
+    let n = clients.len() as f64;
+    let sum_up: f64 = clients.iter().map(|c| c.0).sum();
+    (file / origin_up)
+        .max(file / d_min(clients))
+        .max(n * file / (origin_up + sum_up))
+}
+
+/// Client-server time: the origin alone sends every client a copy, so the crowd waits
+/// `max(N·F/u_s, F/d_min)` seconds; clients' uploads do not count.
+pub fn client_server(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> f64 {
+    if clients.is_empty() {
+        return 0.0;
+    }
+    let n = clients.len() as f64;
+    (n * file / origin_up).max(file / d_min(clients))
+}
+
+/// The slowest download; infinite when every client's is unlimited.
+fn d_min(clients: &[(f64, Option<f64>)]) -> f64 {
+    clients
+        .iter()
+        .filter_map(|c| c.1)
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_kumar_ross_picks_the_binding_term() {
+        // Origin-bound: one client, a slow origin.
+        assert_eq!(kumar_ross(100.0, 10.0, &[(50.0, None)]), 10.0);
+        // Download-bound: a slow downlink.
+        assert_eq!(kumar_ross(100.0, 100.0, &[(50.0, Some(5.0))]), 20.0);
+        // Swarm-bound: 4 clients, total upload 10 + 4·10 = 50 for 400 bytes.
+        assert_eq!(kumar_ross(100.0, 10.0, &[(10.0, None); 4]), 10.0);
+        assert_eq!(kumar_ross(100.0, 10.0, &[(2.5, None); 4]), 20.0);
+    }
+
+    #[test]
+    fn test_client_server_ignores_client_uploads() {
+        // Origin-bound: 4 copies of 100 bytes at 10 bytes/s, however much clients upload.
+        assert_eq!(client_server(100.0, 10.0, &[(1e9, None); 4]), 40.0);
+        // Download-bound: a fast origin, one slow downlink.
+        assert_eq!(
+            client_server(100.0, 1e3, &[(0.0, Some(5.0)), (0.0, None)]),
+            20.0
+        );
+        assert_eq!(client_server(100.0, 10.0, &[]), 0.0);
+    }
+}
