@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::procs::{self, proc_status_kib};
 use common::*;
-use tfttp::procs::proc_status_kib;
 use tfttp::wire::{self, FrameHead, HEAD_SIZE};
 
 /// A file of `size` bytes in which every 16 KiB piece differs: one seeded MiB repeated, each
@@ -18,7 +18,7 @@ use tfttp::wire::{self, FrameHead, HEAD_SIZE};
 fn stamped_source(dir: &TestDir, size: u64) -> PathBuf {
     let p = dir.path("src.bin");
     let block = 1 << 20;
-    tfttp::procs::write_test_file(&p, block, 0x5eed).unwrap();
+    procs::write_test_file(&p, block, 0x5eed).unwrap();
     let mut buf = std::fs::read(&p).unwrap();
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
     let mut piece = 0u64;
