@@ -544,7 +544,7 @@ impl Driver {
 
 /// A connection's deficit-round-robin quantum for `weight` when the heaviest is `max` (also
 /// the simulator's share weight for a node whose own rate limit is its bottleneck).
-pub fn quantum(weight: f64, max: f64) -> usize {
+pub(crate) fn quantum(weight: f64, max: f64) -> usize {
     if weight <= 0.0 || max <= 0.0 {
         return MIN_QUANTUM;
     }

@@ -217,7 +217,7 @@ impl Node {
     }
 
     #[cfg(test)]
-    pub(crate) fn table(&self) -> &ChokeTable {
+    pub(super) fn table(&self) -> &ChokeTable {
         &self.table
     }
 
