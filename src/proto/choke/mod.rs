@@ -36,8 +36,11 @@ const CONTRIB_ALPHA: f64 = 0.5;
 /// Which incentive policy a node runs (`--policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
+    /// `all`: every interested peer, equal weights; no incentives, the baseline.
     UnchokeAll,
+    /// `bittorrent`: top 4 by rate last round plus one optimistic unchoke (BEP 3).
     BitTorrent,
+    /// `tft`: tit-for-tat with promises, PropShare-style shares (the default).
     Tft,
 }
 
@@ -51,6 +54,7 @@ impl Policy {
         }
     }
 
+    /// The policy named `s`: `tft`, `bittorrent` (also `baseline`) or `all`.
     pub fn parse(s: &str) -> Option<Policy> {
         match s {
             "tft" => Some(Policy::Tft),
