@@ -1,6 +1,8 @@
 //! A set of piece indices, in BitTorrent's BITFIELD layout (BEP 3): bit 7 of byte 0 is
 //! piece 0, spare bits at the end are zero.
 
+/// Which pieces of a file a node (ours or a peer) has. The count is kept as bits are set and
+/// cleared, so `count` and `is_full` are O(1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bitfield {
     bits: Vec<u8>,
@@ -9,6 +11,7 @@ pub struct Bitfield {
 }
 
 impl Bitfield {
+    /// A field of `len` pieces, none set.
     pub fn new(len: u32) -> Bitfield {
         Bitfield {
             bits: vec![0; len.div_ceil(8) as usize],
@@ -17,6 +20,7 @@ impl Bitfield {
         }
     }
 
+    /// A field of `len` pieces, all set: what the origin holds.
     pub fn full(len: u32) -> Bitfield {
         let mut b = Bitfield::new(len);
         for i in 0..len {
@@ -42,14 +46,17 @@ impl Bitfield {
         })
     }
 
+    /// The BITFIELD body, ready to send.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits
     }
 
+    /// Number of pieces in the file, set or not.
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// True for a file of no pieces (an empty file), not for a field with none set.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -59,10 +66,12 @@ impl Bitfield {
         self.count
     }
 
+    /// True once every piece is set; a file of no pieces is always full.
     pub fn is_full(&self) -> bool {
         self.count == self.len
     }
 
+    /// Whether piece `i` is set; false for any `i` out of range.
     pub fn get(&self, i: u32) -> bool {
         i < self.len && self.bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0
     }

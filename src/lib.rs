@@ -7,6 +7,8 @@
 //! measured against. The command line, `serve`/`get`/`sim`/`demo` and the process helpers
 //! belong to the `tfttp` binary (src/bin/tfttp/), not to the library.
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod bitfield;
 pub mod bounds;
 pub mod manifest;

@@ -25,6 +25,8 @@ pub fn auto_piece_size(len: u64) -> u32 {
 /// CRC32 default would do; these are the bytes "TFTT".
 const FILE_ID_SEED: u32 = 0x5446_5454;
 
+/// A validated manifest: file length, piece size and one CRC32 per piece, with the file id
+/// computed once from their encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     file_len: u64,
@@ -33,6 +35,7 @@ pub struct Manifest {
     id: u64,
 }
 
+/// Why a piece size, file length or MANIFEST body was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestError {
     /// Piece size outside [MIN_PIECE_SIZE, MAX_PIECE_SIZE].
@@ -151,18 +154,22 @@ impl Manifest {
         self.id
     }
 
+    /// Length of the shared file in bytes.
     pub fn file_len(&self) -> u64 {
         self.file_len
     }
 
+    /// Bytes in every piece but the last, within [MIN_PIECE_SIZE, MAX_PIECE_SIZE].
     pub fn piece_size(&self) -> u32 {
         self.piece_size
     }
 
+    /// Number of pieces, the last of them possibly short.
     pub fn piece_count(&self) -> u32 {
         self.crcs.len() as u32
     }
 
+    /// Byte offset of `piece` in the file.
     pub fn piece_offset(&self, piece: u32) -> u64 {
         piece as u64 * self.piece_size as u64
     }

@@ -43,7 +43,7 @@ const _: () = assert!(wire::HEAD_SIZE + wire::MAX_EARLY_LEN <= RBUF_SIZE);
 /// Bytes one connection may move per turn before the loop serves the next one, so one fast
 /// peer cannot starve the others (and the piece reads stay cache-friendly). Uploads use it
 /// as the deficit-round-robin quantum of the heaviest-weighted connection.
-pub const TURN_QUANTUM: usize = 512 * 1024;
+pub(super) const TURN_QUANTUM: usize = 512 * 1024;
 /// Granularity of unmapping sent pages: the page size of x86-64 and most arm64 kernels.
 /// Correctness does not depend on it. memmap2 rounds a range's start down to a page boundary
 /// and the kernel rounds its length up, so with a larger page, or a piece offset that is not
@@ -58,11 +58,11 @@ const CHUNK: usize = 64 * 1024;
 /// Control-buffer capacity kept between bursts.
 const CTRL_KEEP: usize = 4 * 1024;
 /// Smallest upload quantum: lighter weights still move a few pages per turn.
-pub const MIN_QUANTUM: usize = 4 * 1024;
+pub(super) const MIN_QUANTUM: usize = 4 * 1024;
 
 /// How a read or write turn ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Turn {
+pub(super) enum Turn {
     /// Used its quantum; more may be ready.
     More,
     /// The socket said WouldBlock.
@@ -106,7 +106,7 @@ struct TxPiece {
     released: usize,
 }
 
-pub struct Conn {
+pub(super) struct Conn {
     pub stream: TcpStream,
     pub remote: SocketAddr,
     /// The nonblocking connect has completed (accepted streams start connected).
@@ -139,7 +139,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, remote: SocketAddr, connected: bool, sendfile: bool) -> Conn {
+    pub(super) fn new(
+        stream: TcpStream,
+        remote: SocketAddr,
+        connected: bool,
+        sendfile: bool,
+    ) -> Conn {
         Conn {
             stream,
             remote,
@@ -165,12 +170,12 @@ impl Conn {
     }
 
     /// Control bytes queued here but not yet written.
-    pub fn has_unsent_control(&self) -> bool {
+    pub(super) fn has_unsent_control(&self) -> bool {
         self.ctrl_off < self.ctrl.len()
     }
 
     /// Reads and dispatches up to one quantum.
-    pub fn read_turn(
+    pub(super) fn read_turn(
         &mut self,
         slot: Slot,
         node: &mut Node,
@@ -405,7 +410,7 @@ impl Conn {
     }
 
     /// Writes control bytes and pieces for up to `budget` bytes; returns how many it wrote.
-    pub fn write_turn(
+    pub(super) fn write_turn(
         &mut self,
         slot: Slot,
         node: &mut Node,

@@ -61,11 +61,14 @@ pub enum SendfileMode {
     /// For peers not on loopback: there it saves the sender a copy per byte; on loopback it
     /// makes the receiver copy out of page-sized fragments (4x its CPU in bench/datapath.rs).
     Auto,
+    /// Always, loopback included.
     On,
+    /// Never: every payload is copied from the mapping with a vectored write.
     Off,
 }
 
 impl SendfileMode {
+    /// Whether a connection to `peer` sends its pieces with `sendfile`.
     pub fn use_for(self, peer: SocketAddr) -> bool {
         match self {
             SendfileMode::Auto => !peer.ip().is_loopback(),
@@ -75,19 +78,31 @@ impl SendfileMode {
     }
 }
 
+/// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
+/// builds it; the node's own settings are in `proto::Config`.
 pub struct Options {
+    /// Upload limit for the whole node in bytes per second (`--up-rate`); `None` is unlimited.
     pub up_rate: Option<u64>,
+    /// Download limit for the whole node in bytes per second (`--down-rate`); `None` is
+    /// unlimited.
     pub down_rate: Option<u64>,
+    /// Socket buffer sizes for every connection, dialed or accepted.
     pub sock: SocketOptions,
     /// When to send piece payloads with `sendfile` (see `conn.rs` for when that pays).
     pub sendfile: SendfileMode,
+    /// Where the stats JSON is rewritten, atomically, once a second and at exit (`--stats`).
     pub stats_path: Option<PathBuf>,
     /// Append one line of counters and load per second here (`--timeline`).
     pub timeline_path: Option<PathBuf>,
+    /// Most open connections; an accept beyond it is closed at once (`MAX_CONNS_ORIGIN`,
+    /// `max_conns_client`).
     pub max_conns: usize,
+    /// Log connection events (dials, accepts, closes) to stderr (`--verbose`).
     pub verbose: bool,
 }
 
+/// The event loop of one node: owns the node, its storage, the listener and every connection,
+/// and turns readiness into node inputs until the node exits or fails.
 pub struct Driver {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -113,6 +128,8 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A driver for `node` serving from `storage`; `listener`, if any, is registered for
+    /// accepts. Fails if the poller, that registration or the timeline file fails.
     pub fn new(
         node: Node,
         storage: Storage,
@@ -149,6 +166,7 @@ impl Driver {
         })
     }
 
+    /// The node, for the caller's final report.
     pub fn node(&self) -> &Node {
         &self.node
     }
@@ -544,7 +562,7 @@ impl Driver {
 
 /// A connection's deficit-round-robin quantum for `weight` when the heaviest is `max` (also
 /// the simulator's share weight for a node whose own rate limit is its bottleneck).
-pub fn quantum(weight: f64, max: f64) -> usize {
+pub(crate) fn quantum(weight: f64, max: f64) -> usize {
     if weight <= 0.0 || max <= 0.0 {
         return MIN_QUANTUM;
     }

@@ -13,7 +13,7 @@ const MIN_BURST: f64 = 16.0 * 1024.0;
 const MIN_GRANT: f64 = 4.0 * 1024.0;
 
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(super) struct TokenBucket {
     /// Bytes per second; `None` is unlimited.
     rate: Option<f64>,
     burst: f64,
@@ -22,7 +22,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate: Option<u64>, now: Instant) -> TokenBucket {
+    pub(super) fn new(rate: Option<u64>, now: Instant) -> TokenBucket {
         let rate = rate.filter(|&r| r > 0).map(|r| r as f64);
         let burst = rate.map_or(0.0, |r| (r * BURST_SECS).max(MIN_BURST));
         TokenBucket {
@@ -35,7 +35,7 @@ impl TokenBucket {
 
     /// Bytes that may move now (`usize::MAX` when unlimited). Below the minimum grant this
     /// says 0, so callers wait for `ready_at` rather than trickling tiny reads and writes.
-    pub fn available(&mut self, now: Instant) -> usize {
+    pub(super) fn available(&mut self, now: Instant) -> usize {
         let Some(rate) = self.rate else {
             return usize::MAX;
         };
@@ -49,14 +49,14 @@ impl TokenBucket {
         }
     }
 
-    pub fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         if self.rate.is_some() {
             self.tokens -= n as f64;
         }
     }
 
     /// When `available` will next be non-zero.
-    pub fn ready_at(&self) -> Instant {
+    pub(super) fn ready_at(&self) -> Instant {
         let Some(rate) = self.rate else {
             return self.last;
         };

@@ -15,6 +15,7 @@ const BACKLOG: i32 = 1024;
 /// autotuning off for that socket, so it is only worth it with a measured reason.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SocketOptions {
+    /// Send and receive buffer size in bytes, the same for both.
     pub buffer: Option<usize>,
 }
 
@@ -28,6 +29,7 @@ impl SocketOptions {
     }
 }
 
+/// A nonblocking listener on `addr` with a backlog sized for a flash crowd.
 pub fn listen(addr: SocketAddr, opts: SocketOptions) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;

@@ -13,6 +13,7 @@ use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use crate::manifest::Manifest;
 
+/// The node's copy of the file, in whichever state its role and progress put it.
 pub enum Storage {
     /// Origin: the source file, read-only.
     Source(File, Mmap),
@@ -29,6 +30,7 @@ pub enum Storage {
     Empty,
 }
 
+/// A client's output while it downloads: the open `OUT.part` and the name it gets when done.
 pub struct PartFile {
     file: File,
     part: PathBuf,

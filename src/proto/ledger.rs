@@ -36,7 +36,7 @@ impl Pair {
 }
 
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(super) struct Ledger {
     /// Client: counters per peer node id.
     mine: HashMap<u64, Counts>,
     /// Origin: (uploader, receiver) → reports.
@@ -46,20 +46,20 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn record_received(&mut self, peer: u64, bytes: u64) {
+    pub(super) fn record_received(&mut self, peer: u64, bytes: u64) {
         let c = self.mine.entry(peer).or_default();
         c.received += bytes;
         c.dirty = true;
     }
 
-    pub fn record_sent(&mut self, peer: u64, bytes: u64) {
+    pub(super) fn record_sent(&mut self, peer: u64, bytes: u64) {
         let c = self.mine.entry(peer).or_default();
         c.sent += bytes;
         c.dirty = true;
     }
 
     /// Entries changed since the last call; `lie` inflates the sent counts.
-    pub fn take_receipt(&mut self, lie: bool) -> Vec<ReceiptEntry> {
+    pub(super) fn take_receipt(&mut self, lie: bool) -> Vec<ReceiptEntry> {
         let mut out = Vec::new();
         for (&node_id, c) in self.mine.iter_mut() {
             if !c.dirty && !lie {
@@ -82,7 +82,7 @@ impl Ledger {
     }
 
     /// Origin: a receipt from client `reporter`.
-    pub fn handle_receipt(&mut self, reporter: u64, entries: &[ReceiptEntry]) {
+    pub(super) fn handle_receipt(&mut self, reporter: u64, entries: &[ReceiptEntry]) {
         for e in entries {
             if e.node_id == reporter {
                 continue;
@@ -110,7 +110,7 @@ impl Ledger {
     }
 
     /// Origin: confirmed bytes `node` uploaded to other clients.
-    pub fn credit(&self, node: u64) -> u64 {
+    pub(super) fn credit(&self, node: u64) -> u64 {
         self.credit.get(&node).copied().unwrap_or(0)
     }
 }

@@ -63,7 +63,7 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub fn new(link: Link, remote: SocketAddr, now: Instant) -> Peer {
+    pub(super) fn new(link: Link, remote: SocketAddr, now: Instant) -> Peer {
         Peer {
             link,
             remote,
@@ -91,21 +91,21 @@ impl Peer {
         }
     }
 
-    pub fn is_origin_link(&self) -> bool {
+    pub(super) fn is_origin_link(&self) -> bool {
         matches!(self.link, Link::ToOrigin)
     }
 
     /// When we started waiting on them: our oldest request unanswered or arriving.
-    pub fn waiting_since(&self) -> Option<Instant> {
+    pub(super) fn waiting_since(&self) -> Option<Instant> {
         self.asked.iter().chain(&self.receiving).map(|a| a.at).min()
     }
 
-    pub fn node_id(&self) -> Option<u64> {
+    pub(super) fn node_id(&self) -> Option<u64> {
         self.hello.map(|h| h.node_id)
     }
 
     /// Where the remote accepts peers: its address with the port from its HELLO.
-    pub fn listen_addr(&self) -> Option<SocketAddr> {
+    pub(super) fn listen_addr(&self) -> Option<SocketAddr> {
         let port = self.hello?.listen_port;
         (port != 0).then(|| SocketAddr::new(self.remote.ip(), port))
     }

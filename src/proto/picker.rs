@@ -13,7 +13,7 @@ const NO_CLAIM: u32 = u32::MAX;
 const MAX_ENDGAME_REQUESTS: u8 = 2;
 
 #[derive(Debug, Clone)]
-pub struct Picker {
+pub(super) struct Picker {
     have: Bitfield,
     /// Outstanding specific requests per piece, over all peers.
     requested: Vec<u8>,
@@ -38,7 +38,7 @@ pub struct Picker {
 }
 
 impl Picker {
-    pub fn new(have: Bitfield) -> Picker {
+    pub(super) fn new(have: Bitfield) -> Picker {
         let n = have.len() as usize;
         let unassigned = have.len() - have.count();
         let mut free = Bitfield::new(have.len());
@@ -57,24 +57,24 @@ impl Picker {
         }
     }
 
-    pub fn have(&self) -> &Bitfield {
+    pub(super) fn have(&self) -> &Bitfield {
         &self.have
     }
 
-    pub fn is_complete(&self) -> bool {
+    pub(super) fn is_complete(&self) -> bool {
         self.have.is_full()
     }
 
-    pub fn missing(&self) -> u32 {
+    pub(super) fn missing(&self) -> u32 {
         self.have.len() - self.have.count()
     }
 
     /// Unassigned pieces that no connected peer has, so only the origin can supply them.
-    pub fn unseen(&self) -> u32 {
+    pub(super) fn unseen(&self) -> u32 {
         self.unseen
     }
 
-    pub fn peer_has(&mut self, piece: u32) {
+    pub(super) fn peer_has(&mut self, piece: u32) {
         let i = piece as usize;
         if self.availability[i] == 0 && self.is_free(i) {
             self.unseen -= 1;
@@ -82,7 +82,7 @@ impl Picker {
         self.availability[i] = self.availability[i].saturating_add(1);
     }
 
-    pub fn peer_lost(&mut self, piece: u32) {
+    pub(super) fn peer_lost(&mut self, piece: u32) {
         let i = piece as usize;
         self.availability[i] = self.availability[i].saturating_sub(1);
         if self.availability[i] == 0 && self.is_free(i) {
@@ -95,7 +95,7 @@ impl Picker {
     }
 
     /// Rarest piece `peer` has that nobody is fetching yet; `None` if there is none.
-    pub fn pick(&self, peer: &Bitfield, rng: &mut Rng) -> Option<u32> {
+    pub(super) fn pick(&self, peer: &Bitfield, rng: &mut Rng) -> Option<u32> {
         let n = self.have.len();
         if n == 0 || self.unassigned == 0 {
             return None;
@@ -134,7 +134,7 @@ impl Picker {
     /// announces a piece. A node refills every pipeline on every tick, and without this
     /// each refill of a peer with nothing to offer scanned every piece. The random draw is
     /// made either way, so the picks that follow are the same.
-    pub fn pick_unless_dry(
+    pub(super) fn pick_unless_dry(
         &self,
         peer: &Bitfield,
         dry: &mut Option<u64>,
@@ -153,7 +153,7 @@ impl Picker {
 
     /// Endgame: `piece` may be asked of one more peer. Only once every missing piece is being
     /// fetched, only for a piece requested once and not yet arriving.
-    pub fn endgame_allows(&self, piece: u32) -> bool {
+    pub(super) fn endgame_allows(&self, piece: u32) -> bool {
         let i = piece as usize;
         self.unassigned == 0
             && !self.have.get(piece)
@@ -162,7 +162,7 @@ impl Picker {
     }
 
     /// Every missing piece is requested or arriving: the endgame.
-    pub fn all_assigned(&self) -> bool {
+    pub(super) fn all_assigned(&self) -> bool {
         self.unassigned == 0
     }
 
@@ -185,7 +185,7 @@ impl Picker {
         }
     }
 
-    pub fn on_request(&mut self, piece: u32) {
+    pub(super) fn on_request(&mut self, piece: u32) {
         let i = piece as usize;
         let was = self.is_free(i);
         self.requested[i] = self.requested[i].saturating_add(1);
@@ -193,7 +193,7 @@ impl Picker {
     }
 
     /// A request was answered (data or reject) or its connection died.
-    pub fn on_request_done(&mut self, piece: u32) {
+    pub(super) fn on_request_done(&mut self, piece: u32) {
         let i = piece as usize;
         let was = self.is_free(i);
         self.requested[i] = self.requested[i].saturating_sub(1);
@@ -202,7 +202,7 @@ impl Picker {
 
     /// A payload for `piece` starts arriving on `slot`. True if it should be stored; false if
     /// the piece is held or already being written by another slot (the payload is discarded).
-    pub fn try_claim(&mut self, piece: u32, slot: usize) -> bool {
+    pub(super) fn try_claim(&mut self, piece: u32, slot: usize) -> bool {
         let i = piece as usize;
         if self.have.get(piece) || self.claim[i] != NO_CLAIM {
             return false;
@@ -214,7 +214,7 @@ impl Picker {
     }
 
     /// The claim on `piece` ends: verified (`ok`) or not (the piece is fetched again).
-    pub fn release(&mut self, piece: u32, ok: bool) {
+    pub(super) fn release(&mut self, piece: u32, ok: bool) {
         let i = piece as usize;
         let was = self.is_free(i);
         self.claim[i] = NO_CLAIM;
@@ -224,7 +224,7 @@ impl Picker {
         self.recount(i, was);
     }
 
-    pub fn claimed_by(&self, piece: u32) -> Option<usize> {
+    pub(super) fn claimed_by(&self, piece: u32) -> Option<usize> {
         let c = self.claim[piece as usize];
         (c != NO_CLAIM).then_some(c as usize)
     }

@@ -8,7 +8,7 @@ use super::rng::Rng;
 use crate::bitfield::Bitfield;
 
 #[derive(Debug, Clone)]
-pub struct Striper {
+pub(super) struct Striper {
     /// Copies of each piece in the swarm: held by a connected client, or on its way from the
     /// origin to one.
     copies: Vec<u32>,
@@ -18,23 +18,23 @@ pub struct Striper {
 }
 
 impl Striper {
-    pub fn new(pieces: u32) -> Striper {
+    pub(super) fn new(pieces: u32) -> Striper {
         Striper {
             copies: vec![0; pieces as usize],
             fresh_cursor: 0,
         }
     }
 
-    pub fn copies(&self, piece: u32) -> u32 {
+    pub(super) fn copies(&self, piece: u32) -> u32 {
         self.copies[piece as usize]
     }
 
-    pub fn add_copy(&mut self, piece: u32) {
+    pub(super) fn add_copy(&mut self, piece: u32) {
         self.copies[piece as usize] += 1;
     }
 
     /// A client holding (or being sent) `piece` left the swarm.
-    pub fn remove_copy(&mut self, piece: u32) {
+    pub(super) fn remove_copy(&mut self, piece: u32) {
         let c = &mut self.copies[piece as usize];
         *c = c.saturating_sub(1);
         if *c == 0 {
@@ -45,7 +45,7 @@ impl Striper {
     /// The piece the origin should send next to a client that holds `has`, among those not
     /// `excluded` (already on their way to it): the one with the fewest copies, random among
     /// equals.
-    pub fn choose(
+    pub(super) fn choose(
         &mut self,
         has: &Bitfield,
         excluded: impl Fn(u32) -> bool,

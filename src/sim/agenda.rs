@@ -42,7 +42,7 @@ impl<E> Ord for Scheduled<E> {
 }
 
 /// Events at virtual times; plain events and keyed ones (at most one per key).
-pub struct Agenda<E> {
+pub(super) struct Agenda<E> {
     heap: BinaryHeap<Scheduled<E>>,
     keyed: KeyedHeap<E>,
     seq: u64,
@@ -65,7 +65,7 @@ fn to_ns(secs: f64) -> Option<u64> {
 
 impl<E> Agenda<E> {
     /// At `secs` seconds, rounded up to the next nanosecond; never if infinite.
-    pub fn at(&mut self, secs: f64, ev: E) {
+    pub(super) fn at(&mut self, secs: f64, ev: E) {
         if let Some(ns) = to_ns(secs) {
             self.at_ns(ns, ev);
         }
@@ -73,7 +73,7 @@ impl<E> Agenda<E> {
 
     /// At exactly `at` nanoseconds: connection timings add up exactly, so what a handshake
     /// step sends never overtakes the step itself.
-    pub fn at_ns(&mut self, at: u64, ev: E) {
+    pub(super) fn at_ns(&mut self, at: u64, ev: E) {
         self.seq += 1;
         self.heap.push(Scheduled {
             at,
@@ -84,7 +84,7 @@ impl<E> Agenda<E> {
 
     /// The event of `key` happens at `secs` instead of whenever it was due; never (removed)
     /// if infinite.
-    pub fn set_keyed(&mut self, key: usize, secs: f64, ev: E) {
+    pub(super) fn set_keyed(&mut self, key: usize, secs: f64, ev: E) {
         match to_ns(secs) {
             Some(at) => self.set_keyed_ns(key, at, ev),
             None => self.keyed.remove(key),
@@ -92,19 +92,19 @@ impl<E> Agenda<E> {
     }
 
     /// The event of `key` happens at exactly `at` nanoseconds.
-    pub fn set_keyed_ns(&mut self, key: usize, at: u64, ev: E) {
+    pub(super) fn set_keyed_ns(&mut self, key: usize, at: u64, ev: E) {
         self.seq += 1;
         let seq = self.seq;
         self.keyed.set(key, Scheduled { at, seq, ev });
     }
 
     /// Forgets the event of `key`, if any.
-    pub fn remove_keyed(&mut self, key: usize) {
+    pub(super) fn remove_keyed(&mut self, key: usize) {
         self.keyed.remove(key);
     }
 
     /// The earliest event and its time in nanoseconds.
-    pub fn pop(&mut self) -> Option<(u64, E)> {
+    pub(super) fn pop(&mut self) -> Option<(u64, E)> {
         let keyed_first = match (self.heap.peek(), self.keyed.peek()) {
             (None, None) => return None,
             (Some(_), None) => false,

@@ -40,21 +40,28 @@ const SPARE_CAPACITY: usize = 1024;
 /// What the simulation of one scenario produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// Piece size in bytes: the scenario's, or the automatic choice for its file size.
     pub piece_size: u32,
+    /// Number of pieces in the file.
     pub pieces: u32,
+    /// The origin's counters at the end of the run.
     pub origin: Counters,
+    /// One per client, in the scenario's order.
     pub clients: Vec<ClientOutcome>,
+    /// Agenda events handled: the simulator's own work, for scaling measurements.
     pub events: u64,
     /// Virtual time the run ended, seconds.
     pub end: f64,
 }
 
+/// How one client fared.
 #[derive(Debug, Clone)]
 pub struct ClientOutcome {
     /// Seconds from its arrival; `None` if it never completed.
     pub complete: Option<f64>,
     /// Virtual time it left; `None` if still there at the end.
     pub left: Option<f64>,
+    /// Its node's counters when it left, or at the end of the run.
     pub counters: Counters,
     /// The node gave up (its one-line reason).
     pub failed: Option<String>,
@@ -241,6 +248,8 @@ impl Host {
     }
 }
 
+/// One scenario's swarm, ready to run: the origin at host 0 and each client on its own host,
+/// all real `proto::Node`s stepped in virtual time over a fluid network model.
 pub struct Sim {
     t0: Instant,
     now: f64,
@@ -291,6 +300,9 @@ fn host_of(addr: SocketAddr) -> Option<usize> {
 }
 
 impl Sim {
+    /// Builds the swarm: piece checksums and node ids drawn from the scenario's seed, the origin
+    /// present from time 0, each client's arrival on the agenda. Fails only if the file and piece
+    /// sizes make no valid manifest.
     pub fn new(sc: &Scenario) -> Result<Sim, String> {
         let piece_size = sc.piece_size_or_auto();
         let n = crate::manifest::piece_count_for(sc.file_size, piece_size)

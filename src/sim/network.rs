@@ -15,7 +15,7 @@
 
 use slab::Slab;
 
-pub type FlowId = usize;
+pub(super) type FlowId = usize;
 
 /// Flows whose rate changed by less than this fraction keep their scheduled completion:
 /// floating-point noise must not cost a heap push.
@@ -26,7 +26,7 @@ const UPLINK_FULL: f64 = 0.99;
 const FULL: f64 = 1.0 - 1e-9;
 
 #[derive(Debug, Clone)]
-pub struct Flow {
+pub(super) struct Flow {
     pub sender: usize,
     pub receiver: usize,
     /// Bytes per second this flow may not exceed (policy cap, TCP window / RTT).
@@ -63,7 +63,7 @@ struct Host {
 }
 
 #[derive(Debug, Default)]
-pub struct Network {
+pub(super) struct Network {
     flows: Slab<Flow>,
     hosts: Vec<Host>,
     /// Flows whose rate changed since the last `take_changed`.
@@ -77,7 +77,7 @@ pub struct Network {
 
 impl Network {
     /// Adds a host; `down` may be infinite.
-    pub fn add_host(&mut self, up: f64, down: f64, weighted: bool) -> usize {
+    pub(super) fn add_host(&mut self, up: f64, down: f64, weighted: bool) -> usize {
         self.hosts.push(Host {
             up,
             down,
@@ -93,21 +93,21 @@ impl Network {
 
     /// The flow's generation, if it exists: a completion event is current only if it
     /// carries this.
-    pub fn generation(&self, id: FlowId) -> Option<u64> {
+    pub(super) fn generation(&self, id: FlowId) -> Option<u64> {
         self.flows.get(id).map(|f| f.generation)
     }
 
-    pub fn weight(&self, id: FlowId) -> f64 {
+    pub(super) fn weight(&self, id: FlowId) -> f64 {
         self.flows[id].weight
     }
 
     #[cfg(test)]
-    pub fn rate(&self, id: FlowId) -> f64 {
+    fn rate(&self, id: FlowId) -> f64 {
         self.flows[id].rate
     }
 
     /// A new flow of `bytes` from `sender` to `receiver`.
-    pub fn start(
+    pub(super) fn start(
         &mut self,
         sender: usize,
         receiver: usize,
@@ -139,7 +139,7 @@ impl Network {
 
     /// Queues `bytes` more on a flow that just finished its previous bytes: the flow stays
     /// active, so no other flow's rate moves.
-    pub fn refill(&mut self, id: FlowId, bytes: f64, now: f64) {
+    pub(super) fn refill(&mut self, id: FlowId, bytes: f64, now: f64) {
         let f = &mut self.flows[id];
         f.remaining = bytes;
         f.settled_at = now;
@@ -147,7 +147,7 @@ impl Network {
     }
 
     /// Removes a flow (finished or cut) and shares its capacity among the rest.
-    pub fn stop(&mut self, id: FlowId, now: f64) {
+    pub(super) fn stop(&mut self, id: FlowId, now: f64) {
         let f = self.flows.remove(id);
         let s = &mut self.hosts[f.sender];
         s.sending -= f.rate;
@@ -169,7 +169,7 @@ impl Network {
     }
 
     /// New cap and weight for a flow; shares the sender's upload again if they changed.
-    pub fn set_limits(&mut self, id: FlowId, cap: f64, weight: f64, now: f64) {
+    pub(super) fn set_limits(&mut self, id: FlowId, cap: f64, weight: f64, now: f64) {
         if self.record_limits(id, cap, weight) {
             let sender = self.flows[id].sender;
             self.share_upload(sender, now);
@@ -178,7 +178,7 @@ impl Network {
 
     /// New cap and weight for a flow, taking effect at the sender's next sharing (`refresh`,
     /// which a tick calls once after updating every flow); true if they changed.
-    pub fn record_limits(&mut self, id: FlowId, cap: f64, weight: f64) -> bool {
+    pub(super) fn record_limits(&mut self, id: FlowId, cap: f64, weight: f64) -> bool {
         let f = &mut self.flows[id];
         let changed = f.cap != cap || f.weight != weight;
         f.cap = cap;
@@ -187,24 +187,24 @@ impl Network {
     }
 
     /// Shares `host`'s upload again (on its tick: picks up its receivers' current levels).
-    pub fn refresh(&mut self, host: usize, now: f64) {
+    pub(super) fn refresh(&mut self, host: usize, now: f64) {
         if !self.hosts[host].up_flows.is_empty() {
             self.share_upload(host, now);
         }
     }
 
     /// The flows `host` is sending on.
-    pub fn up_flows(&self, host: usize) -> &[FlowId] {
+    pub(super) fn up_flows(&self, host: usize) -> &[FlowId] {
         &self.hosts[host].up_flows
     }
 
-    pub fn is_weighted(&self, host: usize) -> bool {
+    pub(super) fn is_weighted(&self, host: usize) -> bool {
         self.hosts[host].weighted
     }
 
     /// When the flow's queued bytes will have left, at its current rate (infinite if the
     /// rate is zero).
-    pub fn eta(&self, id: FlowId) -> f64 {
+    pub(super) fn eta(&self, id: FlowId) -> f64 {
         let f = &self.flows[id];
         if f.remaining <= 0.0 {
             f.settled_at
@@ -216,14 +216,14 @@ impl Network {
     }
 
     /// The flow's queued bytes have left (its completion event fired).
-    pub fn drained(&mut self, id: FlowId, now: f64) {
+    pub(super) fn drained(&mut self, id: FlowId, now: f64) {
         let f = &mut self.flows[id];
         f.remaining = 0.0;
         f.settled_at = now;
     }
 
     /// Flows whose completion time moved since the last call, each once.
-    pub fn take_changed(&mut self, out: &mut Vec<FlowId>) {
+    pub(super) fn take_changed(&mut self, out: &mut Vec<FlowId>) {
         out.clear();
         for id in self.changed.drain(..) {
             if let Some(f) = self.flows.get_mut(id)
@@ -259,7 +259,7 @@ impl Network {
     }
 
     /// The host's upload is used to capacity: a queue builds at its bottleneck.
-    pub fn uplink_full(&self, host: usize) -> bool {
+    pub(super) fn uplink_full(&self, host: usize) -> bool {
         let h = &self.hosts[host];
         h.sending >= h.up * UPLINK_FULL
     }

@@ -10,9 +10,13 @@ use crate::proto::Behaviour;
 
 /// A finished run with what it needs to report itself.
 pub struct Report<'a> {
+    /// The scenario as run (its seed, file and clients' links go into the report).
     pub scenario: &'a Scenario,
+    /// What the run produced.
     pub outcome: &'a Outcome,
+    /// Wall-clock seconds the run took (every other time in the report is virtual).
     pub wall_s: f64,
+    /// The process's peak resident memory (VmHWM) in bytes, for the simulator's own footprint.
     pub peak_rss_bytes: u64,
 }
 
@@ -70,6 +74,7 @@ impl Report<'_> {
         (Some(mean), Some(last))
     }
 
+    /// The output JSON of docs/SIMULATOR.md ("Output").
     pub fn to_json(&self) -> Value {
         let (sc, o) = (self.scenario, self.outcome);
         let (all, all_g) = self.t_min(|_| true);

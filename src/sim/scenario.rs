@@ -76,24 +76,35 @@ pub struct LinkSpec {
     pub rtt: f64,
 }
 
+/// One client of a scenario (one per `count` in the file).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientSpec {
+    /// Its host's link.
     pub link: LinkSpec,
     /// Seconds after the start.
     pub arrive: f64,
+    /// When it leaves the swarm (`leave`; default: lingers as a real client does).
     pub leave: Leave,
+    /// How it treats its peers (`behave`: honest, free-rider or liar).
     pub behave: Behaviour,
     /// The node's configured upload capacity (`--up-rate`), bytes per second, if any.
     pub up_rate: Option<f64>,
 }
 
+/// A checked scenario: the file, the policy every node runs, the origin's link and the
+/// clients, with the defaults of docs/SIMULATOR.md filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
+    /// Size of the shared file in bytes, at least 1.
     pub file_size: u64,
     /// `None`: `manifest::auto_piece_size(file_size)`, as `tfttp serve` chooses.
     pub piece_size: Option<u32>,
+    /// Seeds node ids and piece checksums: the same scenario and seed give the same run (default
+    /// 1).
     pub seed: u64,
+    /// The incentive policy of every node, origin included (default `tft`).
     pub policy: Policy,
+    /// The origin's link.
     pub origin: LinkSpec,
     /// The origin's configured upload capacity (`--up-rate`), if any.
     pub origin_up_rate: Option<f64>,
@@ -115,23 +126,37 @@ pub enum ScenarioError {
     /// The text is not JSON: serde_json's message, with its line and column.
     NotJson(String),
     /// A required key is absent from the object at `at` (empty: the top level).
-    Missing { at: String, key: &'static str },
+    Missing {
+        /// Path of the object, as `clients[2]`.
+        at: String,
+        /// The key it lacks.
+        key: &'static str,
+    },
     /// A key the format does not define, most often a typo.
     UnknownKey {
+        /// Path of the object, as `clients[2]`; empty for the top level.
         at: String,
+        /// The key as written.
         key: String,
+        /// The keys that object may hold, for the message.
         known: &'static [&'static str],
     },
     /// A value of the wrong type or out of range; `got` is the value as JSON, shortened.
     Invalid {
+        /// Path of the value, as `clients[2].up`.
         path: String,
+        /// What it must be, as the message says it (`true or false`).
         must: String,
+        /// The value as JSON, cut to `MAX_GOT` characters.
         got: String,
     },
     /// A string that names none of `choices`.
     UnknownName {
+        /// Path of the value, as `clients[2].behave`.
         path: String,
+        /// The string as JSON, cut to `MAX_GOT` characters.
         got: String,
+        /// The names it may be, as the message lists them.
         choices: &'static str,
     },
     /// `clients` is an empty list.

@@ -107,6 +107,7 @@ impl Limits {
 pub struct FrameHead {
     /// Bytes after the length prefix (type byte + body).
     pub len: u32,
+    /// The message type (`wire::ty`); past `FrameHead::parse` it is defined or an extension.
     pub ty: u8,
 }
 
@@ -158,6 +159,7 @@ impl FrameHead {
 /// storage instead of buffering the frame (§4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceHead {
+    /// Index of the piece the payload belongs to.
     pub piece: u32,
     /// Payload bytes after the head.
     pub len: u32,

@@ -44,20 +44,35 @@ pub const MAX_REASON_LEN: usize = 256;
 /// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
 /// know them skips (docs/PROTOCOL.md §7).
 pub mod ty {
+    /// Empty; keeps an idle connection from timing out.
     pub const KEEPALIVE: u8 = 0x00;
+    /// The first frame both sides send (§4.1).
     pub const HELLO: u8 = 0x01;
+    /// Origin to client, right after its HELLO (§4.2).
     pub const MANIFEST: u8 = 0x02;
+    /// The sender's pieces, once, after HELLO (§4.5).
     pub const BITFIELD: u8 = 0x03;
+    /// The sender verified one more piece.
     pub const HAVE: u8 = 0x04;
+    /// The sender wants (1) or no longer wants (0) a piece the receiver has.
     pub const INTERESTED: u8 = 0x05;
+    /// The sender will answer the receiver's requests with REJECT.
     pub const CHOKE: u8 = 0x06;
+    /// The receiver may request.
     pub const UNCHOKE: u8 = 0x07;
+    /// Asks for one piece by index, or (of the origin only) WILDCARD: one of its choice.
     pub const REQUEST: u8 = 0x08;
+    /// Answers a REQUEST without the piece (§5.2).
     pub const REJECT: u8 = 0x09;
+    /// Answers a REQUEST with the piece's bytes (§4.4).
     pub const PIECE: u8 = 0x0a;
+    /// Origin to client: peers that joined or left (§4.3).
     pub const PEERS: u8 = 0x0b;
+    /// Origin to client: every connected client holds the whole file.
     pub const SWARM_DONE: u8 = 0x0c;
+    /// A code and a reason, then the sender closes (§6).
     pub const ERROR: u8 = 0x0d;
+    /// Withdraws a REQUEST; it is still answered exactly once.
     pub const CANCEL: u8 = 0x0e;
     /// The last mandatory type this version defines.
     pub const LAST_MANDATORY: u8 = CANCEL;
@@ -75,9 +90,13 @@ pub enum WireError {
     /// A body of `len` bytes where the type allows `max` ([`Limits::max_body`]); `early`
     /// when the tighter bound before the peer's HELLO applied.
     TooLong {
+        /// The frame's type.
         ty: u8,
+        /// Body length in bytes, as the length prefix declared it.
         len: u32,
+        /// The most this type's body may have, in bytes.
         max: u32,
+        /// The peer's HELLO had not arrived, so `MAX_EARLY_LEN` applied.
         early: bool,
     },
     /// A type in the mandatory range that this version does not define.
@@ -137,19 +156,30 @@ impl fmt::Display for TypeName {
 /// ERROR codes (docs/PROTOCOL.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// 1: a malformed or out-of-order frame.
     Protocol,
+    /// 2: a protocol version we do not speak.
     Version,
+    /// 3: the HELLO's `file_id` is not our file's.
     WrongFile,
+    /// 4: we have no manifest yet; try again later.
     NotReady,
+    /// 5: already connected to that node, or it is ourselves.
     Duplicate,
+    /// 6: not accepting (more) peers.
     TooManyPeers,
+    /// 7: a piece failed its checksum.
     Corrupt,
+    /// 8: a handshake or idle timeout.
     Timeout,
+    /// 9: the sender is leaving.
     ShuttingDown,
+    /// A code this version does not define; treated as a generic error.
     Other(u16),
 }
 
 impl ErrorCode {
+    /// The code as sent on the wire.
     pub fn to_u16(self) -> u16 {
         match self {
             ErrorCode::Protocol => 1,
@@ -165,6 +195,7 @@ impl ErrorCode {
         }
     }
 
+    /// The code read from the wire; unknown numbers are kept as `Other`.
     pub fn from_u16(n: u16) -> ErrorCode {
         match n {
             1 => ErrorCode::Protocol,
@@ -193,7 +224,9 @@ pub enum Role {
 /// HELLO body: the first frame each side sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
+    /// Protocol version of the sender; only `VERSION` is accepted.
     pub version: u8,
+    /// Whether the sender is the origin or a client.
     pub role: Role,
     /// Random per process; detects self-connections and duplicate connections.
     pub node_id: u64,
@@ -209,6 +242,7 @@ const HELLO_LEN: usize = 4 + 1 + 1 + 8 + 8 + 2;
 /// first met it (docs/PROTOCOL.md §4.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptEntry {
+    /// The peer these counters are about.
     pub node_id: u64,
     /// Verified bytes the sender received from that peer.
     pub received: u64,
@@ -221,46 +255,68 @@ const RECEIPT_ENTRY_LEN: usize = 24;
 /// One PEERS entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerEntry {
+    /// Whether the client joined or left.
     pub op: PeerOp,
+    /// The client's node id, as in its HELLO.
     pub node_id: u64,
+    /// Where it accepts peers (still carried on `Remove`, though not needed).
     pub addr: SocketAddr,
 }
 
 /// Bytes of the longest PEERS entry: op, node id, family, IPv6 address, port.
 const MAX_PEER_ENTRY_LEN: usize = 1 + 8 + 1 + 16 + 2;
 
+/// What a PEERS entry says about a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerOp {
+    /// It accepts peers at the entry's address: dial it.
     Add,
+    /// It left the swarm.
     Remove,
 }
 
 /// A decoded frame. Borrowed fields point into the receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// KEEPALIVE.
     KeepAlive,
+    /// HELLO.
     Hello(Hello),
     /// Raw manifest body; `manifest::Manifest::decode` validates it.
     Manifest(&'a [u8]),
+    /// Raw BITFIELD body; `Bitfield::from_bytes` checks it against the piece count.
     Bitfield(&'a [u8]),
+    /// HAVE: the sender verified this piece.
     Have(u32),
+    /// INTERESTED: the sender does (true) or no longer does (false) want a piece we have.
     Interested(bool),
+    /// CHOKE: further requests will be rejected.
     Choke,
+    /// UNCHOKE: the receiver may request.
     Unchoke,
+    /// REQUEST for this piece (or `WILDCARD`).
     Request(u32),
+    /// REJECT: the answer to a REQUEST for this piece, without its bytes.
     Reject(u32),
     /// Withdraws a REQUEST not yet answered; the answer is still exactly one PIECE or REJECT.
     Cancel(u32),
     /// Only produced when a whole PIECE frame is parsed from a buffer (tests, tools); the
     /// node's driver streams payloads instead.
     Piece {
+        /// The piece index.
         piece: u32,
+        /// The piece's bytes.
         data: &'a [u8],
     },
+    /// PEERS: clients that joined or left.
     Peers(Vec<PeerEntry>),
+    /// SWARM_DONE: every connected client holds the whole file.
     SwarmDone,
+    /// ERROR: the sender is closing the connection.
     Error {
+        /// Why, for a program.
         code: ErrorCode,
+        /// Why, for a person; at most `MAX_REASON_LEN` bytes of UTF-8.
         reason: &'a str,
     },
     /// Extension 0x80: a client's per-peer counters, to the origin.
@@ -539,10 +595,12 @@ fn push_u32(out: &mut Vec<u8>, t: u8, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
+/// Reads a big-endian u32 from the first 4 bytes of `b`, which must hold them.
 pub fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// Reads a big-endian u64 from the first 8 bytes of `b`, which must hold them.
 pub fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(b[0..8].try_into().unwrap())
 }

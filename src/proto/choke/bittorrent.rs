@@ -5,9 +5,9 @@
 use super::{Me, Row, Turn, pick_optimistic};
 
 /// Regular unchoke slots (BEP 3 and libtorrent's default of 4).
-pub const BT_SLOTS: usize = 4;
+pub(super) const BT_SLOTS: usize = 4;
 /// The optimistic unchoke moves every 3 rounds (30 s in BitTorrent).
-pub const BT_OPTIMISTIC_ROUNDS: u64 = 3;
+pub(super) const BT_OPTIMISTIC_ROUNDS: u64 = 3;
 
 pub(super) fn decide(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
     let mut cands = cands.to_vec();

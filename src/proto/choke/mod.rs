@@ -24,20 +24,23 @@ use meter::Meter;
 /// Length of a choking round. BitTorrent and PropShare use 10 s for transfers of minutes to
 /// hours; tfttp's LAN transfers take seconds, so rounds are 1 s and the rates behind them
 /// are smoothed over the node's 100 ms ticks.
-pub const ROUND: Duration = Duration::from_secs(1);
+pub(super) const ROUND: Duration = Duration::from_secs(1);
 /// A connection younger than this many rounds is a newcomer: it has had no chance to give.
-pub const NEWCOMER_ROUNDS: u32 = 3;
+pub(super) const NEWCOMER_ROUNDS: u32 = 3;
 /// A peer we wait on (requests outstanding) that sends nothing for this many rounds snubs
 /// us (BitTorrent's anti-snubbing, 60 s there).
-pub const SNUB_ROUNDS: u32 = 3;
+pub(super) const SNUB_ROUNDS: u32 = 3;
 /// Weight of a newest round in the origin's smoothed contribution rates.
 const CONTRIB_ALPHA: f64 = 0.5;
 
 /// Which incentive policy a node runs (`--policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
+    /// `all`: every interested peer, equal weights; no incentives, the baseline.
     UnchokeAll,
+    /// `bittorrent`: top 4 by rate last round plus one optimistic unchoke (BEP 3).
     BitTorrent,
+    /// `tft`: tit-for-tat with promises, PropShare-style shares (the default).
     Tft,
 }
 
@@ -51,6 +54,7 @@ impl Policy {
         }
     }
 
+    /// The policy named `s`: `tft`, `bittorrent` (also `baseline`) or `all`.
     pub fn parse(s: &str) -> Option<Policy> {
         match s {
             "tft" => Some(Policy::Tft),
@@ -63,7 +67,7 @@ impl Policy {
 
 /// What the policy needs to know about the deciding node.
 #[derive(Debug, Clone, Copy)]
-pub struct Me {
+pub(super) struct Me {
     pub is_origin: bool,
     /// Has every piece (a seeding client).
     pub complete: bool,
@@ -155,7 +159,7 @@ struct Turn<'a> {
 
 /// The table: a row per slot, and the state that spans rows.
 #[derive(Debug, Default, Clone)]
-pub struct ChokeTable {
+pub(super) struct ChokeTable {
     rows: Vec<Row>,
     round_no: u64,
     optimistic: Option<usize>,
@@ -167,7 +171,7 @@ pub struct ChokeTable {
 
 impl ChokeTable {
     /// Makes room for `slot` and resets its row for a new connection.
-    pub fn open(&mut self, slot: usize, to_origin: bool) {
+    pub(super) fn open(&mut self, slot: usize, to_origin: bool) {
         if self.rows.len() <= slot {
             self.rows.resize(slot + 1, Row::default());
         }
@@ -181,7 +185,7 @@ impl ChokeTable {
         }
     }
 
-    pub fn close(&mut self, slot: usize) {
+    pub(super) fn close(&mut self, slot: usize) {
         let row = &mut self.rows[slot];
         row.active = false;
         row.weight = 0.0;
@@ -190,11 +194,11 @@ impl ChokeTable {
         }
     }
 
-    pub fn record_up(&mut self, slot: usize, bytes: u64) {
+    pub(super) fn record_up(&mut self, slot: usize, bytes: u64) {
         self.rows[slot].up.record(bytes);
     }
 
-    pub fn record_down(&mut self, slot: usize, bytes: u64) {
+    pub(super) fn record_down(&mut self, slot: usize, bytes: u64) {
         let row = &mut self.rows[slot];
         row.down.record(bytes);
         row.round_down += bytes;
@@ -202,56 +206,56 @@ impl ChokeTable {
 
     // ----- facts the node sets -----
 
-    pub fn set_interested(&mut self, slot: usize, yes: bool) {
+    pub(super) fn set_interested(&mut self, slot: usize, yes: bool) {
         self.rows[slot].interested = yes;
     }
 
     /// The facts a round's decision reads about the peer: whether we wait on it, and how
     /// many pieces it lacks.
-    pub fn set_round_facts(&mut self, slot: usize, waiting_on: bool, missing: u32) {
+    pub(super) fn set_round_facts(&mut self, slot: usize, waiting_on: bool, missing: u32) {
         let row = &mut self.rows[slot];
         row.waiting_on = waiting_on;
         row.missing = missing;
     }
 
     /// Origin: the client's confirmed upload to other clients so far.
-    pub fn set_credit(&mut self, slot: usize, credit: u64) {
+    pub(super) fn set_credit(&mut self, slot: usize, credit: u64) {
         self.rows[slot].credit = credit;
     }
 
     /// Origin: the client received a fresh piece (it promises to pass it on).
-    pub fn promise(&mut self, slot: usize) {
+    pub(super) fn promise(&mut self, slot: usize) {
         self.rows[slot].promised += 1;
     }
 
     /// Origin: the client passed a fresh piece on.
-    pub fn keep_promise(&mut self, slot: usize) {
+    pub(super) fn keep_promise(&mut self, slot: usize) {
         self.rows[slot].kept += 1;
     }
 
     // ----- what the node and driver read -----
 
     /// We choke the peer (also for a slot never opened).
-    pub fn is_choking(&self, slot: usize) -> bool {
+    pub(super) fn is_choking(&self, slot: usize) -> bool {
         self.rows.get(slot).is_none_or(|r| r.choking)
     }
 
     /// The peer's upload weight, 0 when choked.
-    pub fn weight(&self, slot: usize) -> f64 {
+    pub(super) fn weight(&self, slot: usize) -> f64 {
         self.rows.get(slot).map_or(0.0, |r| r.weight)
     }
 
     /// The peer's upload cap in bytes per second, if any.
-    pub fn cap(&self, slot: usize) -> Option<f64> {
+    pub(super) fn cap(&self, slot: usize) -> Option<f64> {
         self.rows.get(slot).and_then(|r| r.cap)
     }
 
-    pub fn max_weight(&self) -> f64 {
+    pub(super) fn max_weight(&self) -> f64 {
         self.max_weight
     }
 
     /// Smoothed payload rate from the peer, bytes per second.
-    pub fn down_rate(&self, slot: usize) -> f64 {
+    pub(super) fn down_rate(&self, slot: usize) -> f64 {
         self.rows[slot].down.rate()
     }
 
@@ -274,7 +278,7 @@ impl ChokeTable {
     // ----- time -----
 
     /// Folds the window of `dt_secs` into the rate estimates and opens a new window.
-    pub fn roll(&mut self, dt_secs: f64) {
+    pub(super) fn roll(&mut self, dt_secs: f64) {
         if dt_secs <= 0.0 {
             return;
         }
@@ -288,7 +292,7 @@ impl ChokeTable {
     }
 
     /// Closes a round: per-round counters, snubbing, the origin's contribution rates.
-    pub fn end_round(&mut self, round_secs: f64) {
+    pub(super) fn end_round(&mut self, round_secs: f64) {
         self.round_no += 1;
         for row in self.rows.iter_mut().filter(|r| r.active) {
             row.age = row.age.saturating_add(1);
@@ -313,7 +317,7 @@ impl ChokeTable {
     /// Applies `policy` for `me`; pushes the slots whose choke state changed. Optimistic
     /// peers rotate only when `new_round`; between rounds (a peer became interested) the
     /// decision is refreshed with the same optimistic peer.
-    pub fn decide(
+    pub(super) fn decide(
         &mut self,
         policy: Policy,
         me: Me,

@@ -10,26 +10,26 @@ use super::{Me, NEWCOMER_ROUNDS, Row, Turn, pick_optimistic};
 
 /// Share of upload kept for newcomers and the optimistic peer. PropShare's evaluation used
 /// 20%; 10% keeps a free rider (who only ever gets this share) well behind.
-pub const OPTIMISTIC_SHARE: f64 = 0.10;
+pub(super) const OPTIMISTIC_SHARE: f64 = 0.10;
 /// Client: a peer stays a newcomer only until we have sent it this many pieces: enough to
 /// trade with (BitTorrent needs 4 pieces before tit-for-tat starts working), not enough to
 /// live on.
-pub const NEWCOMER_PIECES: u64 = 4;
+pub(super) const NEWCOMER_PIECES: u64 = 4;
 /// Origin: a newcomer gets an average client's weight for at most this many pieces.
-pub const ORIGIN_NEWCOMER_PIECES: u64 = 16;
+pub(super) const ORIGIN_NEWCOMER_PIECES: u64 = 16;
 /// A peer that got an optimistic turn and gave nothing back waits this many rounds before
 /// its next turn, so a free rider cannot live on optimistic turns alone (BitTorrent rotates
 /// its optimistic unchoke every 30 s, here 10 rounds).
-pub const OPTIMISTIC_RETRY_ROUNDS: u64 = 10;
+pub(super) const OPTIMISTIC_RETRY_ROUNDS: u64 = 10;
 /// Origin: a client holding more than this many fresh pieces it has not passed on (or than
 /// it could pass on in `PROMISE_SECS` at its confirmed rate) breaks its promise.
-pub const PROMISE_SLACK_PIECES: u32 = 8;
-pub const PROMISE_SECS: f64 = 2.0;
+pub(super) const PROMISE_SLACK_PIECES: u32 = 8;
+pub(super) const PROMISE_SECS: f64 = 2.0;
 /// Origin: a promise-breaker's weight is cut to this fraction.
-pub const BROKEN_PROMISE_FACTOR: f64 = 0.05;
+pub(super) const BROKEN_PROMISE_FACTOR: f64 = 0.05;
 /// Origin: every client keeps at least this fraction of the mean weight, so the origin
 /// never idles while anyone wants data (work conservation).
-pub const ORIGIN_FLOOR: f64 = 0.01;
+pub(super) const ORIGIN_FLOOR: f64 = 0.01;
 
 pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
     // What each peer gave us: in the last round and so far in this one while downloading

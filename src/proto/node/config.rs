@@ -2,9 +2,14 @@
 
 use super::*;
 
+/// What a node is told at start: its role, identity, peers and policy. `Config::new` gives
+/// the command line's defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Origin (serves the file) or client (downloads it).
     pub role: Role,
+    /// Our id in HELLO: random per run on the command line, fixed in tests and the simulator. It
+    /// seeds the node's RNG, and between two listening clients the smaller id dials.
     pub node_id: u64,
     /// Port we accept peers on, 0 for none.
     pub listen_port: u16,
@@ -12,6 +17,8 @@ pub struct Config {
     pub server: Option<SocketAddr>,
     /// Client: trade with peers (false = plain client-server download).
     pub use_peers: bool,
+    /// Client: stop dialing peers while this many peer connections are open (`--max-peers`);
+    /// the driver bounds accepted ones (`max_conns_client`).
     pub max_peers: usize,
     /// Client: how long to keep serving peers after completing, unless the origin says the
     /// swarm is done first.
@@ -22,6 +29,7 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Origin: exit once this many clients completed and no connected client is incomplete.
     pub exit_after: Option<u32>,
+    /// How upload is shared among peers (`--policy`).
     pub policy: Policy,
     /// Configured upload capacity (`--up-rate`), bytes per second.
     pub capacity: Option<u64>,
@@ -33,6 +41,7 @@ pub struct Config {
 /// measure what the incentive policy does to cheaters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
+    /// Uploads to peers as the policy decides and reports receipts truthfully.
     Honest,
     /// Downloads, never uploads to peers.
     FreeRider,
@@ -41,6 +50,8 @@ pub enum Behaviour {
 }
 
 impl Config {
+    /// The defaults: trade with up to 64 peers, linger 30 s, give up after 60 s without
+    /// payload, run `Policy::Tft`, no capacity given, honest.
     pub fn new(role: Role, node_id: u64) -> Config {
         Config {
             role,

@@ -26,11 +26,13 @@ pub enum FailureKind {
 /// A client's reason to give up (`Event::Fatal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// What went wrong, for a caller that acts on it; `Display` gives the message.
     pub kind: FailureKind,
     message: String,
 }
 
 impl Failure {
+    /// A failure of `kind` reported to the user as `message`, one line.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
         Failure {
             kind,

@@ -41,7 +41,10 @@ pub enum Link {
     /// We dialled the origin.
     ToOrigin,
     /// We dialled a peer the origin named.
-    ToPeer { node_id: u64 },
+    ToPeer {
+        /// The id the origin gave for the peer, to match the connection to its entry.
+        node_id: u64,
+    },
     /// Someone dialled us.
     Accepted,
 }
@@ -50,7 +53,10 @@ pub enum Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
     /// Into the output file at this offset.
-    Store { offset: u64 },
+    Store {
+        /// Byte offset of the piece in the file.
+        offset: u64,
+    },
     /// Read and dropped (a copy we already have or are already receiving).
     Discard,
 }
@@ -59,12 +65,20 @@ pub enum Sink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Open a connection and report it with `handle_open(slot, link, ...)`.
-    Connect { addr: SocketAddr, link: Link },
+    Connect {
+        /// The origin's or a peer's listening address.
+        addr: SocketAddr,
+        /// Passed back in `handle_open`, so the node knows what the connection is for.
+        link: Link,
+    },
     /// Close `slot` (after sending its outbox if `flush`), then call `handle_closed`; `why`
     /// is for the log.
     Close {
+        /// The connection to close.
         slot: Slot,
+        /// Send its outbox first (an ERROR, say); the driver waits a grace period for that.
         flush: bool,
+        /// The reason, for the log.
         why: String,
     },
     /// Client: the manifest arrived; size and map the output before any payload arrives.
@@ -80,14 +94,24 @@ pub enum Event {
 /// Counters a node reports in its stats file.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// Client: bytes of verified piece payload received from the origin.
     pub from_origin: u64,
+    /// Client: bytes of verified piece payload received from other clients.
     pub from_peers: u64,
+    /// Bytes of piece payload the driver finished sending, to clients and peers alike.
     pub uploaded: u64,
+    /// Client: bytes of piece payload received and dropped (a copy we had or were already
+    /// receiving elsewhere): upload the swarm spent for nothing.
     pub discarded: u64,
     /// Part of `discarded` that came from the origin: its scarce upload spent twice.
     pub discarded_from_origin: u64,
+    /// Client: pieces that arrived whole but failed their CRC32 and were fetched again.
     pub corrupt_pieces: u64,
+    /// Client: peer connections whose HELLO was accepted, over the whole run (not the number
+    /// open now).
     pub peers_connected: u64,
+    /// Origin: clients seen to hold every piece, whether they finished here or arrived
+    /// complete.
     pub clients_completed: u32,
 }
 
@@ -98,7 +122,9 @@ pub struct Load {
     pub asked: usize,
     /// Peers' requests queued at us.
     pub queued: usize,
+    /// Connections whose remote unchokes us (we may request from them).
     pub unchoking_us: usize,
+    /// Connections we unchoke (their upload weight is above 0).
     pub unchoked: usize,
     /// Pieces whose payload is arriving now.
     pub receiving: usize,
@@ -106,26 +132,53 @@ pub struct Load {
     pub oldest_ask: Duration,
 }
 
+/// A TFTTP node, origin or client, with no sockets and no clock: the driver (or a test, or
+/// the simulator) feeds it `handle_*` inputs with `now` and drains its `poll_*` outputs in
+/// the order the `proto` module describes.
 pub struct Node {
+    /// The settings it was built with; never changed afterwards.
     cfg: Config,
+    /// The `now` of the latest input, for code that runs without one (emits, exits).
     now: Instant,
+    /// The file being shared: the origin has it from the start, a client once the origin sends
+    /// it.
     manifest: Option<Manifest>,
+    /// Client: which pieces we have and which to ask for next, built with the manifest;
+    /// `None` on the origin.
     picker: Option<Picker>,
+    /// Per-connection state indexed by slot; `None` for a slot the driver has not opened or has
+    /// closed.
     peers: Vec<Option<Peer>>,
+    /// The choking table: rates and the policy's upload weight for each slot.
     table: ChokeTable,
+    /// Seeded from `node_id`, so runs with fixed ids repeat exactly: the picker's, the
+    /// striper's and the optimistic unchoke's random choices.
     rng: Rng,
+    /// Requests to the driver, oldest first, for `poll_event`.
     events: VecDeque<Event>,
+    /// Slots with control frames queued since the driver last asked (`poll_dirty`); each is
+    /// listed once, guarded by `Peer::dirty`.
     dirty: Vec<Slot>,
+    /// Scratch list of slots whose choke state a decision changed; kept to reuse its buffer.
     changed: Vec<Slot>,
     /// What only this node's role keeps.
     side: Side,
+    /// The `now` it was built with: time zero for the stats' elapsed times.
     started_at: Instant,
+    /// When `handle_tick` last ran its timers; the next is due `TICK` later.
     last_tick: Instant,
+    /// When the last choking round ended; the next ends `ROUND` later.
     last_round: Instant,
+    /// Client: when piece payload last arrived (or the manifest), for the stall timeout.
     last_progress: Instant,
+    /// Client: when the last piece was verified.
     completed_at: Option<Instant>,
+    /// Every connected client holds the whole file: the origin worked it out (and sent
+    /// SWARM_DONE), or a client heard it from the origin.
     swarm_done: bool,
+    /// `Exit` or `Fatal` was queued, so neither is queued again.
     exiting: bool,
+    /// Totals for the stats file.
     counters: Counters,
     /// Request-to-arrival latency of pieces, microseconds. One per node: a histogram is
     /// ~25 KiB, and one per connection (never read) cost an origin 25 MiB per 1,000 clients.
@@ -188,39 +241,47 @@ impl Node {
 
     // ----- accessors for the driver and the stats -----
 
+    /// Origin or client, as configured.
     pub fn role(&self) -> Role {
         self.cfg.role
     }
 
+    /// The id this node gives in its HELLO.
     pub fn node_id(&self) -> u64 {
         self.cfg.node_id
     }
 
+    /// The file being shared; `None` on a client until the origin's manifest arrives.
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref()
     }
 
+    /// Totals so far, for the stats file.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
 
+    /// Request-to-arrival latency of every verified piece, in microseconds.
     pub fn latency(&self) -> &Histogram<u64> {
         &self.latency_all
     }
 
+    /// Client: when the last piece was verified; `None` until then and on the origin.
     pub fn completed_at(&self) -> Option<Instant> {
         self.completed_at
     }
 
+    /// The `now` the node was built with.
     pub fn started_at(&self) -> Instant {
         self.started_at
     }
 
     #[cfg(test)]
-    pub(crate) fn table(&self) -> &ChokeTable {
+    pub(super) fn table(&self) -> &ChokeTable {
         &self.table
     }
 
+    /// True once every piece is verified; the origin is always complete.
     pub fn is_complete(&self) -> bool {
         match self.cfg.role {
             Role::Origin => true,
@@ -270,6 +331,8 @@ impl Node {
         self.table.cap(slot)
     }
 
+    /// The node asked for `slot` to be closed (or does not know it): the driver stops reading
+    /// frames from it and sends it no piece.
     pub fn is_closing(&self, slot: Slot) -> bool {
         self.peer(slot).is_none_or(|p| p.closing)
     }
@@ -308,6 +371,7 @@ impl Node {
 
     // ----- outputs -----
 
+    /// The next request to the driver, oldest first; drain after every input.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Most peers the origin names to a newcomer.
-pub const MAX_ADVERTISED: usize = 64;
+pub(super) const MAX_ADVERTISED: usize = 64;
 
 /// The origin's registry of the swarm: copies of each piece (for striping) and who owes
 /// passing each fresh piece on (the promise, docs/PROTOCOL.md §5.6).

@@ -5,18 +5,18 @@ use super::*;
 
 /// Most requests a node queues for one peer; more are rejected. Our own pipelines are at most
 /// MAX_PIPELINE deep, so only a misbehaving peer reaches it.
-pub const MAX_QUEUED_REQUESTS: usize = 256;
+pub(super) const MAX_QUEUED_REQUESTS: usize = 256;
 /// Request pipelines hold this much time of the link's current rate (plus MIN_PIPELINE), so a
 /// peer never idles waiting for our next request; libtorrent's `request_queue_time` is the
 /// same idea.
-pub const PIPELINE_SECS: f64 = 0.5;
-pub const MIN_PIPELINE: usize = 2;
-pub const MAX_PIPELINE: usize = 64;
+pub(super) const PIPELINE_SECS: f64 = 0.5;
+pub(super) const MIN_PIPELINE: usize = 2;
+pub(super) const MAX_PIPELINE: usize = 64;
 /// Endgame: a peer is asked for pieces already requested elsewhere only while fewer than this
 /// many of our requests wait at it, so duplicates use a peer's idle time and no more.
-pub const ENDGAME_PIPELINE: usize = 2;
+pub(super) const ENDGAME_PIPELINE: usize = 2;
 /// Pause before asking a peer again after it rejected a request while unchoking us.
-pub const REJECT_BACKOFF: Duration = Duration::from_millis(500);
+pub(super) const REJECT_BACKOFF: Duration = Duration::from_millis(500);
 
 impl Node {
     pub(super) fn on_request(&mut self, slot: Slot, i: u32) {

@@ -5,23 +5,23 @@ use super::*;
 
 /// How often the node re-estimates rates, re-decides chokes and checks timers. 100 ms keeps
 /// request pipelines sized to within a fraction of a second of a link's ramp-up.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(super) const TICK: Duration = Duration::from_millis(100);
 /// Send a KEEPALIVE after this long without sending anything (BEP 3 uses 2 minutes; a
 /// shorter one lets the peer's idle timeout below be short too).
-pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
+pub(super) const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
 /// Drop a connection that sent nothing for four keepalive periods.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Close a connection we have been waiting on this long without a byte of payload from it:
 /// a serving peer trickles at least its smallest share, so silence means it is stuck, and
 /// its pieces are better fetched elsewhere.
-pub const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drop a connection whose HELLO does not arrive in time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait between attempts to reach a peer, and how many attempts it gets.
-pub const DIAL_RETRY: Duration = Duration::from_secs(2);
-pub const MAX_DIAL_ATTEMPTS: u32 = 3;
+pub(super) const DIAL_RETRY: Duration = Duration::from_secs(2);
+pub(super) const MAX_DIAL_ATTEMPTS: u32 = 3;
 /// Wait between attempts to reconnect to an origin lost after the manifest arrived.
-pub const ORIGIN_RETRY: Duration = Duration::from_secs(2);
+pub(super) const ORIGIN_RETRY: Duration = Duration::from_secs(2);
 
 impl Node {
     /// Timers: rates, chokes, keepalives, timeouts, dials, lingering.
