@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::error::StorageError;
 use super::ratelimit::TokenBucket;
 use super::storage::Storage;
 use crate::proto::{Node, Sink, Slot};
@@ -78,7 +79,7 @@ pub(super) enum Turn {
     /// The peer closed, or the socket failed.
     Gone(String),
     /// The node cannot go on (the output cannot be written).
-    Fatal(String),
+    Fatal(StorageError),
 }
 
 enum Rx {
@@ -363,7 +364,7 @@ impl Conn {
         node: &mut Node,
         storage: &mut Storage,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), StorageError> {
         let Rx::Payload {
             sink,
             len,

@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
+use super::error::{RunError, StorageError};
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
 use super::storage::Storage;
@@ -121,7 +122,7 @@ pub struct Driver {
     exit_by: Option<Instant>,
     next_stats: Instant,
     /// A driver-side failure that ends the run (the output cannot be written).
-    fatal: Option<String>,
+    fatal: Option<StorageError>,
     /// Connections flushing before a close; the overdue scan runs only when there are any.
     closing: usize,
     timeline: Option<std::fs::File>,
@@ -199,8 +200,8 @@ impl Driver {
         self.log(|| format!("dial {addr} ({link:?}) slot {slot}"));
     }
 
-    /// Runs until the node exits or fails. Returns the node's failure reason, if any.
-    pub fn run(&mut self) -> Result<(), String> {
+    /// Runs until the node exits or fails. Returns why it failed, if it did.
+    pub fn run(&mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(1024);
         let result = loop {
             if let Err(why) = self.drain_node() {
@@ -212,10 +213,10 @@ impl Driver {
             }
             let now = Instant::now();
             if STOP.load(Ordering::Relaxed) {
-                break Err("interrupted".to_string());
+                break Err(RunError::Interrupted);
             }
-            if let Some(why) = self.fatal.take() {
-                break Err(why);
+            if let Some(e) = self.fatal.take() {
+                break Err(RunError::Storage(e));
             }
             if let Some(by) = self.exit_by
                 && (now >= by || !self.conns.iter().any(|(_, c)| c.has_unsent_control()))
@@ -231,7 +232,7 @@ impl Driver {
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(format!("poll failed: {e}")),
+                Err(e) => break Err(RunError::Io(e)),
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -489,7 +490,7 @@ impl Driver {
     }
 
     /// Acts on everything the node asked for.
-    fn drain_node(&mut self) -> Result<(), String> {
+    fn drain_node(&mut self) -> Result<(), RunError> {
         loop {
             let mut progress = false;
             while let Some(ev) = self.node.poll_event() {
@@ -506,7 +507,7 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, ev: Event) -> Result<(), String> {
+    fn on_event(&mut self, ev: Event) -> Result<(), RunError> {
         match ev {
             Event::Connect { addr, link } => self.dial(addr, link),
             Event::Close { slot, flush, why } => {
@@ -535,7 +536,7 @@ impl Driver {
                     self.queue_write(slot);
                 }
             }
-            Event::Fatal(why) => return Err(why.to_string()),
+            Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
     }

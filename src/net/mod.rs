@@ -3,12 +3,14 @@
 
 mod conn;
 mod driver;
+mod error;
 mod limits;
 mod ratelimit;
 pub mod socket;
 pub mod storage;
 
 pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, stopped};
+pub use error::{RunError, StorageError, StorageErrorKind};
 // The simulator shares a connection's upload the way the driver does.
 pub(crate) use driver::quantum;
 pub use limits::{MAX_CONNS_ORIGIN, max_conns_client};

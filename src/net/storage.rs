@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
+use super::error::{StorageError, StorageErrorKind};
 use crate::manifest::Manifest;
 
 /// The node's copy of the file, in whichever state its role and progress put it.
@@ -63,11 +64,14 @@ pub fn part_path(out: &Path) -> PathBuf {
 impl Storage {
     /// Creates `OUT.part` for a download. Refuses to touch an existing `OUT`. An existing
     /// `OUT.part` is tfttp's own leftover from an interrupted run and is started over.
-    pub fn create_part(out: &Path) -> Result<Storage, String> {
+    pub fn create_part(out: &Path) -> Result<Storage, StorageError> {
         if out.exists() {
-            return Err(format!(
-                "{} already exists; remove it or choose another --output",
-                out.display()
+            return Err(StorageError::new(
+                StorageErrorKind::OutputExists,
+                format!(
+                    "{} already exists; remove it or choose another --output",
+                    out.display()
+                ),
             ));
         }
         let part = part_path(out);
@@ -77,7 +81,10 @@ impl Storage {
             .create(true)
             .truncate(true)
             .open(&part)
-            .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+            .map_err(|e| {
+                let what = format!("cannot create {}", part.display());
+                StorageError::io(StorageErrorKind::Create, what, &e)
+            })?;
         Ok(Storage::Pending(PartFile {
             file,
             part,
@@ -87,18 +94,22 @@ impl Storage {
 
     /// Sizes and maps `OUT.part` for the manifest. Space is reserved up front: a write into a
     /// sparse mapping on a full disk would kill the process with SIGBUS instead of an error.
-    pub fn prepare(&mut self, m: &Manifest) -> Result<(), String> {
+    pub fn prepare(&mut self, m: &Manifest) -> Result<(), StorageError> {
         if let Storage::Discard = self {
             return Ok(());
         }
         let Storage::Pending(pf) = std::mem::replace(self, Storage::Empty) else {
-            return Err("output prepared twice".into());
+            return Err(StorageError::new(
+                StorageErrorKind::Order,
+                "output prepared twice",
+            ));
         };
         let len = m.file_len();
         if let Err(e) = reserve(&pf.file, len) {
-            let why = format!("cannot reserve {len} bytes for {}: {e}", pf.part.display());
+            let what = format!("cannot reserve {len} bytes for {}", pf.part.display());
+            let err = StorageError::io(StorageErrorKind::Write, what, &e);
             *self = Storage::Pending(pf);
-            return Err(why);
+            return Err(err);
         }
         // SAFETY: the file is ours (just created, truncated and sized); nothing else
         // truncates it while the download runs. Writes go through `write_at`, and Linux's
@@ -109,29 +120,34 @@ impl Storage {
                 Ok(())
             }
             Err(e) => {
-                let why = format!("cannot map {}: {e}", pf.part.display());
+                let what = format!("cannot map {}", pf.part.display());
+                let err = StorageError::io(StorageErrorKind::Write, what, &e);
                 *self = Storage::Pending(pf);
-                Err(why)
+                Err(err)
             }
         }
     }
 
     /// Renames `OUT.part` to `OUT`; the mapping stays valid for serving peers.
-    pub fn finish(&mut self) -> Result<(), String> {
+    pub fn finish(&mut self) -> Result<(), StorageError> {
         if let Storage::Discard = self {
             return Ok(());
         }
         let Storage::Part(pf, map) = std::mem::replace(self, Storage::Empty) else {
-            return Err("output finished before it was prepared".into());
+            return Err(StorageError::new(
+                StorageErrorKind::Order,
+                "output finished before it was prepared",
+            ));
         };
         if let Err(e) = std::fs::rename(&pf.part, &pf.out) {
-            let why = format!(
-                "cannot rename {} to {}: {e}",
+            let what = format!(
+                "cannot rename {} to {}",
                 pf.part.display(),
                 pf.out.display()
             );
+            let err = StorageError::io(StorageErrorKind::Rename, what, &e);
             *self = Storage::Part(pf, map);
-            return Err(why);
+            return Err(err);
         }
         *self = Storage::Done(pf.file, map);
         Ok(())
@@ -188,14 +204,17 @@ impl Storage {
     }
 
     /// Writes received piece bytes (one chunk of a piece) at `offset` of `OUT.part`.
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         match self {
-            Storage::Part(pf, _) => pf
-                .file
-                .write_all_at(data, offset)
-                .map_err(|e| format!("cannot write {}: {e}", pf.part.display())),
+            Storage::Part(pf, _) => pf.file.write_all_at(data, offset).map_err(|e| {
+                let what = format!("cannot write {}", pf.part.display());
+                StorageError::io(StorageErrorKind::Write, what, &e)
+            }),
             Storage::Discard => Ok(()),
-            _ => Err("received a piece before the output was prepared".into()),
+            _ => Err(StorageError::new(
+                StorageErrorKind::Order,
+                "received a piece before the output was prepared",
+            )),
         }
     }
 }
@@ -251,7 +270,8 @@ mod tests {
         let out = d.join("f.bin");
         std::fs::write(&out, b"keep me").unwrap();
         let e = Storage::create_part(&out).err().unwrap();
-        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(e.kind, StorageErrorKind::OutputExists);
+        assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -261,7 +281,8 @@ mod tests {
         let e = Storage::create_part(Path::new("/nonexistent-dir/x"))
             .err()
             .unwrap();
-        assert!(e.contains("cannot create"), "{e}");
+        assert_eq!(e.kind, StorageErrorKind::Create);
+        assert!(e.to_string().contains("cannot create"), "{e}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
         // Ctrl-C is how a server is normally stopped.
         Ok(()) | Err(_) if tfttp::net::stopped() => {}
         Ok(()) => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.to_string()),
     }
     if !a.common.quiet {
         let k = driver.node().counters();
@@ -109,7 +109,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     let storage = if discard {
         Storage::Discard
     } else {
-        Storage::create_part(&a.output)?
+        Storage::create_part(&a.output).map_err(|e| e.to_string())?
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
@@ -188,7 +188,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
         }
         Err(e) => {
             storage.abandon();
-            Err(e)
+            Err(e.to_string())
         }
     }
 }
