@@ -1,0 +1,138 @@
+//! Hosts coming and going: a client's configuration, arrival, tick and departure, and the
+//! node's requests (events) acted on.
+
+use super::*;
+
+impl Sim {
+    pub(super) fn client_config(&self, h: usize) -> Config {
+        let host = &self.hosts[h];
+        let mut cfg = Config::new(Role::Client, self.client_ids[h - 1]);
+        cfg.listen_port = CLIENT_PORT;
+        cfg.server = Some(addr_of(ORIGIN));
+        cfg.policy = self.policy;
+        cfg.behaviour = host.behave;
+        cfg.capacity = host.up_rate.map(|r| r as u64);
+        if host.leave == Leave::OnComplete {
+            cfg.linger = Duration::ZERO;
+        }
+        cfg
+    }
+
+    pub(super) fn arrive(&mut self, h: usize) {
+        let cfg = self.client_config(h);
+        let now = self.instant();
+        let host = &mut self.hosts[h];
+        host.node = Some(Node::client(cfg, now));
+        host.presence = Presence::Here;
+        if let Leave::After(secs) = host.leave {
+            self.agenda.at(self.now + secs, Ev::Depart(h));
+        }
+        self.dial(h, addr_of(ORIGIN), Link::ToOrigin);
+        self.drain(h);
+        let t = self.node_timeout(h);
+        self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// The host leaves: its connections end (flushed if `graceful`), its node is dropped.
+    pub(super) fn depart(&mut self, h: usize, graceful: bool) {
+        if self.hosts[h].presence != Presence::Here {
+            return;
+        }
+        // The node goes first: a leaving process hears nothing of its own closes.
+        let node = self.hosts[h].node.take();
+        for slot in 0..self.hosts[h].slots.len() {
+            if let Some(c) = self.hosts[h].slots[slot] {
+                let k = self.conns[c].end_of(h);
+                self.close_end(c, k, graceful && node.is_some(), "");
+            }
+        }
+        let host = &mut self.hosts[h];
+        if let Some(node) = node {
+            host.counters = node.counters().clone();
+        }
+        host.presence = Presence::Gone;
+        host.left = Some(self.now);
+        if host.complete.is_none() && h != ORIGIN {
+            self.unfinished -= 1;
+        }
+    }
+
+    pub(super) fn tick(&mut self, h: usize) {
+        let now = self.instant();
+        let host = &mut self.hosts[h];
+        let Some(node) = host.node.as_mut() else {
+            return;
+        };
+        // Payload streaming in keeps a connection alive, as each read does in the driver.
+        for (slot, _) in host.streaming_in.iter().enumerate().filter(|(_, s)| **s) {
+            node.handle_payload(slot, now);
+        }
+        node.handle_tick(now);
+        self.update_limits(h);
+        self.net.refresh(h, self.now);
+        self.drain(h);
+        let t = self.node_timeout(h);
+        self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// The node's per-connection caps and weights onto its flows; the tick shares the
+    /// host's upload once afterwards.
+    pub(super) fn update_limits(&mut self, h: usize) {
+        let Some(node) = self.hosts[h].node.as_ref() else {
+            return;
+        };
+        let weighted = self.net.is_weighted(h);
+        for i in 0..self.net.up_flows(h).len() {
+            let f = self.net.up_flows(h)[i];
+            let (c, k) = self.flow_pipe[f];
+            let conn = &self.conns[c];
+            let slot = conn.ends[k].as_ref().expect("a flow has its sender").slot;
+            let pipe = &conn.pipes[k];
+            let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+            self.net.record_limits(f, cap, weight);
+        }
+    }
+
+    /// Acts on everything the host's node asked for, until it asks for nothing more.
+    pub(super) fn drain(&mut self, h: usize) {
+        loop {
+            let Some(node) = self.hosts[h].node.as_mut() else {
+                return;
+            };
+            if let Some(ev) = node.poll_event() {
+                self.on_event(h, ev);
+                continue;
+            }
+            if let Some(slot) = node.poll_dirty() {
+                self.pump(h, slot);
+                continue;
+            }
+            return;
+        }
+    }
+
+    pub(super) fn on_event(&mut self, h: usize, ev: Event) {
+        match ev {
+            Event::Connect { addr, link } => self.dial(h, addr, link),
+            Event::Close { slot, flush, why } => {
+                if let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() {
+                    let k = self.conns[c].end_of(h);
+                    self.close_end(c, k, flush, &why);
+                }
+            }
+            Event::Manifest => {}
+            Event::Complete => {
+                let host = &mut self.hosts[h];
+                if host.complete.is_none() {
+                    host.complete = Some(self.now - host.arrive);
+                    self.unfinished -= 1;
+                }
+            }
+            Event::Exit => self.depart(h, true),
+            Event::Fatal(why) => {
+                self.hosts[h].failed = Some(why.to_string());
+                self.depart(h, false);
+            }
+        }
+    }
+}

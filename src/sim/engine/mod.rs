@@ -1,0 +1,488 @@
+//! The simulator's event loop: one real `proto::Node` per host, connected through the fluid
+//! network of `network.rs`, in virtual time. It plays the mio driver's part (dial, accept,
+//! move control frames and pieces, tick, close) and nothing else: every protocol decision
+//! is the node's, made by the same code that runs on the wire.
+//!
+//! Each connection direction is a pipe. Control frames the node queues leave at once unless
+//! a piece is being sent on that pipe; then they wait for the piece to finish, as they do
+//! behind the driver's half-written piece. A piece's head reaches the receiver one-way delay
+//! after it starts (the receiver claims it and cancels it elsewhere), its end one-way delay
+//! after its last byte leaves. Everything that crosses a pipe arrives in order.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+mod hosts;
+mod transport;
+
+use transport::{flow_limits, queue_ns};
+
+use super::agenda::Agenda;
+use super::network::{FlowId, Network};
+use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
+use crate::manifest::Manifest;
+use crate::net::{MAX_CONNS_ORIGIN, max_conns_client, quantum};
+use crate::proto::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
+use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
+
+/// TCP's initial window (RFC 6928: 10 segments of 1448 payload bytes).
+const INITIAL_WINDOW: f64 = 10.0 * 1448.0;
+/// Largest send window: Linux's default `tcp_wmem` maximum, which autotuning grows to.
+const MAX_WINDOW: f64 = 4.0 * 1024.0 * 1024.0;
+const ORIGIN_PORT: u16 = 6880;
+const CLIENT_PORT: u16 = 6881;
+/// Host addresses are 10.0.0.0 plus the host's index: data for the nodes, never used.
+const ADDR_BASE: u32 = 0x0A00_0000;
+const ORIGIN: usize = 0;
+/// Most recycled control buffers kept.
+const SPARE_BUFFERS: usize = 1024;
+/// Larger buffers (a MANIFEST, a burst) are freed rather than kept.
+const SPARE_CAPACITY: usize = 1024;
+
+/// What the simulation of one scenario produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Piece size in bytes: the scenario's, or the automatic choice for its file size.
+    pub piece_size: u32,
+    /// Number of pieces in the file.
+    pub pieces: u32,
+    /// The origin's counters at the end of the run.
+    pub origin: Counters,
+    /// One per client, in the scenario's order.
+    pub clients: Vec<ClientOutcome>,
+    /// Agenda events handled: the simulator's own work, for scaling measurements.
+    pub events: u64,
+    /// Virtual time the run ended, seconds.
+    pub end: f64,
+}
+
+/// How one client fared.
+#[derive(Debug, Clone)]
+pub struct ClientOutcome {
+    /// Seconds from its arrival; `None` if it never completed.
+    pub complete: Option<f64>,
+    /// Virtual time it left; `None` if still there at the end.
+    pub left: Option<f64>,
+    /// Its node's counters when it left, or at the end of the run.
+    pub counters: Counters,
+    /// The node gave up (its one-line reason).
+    pub failed: Option<String>,
+}
+
+/// What the simulator does next, at a virtual time.
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Arrive(usize),
+    Tick(usize),
+    Depart(usize),
+    /// The dialler's SYN-ACK is back: its pipe may send.
+    Established(ConnRef),
+    /// The handshake reached the listener: it accepts.
+    Accept(ConnRef),
+    /// Nobody listens at the dialled address.
+    Refused(ConnRef),
+    /// The oldest item in transit on pipe `dir` reaches its receiver.
+    Deliver(ConnRef, usize),
+    /// A flow's queued bytes have left the sender.
+    Sent(FlowId, u64),
+    /// One RTT of slow start has passed on pipe `dir`.
+    Ramp(ConnRef, usize),
+}
+
+/// A connection and the generation it had when the event was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnRef {
+    id: usize,
+    generation: u64,
+}
+
+/// What crosses a pipe.
+#[derive(Debug)]
+enum Item {
+    Control(Vec<u8>),
+    Head { piece: u32, len: u32 },
+    End { piece: u32 },
+    Fin,
+}
+
+#[derive(Default)]
+struct Pipe {
+    /// The sender may send (its end of the handshake is done).
+    open: bool,
+    /// Control bytes waiting for the pipe to open or for the piece ahead to finish.
+    held: Vec<u8>,
+    /// Piece being sent, and the flow carrying it.
+    sending: Option<u32>,
+    flow: Option<FlowId>,
+    /// Sent and not yet arrived, with the arrival time in nanoseconds; only the oldest has
+    /// an event on the agenda (one per pipe keeps the heap small).
+    transit: VecDeque<(u64, Item)>,
+    /// Receiver side: where the payload of the arriving piece goes, between head and end.
+    sink: Option<Sink>,
+    cwnd: f64,
+    ramping: bool,
+}
+
+impl Pipe {
+    /// Puts `item` (pipe `dir` of connection `r`) in transit to arrive at `at`, never before
+    /// an earlier item (a queue that drains does not reorder); the oldest item in transit
+    /// is the one with a delivery event on the agenda.
+    fn transmit(&mut self, agenda: &mut Agenda<Ev>, r: ConnRef, dir: usize, at: u64, item: Item) {
+        let at = at.max(self.transit.back().map_or(0, |b| b.0));
+        self.transit.push_back((at, item));
+        if self.transit.len() == 1 {
+            agenda.at_ns(at, Ev::Deliver(r, dir));
+        }
+    }
+}
+
+struct End {
+    host: usize,
+    slot: Slot,
+    /// This end's node closed or left: nothing more is delivered to it.
+    closed: bool,
+}
+
+struct Conn {
+    generation: u64,
+    /// ends[0] dialled ends[1]; pipe d carries ends[d] → ends[1 - d].
+    ends: [Option<End>; 2],
+    pipes: [Pipe; 2],
+    rtt: f64,
+    /// Round trip and one-way delay in nanoseconds, for exact event times.
+    rtt_ns: u64,
+    owd_ns: u64,
+    /// The dialled host.
+    target: usize,
+}
+
+impl Conn {
+    fn end_of(&self, host: usize) -> usize {
+        match &self.ends[0] {
+            Some(e) if e.host == host && !e.closed => 0,
+            _ => 1,
+        }
+    }
+
+    /// The host at the far end of pipe `dir`, also while the handshake is under way; `None`
+    /// once that end has closed.
+    fn far_host(&self, dir: usize) -> Option<usize> {
+        match &self.ends[1 - dir] {
+            None => Some(self.target),
+            Some(e) if !e.closed => Some(e.host),
+            Some(_) => None,
+        }
+    }
+
+    fn receiver(&self, dir: usize) -> Option<&End> {
+        self.ends[1 - dir].as_ref().filter(|e| !e.closed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    NotYet,
+    Here,
+    Gone,
+}
+
+struct Host {
+    node: Option<Node>,
+    presence: Presence,
+    rtt: f64,
+    /// Upload capacity in payload bytes per second (for window limits).
+    up: f64,
+    /// Delay of a full uplink queue, nanoseconds.
+    queue_ns: u64,
+    listen: bool,
+    max_conns: usize,
+    behave: Behaviour,
+    leave: Leave,
+    arrive: f64,
+    up_rate: Option<f64>,
+    /// Slot → connection; freed slots are reused last-freed first, as a slab does.
+    slots: Vec<Option<usize>>,
+    /// Per slot: a piece is streaming in (the tick counts it as payload read). Kept beside
+    /// `slots` so the tick need not visit every connection.
+    streaming_in: Vec<bool>,
+    free: Vec<Slot>,
+    live: usize,
+    complete: Option<f64>,
+    left: Option<f64>,
+    counters: Counters,
+    failed: Option<String>,
+}
+
+impl Host {
+    /// A host on `link` that has not arrived yet (the caller makes the origin present), its
+    /// links added to `net`.
+    fn new(link: &LinkSpec, up_rate: Option<f64>, sc: &Scenario, net: &mut Network) -> Host {
+        let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
+        let up = link.up * goodput;
+        // The node's own limit, when below the link, is what its flows share.
+        let effective = up_rate.map_or(up, |r| r.min(up));
+        net.add_host(
+            effective,
+            link.down.map_or(f64::INFINITY, |d| d * goodput),
+            up_rate.is_some_and(|r| r < up),
+        );
+        Host {
+            node: None,
+            presence: Presence::NotYet,
+            rtt: link.rtt,
+            up: effective,
+            queue_ns: queue_ns(link.up, sc.uplink_queue),
+            listen: true,
+            max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
+            behave: Behaviour::Honest,
+            leave: Leave::Linger,
+            arrive: 0.0,
+            up_rate,
+            slots: Vec::new(),
+            streaming_in: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            complete: None,
+            left: None,
+            counters: Counters::default(),
+            failed: None,
+        }
+    }
+}
+
+/// One scenario's swarm, ready to run: the origin at host 0 and each client on its own host,
+/// all real `proto::Node`s stepped in virtual time over a fluid network model.
+pub struct Sim {
+    t0: Instant,
+    now: f64,
+    now_ns: u64,
+    hosts: Vec<Host>,
+    conns: Slab<Conn>,
+    net: Network,
+    agenda: Agenda<Ev>,
+    /// Flow id → (connection, direction).
+    flow_pipe: Vec<(usize, usize)>,
+    manifest: Manifest,
+    policy: crate::proto::Policy,
+    next_generation: u64,
+    /// Clients that neither completed nor left yet; the run ends when none is left.
+    unfinished: usize,
+    events: u64,
+    time_limit: f64,
+    changed: Vec<FlowId>,
+    /// Node id of client host h at index h - 1.
+    client_ids: Vec<u64>,
+    /// Control buffers that arrived, kept to carry the next ones (no allocation per frame
+    /// batch).
+    spare: Vec<Vec<u8>>,
+}
+
+/// SplitMix64: node ids and piece checksums from the scenario's seed.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn addr_of(host: usize) -> SocketAddr {
+    let port = if host == ORIGIN {
+        ORIGIN_PORT
+    } else {
+        CLIENT_PORT
+    };
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ADDR_BASE + host as u32)), port)
+}
+
+fn host_of(addr: SocketAddr) -> Option<usize> {
+    match addr.ip() {
+        IpAddr::V4(ip) => u32::from(ip).checked_sub(ADDR_BASE).map(|h| h as usize),
+        IpAddr::V6(_) => None,
+    }
+}
+
+impl Sim {
+    /// Builds the swarm: piece checksums and node ids drawn from the scenario's seed, the origin
+    /// present from time 0, each client's arrival on the agenda. Fails only if the file and piece
+    /// sizes make no valid manifest.
+    pub fn new(sc: &Scenario) -> Result<Sim, String> {
+        let piece_size = sc.piece_size_or_auto();
+        let n = crate::manifest::piece_count_for(sc.file_size, piece_size)
+            .map_err(|e| e.to_string())?;
+        let crcs = (0..n as u64)
+            .map(|i| mix(sc.seed ^ (i << 20)) as u32)
+            .collect();
+        let manifest =
+            Manifest::from_crcs(sc.file_size, piece_size, crcs).map_err(|e| e.to_string())?;
+        let mut net = Network::default();
+        let t0 = Instant::now();
+        let mut hosts = Vec::with_capacity(sc.clients.len() + 1);
+        let mut ids = std::collections::BTreeSet::new();
+        let mut node_id = |h: usize| {
+            let mut id = mix(sc.seed.wrapping_mul(0x1000_0001) ^ h as u64).max(1);
+            while !ids.insert(id) {
+                id = mix(id);
+            }
+            id
+        };
+        // The origin first: host 0.
+        let mut origin = Host::new(&sc.origin, sc.origin_up_rate, sc, &mut net);
+        let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
+        cfg.listen_port = ORIGIN_PORT;
+        cfg.policy = sc.policy;
+        cfg.capacity = sc.origin_up_rate.map(|r| r as u64);
+        origin.node = Some(Node::origin(cfg, manifest.clone(), t0));
+        origin.presence = Presence::Here;
+        origin.max_conns = MAX_CONNS_ORIGIN;
+        origin.complete = Some(0.0);
+        hosts.push(origin);
+        let mut agenda = Agenda::default();
+        for (i, c) in sc.clients.iter().enumerate() {
+            let h = i + 1;
+            let mut host = Host::new(&c.link, c.up_rate, sc, &mut net);
+            host.behave = c.behave;
+            host.leave = c.leave;
+            host.arrive = c.arrive;
+            hosts.push(host);
+            agenda.at(c.arrive, Ev::Arrive(h));
+        }
+        // Node ids are drawn in host order so they do not depend on arrival order.
+        let client_ids: Vec<u64> = (1..hosts.len()).map(&mut node_id).collect();
+        let mut sim = Sim {
+            t0,
+            now: 0.0,
+            now_ns: 0,
+            unfinished: hosts.len() - 1,
+            hosts,
+            conns: Slab::new(),
+            net,
+            agenda,
+            flow_pipe: Vec::new(),
+            manifest,
+            policy: sc.policy,
+            next_generation: 0,
+            events: 0,
+            time_limit: sc.time_limit,
+            changed: Vec::new(),
+            client_ids,
+            spare: Vec::new(),
+        };
+        let first_tick = sim.node_timeout(ORIGIN);
+        sim.agenda.at(first_tick, Ev::Tick(ORIGIN));
+        Ok(sim)
+    }
+}
+
+impl Sim {
+    /// Runs to the end: every client completed or left, nothing left to happen, or the
+    /// scenario's time limit.
+    pub fn run(mut self) -> Outcome {
+        while self.unfinished > 0 {
+            let Some((at_ns, ev)) = self.agenda.pop() else {
+                break;
+            };
+            let at = at_ns as f64 / 1e9;
+            if at > self.time_limit {
+                self.now = self.time_limit;
+                break;
+            }
+            self.now = at;
+            self.now_ns = at_ns;
+            self.events += 1;
+            self.handle(ev);
+        }
+        self.finish()
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + Duration::from_nanos(self.now_ns)
+    }
+
+    fn node_timeout(&self, h: usize) -> f64 {
+        match &self.hosts[h].node {
+            Some(n) => n.poll_timeout().duration_since(self.t0).as_secs_f64(),
+            None => f64::INFINITY,
+        }
+    }
+
+    /// Extra delay of what leaves host `h` now: its full queue while its uplink is saturated.
+    fn queue_delay(&self, h: usize) -> u64 {
+        // A node held below its link by its own rate limit queues in its token bucket, not
+        // in the link's qdisc.
+        if self.net.uplink_full(h) && !self.net.is_weighted(h) {
+            self.hosts[h].queue_ns
+        } else {
+            0
+        }
+    }
+
+    fn live_conn(&self, r: ConnRef) -> bool {
+        self.conns
+            .get(r.id)
+            .is_some_and(|c| c.generation == r.generation)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Arrive(h) => self.arrive(h),
+            Ev::Tick(h) => self.tick(h),
+            Ev::Depart(h) => self.depart(h, true),
+            Ev::Established(r) if self.live_conn(r) => {
+                let c = &mut self.conns[r.id];
+                c.pipes[0].open = true;
+                if let Some(e) = &c.ends[0]
+                    && !e.closed
+                {
+                    let (h, slot) = (e.host, e.slot);
+                    self.pump(h, slot);
+                    self.drain(h);
+                }
+            }
+            Ev::Accept(r) if self.live_conn(r) => self.accept(r),
+            Ev::Refused(r) if self.live_conn(r) => {
+                self.close_end(r.id, 0, false, "connection refused");
+            }
+            Ev::Deliver(r, dir) if self.live_conn(r) => self.deliver(r, dir),
+            Ev::Sent(f, generation) if self.net_flow_is(f, generation) => self.sent(f),
+            Ev::Ramp(r, dir) if self.live_conn(r) => self.ramp(r, dir),
+            _ => {} // an event of a connection that is gone
+        }
+        self.reschedule_flows();
+    }
+
+    fn net_flow_is(&self, f: FlowId, generation: u64) -> bool {
+        self.flow_pipe.get(f).is_some_and(|&(c, _)| c != usize::MAX)
+            && self.net.generation(f) == Some(generation)
+    }
+
+    /// New completion events for the flows whose rates moved.
+    fn reschedule_flows(&mut self) {
+        let mut changed = std::mem::take(&mut self.changed);
+        self.net.take_changed(&mut changed);
+        for &f in &changed {
+            let generation = self.net.generation(f).expect("changed flows exist");
+            self.agenda
+                .set_keyed(f, self.net.eta(f), Ev::Sent(f, generation));
+        }
+        self.changed = changed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_full_queue_delay_matches_tbf_limit() {
+        // 20 Mbit/s: three 96 KiB bursts at 2.5 MB/s.
+        assert_eq!(queue_ns(2_500_000.0, true), 117_964_800);
+        // 2 Mbit/s: about 1.2 s, the deep home-link queue the checks build.
+        assert_eq!(queue_ns(250_000.0, true), 1_179_648_000);
+        // 1 Gbit/s: 25 ms of rate is the larger limit.
+        assert_eq!(queue_ns(125_000_000.0, true), 25_000_000);
+        assert_eq!(queue_ns(2_500_000.0, false), 0);
+    }
+}
