@@ -17,6 +17,9 @@ mod rng;
 mod striper;
 
 pub use choke::Policy;
-pub use node::{Behaviour, Config, Counters, Event, Failure, FailureKind, Link, Node, Sink, Slot};
+pub use node::{
+    Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node, Sink,
+    Slot,
+};
 #[cfg(test)]
 pub(crate) use rng::Rng;

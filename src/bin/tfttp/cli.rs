@@ -9,7 +9,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 
 use tfttp::net::SendfileMode;
-use tfttp::proto::{Behaviour, Policy};
+use tfttp::proto::{Behaviour, DEFAULT_LINGER, Policy};
 
 use crate::units::{parse_rate, parse_size};
 
@@ -224,7 +224,7 @@ fn get_opts() -> Options {
     o.optopt(
         "",
         "linger",
-        "seconds to keep serving peers after completing (default 30)",
+        "at most SECS seconds of serving peers after completing; ends sooner once the swarm is done or no peer has wanted a piece for 10 s (default 600)",
         "SECS",
     );
     o.optopt(
@@ -330,7 +330,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 down_rate: opt(&m, "down-rate", parse_rate)?,
                 use_peers: !m.opt_present("no-peers"),
                 max_peers: opt(&m, "max-peers", parse_num)?.map_or(64, |n| n as usize),
-                linger: Duration::from_secs(opt(&m, "linger", parse_num)?.unwrap_or(30)),
+                linger: opt(&m, "linger", parse_num)?.map_or(DEFAULT_LINGER, Duration::from_secs),
                 stall_timeout: Duration::from_secs(
                     opt(&m, "stall-timeout", parse_num)?.unwrap_or(60).max(1),
                 ),

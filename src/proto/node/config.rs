@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Default `Config::linger`. Seeds that stay are what lets the slowest clients finish near
+/// the swarm's minimum time: in the simulator, 300 clients with uplinks from 5 to 100 Mbit/s
+/// took 2.67 times their minimum when seeds left 30 s after completing and 1.63 times with
+/// this; the idle rule sends a seed home as soon as nobody downloads from it.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(600);
+
 /// What a node is told at start: its role, identity, peers and policy. `Config::new` gives
 /// the command line's defaults.
 #[derive(Debug, Clone)]
@@ -20,8 +26,9 @@ pub struct Config {
     /// Client: stop dialing peers while this many peer connections are open (`--max-peers`);
     /// the driver bounds accepted ones (`max_conns_client`).
     pub max_peers: usize,
-    /// Client: how long to keep serving peers after completing, unless the origin says the
-    /// swarm is done first.
+    /// Client: the longest it keeps serving peers after completing. It leaves sooner when
+    /// the origin says the swarm is done, or once no peer has wanted anything from it for
+    /// `LINGER_IDLE`.
     pub linger: Duration,
     /// Client: give up after this long without a byte of piece payload. Verified pieces
     /// alone are the wrong measure: a large last piece from a slow, widely shared peer can
@@ -60,7 +67,7 @@ impl Config {
             server: None,
             use_peers: true,
             max_peers: 64,
-            linger: Duration::from_secs(30),
+            linger: DEFAULT_LINGER,
             stall_timeout: Duration::from_secs(60),
             exit_after: None,
             policy: Policy::Tft,

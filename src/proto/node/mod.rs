@@ -27,7 +27,7 @@ mod requests;
 mod timers;
 
 use client::{ClientSide, Known};
-pub use config::{Behaviour, Config};
+pub use config::{Behaviour, Config, DEFAULT_LINGER};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
@@ -171,6 +171,9 @@ pub struct Node {
     last_round: Instant,
     /// Client: when piece payload last arrived (or the manifest), for the stall timeout.
     last_progress: Instant,
+    /// Client, complete: the last time a peer wanted something from us (a request queued,
+    /// a piece sent); lingering ends `LINGER_IDLE` after it.
+    last_useful: Instant,
     /// Client: when the last piece was verified.
     completed_at: Option<Instant>,
     /// Every connected client holds the whole file: the origin worked it out (and sent
@@ -230,6 +233,7 @@ impl Node {
             last_tick: now,
             last_round: now,
             last_progress: now,
+            last_useful: now,
             completed_at: None,
             swarm_done: false,
             exiting: false,

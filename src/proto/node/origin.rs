@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// A complete client stops lingering once no peer has wanted anything from it for this
+/// long: seeding is worth its wait only while someone downloads from it.
+pub(super) const LINGER_IDLE: Duration = Duration::from_secs(10);
 /// Most peers the origin names to a newcomer.
 pub(super) const MAX_ADVERTISED: usize = 64;
 
@@ -130,6 +133,7 @@ impl Node {
         let len = m.piece_len(piece) as u64;
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
             p.last_send = now;
+            self.last_useful = now;
             self.table.record_up(slot, len);
             if let (Role::Client, Some(id)) = (self.cfg.role, p.node_id()) {
                 self.ledger.record_sent(id, len);
@@ -212,7 +216,15 @@ impl Node {
         };
         let origin_gone = self.client_side().is_none_or(|c| c.origin.slot.is_none());
         let alone = origin_gone && self.peer_count() == 0;
-        if self.swarm_done || alone || !self.cfg.use_peers || self.now >= done_at + self.cfg.linger
+        if self.peers.iter().flatten().any(|p| !p.queue.is_empty()) {
+            self.last_useful = self.now;
+        }
+        let idle = self.now >= self.last_useful.max(done_at) + LINGER_IDLE;
+        if self.swarm_done
+            || alone
+            || idle
+            || !self.cfg.use_peers
+            || self.now >= done_at + self.cfg.linger
         {
             self.exiting = true;
             self.events.push_back(Event::Exit);

@@ -576,3 +576,37 @@ fn test_origin_introduces_newcomer_to_a_bounded_sample_of_a_large_crowd() {
         .sum();
     assert_eq!(told, MAX_ADVERTISED, "only the sample hears that it left");
 }
+
+#[test]
+fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::Unchoke);
+    for p in 0..2u32 {
+        assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
+        let o = p as usize * PIECE as usize;
+        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(crc), c.now);
+    }
+    assert!(c.node.is_complete());
+    // A peer that lacks everything asks us for a piece.
+    let id = c.node.manifest().unwrap().id();
+    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
+    c.send_on(1, hello(Role::Client, 71, id));
+    c.send_on(1, Message::Bitfield(&[0x00]));
+    c.send_on(1, Message::Interested(true));
+    c.send_on(1, Message::Request(0));
+    let exits = |c: &mut One| c.events().contains(&Event::Exit);
+    let t0 = c.now;
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    // Its request waits (the link is slow): still useful at 15 s.
+    c.node.handle_tick(at(15));
+    assert!(!exits(&mut c), "a peer's request is queued");
+    // The piece goes out at 20 s, and nobody asks for more.
+    let piece = c.node.poll_piece(1).expect("the request is served");
+    c.node.handle_piece_sent(1, piece, at(20));
+    c.node.handle_tick(at(29));
+    assert!(!exits(&mut c), "idle for 9 s only");
+    c.node.handle_tick(at(31));
+    assert!(exits(&mut c), "idle for 11 s: LINGER_IDLE has passed");
+}
