@@ -87,8 +87,18 @@ pub fn timeline_row(node: &Node, now: Instant) -> String {
     )
 }
 
-/// Writes via a temporary file and rename, so a reader never sees half a file.
+/// Writes via a temporary file and rename, so a reader never sees half a file. Refuses a
+/// `path` that exists and is not a regular file: the rename would replace a symlink (such as
+/// `/dev/stdout`) or a device with a regular file.
 pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    if let Ok(md) = std::fs::symlink_metadata(path)
+        && !md.file_type().is_file()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "exists and is not a regular file; not replaced",
+        ));
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -100,6 +110,27 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_write_atomic_leaves_a_symlink_alone() {
+        let dir = std::env::temp_dir().join(format!("tfttp-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("log"), dir.join("link"));
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_atomic(&link, "new").is_err());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        write_atomic(&dir.join("plain"), "new").unwrap();
+        write_atomic(&dir.join("plain"), "newer").unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("plain")).unwrap(), "newer");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn test_timeline_row_is_one_json_line_of_numbers() {

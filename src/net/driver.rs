@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -35,15 +35,25 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// How often the stats file is rewritten while running.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that stopped the loop, 0 for none: the command line exits 128 + its number,
+/// as a shell reports a process killed by it.
+static STOP: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(sig: libc::c_int) {
+    STOP.store(sig, Ordering::Relaxed);
 }
 
 /// True once SIGINT or SIGTERM arrived.
 pub fn stopped() -> bool {
-    STOP.load(Ordering::Relaxed)
+    stop_signal().is_some()
+}
+
+/// Which signal arrived (`libc::SIGINT` or `libc::SIGTERM`), if one did.
+pub fn stop_signal() -> Option<i32> {
+    match STOP.load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig),
+    }
 }
 
 /// SIGINT/SIGTERM end the loop cleanly (final stats written, `.part` removed) instead of
@@ -77,6 +87,17 @@ impl SendfileMode {
             SendfileMode::Off => false,
         }
     }
+}
+
+/// Someone watching a run: the command line's progress lines. The driver only calls it;
+/// what to print, and where, is the caller's business.
+pub trait Reporter {
+    /// Every period given to `Driver::set_reporter`, from the loop.
+    fn tick(&mut self, driver: &Driver, now: Instant);
+    /// Once, right after the complete file was verified and renamed into place.
+    fn complete(&mut self, driver: &Driver, now: Instant);
+    /// Once, when `run` returns, before the caller prints its own last lines.
+    fn finish(&mut self, driver: &Driver, now: Instant);
 }
 
 /// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
@@ -126,6 +147,10 @@ pub struct Driver {
     /// Connections flushing before a close; the overdue scan runs only when there are any.
     closing: usize,
     timeline: Option<std::fs::File>,
+    /// The caller's `Reporter`, its period and when it is due next.
+    reporter: Option<Box<dyn Reporter>>,
+    report_every: Duration,
+    next_report: Instant,
 }
 
 impl Driver {
@@ -164,7 +189,36 @@ impl Driver {
                 None => None,
             },
             opts,
+            reporter: None,
+            report_every: STATS_EVERY,
+            next_report: now,
         })
+    }
+
+    /// Calls `r` every `every` while running (the first time one period from now), when the
+    /// file is complete, and when `run` returns.
+    pub fn set_reporter(&mut self, every: Duration, r: Box<dyn Reporter>) {
+        self.reporter = Some(r);
+        self.report_every = every;
+        self.next_report = Instant::now() + every;
+    }
+
+    /// Open connections (the origin's among them, on a client).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The addresses of the open connections.
+    pub fn remotes(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.conns.iter().map(|(_, c)| c.remote)
+    }
+
+    /// Runs `f` on the reporter, if any; it is lent out so that it can look at the driver.
+    fn report(&mut self, f: impl FnOnce(&mut dyn Reporter, &Driver)) {
+        if let Some(mut r) = self.reporter.take() {
+            f(r.as_mut(), self);
+            self.reporter = Some(r);
+        }
     }
 
     /// The node, for the caller's final report.
@@ -197,7 +251,7 @@ impl Driver {
             }
             Err(e) => self.node.handle_closed(slot, &e.to_string(), now),
         }
-        self.log(|| format!("dial {addr} ({link:?}) slot {slot}"));
+        self.log(|| format!("dial {addr} ({}) slot {slot}", link_name(link)));
     }
 
     /// Runs until the node exits or fails. Returns why it failed, if it did.
@@ -212,7 +266,7 @@ impl Driver {
                 break Err(why);
             }
             let now = Instant::now();
-            if STOP.load(Ordering::Relaxed) {
+            if stopped() {
                 break Err(RunError::Interrupted);
             }
             if let Some(e) = self.fatal.take() {
@@ -227,6 +281,10 @@ impl Driver {
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
                 self.write_stats();
+            }
+            if self.reporter.is_some() && now >= self.next_report {
+                self.next_report = now + self.report_every;
+                self.report(|r, d| r.tick(d, now));
             }
             let timeout = self.timeout(now);
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -250,6 +308,7 @@ impl Driver {
             self.serve_reads();
         };
         self.write_stats();
+        self.report(|r, d| r.finish(d, Instant::now()));
         result
     }
 
@@ -273,6 +332,9 @@ impl Driver {
         }
         if let Some(by) = self.exit_by {
             at = at.min(by);
+        }
+        if self.reporter.is_some() {
+            at = at.min(self.next_report);
         }
         if let Some(&(t, _)) = self.paused.iter().min_by_key(|p| p.0) {
             at = at.min(t);
@@ -529,6 +591,7 @@ impl Driver {
             Event::Complete => {
                 self.storage.finish()?;
                 self.write_stats();
+                self.report(|r, d| r.complete(d, Instant::now()));
             }
             Event::Exit => {
                 self.exit_by = Some(Instant::now() + FLUSH_GRACE);
@@ -554,10 +617,21 @@ impl Driver {
         }
     }
 
+    /// A `-v` line, stamped with seconds since the node started so a log reads as a timeline.
     fn log(&self, msg: impl FnOnce() -> String) {
         if self.opts.verbose {
-            eprintln!("tfttp: {}", msg());
+            let t = self.node.started_at().elapsed().as_secs_f64();
+            eprintln!("tfttp: [{t:9.3}] {}", msg());
         }
+    }
+}
+
+/// How a `-v` line names a connection: a peer by its id in hex, as ids are random bits.
+fn link_name(link: Link) -> String {
+    match link {
+        Link::ToOrigin => "origin".into(),
+        Link::ToPeer { node_id } => format!("peer {node_id:016x}"),
+        Link::Accepted => "accepted".into(),
     }
 }
 

@@ -9,7 +9,9 @@ mod ratelimit;
 pub mod socket;
 pub mod storage;
 
-pub use driver::{Driver, Options, SendfileMode, install_signal_handlers, stopped};
+pub use driver::{
+    Driver, Options, Reporter, SendfileMode, install_signal_handlers, stop_signal, stopped,
+};
 pub use error::{RunError, StorageError, StorageErrorKind};
 // The simulator shares a connection's upload the way the driver does.
 pub(crate) use driver::quantum;
