@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tfttp::manifest::Manifest;
 use tfttp::net::socket::{self, SocketOptions};
@@ -13,6 +13,8 @@ use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
 
 use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
+use crate::exit::{Exit, Fail};
+use crate::progress::{self, Progress};
 
 /// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
 pub fn random_id() -> u64 {
@@ -42,21 +44,37 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
     }
 }
 
-fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), String> {
+fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), Fail> {
     if let Some(p) = &c.ready_file {
         tfttp::stats::write_atomic(p, &format!("{addr}\n"))
-            .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            .map_err(|e| Fail::new(Exit::LocalIo, format!("cannot write {}: {e}", p.display())))?;
     }
     Ok(())
 }
 
-pub fn serve(a: &ServeArgs) -> Result<(), String> {
+/// A local file or socket failed: `what` and the OS's reason.
+fn local(what: String) -> impl FnOnce(std::io::Error) -> Fail {
+    move |e| Fail::new(Exit::LocalIo, format!("{what}: {e}"))
+}
+
+/// The server's address; a name that does not resolve has its own exit status.
+fn resolve(server: &str) -> Result<SocketAddr, Fail> {
+    use std::net::ToSocketAddrs;
+    server
+        .to_socket_addrs()
+        .map_err(|e| Fail::new(Exit::Resolve, format!("cannot resolve '{server}': {e}")))?
+        .next()
+        .ok_or_else(|| Fail::new(Exit::Resolve, format!("'{server}' resolves to no address")))
+}
+
+pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let source = storage::open_source(&a.file)
-        .map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
+        .map_err(local(format!("cannot open {}", a.file.display())))?;
     let piece_size = a
         .piece_size
         .unwrap_or_else(|| tfttp::manifest::auto_piece_size(source.bytes().len() as u64));
-    let manifest = Manifest::build(source.bytes(), piece_size).map_err(|e| e.to_string())?;
+    let manifest = Manifest::build(source.bytes(), piece_size)
+        .map_err(|e| Fail::new(Exit::Usage, format!("{}: {e}", a.file.display())))?;
     source.release_pages();
     let listener = socket::listen(
         a.listen,
@@ -64,8 +82,10 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
             buffer: a.common.sock_buf,
         },
     )
-    .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    .map_err(local(format!("cannot listen on {}", a.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(local("cannot read the bound address".into()))?;
     let mut cfg = Config::new(Role::Origin, random_id());
     cfg.listen_port = bound.port();
     cfg.exit_after = a.exit_after;
@@ -75,19 +95,20 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     let node = Node::origin(cfg, manifest, Instant::now());
     let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
     let mut driver = Driver::new(node, source, Some(listener), opts)
-        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+        .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
         eprintln!(
             "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}",
             a.file.display()
         );
+        watch(&mut driver, &a.common, progress::Role::Origin);
     }
     match driver.run() {
         // Ctrl-C is how a server is normally stopped.
         Ok(()) | Err(_) if tfttp::net::stopped() => {}
         Ok(()) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     if !a.common.quiet {
         let k = driver.node().counters();
@@ -104,18 +125,19 @@ pub fn serve(a: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn get(a: &GetArgs) -> Result<(), String> {
+pub fn get(a: &GetArgs) -> Result<(), Fail> {
+    let server = resolve(&a.server)?;
     let discard = a.output.as_os_str() == "-";
     let storage = if discard {
         Storage::Discard
     } else {
-        Storage::create_part(&a.output).map_err(|e| e.to_string())?
+        Storage::create_part(&a.output)?
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
     let listener = if use_peers {
         let addr = a.listen.unwrap_or_else(|| {
-            let any: std::net::IpAddr = if a.server.is_ipv4() {
+            let any: std::net::IpAddr = if server.is_ipv4() {
                 std::net::Ipv4Addr::UNSPECIFIED.into()
             } else {
                 std::net::Ipv6Addr::UNSPECIFIED.into()
@@ -131,7 +153,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
             Ok(l) => Some(l),
             Err(e) => {
                 storage.abandon();
-                return Err(format!("cannot listen on {addr}: {e}"));
+                return Err(local(format!("cannot listen on {addr}"))(e));
             }
         }
     } else {
@@ -140,7 +162,7 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut cfg = Config::new(Role::Client, random_id());
     cfg.listen_port = bound.map_or(0, |b| b.port());
-    cfg.server = Some(a.server);
+    cfg.server = Some(server);
     cfg.use_peers = use_peers;
     cfg.max_peers = a.max_peers;
     cfg.linger = a.linger;
@@ -157,12 +179,25 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
     );
     let mut driver = match Driver::new(node, storage, listener, opts) {
         Ok(d) => d,
-        Err(e) => return Err(format!("cannot start the event loop: {e}")),
+        Err(e) => {
+            return Err(Fail::new(
+                Exit::Other,
+                format!("cannot start the event loop: {e}"),
+            ));
+        }
     };
     if let Some(b) = bound {
         write_ready_file(&a.common, b)?;
     }
-    driver.dial(a.server, Link::ToOrigin);
+    if !a.common.quiet {
+        let role = progress::Role::Client {
+            output: a.output.display().to_string(),
+            server,
+            linger: if use_peers { a.linger } else { Duration::ZERO },
+        };
+        watch(&mut driver, &a.common, role);
+    }
+    driver.dial(server, Link::ToOrigin);
     let result = driver.run();
     let node_done = driver.node().is_complete();
     let summary = summary_line(driver.node());
@@ -176,7 +211,10 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
         }
         Ok(()) => {
             storage.abandon();
-            Err("stopped before the download completed".into())
+            Err(Fail::new(
+                Exit::Other,
+                "stopped before the download completed",
+            ))
         }
         Err(e) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             // Failing while lingering loses nothing: the file is complete and renamed.
@@ -188,9 +226,15 @@ pub fn get(a: &GetArgs) -> Result<(), String> {
         }
         Err(e) => {
             storage.abandon();
-            Err(e.to_string())
+            Err(e.into())
         }
     }
+}
+
+/// Progress lines on stderr while the driver runs.
+fn watch(driver: &mut Driver, c: &Common, role: progress::Role) {
+    let p = Progress::new(role, c.progress_interval, c.verbose);
+    driver.set_reporter(progress::TICK, Box::new(p));
 }
 
 fn summary_line(node: &Node) -> String {
@@ -216,23 +260,20 @@ fn summary_line(node: &Node) -> String {
     )
 }
 
-/// `tfttp sim`: a bad scenario file exits 2 (like a bad argument: the run never started),
-/// a failure to write the result exits 1.
-pub fn sim(a: &SimArgs) -> Result<(), (i32, String)> {
-    use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
+/// `tfttp sim`: a bad scenario file is a usage error (the run never started), a failure to
+/// write the result a local one.
+pub fn sim(a: &SimArgs) -> Result<(), Fail> {
     use tfttp::sim::{Report, Scenario, Sim};
     let path = a.scenario.display();
+    let usage = |e: String| Fail::new(Exit::Usage, format!("{path}: {e}"));
     let text = std::fs::read_to_string(&a.scenario)
-        .map_err(|e| (EXIT_USAGE, format!("cannot read {path}: {e}")))?;
-    let mut scenario =
-        Scenario::from_json(&text).map_err(|e| (EXIT_USAGE, format!("{path}: {e}")))?;
+        .map_err(|e| Fail::new(Exit::Usage, format!("cannot read {path}: {e}")))?;
+    let mut scenario = Scenario::from_json(&text).map_err(|e| usage(e.to_string()))?;
     if let Some(seed) = a.seed {
         scenario.seed = seed;
     }
     let started = Instant::now();
-    let outcome = Sim::new(&scenario)
-        .map_err(|e| (EXIT_USAGE, format!("{path}: {e}")))?
-        .run();
+    let outcome = Sim::new(&scenario).map_err(|e| usage(e.to_string()))?.run();
     let report = Report {
         scenario: &scenario,
         outcome: &outcome,
@@ -242,8 +283,7 @@ pub fn sim(a: &SimArgs) -> Result<(), (i32, String)> {
     if let Some(out) = &a.json {
         let mut text = serde_json::to_string_pretty(&report.to_json()).expect("JSON values print");
         text.push('\n');
-        std::fs::write(out, text)
-            .map_err(|e| (EXIT_FAILURE, format!("cannot write {}: {e}", out.display())))?;
+        std::fs::write(out, text).map_err(local(format!("cannot write {}", out.display())))?;
     }
     if !a.quiet {
         print!("{}", report.table());

@@ -11,26 +11,38 @@ use getopts::{Matches, Options};
 use tfttp::net::SendfileMode;
 use tfttp::proto::{Behaviour, DEFAULT_LINGER, Policy};
 
+use crate::exit::Exit;
 use crate::units::{parse_rate, parse_size};
 
-pub const USAGE_HEAD: &str = "\
+/// `tfttp --help`: what each command is for, with examples; each command's own `--help` has
+/// its options.
+pub const OVERVIEW: &str = "\
 tfttp: the Tit-for-Tat Transfer Protocol. One origin spreads a large file over a crowd of
 clients that trade pieces among themselves.
 
 Usage:
-  tfttp serve FILE [--listen ADDR:PORT] [options]   serve FILE as the origin
-  tfttp get SERVER:PORT --output PATH [options]     download from SERVER and its peers
-  tfttp demo [options]                              server + clients on loopback, timed
-  tfttp sim SCENARIO.json [--json OUT] [--seed N]   simulate a swarm (docs/SIMULATOR.md)
-  tfttp --help | --version
+  tfttp serve FILE [options]                   serve FILE as the origin
+  tfttp get HOST:PORT --output PATH [options]  download from HOST and its peers
+  tfttp demo [options]                         server + clients on loopback, timed
+  tfttp sim SCENARIO.json [options]            simulate a swarm (docs/SIMULATOR.md)
+  tfttp COMMAND --help                         every option of COMMAND, exit statuses
+  tfttp --version
 
+Examples:
+  tfttp serve big.iso --listen 0.0.0.0:6880 --up-rate 100Mbit
+  tfttp get server.example:6880 -o big.iso            # seeds to peers for a while after
+  tfttp get server.example:6880 -o big.iso --linger 0 # returns as soon as the file is in place
+  tfttp demo --clients 8 --size 128M";
+
+/// Units, shown under the options of the commands that take them.
+const UNITS: &str = "\
 RATE is bytes per second: 40M = 40,000,000 B/s (k, M, G are powers of 1000; Ki, Mi, Gi
 of 1024); append 'bit' for bits per second: 40Mbit = 5,000,000 B/s.
 SIZE is bytes: 256M = 256 MiB (K, M, G are powers of 1024).";
 
-/// Exit code for bad usage, as BSD sysexits' EX_USAGE is too rare to be recognised.
-pub const EXIT_USAGE: i32 = 2;
-pub const EXIT_FAILURE: i32 = 1;
+/// Default `--progress-interval` when stderr is not a terminal: a log line every 10 s keeps a
+/// log of a long transfer readable (a terminal gets a line redrawn every second instead).
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ServeArgs {
@@ -69,7 +81,9 @@ fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
 
 #[derive(Debug, Clone)]
 pub struct GetArgs {
-    pub server: SocketAddr,
+    /// `HOST:PORT` as given; resolved when the command runs, so a name that does not
+    /// resolve is told apart from a bad argument.
+    pub server: String,
     pub output: PathBuf,
     pub listen: Option<SocketAddr>,
     pub up_rate: Option<u64>,
@@ -104,6 +118,8 @@ pub struct Common {
     pub sendfile: SendfileMode,
     pub quiet: bool,
     pub verbose: bool,
+    /// How often a progress line is printed when stderr is not a terminal.
+    pub progress_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -163,8 +179,22 @@ fn common_opts(o: &mut Options) {
         "send pieces with sendfile(2): auto (default: to non-loopback peers), on, off",
         "WHEN",
     );
-    o.optflag("q", "quiet", "print nothing on success");
-    o.optflag("v", "verbose", "log connections to stderr");
+    o.optopt(
+        "",
+        "progress-interval",
+        "when stderr is not a terminal, one progress line per SECS (default 10; a terminal gets one line redrawn every second)",
+        "SECS",
+    );
+    o.optflag(
+        "q",
+        "quiet",
+        "print nothing on success (no progress, no summary)",
+    );
+    o.optflag(
+        "v",
+        "verbose",
+        "log connections to stderr, with seconds since start",
+    );
     o.optflag("h", "help", "print this help");
 }
 
@@ -193,7 +223,9 @@ fn serve_opts() -> Options {
     o
 }
 
-fn get_opts() -> Options {
+/// `get`'s options; `hidden` adds the test-only ones, which the parser accepts (the
+/// benchmarks use them) and the help does not show.
+fn get_opts(hidden: bool) -> Options {
     let mut o = Options::new();
     o.optopt(
         "o",
@@ -215,12 +247,14 @@ fn get_opts() -> Options {
         "plain client-server download: no trading with peers",
     );
     o.optopt("", "max-peers", "most peer connections (default 64)", "N");
-    o.optopt(
-        "",
-        "behave",
-        "TEST ONLY: honest (default), free-rider (never uploads), liar (free rider that claims uploads)",
-        "HOW",
-    );
+    if hidden {
+        o.optopt(
+            "",
+            "behave",
+            "honest (default), free-rider (never uploads), liar (free rider that claims uploads)",
+            "HOW",
+        );
+    }
     o.optopt(
         "",
         "linger",
@@ -279,8 +313,37 @@ fn sim_opts() -> Options {
     o
 }
 
+/// One command's help: its synopsis, every option, the units and, for the commands that
+/// transfer, the exit statuses.
 fn usage(cmd: &str, o: &Options) -> String {
-    o.usage(&format!("{USAGE_HEAD}\n\nOptions of '{cmd}':"))
+    let (synopsis, what) = match cmd {
+        "serve" => (
+            "tfttp serve FILE [options]",
+            "Serve FILE as the origin of a swarm.",
+        ),
+        "get" => (
+            "tfttp get HOST:PORT --output PATH [options]",
+            "Download from the origin at HOST:PORT and trade pieces with its other clients.\n\
+             Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
+             serving peers for up to --linger seconds (--linger 0: exit at once).",
+        ),
+        "demo" => (
+            "tfttp demo [options]",
+            "Time a server and clients on loopback, client-server then swarm.",
+        ),
+        _ => (
+            "tfttp sim SCENARIO.json [options]",
+            "Simulate a swarm in virtual time (docs/SIMULATOR.md).",
+        ),
+    };
+    let mut text = o.usage(&format!("Usage: {synopsis}\n{what}\n\nOptions:"));
+    if cmd != "sim" {
+        text.push_str(&format!("\n{UNITS}\n"));
+    }
+    if cmd == "serve" || cmd == "get" {
+        text.push_str(&format!("\n{}", Exit::help_table()));
+    }
+    text.trim_end().to_string()
 }
 
 /// Parses `args` (without the program name).
@@ -290,7 +353,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     };
     let rest = &args[1..];
     match cmd.as_str() {
-        "-h" | "--help" | "help" => Ok(Command::Help(usage("serve", &serve_opts()))),
+        "-h" | "--help" | "help" => Ok(Command::Help(OVERVIEW.to_string())),
         "-V" | "--version" => Ok(Command::Version),
         "serve" => {
             let o = serve_opts();
@@ -308,22 +371,21 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     .map(|v| u32::try_from(v).map_err(|_| "--piece-size too large".to_string()))
                     .transpose()?,
                 up_rate: opt(&m, "up-rate", parse_rate)?,
-                exit_after: opt(&m, "exit-after", parse_num)?.map(|n| n as u32),
+                exit_after: opt(&m, "exit-after", parse_count)?,
                 common: common(&m)?,
             }))
         }
         "get" => {
-            let o = get_opts();
-            let m = o.parse(rest).map_err(|e| e.to_string())?;
+            let m = get_opts(true).parse(rest).map_err(|e| e.to_string())?;
             if m.opt_present("help") {
-                return Ok(Command::Help(usage("get", &o)));
+                return Ok(Command::Help(usage("get", &get_opts(false))));
             }
             let [server] = &m.free[..] else {
                 return Err("get takes exactly one SERVER:PORT".into());
             };
             let output = m.opt_str("output").ok_or("get needs --output PATH")?;
             Ok(Command::Get(GetArgs {
-                server: resolve(server)?,
+                server: host_port(server)?,
                 output: PathBuf::from(output),
                 listen: addr_opt(&m, "listen")?,
                 up_rate: opt(&m, "up-rate", parse_rate)?,
@@ -384,15 +446,49 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 
 fn common(m: &Matches) -> Result<Common, String> {
     Ok(Common {
-        stats: m.opt_str("stats").map(PathBuf::from),
+        stats: opt(m, "stats", replaceable_path)?,
         timeline: m.opt_str("timeline").map(PathBuf::from),
-        ready_file: m.opt_str("ready-file").map(PathBuf::from),
+        ready_file: opt(m, "ready-file", replaceable_path)?,
         sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
         policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),
         sendfile: opt(m, "sendfile", parse_sendfile)?.unwrap_or(SendfileMode::Auto),
         quiet: m.opt_present("quiet"),
         verbose: m.opt_present("verbose"),
+        progress_interval: opt(m, "progress-interval", parse_num)?
+            .map_or(DEFAULT_PROGRESS_INTERVAL, |n| Duration::from_secs(n.max(1))),
     })
+}
+
+/// A path a node rewrites by renaming a new file over it (`--stats`, `--ready-file`): it
+/// must be absent or a regular file. A rename would replace a symlink (`/dev/stdout`) or a
+/// device with a regular file, and a directory cannot take it at all.
+fn replaceable_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::symlink_metadata(&p) {
+        Ok(md) if !md.file_type().is_file() => Err(format!(
+            "'{s}' exists and is not a regular file (a symlink, device or directory would be \
+             replaced); give a new or regular file"
+        )),
+        _ => Ok(p),
+    }
+}
+
+/// `HOST:PORT` with a numeric port; the host is resolved later (`app::resolve`).
+fn host_port(s: &str) -> Result<String, String> {
+    let port = s.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+    match port {
+        Some((h, Ok(_))) if !h.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("'{s}' is not HOST:PORT")),
+    }
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 fn opt<T>(m: &Matches, name: &str, f: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {

@@ -1,23 +1,24 @@
-//! The `tfttp` binary: parse the command line, run one command, exit with its code.
+//! The `tfttp` binary: parse the command line, run one command, exit with its code
+//! (`exit::Exit`).
 
 mod app;
 mod cli;
 mod demo;
+mod exit;
 mod procs;
+mod progress;
 mod units;
 
-use cli::{Command, EXIT_FAILURE, EXIT_USAGE};
+use cli::Command;
+use exit::{Exit, Fail};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match cli::parse(&args) {
-        Err(e) => {
-            eprintln!("tfttp: {e}");
-            EXIT_USAGE
-        }
+    let result = match cli::parse(&args) {
+        Err(e) => Err(Fail::new(Exit::Usage, e)),
         Ok(Command::Help(text)) => {
             println!("{text}");
-            0
+            Ok(())
         }
         Ok(Command::Version) => {
             println!(
@@ -25,7 +26,7 @@ fn main() {
                 env!("CARGO_PKG_VERSION"),
                 tfttp::wire::VERSION
             );
-            0
+            Ok(())
         }
         Ok(cmd) => {
             // Nodes finish cleanly on SIGINT/SIGTERM (stats written, `.part` removed); a
@@ -33,21 +34,20 @@ fn main() {
             if !matches!(cmd, Command::Sim(_)) {
                 tfttp::net::install_signal_handlers();
             }
-            let failed = |e| (EXIT_FAILURE, e);
-            let result = match &cmd {
-                Command::Serve(a) => app::serve(a).map_err(failed),
-                Command::Get(a) => app::get(a).map_err(failed),
-                Command::Demo(a) => demo::run(a).map_err(failed),
+            match &cmd {
+                Command::Serve(a) => app::serve(a),
+                Command::Get(a) => app::get(a),
+                Command::Demo(a) => demo::run(a).map_err(|e| Fail::new(Exit::Other, e)),
                 Command::Sim(a) => app::sim(a),
                 Command::Help(_) | Command::Version => Ok(()),
-            };
-            match result {
-                Ok(()) => 0,
-                Err((code, e)) => {
-                    eprintln!("tfttp: {e}");
-                    code
-                }
             }
+        }
+    };
+    let code = match result {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("tfttp: {f}");
+            f.exit.code()
         }
     };
     std::process::exit(code);

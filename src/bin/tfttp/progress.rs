@@ -1,0 +1,293 @@
+//! Progress on stderr while a node runs, in the style of curl and aria2c: on a terminal one
+//! line redrawn every second; otherwise one plain line per `--progress-interval`, so a log of
+//! a long transfer stays readable. Lines that matter later (the file is in place, a client
+//! completed) are printed whole either way.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tfttp::net::{Driver, Reporter};
+
+/// How often the driver asks: a terminal line is redrawn this often.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Rates are averaged over this long, so a terminal line does not flicker between bursts
+/// (a plain line averages over its whole interval).
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// What a line is cut to when the terminal's width is unknown.
+const DEFAULT_WIDTH: usize = 80;
+
+/// Whose progress is shown.
+pub enum Role {
+    /// A client downloading to `output` from `server`.
+    Client {
+        output: String,
+        server: SocketAddr,
+        /// How long it serves peers after completing, at most (zero: it exits at once).
+        linger: Duration,
+    },
+    /// The origin.
+    Origin,
+}
+
+/// A `Reporter` that prints progress lines.
+pub struct Progress {
+    role: Role,
+    /// Redraw one line (stderr is a terminal) or print plain lines.
+    tty: bool,
+    /// Plain lines: at most one per this.
+    interval: Duration,
+    next_line: Instant,
+    /// (when, bytes received, bytes uploaded), oldest first.
+    samples: VecDeque<(Instant, u64, u64)>,
+    /// A redrawn line is on screen and must be cleared before a whole line.
+    drawn: bool,
+    /// Origin: completed clients already announced.
+    completed: u32,
+    completed_at: Option<Instant>,
+}
+
+impl Progress {
+    /// `plain` forces plain lines on a terminal too (the `-v` log would tear a redrawn line).
+    pub fn new(role: Role, interval: Duration, plain: bool) -> Progress {
+        // SAFETY: isatty only reads the descriptor's state.
+        let tty = !plain && unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
+        let now = Instant::now();
+        Progress {
+            role,
+            tty,
+            interval,
+            next_line: now + interval,
+            // Nothing moved before the start: the first line has a rate.
+            samples: VecDeque::from([(now, 0, 0)]),
+            drawn: false,
+            completed: 0,
+            completed_at: None,
+        }
+    }
+
+    /// Receive and upload rates in bytes per second over the recent window.
+    fn rates(&mut self, now: Instant, got: u64, up: u64) -> (f64, f64) {
+        self.samples.push_back((now, got, up));
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        let (t0, g0, u0) = self.samples[0];
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (
+            got.saturating_sub(g0) as f64 / dt,
+            up.saturating_sub(u0) as f64 / dt,
+        )
+    }
+
+    fn client_line(&mut self, d: &Driver, now: Instant) -> String {
+        let Role::Client { server, linger, .. } = self.role else {
+            unreachable!("a client's line")
+        };
+        let node = d.node();
+        let k = node.counters();
+        let got = k.from_origin + k.from_peers;
+        let (down, up) = self.rates(now, got, k.uploaded);
+        let peers = d.remotes().filter(|r| *r != server).count();
+        let Some(m) = node.manifest() else {
+            return format!("connecting to {server}");
+        };
+        if let Some(done) = self.completed_at {
+            let left = linger.saturating_sub(now.duration_since(done));
+            return format!(
+                "complete, seeding: up {}, {peers} peers, {} uploaded, leaves within {} s",
+                rate(up),
+                size(k.uploaded),
+                left.as_secs()
+            );
+        }
+        let len = m.file_len();
+        let pct = if len == 0 {
+            100.0
+        } else {
+            100.0 * got.min(len) as f64 / len as f64
+        };
+        let share = if got == 0 {
+            0.0
+        } else {
+            100.0 * k.from_peers as f64 / got as f64
+        };
+        let eta = if down > 0.0 {
+            duration(len.saturating_sub(got) as f64 / down)
+        } else {
+            "--".into()
+        };
+        format!(
+            "{pct:5.1}% {}/{}  down {}  up {}  {share:.0}% from {peers} peers  ETA {eta}",
+            size(got),
+            size(len),
+            rate(down),
+            rate(up)
+        )
+    }
+
+    fn origin_line(&mut self, d: &Driver, now: Instant) -> String {
+        let node = d.node();
+        let k = node.counters();
+        let (_, up) = self.rates(now, 0, k.uploaded);
+        let len = node.manifest().map_or(0, |m| m.file_len());
+        let copies = if len == 0 {
+            0.0
+        } else {
+            k.uploaded as f64 / len as f64
+        };
+        format!(
+            "clients: {} connected, {} completed; {copies:.2} copies sent, up {}",
+            d.connections(),
+            k.clients_completed,
+            rate(up)
+        )
+    }
+
+    /// A line that stays (replacing a redrawn one on a terminal).
+    fn say(&mut self, line: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.drawn {
+            let _ = err.write_all(b"\r\x1b[K");
+            self.drawn = false;
+        }
+        let _ = writeln!(err, "tfttp: {line}");
+    }
+
+    /// The line redrawn in place, cut to the terminal's width so it never wraps.
+    fn draw(&mut self, line: &str) {
+        let width = terminal_width().saturating_sub(1);
+        let line: String = line.chars().take(width).collect();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{line}");
+        let _ = err.flush();
+        self.drawn = true;
+    }
+}
+
+impl Reporter for Progress {
+    fn tick(&mut self, d: &Driver, now: Instant) {
+        if let Role::Origin = self.role {
+            let n = d.node().counters().clients_completed;
+            if n > self.completed {
+                self.completed = n;
+                self.say(&format!("a client completed ({n} so far)"));
+            }
+        }
+        let line = match self.role {
+            Role::Client { .. } => self.client_line(d, now),
+            Role::Origin => self.origin_line(d, now),
+        };
+        if self.tty {
+            self.draw(&line);
+        } else if now >= self.next_line {
+            self.next_line = now + self.interval;
+            self.say(&line);
+        }
+    }
+
+    fn complete(&mut self, d: &Driver, now: Instant) {
+        let Role::Client { output, linger, .. } = &self.role else {
+            return;
+        };
+        let (output, linger) = (output.clone(), *linger);
+        self.completed_at = Some(now);
+        let node = d.node();
+        let len = node.manifest().map_or(0, |m| m.file_len());
+        let secs = now.duration_since(node.started_at()).as_secs_f64();
+        if output == "-" {
+            self.say(&format!(
+                "verified {len} bytes ({}) in {secs:.1} s",
+                size(len)
+            ));
+            return;
+        }
+        self.say(&format!(
+            "saved {output} ({len} bytes, {}) in {secs:.1} s",
+            size(len)
+        ));
+        if !linger.is_zero() {
+            self.say(&format!(
+                "the file is complete; serving peers for at most {} s more (less once the \
+                 swarm is done or no peer wants a piece for 10 s); Ctrl-C keeps the file",
+                linger.as_secs()
+            ));
+        }
+    }
+
+    fn finish(&mut self, _: &Driver, _: Instant) {
+        if self.drawn {
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// Columns of the terminal on stderr.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills the winsize we pass and nothing else.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        DEFAULT_WIDTH
+    }
+}
+
+/// Bytes in binary units, as SIZE is written on the command line.
+pub fn size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Bytes per second in decimal units, as RATE is written on the command line.
+pub fn rate(bps: f64) -> String {
+    if bps >= 1e9 {
+        format!("{:.2} GB/s", bps / 1e9)
+    } else if bps >= 1e6 {
+        format!("{:.1} MB/s", bps / 1e6)
+    } else {
+        format!("{:.0} kB/s", bps / 1e3)
+    }
+}
+
+/// Seconds as "42 s", "3m07s" or "2h05m".
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_units_read_like_the_options() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(200 << 20), "200.0 MiB");
+        assert_eq!(rate(12_300_000.0), "12.3 MB/s");
+        assert_eq!(rate(4_000.0), "4 kB/s");
+        assert_eq!(duration(9.4), "9 s");
+        assert_eq!(duration(187.0), "3m07s");
+        assert_eq!(duration(7500.0), "2h05m");
+    }
+}
