@@ -108,7 +108,7 @@ fn existing_output_is_refused_and_untouched() {
         &["get", "127.0.0.1:9", "--output", &out.display().to_string()],
         T,
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(7), "local I/O: {err}");
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
 }
@@ -133,7 +133,7 @@ fn unreachable_server_fails_fast_with_reason() {
         ],
         T,
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(4), "cannot connect: {err}");
     assert!(err.contains("refused"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!out.exists());
@@ -159,7 +159,7 @@ fn server_that_is_not_tfttp_is_reported() {
         &["get", &addr.to_string(), "-o", &out.display().to_string()],
         T,
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(5), "protocol: {err}");
     assert!(err.contains("is it a TFTTP server?"), "{err}");
     assert!(!out.exists());
     t.join().unwrap();
@@ -168,7 +168,7 @@ fn server_that_is_not_tfttp_is_reported() {
 #[test]
 fn unwritable_output_directory_is_an_error() {
     let (code, err) = run(&["get", "127.0.0.1:9", "-o", "/nonexistent-dir/out.bin"], T);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(7), "local I/O: {err}");
     assert!(err.contains("cannot create"), "{err}");
 }
 
@@ -178,7 +178,7 @@ fn serving_a_missing_file_is_an_error() {
         &["serve", "/nonexistent-file", "--listen", "127.0.0.1:0"],
         T,
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(7), "local I/O: {err}");
     assert!(err.contains("cannot open"), "{err}");
 }
 
