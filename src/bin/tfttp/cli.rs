@@ -336,7 +336,7 @@ fn usage(cmd: &str, o: &Options) -> String {
             "Simulate a swarm in virtual time (docs/SIMULATOR.md).",
         ),
     };
-    let mut text = o.usage(&format!("Usage: {synopsis}\n{what}\n\nOptions:"));
+    let mut text = o.usage(&format!("Usage: {synopsis}\n{what}"));
     if cmd != "sim" {
         text.push_str(&format!("\n{UNITS}\n"));
     }
