@@ -112,11 +112,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     }
     if !a.common.quiet {
         let k = driver.node().counters();
-        let copies = if len == 0 {
-            0.0
-        } else {
-            k.uploaded as f64 / len as f64
-        };
+        let copies = crate::progress::copies(k.uploaded, len);
         eprintln!(
             "tfttp: served {} bytes ({copies:.2} copies), {} clients completed",
             k.uploaded, k.clients_completed

@@ -135,11 +135,7 @@ impl Progress {
         let k = node.counters();
         let (_, up) = self.rates(now, 0, k.uploaded);
         let len = node.manifest().map_or(0, |m| m.file_len());
-        let copies = if len == 0 {
-            0.0
-        } else {
-            k.uploaded as f64 / len as f64
-        };
+        let copies = copies(k.uploaded, len);
         format!(
             "clients: {} connected, {} completed; {copies:.2} copies sent, up {}",
             d.connections(),
@@ -273,6 +269,15 @@ fn duration(secs: f64) -> String {
         0..60 => format!("{s} s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Copies of a `len`-byte file in `uploaded` bytes (0 for an empty file).
+pub fn copies(uploaded: u64, len: u64) -> f64 {
+    if len == 0 {
+        0.0
+    } else {
+        uploaded as f64 / len as f64
     }
 }
 
