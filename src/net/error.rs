@@ -13,6 +13,8 @@ pub enum StorageErrorKind {
     OutputExists,
     /// `OUT.part` could not be created.
     Create,
+    /// Another process is downloading to the same output (it holds `OUT.part`'s lock).
+    Busy,
     /// The disk has no room for the file (reserving its space or writing it).
     NoSpace,
     /// Reserving, mapping or writing `OUT.part` failed otherwise.

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -33,9 +33,12 @@ pub enum Storage {
 
 /// A client's output while it downloads: the open `OUT.part` and the name it gets when done.
 pub struct PartFile {
+    /// Holds an exclusive `flock` for as long as it is open.
     file: File,
     part: PathBuf,
     out: PathBuf,
+    /// Every piece is in it: a failure after this keeps it rather than delete finished work.
+    complete: bool,
 }
 
 /// Opens and maps the file an origin serves.
@@ -61,9 +64,25 @@ pub fn part_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`). A hard link is created
+/// only if the name is free, atomically; where links are not supported, the rename follows
+/// a check, which leaves a small window.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => std::fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if std::fs::symlink_metadata(to).is_ok() => {
+            Err(io::Error::from(io::ErrorKind::AlreadyExists))
+        }
+        Err(_) => std::fs::rename(from, to),
+    }
+}
+
 impl Storage {
     /// Creates `OUT.part` for a download. Refuses to touch an existing `OUT`. An existing
-    /// `OUT.part` is tfttp's own leftover from an interrupted run and is started over.
+    /// `OUT.part` is tfttp's own leftover from an interrupted run and is started over, unless
+    /// another process holds its lock (two downloads to one output would truncate each
+    /// other's pieces), or it is not a regular file (a planted symlink is not followed).
     pub fn create_part(out: &Path) -> Result<Storage, StorageError> {
         if out.exists() {
             return Err(StorageError::new(
@@ -75,20 +94,43 @@ impl Storage {
             ));
         }
         let part = part_path(out);
+        let create_err = |e: &io::Error| {
+            let what = format!("cannot create {}", part.display());
+            StorageError::io(StorageErrorKind::Create, what, e)
+        };
+        // Not truncated yet: only once the lock is ours. O_NOFOLLOW refuses a symlink, and
+        // O_NONBLOCK keeps a planted FIFO from blocking the open.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&part)
-            .map_err(|e| {
-                let what = format!("cannot create {}", part.display());
-                StorageError::io(StorageErrorKind::Create, what, &e)
-            })?;
+            .map_err(|e| create_err(&e))?;
+        if !file.metadata().map_err(|e| create_err(&e))?.is_file() {
+            return Err(StorageError::new(
+                StorageErrorKind::Create,
+                format!("{} exists and is not a regular file", part.display()),
+            ));
+        }
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StorageError::new(
+                StorageErrorKind::Busy,
+                format!(
+                    "another tfttp is downloading to {} ({} is locked)",
+                    out.display(),
+                    part.display()
+                ),
+            ));
+        }
+        file.set_len(0).map_err(|e| create_err(&e))?;
         Ok(Storage::Pending(PartFile {
             file,
             part,
             out: out.to_path_buf(),
+            complete: false,
         }))
     }
 
@@ -128,7 +170,8 @@ impl Storage {
         }
     }
 
-    /// Renames `OUT.part` to `OUT`; the mapping stays valid for serving peers.
+    /// Renames `OUT.part` to `OUT`, never over a file that appeared at `OUT` meanwhile; the
+    /// mapping stays valid for serving peers.
     pub fn finish(&mut self) -> Result<(), StorageError> {
         if let Storage::Discard = self {
             return Ok(());
@@ -139,13 +182,26 @@ impl Storage {
                 "output finished before it was prepared",
             ));
         };
-        if let Err(e) = std::fs::rename(&pf.part, &pf.out) {
-            let what = format!(
-                "cannot rename {} to {}",
-                pf.part.display(),
-                pf.out.display()
-            );
-            let err = StorageError::io(StorageErrorKind::Rename, what, &e);
+        let mut pf = pf;
+        pf.complete = true;
+        if let Err(e) = rename_no_replace(&pf.part, &pf.out) {
+            let err = if e.kind() == io::ErrorKind::AlreadyExists {
+                StorageError::new(
+                    StorageErrorKind::OutputExists,
+                    format!(
+                        "{} appeared during the download and is left alone; the complete file is {}",
+                        pf.out.display(),
+                        pf.part.display()
+                    ),
+                )
+            } else {
+                let what = format!(
+                    "cannot rename {} to {}",
+                    pf.part.display(),
+                    pf.out.display()
+                );
+                StorageError::io(StorageErrorKind::Rename, what, &e)
+            };
             *self = Storage::Part(pf, map);
             return Err(err);
         }
@@ -153,9 +209,12 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes an unfinished `OUT.part` after a failure: without resume it is of no use.
+    /// Removes an unfinished `OUT.part` after a failure: without resume it is of no use. A
+    /// complete one that could not take its name is kept.
     pub fn abandon(self) {
-        if let Storage::Pending(pf) | Storage::Part(pf, _) = self {
+        if let Storage::Pending(pf) | Storage::Part(pf, _) = self
+            && !pf.complete
+        {
             let _ = std::fs::remove_file(&pf.part);
         }
     }
@@ -243,6 +302,62 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn test_second_download_to_the_same_output_is_refused() {
+        let d = tmp("busy");
+        let out = d.join("f.bin");
+        let data = vec![7u8; 40_000];
+        let m = Manifest::build(&data, 16 * 1024).unwrap();
+        let mut first = Storage::create_part(&out).unwrap();
+        first.prepare(&m).unwrap();
+        first.write_at(0, &data).unwrap();
+        let e = Storage::create_part(&out).err().unwrap();
+        assert_eq!(e.kind, StorageErrorKind::Busy, "{e}");
+        // The first download's bytes are untouched (the second did not truncate them).
+        assert_eq!(std::fs::read(part_path(&out)).unwrap(), data);
+        first.finish().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        drop(first);
+        // Once the first is gone, a leftover .part is started over as before.
+        std::fs::rename(&out, part_path(&out)).unwrap();
+        let again = Storage::create_part(&out).unwrap();
+        assert_eq!(std::fs::metadata(part_path(&out)).unwrap().len(), 0);
+        drop(again);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_planted_part_symlink_is_not_followed() {
+        let d = tmp("symlink");
+        let out = d.join("f.bin");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, part_path(&out)).unwrap();
+        let e = Storage::create_part(&out).err().unwrap();
+        assert_eq!(e.kind, StorageErrorKind::Create, "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_output_that_appears_meanwhile_is_not_replaced() {
+        let d = tmp("appears");
+        let out = d.join("f.bin");
+        let data = vec![9u8; 20_000];
+        let m = Manifest::build(&data, 16 * 1024).unwrap();
+        let mut s = Storage::create_part(&out).unwrap();
+        s.prepare(&m).unwrap();
+        s.write_at(0, &data).unwrap();
+        std::fs::write(&out, b"the user's own").unwrap();
+        let e = s.finish().err().unwrap();
+        assert_eq!(e.kind, StorageErrorKind::OutputExists, "{e}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"the user's own");
+        // The finished work is kept under the .part name.
+        s.abandon();
+        assert_eq!(std::fs::read(part_path(&out)).unwrap(), data);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
