@@ -81,19 +81,30 @@ impl Ledger {
         out
     }
 
-    /// Origin: a receipt from client `reporter`.
-    pub(super) fn handle_receipt(&mut self, reporter: u64, entries: &[ReceiptEntry]) {
+    /// Origin: a receipt from client `reporter` about the registered clients for which
+    /// `known` holds (entries about others are dropped: made-up ids would grow the ledger
+    /// without bound). No client can verify more than `file_len` bytes from one peer, so
+    /// larger figures are cut to it.
+    pub(super) fn handle_receipt(
+        &mut self,
+        reporter: u64,
+        entries: &[ReceiptEntry],
+        file_len: u64,
+        known: impl Fn(u64) -> bool,
+    ) {
         for e in entries {
-            if e.node_id == reporter {
+            if e.node_id == reporter || !known(e.node_id) {
                 continue;
             }
+            let received = e.received.min(file_len);
+            let sent = e.sent.min(file_len);
             // What the reporter received from e.node_id: that upload's receiver side.
             self.update((e.node_id, reporter), |p| {
-                p.receiver_says = p.receiver_says.max(e.received)
+                p.receiver_says = p.receiver_says.max(received)
             });
             // What the reporter sent to e.node_id: its own upload's sender side.
             self.update((reporter, e.node_id), |p| {
-                p.sender_says = p.sender_says.max(e.sent)
+                p.sender_says = p.sender_says.max(sent)
             });
         }
     }
@@ -105,7 +116,8 @@ impl Ledger {
         f(p);
         let gained = p.confirmed() - before;
         if gained > 0 {
-            *self.credit.entry(key.0).or_default() += gained;
+            let c = self.credit.entry(key.0).or_default();
+            *c = c.saturating_add(gained);
         }
     }
 
@@ -119,6 +131,31 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// A file length far above any counter these tests use.
+    const FILE: u64 = 1 << 40;
+
+    #[test]
+    fn test_entries_about_unknown_clients_are_dropped() {
+        let mut l = Ledger::default();
+        let made_up: Vec<ReceiptEntry> = (1000..1256).map(|id| entry(id, 5, 5)).collect();
+        l.handle_receipt(1, &made_up, FILE, |id| id < 1000);
+        assert!(l.pairs.is_empty() && l.credit.is_empty());
+    }
+
+    #[test]
+    fn test_colluders_cannot_overflow_credit() {
+        let mut l = Ledger::default();
+        let file = 64 << 20;
+        // Three identities vouch for each other with the largest counters there are.
+        for (a, b) in [(1, 2), (2, 3), (3, 1), (2, 1), (3, 2), (1, 3)] {
+            l.handle_receipt(a, &[entry(b, u64::MAX, u64::MAX)], file, |_| true);
+        }
+        // Each pair counts at most one file: no wrap, and a bound on what lies buy.
+        for id in 1..=3 {
+            assert_eq!(l.credit(id), 2 * file, "client {id}");
+        }
+    }
+
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {
         ReceiptEntry {
             node_id,
@@ -131,13 +168,13 @@ mod tests {
     fn test_credit_needs_both_sides() {
         let mut l = Ledger::default();
         // 1 says it sent 100 to 2; 2 has not reported yet.
-        l.handle_receipt(1, &[entry(2, 0, 100)]);
+        l.handle_receipt(1, &[entry(2, 0, 100)], FILE, |_| true);
         assert_eq!(l.credit(1), 0);
         // 2 confirms 80 of it.
-        l.handle_receipt(2, &[entry(1, 80, 0)]);
+        l.handle_receipt(2, &[entry(1, 80, 0)], FILE, |_| true);
         assert_eq!(l.credit(1), 80);
-        l.handle_receipt(1, &[entry(2, 0, 150)]);
-        l.handle_receipt(2, &[entry(1, 150, 0)]);
+        l.handle_receipt(1, &[entry(2, 0, 150)], FILE, |_| true);
+        l.handle_receipt(2, &[entry(1, 150, 0)], FILE, |_| true);
         assert_eq!(l.credit(1), 150);
         assert_eq!(l.credit(2), 0);
     }
@@ -149,8 +186,8 @@ mod tests {
         liar.record_received(2, 1000);
         let r = liar.take_receipt(true);
         assert!(r[0].sent > 1000);
-        l.handle_receipt(9, &r);
-        l.handle_receipt(2, &[entry(9, 0, 1000)]);
+        l.handle_receipt(9, &r, FILE, |_| true);
+        l.handle_receipt(2, &[entry(9, 0, 1000)], FILE, |_| true);
         assert_eq!(l.credit(9), 0);
         assert_eq!(l.credit(2), 1000);
     }
@@ -158,9 +195,9 @@ mod tests {
     #[test]
     fn test_counters_never_go_back() {
         let mut l = Ledger::default();
-        l.handle_receipt(1, &[entry(2, 0, 100)]);
-        l.handle_receipt(2, &[entry(1, 100, 0)]);
-        l.handle_receipt(2, &[entry(1, 10, 0)]);
+        l.handle_receipt(1, &[entry(2, 0, 100)], FILE, |_| true);
+        l.handle_receipt(2, &[entry(1, 100, 0)], FILE, |_| true);
+        l.handle_receipt(2, &[entry(1, 10, 0)], FILE, |_| true);
         assert_eq!(l.credit(1), 100);
     }
 

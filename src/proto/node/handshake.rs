@@ -151,8 +151,9 @@ impl Node {
         };
         match self.cfg.role {
             Role::Origin => {
-                if let Side::Origin(registry) = &mut self.side {
-                    registry.add_holdings(&bits);
+                let id = self.peer(slot).and_then(|p| p.node_id());
+                if let (Side::Origin(registry), Some(id)) = (&mut self.side, id) {
+                    registry.register(id, &bits);
                 }
                 let full = bits.is_full();
                 let p = self.peer_mut(slot).expect("checked above");

@@ -32,6 +32,11 @@ pub use failure::{Failure, FailureKind};
 use origin::Registry;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
 
+/// Most control bytes queued for one peer. Our own frames to a peer that reads stay far
+/// below it (a BITFIELD of the largest file is 512 KiB; HAVEs pile up at 9 bytes a piece);
+/// more means the peer has stopped reading.
+const MAX_OUTBOX: usize = 4 << 20;
+
 /// A connection's index, chosen by the driver (its slab key).
 pub type Slot = usize;
 
@@ -469,7 +474,7 @@ impl Node {
         }
         match &mut self.side {
             Side::Origin(registry) if peer.registered => {
-                registry.forget(slot, &peer.has, &peer.in_flight);
+                registry.forget(slot, peer.node_id(), &peer.has, &peer.in_flight);
             }
             Side::Origin(_) => {}
             Side::Client(c) => {
@@ -583,10 +588,11 @@ impl Node {
             }
             Message::Error { code, reason } => self.on_error(slot, code, reason),
             Message::Receipt(entries) => {
-                if let (Role::Origin, Some(id)) =
-                    (self.cfg.role, self.peer(slot).and_then(|p| p.node_id()))
-                {
-                    self.ledger.handle_receipt(id, &entries);
+                let id = self.peer(slot).and_then(|p| p.node_id());
+                let file_len = self.manifest.as_ref().map_or(0, |m| m.file_len());
+                if let (Side::Origin(registry), Some(id)) = (&self.side, id) {
+                    let known = |other| registry.knows(other);
+                    self.ledger.handle_receipt(id, &entries, file_len, known);
                 }
             }
         }
@@ -602,11 +608,16 @@ impl Node {
 
     fn emit(&mut self, slot: Slot, msg: &Message) {
         let now = self.now;
-        if let Some(p) = self.peer_mut(slot) {
-            msg.emit(&mut p.outbox);
-            p.last_send = now;
-            self.mark_dirty(slot);
+        let Some(p) = self.peer_mut(slot) else { return };
+        if p.outbox.len() > MAX_OUTBOX && !p.closing {
+            // It sends (requests, say) but does not read what we answer: drop it rather
+            // than hold its answers without bound.
+            p.outbox.clear();
+            return self.close(slot, false, "peer does not read what it is sent");
         }
+        msg.emit(&mut p.outbox);
+        p.last_send = now;
+        self.mark_dirty(slot);
     }
 
     fn broadcast_ready(&mut self, msg: &Message) {

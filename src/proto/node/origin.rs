@@ -2,6 +2,8 @@
 //! copies it serves and the promise each fresh piece carries, introductions of newcomers,
 //! and the swarm's end.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// A complete client stops lingering once no peer has wanted anything from it for this
@@ -18,6 +20,9 @@ pub(super) struct Registry {
     /// The client that received each piece's first copy, until another client announces
     /// the piece (the promise is then kept).
     fresh_holder: Vec<Option<Slot>>,
+    /// Node ids of the registered clients (with their connection count, as a client may
+    /// reconnect before its old connection is gone): receipts may speak of these only.
+    ids: HashMap<u64, u32>,
 }
 
 impl Registry {
@@ -25,11 +30,22 @@ impl Registry {
         Registry {
             striper: Striper::new(pieces),
             fresh_holder: vec![None; pieces as usize],
+            ids: HashMap::new(),
         }
     }
 
-    /// A client registered holding `bits`.
-    pub(super) fn add_holdings(&mut self, bits: &Bitfield) {
+    /// Client `id` registered holding `bits`.
+    pub(super) fn register(&mut self, id: u64, bits: &Bitfield) {
+        *self.ids.entry(id).or_default() += 1;
+        self.add_holdings(bits);
+    }
+
+    /// `id` is a registered client.
+    pub(super) fn knows(&self, id: u64) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    fn add_holdings(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
             self.striper.add_copy(i);
         }
@@ -58,7 +74,21 @@ impl Registry {
 
     /// The client on `slot` left holding `has` and with `in_flight` on its way: its copies
     /// no longer count, and its promises lapse.
-    pub(super) fn forget(&mut self, slot: Slot, has: &Bitfield, in_flight: &[u32]) {
+    pub(super) fn forget(
+        &mut self,
+        slot: Slot,
+        id: Option<u64>,
+        has: &Bitfield,
+        in_flight: &[u32],
+    ) {
+        if let Some(id) = id
+            && let Some(n) = self.ids.get_mut(&id)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.ids.remove(&id);
+            }
+        }
         for i in has.ones() {
             self.striper.remove_copy(i);
         }

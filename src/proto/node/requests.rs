@@ -30,7 +30,10 @@ impl Node {
         let held = is_origin || self.picker.as_ref().is_some_and(|p| p.have().get(i));
         let choking = self.table.is_choking(slot);
         let p = self.peer_mut(slot).expect("frame came from it");
-        if choking || !held || p.queue.len() >= MAX_QUEUED_REQUESTS {
+        // The origin serves registered clients only: one that never sent its BITFIELD has
+        // no holdings the striper could count, nor copies it could forget when it leaves.
+        let unregistered = is_origin && !p.registered;
+        if choking || !held || unregistered || p.queue.len() >= MAX_QUEUED_REQUESTS {
             return self.emit(slot, &Message::Reject(i));
         }
         p.queue.push_back(i);

@@ -155,6 +155,38 @@ fn test_origin_request_while_choked_is_rejected() {
 }
 
 #[test]
+fn test_origin_serves_no_client_that_never_sent_its_bitfield() {
+    let mut o = One::origin(&file(3 * PIECE as usize));
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Interested(true));
+    o.out();
+    o.send(Message::Request(WILDCARD));
+    o.send(Message::Request(1));
+    let rejects = o.out().iter().filter(|f| f.0 == wire::ty::REJECT).count();
+    assert_eq!(rejects, 2, "an unregistered client is not served");
+    assert_eq!(o.node.poll_piece(0), None);
+}
+
+#[test]
+fn test_peer_that_floods_requests_and_never_reads_is_dropped() {
+    let mut o = One::origin(&file(3 * PIECE as usize));
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Bitfield(&[0]));
+    // Choked (not interested): every request is answered with a REJECT that it never reads.
+    let mut n = 0;
+    while !o.node.is_closing(0) && n < 1_000_000 {
+        o.send(Message::Request(1));
+        n += 1;
+    }
+    assert!(o.node.is_closing(0), "still open after {n} requests");
+    assert!(n < 600_000, "closed only after {n} requests");
+    let closed = o.events().into_iter().any(
+        |e| matches!(e, Event::Close { slot: 0, ref why, .. } if why.contains("does not read")),
+    );
+    assert!(closed);
+}
+
+#[test]
 fn test_origin_wildcard_rejected_when_client_has_everything_else() {
     let mut o = One::origin(&file(2 * PIECE as usize));
     o.send(hello(Role::Client, 2, 0));
