@@ -1,5 +1,7 @@
 //! What only a client keeps: its link to the origin and the peers the origin named.
 
+use std::collections::HashSet;
+
 use super::*;
 
 #[derive(Debug, Default)]
@@ -7,6 +9,8 @@ pub(super) struct ClientSide {
     /// Peers the origin told us about.
     pub(super) known: Vec<Known>,
     pub(super) origin: OriginLink,
+    /// Peers that sent a piece failing its checksum: never dialled or accepted again.
+    pub(super) banned: HashSet<u64>,
 }
 
 /// The client's connection to its origin, across reconnections.

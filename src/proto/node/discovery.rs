@@ -48,7 +48,8 @@ impl Node {
         let Side::Client(c) = &mut self.side else {
             return;
         };
-        for k in &mut c.known {
+        let banned = &c.banned;
+        for k in c.known.iter_mut().filter(|k| !banned.contains(&k.node_id)) {
             if room == 0 {
                 break;
             }

@@ -79,6 +79,12 @@ impl Node {
                 if !self.cfg.use_peers {
                     return self.fail(slot, ErrorCode::TooManyPeers, "not trading with peers");
                 }
+                if self
+                    .client_side()
+                    .is_some_and(|c| c.banned.contains(&h.node_id))
+                {
+                    return self.fail(slot, ErrorCode::Corrupt, "banned: sent a corrupt piece");
+                }
                 if let Some(c) = self.client_side_mut() {
                     c.connected(h.node_id, slot);
                 }

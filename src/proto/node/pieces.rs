@@ -101,9 +101,14 @@ impl Node {
         if crc != m.crc(r.piece) {
             picker.release(r.piece, false);
             self.counters.corrupt_pieces += 1;
-            // A peer that sends a bad piece is dropped; the piece is fetched elsewhere.
-            // The origin is trusted, so its bad piece is only fetched again.
+            // A peer that sends a bad piece is dropped for good (it would only reconnect and
+            // do it again); the piece is fetched elsewhere. The origin is trusted, so its bad
+            // piece is only fetched again.
             if !from_origin {
+                let id = self.peer(slot).and_then(|p| p.node_id());
+                if let (Some(c), Some(id)) = (self.client_side_mut(), id) {
+                    c.banned.insert(id);
+                }
                 return self.fail(slot, ErrorCode::Corrupt, "piece failed its checksum");
             }
             self.fill_requests(slot);

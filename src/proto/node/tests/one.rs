@@ -642,3 +642,25 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     c.node.handle_tick(at(31));
     assert!(exits(&mut c), "idle for 11 s: LINGER_IDLE has passed");
 }
+
+#[test]
+fn test_peer_that_sent_a_corrupt_piece_is_not_let_back() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let asked = peer_unchokes(&mut c, 1, &[0xc0]);
+    assert!(!asked.is_empty());
+    assert!(c.node.begin_piece(1, asked[0], PIECE, c.now).is_some());
+    let bad = vec![0u8; PIECE as usize];
+    c.node.end_piece(1, Some(crc32fast::hash(&bad)), c.now);
+    assert!(c.node.is_closing(1), "dropped after a corrupt piece");
+    c.node.handle_closed(1, "closed", c.now);
+    // The same node comes back on a new connection: refused at its HELLO.
+    let id = c.node.manifest().unwrap().id();
+    c.node.handle_open(2, Link::Accepted, addr_of(12), c.now);
+    c.send_on(2, hello(Role::Client, 71, id));
+    assert!(c.node.is_closing(2), "a banned peer is refused");
+    // Another peer is welcome.
+    c.node.handle_open(3, Link::Accepted, addr_of(13), c.now);
+    c.send_on(3, hello(Role::Client, 72, id));
+    assert!(!c.node.is_closing(3));
+}
