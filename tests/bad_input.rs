@@ -197,3 +197,33 @@ fn bad_arguments_exit_2_with_one_line() {
     let (code, _) = run(&["--help"], T);
     assert_eq!(code, Some(0));
 }
+
+/// An origin out of descriptors leaves new connections in the listener's backlog; they are
+/// accepted once descriptors free up, without waiting for yet another connection to wake
+/// the listener (edge-triggered readiness says nothing more about a backlog it reported).
+#[test]
+fn test_backlog_is_accepted_once_descriptors_free_up() {
+    let dir = TestDir::new("emfile");
+    let src = dir.source("src.bin", 1 << 20);
+    let (origin, addr) = serve(&dir, &src, &[]);
+    let pid = origin.child.0.id() as libc::pid_t;
+    // Leave the origin room for a handful of descriptors, then take them all.
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open_fds + 4,
+        rlim_max: open_fds + 4,
+    };
+    // SAFETY: prlimit on our own child with a valid rlimit; no old value requested.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let hogs: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // This client's connection waits in the backlog: the origin has no descriptor for it.
+    let mut client = get(&dir, addr, "c", &["--no-peers"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(hogs);
+    client.expect_download(&src, 8);
+    drop(origin.child);
+}

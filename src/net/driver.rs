@@ -27,6 +27,8 @@ use super::storage::Storage;
 use crate::proto::{Event, Link, Node, Slot};
 use crate::stats;
 
+/// Wait before trying the listener's backlog again after `accept` failed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(0);
 /// Connection slot k is token k + FIRST_CONN; low tokens are reserved.
 const FIRST_CONN: usize = 1;
@@ -141,6 +143,9 @@ pub struct Driver {
     paused: Vec<(Instant, Slot)>,
     opts: Options,
     exit_by: Option<Instant>,
+    /// `accept` failed (out of descriptors): try the backlog again then, since no new
+    /// readiness event comes for connections already waiting in it.
+    accept_retry: Option<Instant>,
     next_stats: Instant,
     /// A driver-side failure that ends the run (the output cannot be written).
     fatal: Option<StorageError>,
@@ -181,6 +186,7 @@ impl Driver {
             write_q: VecDeque::new(),
             paused: Vec::new(),
             exit_by: None,
+            accept_retry: None,
             next_stats: now,
             fatal: None,
             closing: 0,
@@ -298,6 +304,10 @@ impl Driver {
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
+            if self.accept_retry.is_some_and(|at| Instant::now() >= at) {
+                self.accept_retry = None;
+                self.accept_all();
+            }
             let now = Instant::now();
             if now >= self.node.poll_timeout() {
                 self.node.handle_tick(now);
@@ -333,6 +343,9 @@ impl Driver {
         if let Some(by) = self.exit_by {
             at = at.min(by);
         }
+        if let Some(retry) = self.accept_retry {
+            at = at.min(retry);
+        }
         if self.reporter.is_some() {
             at = at.min(self.next_report);
         }
@@ -351,9 +364,10 @@ impl Driver {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors or similar: leave the rest in the backlog for now.
+                // Out of descriptors or similar: leave the rest in the backlog and come back.
                 Err(e) => {
                     self.log(|| format!("accept failed: {e}"));
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };
