@@ -133,8 +133,8 @@ fn interrupted_with(sig: i32, name: &str) -> Option<i32> {
     unsafe { libc::kill(client.child.id() as i32, sig) };
     let (status, err) = client.finish(deadline(10));
     assert!(
-        !tfttp::net::storage::part_path(&client.out).exists(),
-        "the .part is removed: {err}"
+        tfttp::net::storage::part_path(&client.out).exists(),
+        "the .part is kept for the next run to resume: {err}"
     );
     status.and_then(|s| s.code())
 }
@@ -313,4 +313,27 @@ fn help_is_an_overview_and_each_command_is_complete() {
         T,
     );
     assert_eq!(code, Some(4), "--behave accepted: {err}");
+}
+
+/// Ctrl-C keeps the `.part`; the next `get` to the same output keeps its verified pieces
+/// and fetches only the rest.
+#[test]
+fn interrupted_download_resumes() {
+    let dir = TestDir::new("resume");
+    let src = dir.source("src.bin", 4 << 20);
+    let (_server, addr) = serve(&dir, &src, &["--up-rate", "1M"]);
+    let mut first = get(&dir, addr, "c", &["--no-peers"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    // SAFETY: a signal to our own child, still running.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGINT) };
+    let (status, err) = first.finish(deadline(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(130), "{err}");
+    assert!(tfttp::net::storage::part_path(&first.out).exists(), "{err}");
+    let mut second = get(&dir, addr, "c", &["--no-peers"]);
+    second.expect_download(&src, 30);
+    let fetched = second.stat("bytes_from_origin") + second.stat("bytes_from_peers");
+    assert!(
+        fetched < (4 << 20) as f64 * 0.8,
+        "fetched {fetched} bytes of a 4 MiB file after about 2 s of 1 MB/s"
+    );
 }

@@ -598,9 +598,14 @@ impl Driver {
             }
             Event::Manifest => {
                 let m = self.node.manifest().expect("event implies manifest");
-                self.storage.prepare(m)?;
+                let resumed = self.storage.prepare(m)?;
                 let (len, n) = (m.file_len(), m.piece_count());
                 self.log(|| format!("manifest: {len} bytes, {n} pieces"));
+                if !resumed.is_empty() {
+                    let k = resumed.len();
+                    self.log(|| format!("resumed: {k} of {n} pieces already in the output"));
+                    self.node.handle_resumed(&resumed, Instant::now());
+                }
             }
             Event::Complete => {
                 self.storage.finish()?;

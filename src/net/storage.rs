@@ -37,8 +37,6 @@ pub struct PartFile {
     file: File,
     part: PathBuf,
     out: PathBuf,
-    /// Every piece is in it: a failure after this keeps it rather than delete finished work.
-    complete: bool,
 }
 
 /// Opens and maps the file an origin serves.
@@ -78,11 +76,23 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// The pieces of `m` whose bytes in `map` match their checksum.
+fn verified_pieces(map: &[u8], m: &Manifest) -> Vec<u32> {
+    (0..m.piece_count())
+        .filter(|&i| {
+            let start = m.piece_offset(i) as usize;
+            let bytes = &map[start..start + m.piece_len(i) as usize];
+            crc32fast::hash(bytes) == m.crc(i)
+        })
+        .collect()
+}
+
 impl Storage {
     /// Creates `OUT.part` for a download. Refuses to touch an existing `OUT`. An existing
-    /// `OUT.part` is tfttp's own leftover from an interrupted run and is started over, unless
-    /// another process holds its lock (two downloads to one output would truncate each
-    /// other's pieces), or it is not a regular file (a planted symlink is not followed).
+    /// `OUT.part` is tfttp's own leftover from an interrupted run: `prepare` keeps the pieces
+    /// in it that verify. It is refused if another process holds its lock (two downloads to
+    /// one output would truncate each other's pieces), or if it is not a regular file (a
+    /// planted symlink is not followed).
     pub fn create_part(out: &Path) -> Result<Storage, StorageError> {
         if out.exists() {
             return Err(StorageError::new(
@@ -125,20 +135,20 @@ impl Storage {
                 ),
             ));
         }
-        file.set_len(0).map_err(|e| create_err(&e))?;
         Ok(Storage::Pending(PartFile {
             file,
             part,
             out: out.to_path_buf(),
-            complete: false,
         }))
     }
 
-    /// Sizes and maps `OUT.part` for the manifest. Space is reserved up front: a write into a
-    /// sparse mapping on a full disk would kill the process with SIGBUS instead of an error.
-    pub fn prepare(&mut self, m: &Manifest) -> Result<(), StorageError> {
+    /// Sizes and maps `OUT.part` for the manifest, and returns the pieces already in it that
+    /// verify (a leftover of the same size from an interrupted run: resume). Space is
+    /// reserved up front: a write into a sparse mapping on a full disk would kill the process
+    /// with SIGBUS instead of an error.
+    pub fn prepare(&mut self, m: &Manifest) -> Result<Vec<u32>, StorageError> {
         if let Storage::Discard = self {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let Storage::Pending(pf) = std::mem::replace(self, Storage::Empty) else {
             return Err(StorageError::new(
@@ -147,6 +157,15 @@ impl Storage {
             ));
         };
         let len = m.file_len();
+        // A leftover of another size is another file's, or nothing: start it over.
+        let leftover = pf.file.metadata().map(|md| md.len()).unwrap_or(0);
+        let resume = leftover == len && len > 0;
+        if !resume && let Err(e) = pf.file.set_len(0) {
+            let what = format!("cannot truncate {}", pf.part.display());
+            let err = StorageError::io(StorageErrorKind::Write, what, &e);
+            *self = Storage::Pending(pf);
+            return Err(err);
+        }
         if let Err(e) = reserve(&pf.file, len) {
             let what = format!("cannot reserve {len} bytes for {}", pf.part.display());
             let err = StorageError::io(StorageErrorKind::Write, what, &e);
@@ -158,8 +177,13 @@ impl Storage {
         // page cache keeps the read-only mapping coherent with them.
         match unsafe { MmapOptions::new().len(len as usize).map(&pf.file) } {
             Ok(map) => {
+                let verified = if resume {
+                    verified_pieces(&map, m)
+                } else {
+                    Vec::new()
+                };
                 *self = Storage::Part(pf, map);
-                Ok(())
+                Ok(verified)
             }
             Err(e) => {
                 let what = format!("cannot map {}", pf.part.display());
@@ -182,8 +206,6 @@ impl Storage {
                 "output finished before it was prepared",
             ));
         };
-        let mut pf = pf;
-        pf.complete = true;
         if let Err(e) = rename_no_replace(&pf.part, &pf.out) {
             let err = if e.kind() == io::ErrorKind::AlreadyExists {
                 StorageError::new(
@@ -209,12 +231,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes an unfinished `OUT.part` after a failure: without resume it is of no use. A
-    /// complete one that could not take its name is kept.
+    /// After a failure: an `OUT.part` that holds nothing yet is removed; one the manifest
+    /// sized is kept, for the next `get` to the same output to resume.
     pub fn abandon(self) {
-        if let Storage::Pending(pf) | Storage::Part(pf, _) = self
-            && !pf.complete
-        {
+        if let Storage::Pending(pf) = self {
             let _ = std::fs::remove_file(&pf.part);
         }
     }
@@ -320,11 +340,35 @@ mod tests {
         first.finish().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), data);
         drop(first);
-        // Once the first is gone, a leftover .part is started over as before.
-        std::fs::rename(&out, part_path(&out)).unwrap();
-        let again = Storage::create_part(&out).unwrap();
-        assert_eq!(std::fs::metadata(part_path(&out)).unwrap().len(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_leftover_part_resumes_with_the_pieces_that_verify() {
+        let d = tmp("resume");
+        let out = d.join("f.bin");
+        let piece = 16 * 1024;
+        let data: Vec<u8> = (0..5 * piece).map(|i| (i * 7 % 251) as u8).collect();
+        let m = Manifest::build(&data, piece as u32).unwrap();
+        let mut first = Storage::create_part(&out).unwrap();
+        assert!(first.prepare(&m).unwrap().is_empty());
+        // Pieces 0 and 3 written, 1 half written, then the process dies.
+        first.write_at(0, &data[..piece]).unwrap();
+        first
+            .write_at(piece as u64, &data[piece..piece + piece / 2])
+            .unwrap();
+        first
+            .write_at(3 * piece as u64, &data[3 * piece..4 * piece])
+            .unwrap();
+        drop(first);
+        let mut again = Storage::create_part(&out).unwrap();
+        assert_eq!(again.prepare(&m).unwrap(), vec![0, 3]);
         drop(again);
+        // A leftover of another size is another file's: started over.
+        let other = Manifest::build(&data[..2 * piece], piece as u32).unwrap();
+        let mut third = Storage::create_part(&out).unwrap();
+        assert!(third.prepare(&other).unwrap().is_empty());
+        assert!(third.bytes().iter().all(|&b| b == 0));
         let _ = std::fs::remove_dir_all(&d);
     }
 

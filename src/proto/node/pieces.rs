@@ -203,6 +203,27 @@ impl Node {
         }
     }
 
+    /// Client, right after `Event::Manifest`: the driver found `pieces` already in the output
+    /// (an interrupted run's), verified against the manifest. They count as had and are
+    /// announced with HAVE, after the BITFIELD that went out without them.
+    pub fn handle_resumed(&mut self, pieces: &[u32], now: Instant) {
+        self.now = now;
+        let Some(picker) = self.picker.as_mut() else {
+            return;
+        };
+        let mut fresh = Vec::with_capacity(pieces.len());
+        for &i in pieces {
+            if i < picker.have().len() && !picker.have().get(i) && picker.claimed_by(i).is_none() {
+                picker.release(i, true);
+                fresh.push(i);
+            }
+        }
+        for i in fresh {
+            self.on_piece_verified(i);
+        }
+        self.last_progress = now;
+    }
+
     pub(super) fn on_piece_verified(&mut self, piece: u32) {
         let have = Message::Have(piece);
         for s in 0..self.peers.len() {
