@@ -18,6 +18,33 @@ pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> 
         .max(n * file / (origin_up + sum_up))
 }
 
+/// Kumar–Ross extended to clients arriving over time: the last completion, measured from
+/// the first arrival, of clients given as `(arrive, up, down)` with arrivals in seconds from
+/// any origin. Three things bound it: every byte leaves the origin once (`F/u_s`); client `i`
+/// cannot finish before `a_i + F/d_i`; and the clients arriving at or after `t` hold nothing
+/// at `t`, so their `k·F` bytes need `k·F/(u_s + Σu)` seconds of every uploader's full rate
+/// after `t`. With one arrival time this is exactly [`kumar_ross`].
+pub fn kumar_ross_arrivals(file: f64, origin_up: f64, clients: &[(f64, f64, Option<f64>)]) -> f64 {
+    if clients.is_empty() {
+        return 0.0;
+    }
+    let first = clients.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+    let total_up = origin_up + clients.iter().map(|c| c.1).sum::<f64>();
+    let mut arrivals: Vec<f64> = clients.iter().map(|c| c.0 - first).collect();
+    arrivals.sort_by(f64::total_cmp);
+    let n = arrivals.len();
+    let crowd = arrivals
+        .iter()
+        .enumerate()
+        .map(|(k, &a)| a + (n - k) as f64 * file / total_up)
+        .fold(0.0, f64::max);
+    let own_link = clients
+        .iter()
+        .filter_map(|c| c.2.map(|down| c.0 - first + file / down))
+        .fold(0.0, f64::max);
+    (file / origin_up).max(crowd).max(own_link)
+}
+
 /// Client-server time: the origin alone sends every client a copy, so the crowd waits
 /// `max(N·F/u_s, F/d_min)` seconds; clients' uploads do not count.
 pub fn client_server(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> f64 {
@@ -61,5 +88,23 @@ mod tests {
             20.0
         );
         assert_eq!(client_server(100.0, 10.0, &[]), 0.0);
+    }
+
+    #[test]
+    fn test_arrivals_bound_is_kumar_ross_at_once_and_counts_late_crowds() {
+        let at_once = [(5.0, 10.0, None), (5.0, 10.0, Some(4.0)), (5.0, 2.5, None)];
+        let kr: Vec<(f64, Option<f64>)> = at_once.iter().map(|c| (c.1, c.2)).collect();
+        assert_eq!(
+            kumar_ross_arrivals(100.0, 10.0, &at_once),
+            kumar_ross(100.0, 10.0, &kr)
+        );
+        // Two early clients, then two arriving at 30 s: those two alone need 200 bytes at
+        // the whole swarm's 50 bytes/s after they arrive.
+        let late = [(0.0, 10.0, None), (0.0, 10.0, None), (30.0, 10.0, None), (30.0, 10.0, None)];
+        assert_eq!(kumar_ross_arrivals(100.0, 10.0, &late), 34.0);
+        // A slow downlink that arrives last.
+        let slow = [(0.0, 10.0, None), (7.0, 10.0, Some(10.0))];
+        assert_eq!(kumar_ross_arrivals(100.0, 100.0, &slow), 17.0);
+        assert_eq!(kumar_ross_arrivals(100.0, 10.0, &[]), 0.0);
     }
 }
