@@ -41,8 +41,25 @@ def crowd(extra=None):
     return c + (extra or [])
 
 
+def spread20(told=None):
+    """24 clients, six each at 5, 10, 25 and 100 Mbit/s up (a 20x spread), 150 down; `told`
+    is the fraction of its link each is told with --up-rate (None: not told)."""
+    extra = {} if told is None else dict(up_rate=told)
+    return [dict(up=u, down=150, **extra) for u in (5, 10, 25, 100) for _ in range(6)]
+
+
+def free_rider_first():
+    """The crowd with its first arrival (20 Mbit/s) and a 50 Mbit/s client in mid-order free
+    riding (arrivals follow list order)."""
+    c = [dict(up=20 if i % 2 == 0 else 50, down=200) for i in range(16)]
+    for i in (0, 7):
+        c[i] = dict(c[i], behave="free-rider")
+    return c
+
+
 # Rates in Mbit/s. `start` is the client's arrival (s after the first), `linger` how long it
-# stays after completing (tfttp), `behave` a test-only tfttp behaviour.
+# stays after completing (tfttp), `behave` a test-only tfttp behaviour, `up_rate` the
+# fraction of its uplink a tfttp client is told with --up-rate.
 SCENARIOS = {
     "pair": dict(size_mib=128, server=dict(up=40, down=1000),
                  clients=[dict(up=400, down=400)] * 2),
@@ -53,6 +70,12 @@ SCENARIOS = {
                   clients=[dict(c, linger=0) if i % 4 == 0 else
                            dict(c, start=3.0) if i % 4 == 1 else c
                            for i, c in enumerate(crowd())]),
+    "frfirst": dict(size_mib=64, server=dict(up=100, down=1000), clients=free_rider_first(),
+                    spread=0.5),
+    "spread20": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20()),
+    "spread20-uprate": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20(1.0)),
+    "spread20-uprate08": dict(size_mib=64, server=dict(up=80, down=1000),
+                              clients=spread20(0.8)),
     # A few seconds end to end: CI runs it (--check) where it can create namespaces.
     "smoke": dict(size_mib=8, server=dict(up=100, down=1000), spread=0.2,
                   clients=[dict(up=100, down=200)] * 4),
@@ -123,6 +146,8 @@ def tfttp_system(net, server, hosts, sc, work, src):
                 "--timeline", os.path.join(work, f"c{i}.timeline")]
         if "behave" in c:
             argv += ["--behave", c["behave"]]
+        if "up_rate" in c:
+            argv += ["--up-rate", f"{c['up'] * c['up_rate']:g}Mbit"]
         argv += TFTTP_EXTRA
         return net.start(h, argv, stderr=os.path.join(work, f"c{i}.err"))
 
@@ -211,7 +236,7 @@ SYSTEMS = {"tfttp": tfttp_system, "http": http_system, "libtorrent": libtorrent_
 
 def run(scenario, system, out_dir):
     sc = SCENARIOS[scenario]
-    if system != "tfttp" and any("behave" in c for c in sc["clients"]):
+    if system != "tfttp" and any("behave" in c or "up_rate" in c for c in sc["clients"]):
         return None
     work = os.path.join(out_dir, f"{scenario}-{system}")
     os.makedirs(work, exist_ok=True)
