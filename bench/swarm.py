@@ -9,8 +9,11 @@ client-server bound. Every output is compared byte for byte with the source.
 
     sudo bench/swarm.py [--scenarios pair,crowd] [--systems tfttp,http] [--out DIR] [--check]
 
-Needs root, iproute2 (ip, tc), nginx and curl, and a release build of tfttp
-(`cargo build --release`). Results go to DIR/swarm.json and DIR/swarm-SCENARIO.svg
+Needs root, iproute2 (ip, tc), nginx and curl, python3-libtorrent and opentracker, and a
+release build of tfttp (`cargo build --release`). `--systems libtorrent` runs libtorrent in
+both of its configurations (libtorrent-lan: its local-network exemption, no choking;
+libtorrent-global: every peer in the global peer class, choker active) and marks the one
+with the lower mean as the baseline. Results go to DIR/swarm.json and DIR/swarm-SCENARIO.svg
 (completion-time CDFs, tools/cdf_svg.py).
 """
 
@@ -18,7 +21,9 @@ import argparse
 import filecmp
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -33,6 +38,13 @@ TFTTP = os.path.join(HERE, "..", "target", "release", "tfttp")
 TFTTP_EXTRA = []
 # Extra arguments for the tfttp origin only (--serve-args), e.g. "--piece-size 64K".
 SERVE_EXTRA = []
+# Extra arguments for every libtorrent node (--lt-args), e.g. "--set unchoke_slots_limit=16".
+LT_EXTRA = []
+# The BitTorrent tracker (--lt-tracker): opentracker, as the independent checks use, or
+# tools/tracker.py.
+LT_TRACKER = "opentracker"
+# Where and on what each result was measured (every row of swarm.json carries it).
+RUN_INFO = {}
 PORT = 6880
 
 
@@ -108,16 +120,20 @@ def start_times(sc):
     return [c.get("start", spread * i / max(n - 1, 1)) for i, c in enumerate(sc["clients"])]
 
 
-def run_clients(net, hosts, sc, launch):
+def run_clients(net, hosts, sc, launch, starts=None):
     """Starts client i at its arrival time via `launch(i, host)`; waits for all. Returns
-    {i: (exit code or None, pid, arrival)}."""
+    {i: (exit code or None, pid, arrival)}; fills `starts` with {i: launch time} on the
+    monotonic clock when given."""
     procs = []
     t0 = time.monotonic()
     for i, (h, at) in sorted(enumerate(zip(hosts, start_times(sc))), key=lambda x: x[1][1]):
         delay = t0 + at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        procs.append((i, launch(i, h[0]), at))
+        p = launch(i, h[0])
+        procs.append((i, p, at))
+        if starts is not None:
+            starts[i] = p.started
     t_cs = bounds(sc)[1]
     done = net.wait([p for _, p, _ in procs], timeout=4 * t_cs + 120)
     return {i: (done[p][0], p.pid, at) for i, p, at in procs}
@@ -187,24 +203,37 @@ def http_system(net, server, hosts, sc, work, src):
     return times
 
 
-def libtorrent_system(net, server, hosts, sc, work, src):
-    """libtorrent-rasterbar seeding from the server host, a tracker beside it
-    (tools/tracker.py), every client a libtorrent leecher (tools/lt_node.py)."""
+def libtorrent_system(net, server, hosts, sc, work, src, mode="lan"):
+    """libtorrent-rasterbar seeding from the server host, a tracker beside it (opentracker,
+    or tools/tracker.py with --lt-tracker python), every client a libtorrent leecher
+    (tools/lt_node.py) in `mode`: "lan" (libtorrent's local-network exemption: no choking)
+    or "global" (every peer in the global peer class: its choker active)."""
     py = "/usr/bin/python3"
     tools = os.path.join(HERE, "..", "tools")
     torrent = os.path.join(work, "src.torrent")
     url = f"http://{server.ip}:6969/announce"
+    ih = os.path.join(work, "src.infohash")
     net.wait([net.start(server, [py, os.path.join(tools, "lt_node.py"), "make", src, url, torrent],
-                        stderr=os.path.join(work, "make.err"))], timeout=300)
+                        stdout=ih, stderr=os.path.join(work, "make.err"))], timeout=300)
     done = os.path.join(work, "done")
     os.makedirs(done, exist_ok=True)
     for f in os.listdir(done):
         os.remove(os.path.join(done, f))
     coop = sum(1 for c in sc["clients"] if "behave" not in c)
     limit = str(4 * bounds(sc)[1] + 120)
-    tracker = net.start(server, [py, os.path.join(tools, "tracker.py"), server.ip, "6969"])
-    seed = net.start(server, [py, os.path.join(tools, "lt_node.py"), "seed", torrent,
-                              os.path.dirname(src), server.ip, done, str(coop), limit],
+    node = [py, os.path.join(tools, "lt_node.py")]
+    opts = ["--mode", mode] + LT_EXTRA
+    if LT_TRACKER == "opentracker":
+        # Debian's opentracker serves only whitelisted info hashes (-w, read inside the
+        # directory it chroots to, -d) and will not run as root.
+        tracker = net.start(server, ["opentracker", "-i", server.ip, "-p", "6969", "-P", "6969",
+                                     "-d", work, "-u", "nobody", "-w", os.path.basename(ih)],
+                            stderr=os.path.join(work, "tracker.err"))
+    else:
+        tracker = net.start(server, [py, os.path.join(tools, "tracker.py"), server.ip, "6969"],
+                            stderr=os.path.join(work, "tracker.err"))
+    seed = net.start(server, node + ["seed", torrent, os.path.dirname(src), server.ip, done,
+                                     str(coop), limit] + opts,
                      stderr=os.path.join(work, "seed.err"))
     time.sleep(1.0)
 
@@ -212,26 +241,41 @@ def libtorrent_system(net, server, hosts, sc, work, src):
         d = os.path.join(work, f"lt{i}")
         os.makedirs(d, exist_ok=True)
         c = sc["clients"][i]
-        return net.start(h, [py, os.path.join(tools, "lt_node.py"), "leech", torrent, d, h.ip,
-                             done, str(coop), limit, str(c.get("linger", 30))],
+        return net.start(h, node + ["leech", torrent, d, h.ip, done, str(coop), limit,
+                                    str(c.get("linger", 30))] + opts,
                          stderr=os.path.join(work, f"c{i}.err"))
 
-    res = run_clients(net, hosts, sc, launch)
+    starts = {}
+    res = run_clients(net, hosts, sc, launch, starts)
     net.wait([seed], timeout=30)
     net.kill(tracker)
-    # Each leecher wrote its completion time to DONE/<pid>; `ip netns exec` execs the
-    # program, so that pid is the one we started.
-    by_pid = {int(f): float(open(os.path.join(done, f)).read()) for f in os.listdir(done)}
+    # Each leecher wrote "COMPLETE_S T0" to DONE/<pid>: seconds from its session's start,
+    # and that start on the monotonic clock; `ip netns exec` execs the program, so that pid
+    # is the one we started.
+    by_pid = {int(f): [float(x) for x in open(os.path.join(done, f)).read().split()]
+              for f in os.listdir(done)}
     times = {}
     for i, (rc, pid, at) in res.items():
         out = os.path.join(work, f"lt{i}", os.path.basename(src))
         if os.path.exists(out):
             os.replace(out, os.path.join(work, f"out{i}"))
-        times[i] = (rc, by_pid.get(pid) if rc == 0 else None, at)
+        t = by_pid.get(pid) if rc == 0 else None
+        # Startup: from the bench launching the process to libtorrent's session starting
+        # (interpreter, import); not counted in the completion time, as tfttp's isn't.
+        times[i] = (rc, t[0] if t else None, at, dict(startup=t[1] - starts[i]) if t else {})
     return times
 
 
-SYSTEMS = {"tfttp": tfttp_system, "http": http_system, "libtorrent": libtorrent_system}
+def lt_system(mode):
+    def system(net, server, hosts, sc, work, src):
+        return libtorrent_system(net, server, hosts, sc, work, src, mode)
+    return system
+
+
+SYSTEMS = {"tfttp": tfttp_system, "http": http_system,
+           "libtorrent-lan": lt_system("lan"), "libtorrent-global": lt_system("global")}
+# libtorrent in both configurations; the one with the lower mean is reported as the baseline.
+LT_MODES = ["libtorrent-lan", "libtorrent-global"]
 
 
 def run(scenario, system, out_dir):
@@ -258,14 +302,15 @@ def run(scenario, system, out_dir):
     os.remove(src)
     t_min, t_cs = bounds(sc)
     clients = []
-    for i, (rc, t, at) in sorted(times.items()):
+    for i, (rc, t, at, *extra) in sorted(times.items()):
         c = sc["clients"][i]
         clients.append(dict(index=i, up=c["up"], behave=c.get("behave", "honest"), start=at,
-                            exit=rc, time=t, finish=(at + t) if t is not None else None))
+                            exit=rc, time=t, finish=(at + t) if t is not None else None,
+                            **(extra[0] if extra else {})))
     coop = [c["time"] for c in clients if c["behave"] == "honest" and c["time"] is not None]
     finish = [c["finish"] for c in clients if c["behave"] == "honest" and c["finish"] is not None]
     failed = sum(1 for c in clients if c["exit"] != 0 and c["behave"] == "honest")
-    r = dict(scenario=scenario, system=system, t_min=t_min, t_cs=t_cs,
+    r = dict(scenario=scenario, system=system, run=RUN_INFO, t_min=t_min, t_cs=t_cs,
              t_min_wire=t_min / WIRE_EFFICIENCY,
              size=sc["size_mib"] << 20, server_copies=tx / (sc["size_mib"] << 20),
              all_identical=ok, failed=failed, clients=clients)
@@ -275,8 +320,20 @@ def run(scenario, system, out_dir):
     return r
 
 
+def run_info():
+    def out(*argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, cwd=HERE).stdout.strip()
+        except OSError:
+            return ""
+    dirty = out("git", "status", "--porcelain", "--untracked-files=no")
+    return dict(commit=out("git", "rev-parse", "HEAD") + ("+dirty" if dirty else ""),
+                date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                kernel=os.uname().release, nproc=os.cpu_count())
+
+
 def main():
-    global TFTTP
+    global TFTTP, LT_TRACKER
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", default="pair,crowd,freeriders,churn")
     ap.add_argument("--systems", default="tfttp,http,libtorrent")
@@ -284,25 +341,38 @@ def main():
     ap.add_argument("--tfttp-args", default="", help="extra arguments for every tfttp node")
     ap.add_argument("--serve-args", default="", help="extra arguments for the tfttp origin")
     ap.add_argument("--tfttp", default=TFTTP, help="the tfttp binary (default: release build)")
+    ap.add_argument("--lt-args", default="", help="extra arguments for every libtorrent node "
+                    "(tools/lt_node.py options, e.g. \"--set unchoke_slots_limit=16\")")
+    ap.add_argument("--lt-tracker", default=LT_TRACKER, choices=["opentracker", "python"],
+                    help="the BitTorrent tracker: opentracker or tools/tracker.py")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every client of every run got a byte-identical file")
     a = ap.parse_args()
     TFTTP = os.path.abspath(a.tfttp)
     TFTTP_EXTRA.extend(a.tfttp_args.split())
     SERVE_EXTRA.extend(a.serve_args.split())
+    LT_EXTRA.extend(a.lt_args.split())
+    LT_TRACKER = a.lt_tracker
+    RUN_INFO.update(run_info())
     if os.geteuid() != 0:
         sys.exit("swarm.py needs root (network namespaces)")
     if not os.path.exists(TFTTP):
         sys.exit(f"{TFTTP} missing: run cargo build --release")
+    if (any(s.startswith("libtorrent") for s in a.systems.split(","))
+            and LT_TRACKER == "opentracker" and not shutil.which("opentracker")):
+        sys.exit("opentracker missing: apt-get install opentracker (or --lt-tracker python)")
     os.makedirs(a.out, exist_ok=True)
+    systems = []
+    for system in a.systems.split(","):
+        systems += LT_MODES if system == "libtorrent" else [system]
     results = []
     for scenario in a.scenarios.split(","):
-        for system in a.systems.split(","):
+        for system in systems:
             r = run(scenario, system, a.out)
             if r is None:
                 continue
             results.append(r)
-            print(f"{scenario:<11} {system:<6} mean {r.get('mean', float('nan')):7.2f} s  "
+            print(f"{scenario:<11} {system:<17} mean {r.get('mean', float('nan')):7.2f} s  "
                   f"median {r.get('median', float('nan')):7.2f} s  "
                   f"last {r.get('last_finish', float('nan')):7.2f} s = "
                   f"{r.get('last_vs_min', float('nan')):5.2f}x min ({r['t_min']:.2f} s; "
@@ -310,6 +380,12 @@ def main():
                   f"CS bound {r['t_cs']:.2f} s  server {r['server_copies']:.2f} copies  "
                   f"identical {r['all_identical']}  failed {r['failed']}", flush=True)
         runs = [r for r in results if r["scenario"] == scenario]
+        lts = [r for r in runs if r["system"] in LT_MODES and "mean" in r]
+        for r in lts:
+            r["baseline"] = r is min(lts, key=lambda r: r["mean"])
+        if lts:
+            best = min(lts, key=lambda r: r["mean"])
+            print(f"{scenario:<11} libtorrent baseline: {best['system']} (lower mean)", flush=True)
         if runs:
             cdf_svg.write(os.path.join(a.out, f"swarm-{scenario}.svg"), scenario, runs)
     with open(os.path.join(a.out, "swarm.json"), "w") as f:

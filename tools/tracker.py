@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A minimal BitTorrent HTTP tracker (BEP 3, compact peer lists per BEP 23) for the swarm
-bench: it answers every announce with all other peers of the torrent. The announce interval
+bench where opentracker is not installed (`bench/swarm.py --lt-tracker python`; in *crowd*
+libtorrent's times with it are within run-to-run noise of opentracker's): it answers every
+announce with all other peers of the torrent. The announce interval
 is 2 s instead of the usual 30 min, so peers that arrive during a benchmark lasting seconds
 are found as promptly as tfttp's origin names them. Standard library only.
 
