@@ -100,7 +100,12 @@ mod tests {
         );
         // Two early clients, then two arriving at 30 s: those two alone need 200 bytes at
         // the whole swarm's 50 bytes/s after they arrive.
-        let late = [(0.0, 10.0, None), (0.0, 10.0, None), (30.0, 10.0, None), (30.0, 10.0, None)];
+        let late = [
+            (0.0, 10.0, None),
+            (0.0, 10.0, None),
+            (30.0, 10.0, None),
+            (30.0, 10.0, None),
+        ];
         assert_eq!(kumar_ross_arrivals(100.0, 10.0, &late), 34.0);
         // A slow downlink that arrives last.
         let slow = [(0.0, 10.0, None), (7.0, 10.0, Some(10.0))];

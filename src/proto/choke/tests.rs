@@ -234,3 +234,46 @@ fn test_origin_newcomer_gets_average_weight() {
     decide(&mut t, Policy::Tft, me);
     assert!((t.rows[1].weight - t.rows[0].weight).abs() < 1e-6 * t.rows[0].weight);
 }
+
+#[test]
+fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
+    let mut t = table(3);
+    let me = Me {
+        capacity: Some(9_000_000.0),
+        ..me_origin()
+    };
+    settle_credit(&mut t, &[6_000_000, 2_000_000, 1_000_000]);
+    decide(&mut t, Policy::Tft, me);
+    let total: f64 = (0..3).map(|s| t.rows[s].weight).sum();
+    // The heaviest client runs uncapped and takes what the others leave; the lighter two
+    // get exactly their weighted share of the capacity, which TCP alone would not give.
+    assert_eq!(t.cap(0), None);
+    for s in 1..3 {
+        let share = 9_000_000.0 * t.rows[s].weight / total;
+        assert!(
+            (t.cap(s).unwrap() - share).abs() < 1.0,
+            "slot {s}: {:?}",
+            t.cap(s)
+        );
+    }
+}
+
+#[test]
+fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
+    let me = Me {
+        capacity: Some(10_000_000.0),
+        ..me_origin()
+    };
+    let mut t = table(2);
+    settle_credit(&mut t, &[1_000_000, 0]);
+    t.rows[1].promised = 40;
+    t.rows[0].interested = false;
+    decide(&mut t, Policy::Tft, me);
+    assert!(!t.rows[1].choking, "still served: it may finish, last");
+    assert_eq!(t.cap(1), Some(10_000_000.0 * NON_CONTRIBUTOR_SHARE));
+    // A client that passed something on keeps a work-conserving share when alone.
+    t.rows[1].credit = 1;
+    t.end_round(1.0);
+    decide(&mut t, Policy::Tft, me);
+    assert_eq!(t.cap(1), None);
+}

@@ -30,6 +30,11 @@ pub(super) const BROKEN_PROMISE_FACTOR: f64 = 0.05;
 /// Origin: every client keeps at least this fraction of the mean weight, so the origin
 /// never idles while anyone wants data (work conservation).
 pub(super) const ORIGIN_FLOOR: f64 = 0.01;
+/// Origin: a client that broke its promise and never passed a byte on (no confirmed upload)
+/// gets at most this share of the origin's upload, even when nobody else is asking: the
+/// origin's upload is the swarm's scarcest resource, and serving a free rider at full rate
+/// once the others are done would let it finish with them.
+pub(super) const NON_CONTRIBUTOR_SHARE: f64 = 0.02;
 
 pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
     // What each peer gave us: in the last round and so far in this one while downloading
@@ -109,7 +114,7 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     }
 }
 
-pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me) {
+pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: f64) {
     let piece = me.piece_size.max(1) as f64;
     let bootstrap_bytes = ORIGIN_NEWCOMER_PIECES * me.piece_size as u64;
     let is_newcomer = |r: &Row| r.age < NEWCOMER_ROUNDS && r.up.total() < bootstrap_bytes;
@@ -118,14 +123,17 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me) {
         .copied()
         .filter(|&s| !is_newcomer(&rows[s]))
         .collect();
+    // Fresh pieces not yet seen elsewhere, beyond what the client could pass on in
+    // PROMISE_SECS at its confirmed rate.
+    let broken = |r: &Row| {
+        let slack = (r.contribution * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
+        r.promised.saturating_sub(r.kept) as f64 > slack
+    };
+    let capacity = me.capacity.unwrap_or(peak_up);
     let mut weights = Vec::with_capacity(established.len());
     for &s in &established {
         let r = &rows[s];
-        // Fresh pieces not yet seen elsewhere, beyond what the client could pass on in
-        // PROMISE_SECS at its confirmed rate.
-        let slack = (r.contribution * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
-        let owed = r.promised.saturating_sub(r.kept) as f64;
-        let factor = if owed > slack {
+        let factor = if broken(r) {
             BROKEN_PROMISE_FACTOR
         } else {
             1.0
@@ -139,6 +147,9 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me) {
     };
     for (&s, &w) in established.iter().zip(&weights) {
         rows[s].weight = w.max(ORIGIN_FLOOR * mean);
+        if w == 0.0 && rows[s].credit == 0 && broken(&rows[s]) {
+            rows[s].cap = Some(capacity * NON_CONTRIBUTOR_SHARE);
+        }
     }
     for &s in cands {
         if is_newcomer(&rows[s]) {

@@ -51,10 +51,11 @@ impl Registry {
         }
     }
 
-    /// The origin sends `piece` to `slot`; true if it is the first copy in the swarm (the
-    /// client now owes passing it on).
+    /// The origin sends `piece` to `slot`; true if it is the first copy in the swarm and
+    /// another client is registered to pass it to (the client now owes passing it on; a
+    /// client alone in the swarm owes nothing).
     pub(super) fn send_copy(&mut self, slot: Slot, piece: u32) -> bool {
-        let first = self.striper.copies(piece) == 0;
+        let first = self.striper.copies(piece) == 0 && self.ids.len() > 1;
         // A second copy before the first holder passed it on: that promise lapses unkept.
         self.fresh_holder[piece as usize] = first.then_some(slot);
         self.striper.add_copy(piece);
@@ -287,5 +288,25 @@ impl Node {
             self.exiting = true;
             self.events.push_back(Event::Exit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_client_alone_owes_nothing_for_first_copies() {
+        let mut r = Registry::new(4);
+        r.register(1, &Bitfield::new(4));
+        // Nobody to pass piece 0 on to: no promise, or a lone client would be cut as a
+        // promise-breaker for pieces no one could take.
+        assert!(!r.send_copy(0, 0));
+        r.register(2, &Bitfield::new(4));
+        assert!(
+            r.send_copy(0, 1),
+            "a first copy with another client there is a promise"
+        );
+        assert!(!r.send_copy(1, 1), "a second copy is not fresh");
     }
 }
