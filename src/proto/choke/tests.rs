@@ -85,9 +85,10 @@ fn test_tft_client_splits_in_proportion_to_gifts() {
     let (w0, w1) = (t.rows[0].weight, t.rows[1].weight);
     assert!((w0 / w1 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
     assert!((w0 + w1 - (1.0 - OPTIMISTIC_SHARE)).abs() < 1e-9);
-    // The non-giver may only be the optimistic peer, capped at its share.
+    // The non-giver may only be the optimistic peer, capped: the givers take nothing of our
+    // upload yet, so at half of it.
     if t.rows[2].weight > 0.0 {
-        assert!(t.rows[2].cap.unwrap() <= 1_000_000.0 * OPTIMISTIC_SHARE + 1e-6);
+        assert!(t.rows[2].cap.unwrap() <= 1_000_000.0 * SPARE_TO_NON_GIVERS + 1e-6);
     }
     assert_eq!(t.rows[0].cap, None);
 }
@@ -276,4 +277,19 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
     t.end_round(1.0);
     decide(&mut t, Policy::Tft, me);
     assert_eq!(t.cap(1), None);
+}
+
+#[test]
+fn test_tft_non_givers_may_have_half_of_what_givers_leave() {
+    // Capacity 1 MB/s; the one giver takes 200 kB/s of it.
+    let mut t = table(2);
+    settle(&mut t, &[500, 0]);
+    t.rows[0].up.set_rate(200_000.0);
+    decide(&mut t, Policy::Tft, me_client());
+    let cap = t.cap(1).expect("a non-giver is capped");
+    assert!((cap - 0.5 * 800_000.0).abs() < 1.0, "{cap}");
+    // A giver that takes all of it leaves the newcomer its optimistic share only.
+    t.rows[0].up.set_rate(1_000_000.0);
+    decide(&mut t, Policy::Tft, me_client());
+    assert_eq!(t.cap(1), Some(1_000_000.0 * OPTIMISTIC_SHARE));
 }

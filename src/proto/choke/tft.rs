@@ -11,6 +11,9 @@ use super::{Me, NEWCOMER_ROUNDS, Row, Turn, pick_optimistic};
 /// Share of upload kept for newcomers and the optimistic peer. PropShare's evaluation used
 /// 20%; 10% keeps a free rider (who only ever gets this share) well behind.
 pub(super) const OPTIMISTIC_SHARE: f64 = 0.10;
+/// Client: the most of the upload its givers left unused that non-givers (newcomers and the
+/// optimistic peer) may take.
+pub(super) const SPARE_TO_NON_GIVERS: f64 = 0.5;
 /// Client: a peer stays a newcomer only until we have sent it this many pieces: enough to
 /// trade with (BitTorrent needs 4 pieces before tit-for-tat starts working), not enough to
 /// live on.
@@ -105,12 +108,16 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     for &s in &givers {
         rows[s].weight = (1.0 - OPTIMISTIC_SHARE) * need(&rows[s]) / total;
     }
+    // Non-givers share OPTIMISTIC_SHARE of our capacity, or half of what the givers left
+    // unused if that is more: upload that no giver wants is better spent than idle (slow
+    // peers' givers often cannot take all of it), but no non-giver may take all of it.
     let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
+    let givers_use: f64 = givers.iter().map(|&s| rows[s].up.rate()).sum();
+    let spare = (capacity - givers_use).max(0.0);
+    let extra_share = (capacity * OPTIMISTIC_SHARE).max(spare * SPARE_TO_NON_GIVERS);
     for &s in &extra {
         rows[s].weight = OPTIMISTIC_SHARE / extra.len() as f64;
-        // Work-conserving among givers only: a non-giver never gets more than its share of
-        // our capacity, even when nobody else is asking.
-        rows[s].cap = Some(capacity * OPTIMISTIC_SHARE / extra.len() as f64);
+        rows[s].cap = Some(extra_share / extra.len() as f64);
     }
 }
 
