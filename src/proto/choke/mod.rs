@@ -346,10 +346,6 @@ impl ChokeTable {
                 (Policy::Tft, false) => tft::decide_client(rows, &cands, me, &mut turn),
             }
         }
-        if me.is_origin {
-            let capacity = me.capacity.unwrap_or(self.peak_up);
-            cap_below_equal_shares(&mut self.rows, capacity);
-        }
         self.max_weight = self.rows.iter().map(|r| r.weight).fold(0.0, f64::max);
         for (s, row) in self.rows.iter_mut().enumerate() {
             let choke = !(row.active && row.weight > 0.0);
@@ -365,28 +361,6 @@ impl ChokeTable {
         self.slots()
             .filter(|&s| self.rows[s].interested && !self.rows[s].to_origin)
             .collect()
-    }
-}
-
-/// Makes the weights hold when nothing else enforces them. Unless the node paces itself
-/// (`--up-rate`), its link is the bottleneck and TCP shares it equally among busy
-/// connections whatever the weights say. So an unchoked peer whose weighted share of
-/// `capacity` is below an equal one is capped at that share, and the peers above it share
-/// the rest uncapped, which keeps the node work-conserving among them.
-fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
-    let unchoked = || rows.iter().filter(|r| r.active && r.weight > 0.0);
-    let total: f64 = unchoked().map(|r| r.weight).sum();
-    let count = unchoked().count();
-    if total <= 0.0 || capacity <= 0.0 {
-        return;
-    }
-    let equal = 1.0 / count as f64;
-    for row in rows.iter_mut().filter(|r| r.active && r.weight > 0.0) {
-        let share = row.weight / total;
-        if share < equal {
-            let cap = capacity * share;
-            row.cap = Some(row.cap.map_or(cap, |c| c.min(cap)));
-        }
     }
 }
 

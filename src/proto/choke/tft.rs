@@ -154,7 +154,7 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
     };
     for (&s, &w) in established.iter().zip(&weights) {
         rows[s].weight = w.max(ORIGIN_FLOOR * mean);
-        if w == 0.0 && rows[s].credit == 0 && broken(&rows[s]) {
+        if rows[s].credit == 0 && broken(&rows[s]) {
             rows[s].cap = Some(capacity * NON_CONTRIBUTOR_SHARE);
         }
     }
@@ -162,6 +162,29 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         if is_newcomer(&rows[s]) {
             // A newcomer has had no chance to give: treat it as an average client.
             rows[s].weight = mean;
+        }
+    }
+    cap_below_equal_shares(rows, capacity);
+}
+
+/// Makes the weights hold when nothing else enforces them. Unless the node paces itself
+/// (`--up-rate`), its link is the bottleneck and TCP shares it equally among busy
+/// connections whatever the weights say. So an unchoked peer whose weighted share of
+/// `capacity` is below an equal one is capped at that share, and the peers above it share
+/// the rest uncapped, which keeps the node work-conserving among them.
+fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
+    let unchoked = || rows.iter().filter(|r| r.active && r.weight > 0.0);
+    let total: f64 = unchoked().map(|r| r.weight).sum();
+    let count = unchoked().count();
+    if total <= 0.0 || capacity <= 0.0 {
+        return;
+    }
+    let equal = 1.0 / count as f64;
+    for row in rows.iter_mut().filter(|r| r.active && r.weight > 0.0) {
+        let share = row.weight / total;
+        if share < equal {
+            let cap = capacity * share;
+            row.cap = Some(row.cap.map_or(cap, |c| c.min(cap)));
         }
     }
 }
