@@ -19,18 +19,24 @@ pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> 
 }
 
 /// Kumar–Ross extended to clients arriving over time: the last completion, measured from
-/// the first arrival, of clients given as `(arrive, up, down)` with arrivals in seconds from
-/// any origin. Three things bound it: every byte leaves the origin once (`F/u_s`); client `i`
-/// cannot finish before `a_i + F/d_i`; and the clients arriving at or after `t` hold nothing
-/// at `t`, so their `k·F` bytes need `k·F/(u_s + Σu)` seconds of every uploader's full rate
-/// after `t`. With one arrival time this is exactly [`kumar_ross`].
-pub fn kumar_ross_arrivals(file: f64, origin_up: f64, clients: &[(f64, f64, Option<f64>)]) -> f64 {
-    if clients.is_empty() {
+/// the first arrival, of `receivers` given as `(arrive, down)` with arrivals in seconds from
+/// any origin, when the clients upload `clients_up` in all. Three things bound it: every
+/// byte leaves the origin once (`F/u_s`); receiver `i` cannot finish before `a_i + F/d_i`;
+/// and the receivers arriving at or after `t` hold nothing at `t`, so their `k·F` bytes need
+/// `k·F/(u_s + Σu)` seconds of every uploader's full rate after `t`. With one arrival time
+/// and the receivers' own uploads this is exactly [`kumar_ross`].
+pub fn kumar_ross_arrivals(
+    file: f64,
+    origin_up: f64,
+    clients_up: f64,
+    receivers: &[(f64, Option<f64>)],
+) -> f64 {
+    if receivers.is_empty() {
         return 0.0;
     }
-    let first = clients.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
-    let total_up = origin_up + clients.iter().map(|c| c.1).sum::<f64>();
-    let mut arrivals: Vec<f64> = clients.iter().map(|c| c.0 - first).collect();
+    let first = receivers.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+    let total_up = origin_up + clients_up;
+    let mut arrivals: Vec<f64> = receivers.iter().map(|c| c.0 - first).collect();
     arrivals.sort_by(f64::total_cmp);
     let n = arrivals.len();
     let crowd = arrivals
@@ -38,9 +44,9 @@ pub fn kumar_ross_arrivals(file: f64, origin_up: f64, clients: &[(f64, f64, Opti
         .enumerate()
         .map(|(k, &a)| a + (n - k) as f64 * file / total_up)
         .fold(0.0, f64::max);
-    let own_link = clients
+    let own_link = receivers
         .iter()
-        .filter_map(|c| c.2.map(|down| c.0 - first + file / down))
+        .filter_map(|c| c.1.map(|down| c.0 - first + file / down))
         .fold(0.0, f64::max);
     (file / origin_up).max(crowd).max(own_link)
 }
@@ -92,6 +98,12 @@ mod tests {
 
     #[test]
     fn test_arrivals_bound_is_kumar_ross_at_once_and_counts_late_crowds() {
+        // Each client as (arrive, up, down), receiving and uploading.
+        let kumar_ross_arrivals = |file, origin_up, c: &[(f64, f64, Option<f64>)]| {
+            let up = c.iter().map(|c| c.1).sum();
+            let receivers: Vec<(f64, Option<f64>)> = c.iter().map(|c| (c.0, c.2)).collect();
+            super::kumar_ross_arrivals(file, origin_up, up, &receivers)
+        };
         let at_once = [(5.0, 10.0, None), (5.0, 10.0, Some(4.0)), (5.0, 2.5, None)];
         let kr: Vec<(f64, Option<f64>)> = at_once.iter().map(|c| (c.1, c.2)).collect();
         assert_eq!(

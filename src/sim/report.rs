@@ -56,22 +56,21 @@ impl Report<'_> {
     fn t_min_arrivals(&self) -> f64 {
         let sc = self.scenario;
         let honest = |c: &&super::scenario::ClientSpec| c.behave == Behaviour::Honest;
-        let needers: Vec<(f64, f64, Option<f64>)> = sc
+        // At goodput every rate shrinks; arrival times do not.
+        let receivers: Vec<(f64, Option<f64>)> = sc
             .clients
             .iter()
             .zip(&self.outcome.clients)
             .filter(|(c, o)| honest(c) && o.complete.is_some())
-            .map(|(c, _)| (c.arrive, 0.0, c.link.down.map(|d| d * TCP_GOODPUT)))
+            .map(|(c, _)| (c.arrive, c.link.down.map(|d| d * TCP_GOODPUT)))
             .collect();
-        let helpers_up: f64 = sc.clients.iter().filter(honest).map(|c| c.link.up).sum();
-        let helpers_up = helpers_up * TCP_GOODPUT;
-        // The helpers' upload goes on the first needer, so the bound's sum covers all of it.
-        let mut clients = needers;
-        if let Some(first) = clients.first_mut() {
-            first.1 = helpers_up;
-        }
-        // At goodput every rate shrinks; arrival times do not.
-        kumar_ross_arrivals(sc.file_size as f64, sc.origin.up * TCP_GOODPUT, &clients)
+        let up: f64 = sc.clients.iter().filter(honest).map(|c| c.link.up).sum();
+        kumar_ross_arrivals(
+            sc.file_size as f64,
+            sc.origin.up * TCP_GOODPUT,
+            up * TCP_GOODPUT,
+            &receivers,
+        )
     }
 
     /// Honest clients' mean time from arrival to completion, and the last one's completion
