@@ -4,6 +4,16 @@
 //! Each takes the file size, the origin's upload and one `(up, down)` per client, in any
 //! consistent units (bytes and bytes/s give seconds); `down` `None` is unlimited.
 
+/// A 1500-byte MTU frame carries 1448 bytes of TCP payload (20 IP + 20 TCP + 12 timestamp
+/// option) in 1514 bytes on the wire (Ethernet header counted, as tbf counts it): 95.6%. Link
+/// rates (`--up-rate`, a scenario's `up`) are wire rates; payload moves at this share of them.
+pub const TCP_GOODPUT: f64 = 1448.0 / 1514.0;
+
+/// The payload rate a link of `link_rate` bytes per second carries at [`TCP_GOODPUT`].
+pub fn payload_rate(link_rate: u64) -> u64 {
+    (link_rate as f64 * TCP_GOODPUT) as u64
+}
+
 /// Kumar & Ross (2006): no schedule distributes `file` bytes from an origin uploading
 /// `origin_up` to clients with `(up, down)` rates faster than
 /// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))` seconds.
@@ -72,6 +82,13 @@ fn d_min(clients: &[(f64, Option<f64>)]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_payload_rate_is_the_goodput_of_a_link() {
+        // 100 Mbit/s on the wire carries 95.6 Mbit/s of TCP payload.
+        assert_eq!(payload_rate(12_500_000), 11_955_085);
+        assert_eq!(payload_rate(0), 0);
+    }
 
     #[test]
     fn test_kumar_ross_picks_the_binding_term() {

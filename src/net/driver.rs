@@ -19,6 +19,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::bounds::payload_rate;
+
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError};
 use super::ratelimit::TokenBucket;
@@ -105,10 +107,11 @@ pub trait Reporter {
 /// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
 /// builds it; the node's own settings are in `proto::Config`.
 pub struct Options {
-    /// Upload limit for the whole node in bytes per second (`--up-rate`); `None` is unlimited.
+    /// Upload limit for the whole node in bytes per second on the wire (`--up-rate`), so
+    /// payload moves at `TCP_GOODPUT` of it; `None` is unlimited.
     pub up_rate: Option<u64>,
-    /// Download limit for the whole node in bytes per second (`--down-rate`); `None` is
-    /// unlimited.
+    /// Download limit for the whole node in bytes per second on the wire (`--down-rate`);
+    /// `None` is unlimited.
     pub down_rate: Option<u64>,
     /// Socket buffer sizes for every connection, dialed or accepted.
     pub sock: SocketOptions,
@@ -180,8 +183,9 @@ impl Driver {
             node,
             storage,
             scratch: Vec::new(),
-            up: TokenBucket::new(opts.up_rate, now),
-            down: TokenBucket::new(opts.down_rate, now),
+            // The buckets count payload; the rates are the link's (what tbf and ISPs count).
+            up: TokenBucket::new(opts.up_rate.map(payload_rate), now),
+            down: TokenBucket::new(opts.down_rate.map(payload_rate), now),
             read_q: VecDeque::new(),
             write_q: VecDeque::new(),
             paused: Vec::new(),

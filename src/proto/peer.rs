@@ -41,6 +41,8 @@ pub(super) struct Peer {
     pub receiving: Option<Asked>,
     /// Their requests to us, in arrival order (answered in order, BEP 6 style).
     pub queue: VecDeque<u32>,
+    /// A piece we handed the driver for them is still being written.
+    pub sending: bool,
     /// Origin only: pieces sent to this client that it has not announced with HAVE yet.
     pub in_flight: Vec<u32>,
     /// Origin only: the client was announced to the swarm and its pieces counted.
@@ -78,6 +80,7 @@ impl Peer {
             asked: Vec::new(),
             receiving: None,
             queue: VecDeque::new(),
+            sending: false,
             in_flight: Vec::new(),
             registered: false,
             acquaintances: Vec::new(),

@@ -293,3 +293,43 @@ fn test_tft_non_givers_may_have_half_of_what_givers_leave() {
     decide(&mut t, Policy::Tft, me_client());
     assert_eq!(t.cap(1), Some(1_000_000.0 * OPTIMISTIC_SHARE));
 }
+
+#[test]
+fn test_tft_non_givers_take_turns_at_a_useful_rate() {
+    // One giver takes all of 1 MB/s: the non-givers' 100 kB/s serves one 256 KiB piece
+    // per EXTRA_TURN_SECS to nobody, so one newcomer at a time gets it, the least served.
+    let mut t = table(6);
+    settle(&mut t, &[500, 0, 0, 0, 0, 0]);
+    let piece = me_client().piece_size as u64;
+    for (s, pieces) in [(1, 3), (2, 1), (3, 0), (4, 2), (5, 0)] {
+        t.record_up(s, pieces * piece);
+    }
+    t.rows[0].up.set_rate(1_000_000.0);
+    decide(&mut t, Policy::Tft, me_client());
+    let unchoked: Vec<usize> = (1..6).filter(|&s| t.weight(s) > 0.0).collect();
+    assert_eq!(unchoked, vec![3]);
+    assert_eq!(t.cap(3), Some(1_000_000.0 * OPTIMISTIC_SHARE));
+    // With ten times the capacity, unused, every newcomer gets a turn at once.
+    t.rows[0].up.set_rate(0.0);
+    let me = Me {
+        capacity: Some(10_000_000.0),
+        ..me_client()
+    };
+    decide(&mut t, Policy::Tft, me);
+    assert!((1..6).all(|s| t.weight(s) > 0.0));
+}
+
+#[test]
+fn test_tft_leecher_that_got_nothing_lately_repays_past_givers() {
+    // Peers 0 and 1 gave in earlier rounds, nobody in the last one (we wait on our last
+    // pieces): they share the givers' part by what they gave over the connection, instead
+    // of the upload going to the optimistic peer alone.
+    let mut t = table(3);
+    settle(&mut t, &[300, 100, 0]);
+    t.end_round(1.0);
+    t.end_round(1.0);
+    decide(&mut t, Policy::Tft, me_client());
+    let (w0, w1) = (t.rows[0].weight, t.rows[1].weight);
+    assert!((w0 / w1 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
+    assert_eq!(t.rows[0].cap, None);
+}

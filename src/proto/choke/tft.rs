@@ -14,6 +14,9 @@ pub(super) const OPTIMISTIC_SHARE: f64 = 0.10;
 /// Client: the most of the upload its givers left unused that non-givers (newcomers and the
 /// optimistic peer) may take.
 pub(super) const SPARE_TO_NON_GIVERS: f64 = 0.5;
+/// Client: a non-giver's turn moves a piece in at most this long, so the non-givers' share
+/// goes to as many of them as it can serve that fast.
+pub(super) const EXTRA_TURN_SECS: f64 = 0.5;
 /// Client: a peer stays a newcomer only until we have sent it this many pieces: enough to
 /// trade with (BitTorrent needs 4 pieces before tit-for-tat starts working), not enough to
 /// live on.
@@ -42,14 +45,22 @@ pub(super) const NON_CONTRIBUTOR_SHARE: f64 = 0.02;
 pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
     // What each peer gave us: in the last round and so far in this one while downloading
     // (a decision between rounds sees who started giving); over its whole connection once
-    // we are complete, so a seed serves only those who ever helped it.
+    // we are complete, so a seed serves only those who ever helped it. A leecher that got
+    // nothing lately from any of them (it waits on its last pieces, or its givers left)
+    // also goes by the whole connection: its upload would otherwise sit idle but for the
+    // optimistic peer.
+    let recent = |r: &Row| (r.last_round_down + r.round_down) as f64;
+    let lifetime = me.complete
+        || !cands
+            .iter()
+            .any(|&s| !rows[s].snubbed && recent(&rows[s]) > 0.0);
     let gift = |r: &Row| {
         if r.snubbed {
             0.0
-        } else if me.complete {
+        } else if lifetime {
             r.down.total() as f64
         } else {
-            (r.last_round_down + r.round_down) as f64
+            recent(r)
         }
     };
     let givers: Vec<usize> = cands
@@ -104,6 +115,8 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
             gift(r)
         }
     };
+    let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
+    let per_turn = me.piece_size.max(1) as f64 / EXTRA_TURN_SECS;
     let total: f64 = givers.iter().map(|&s| need(&rows[s])).sum();
     for &s in &givers {
         rows[s].weight = (1.0 - OPTIMISTIC_SHARE) * need(&rows[s]) / total;
@@ -111,10 +124,19 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     // Non-givers share OPTIMISTIC_SHARE of our capacity, or half of what the givers left
     // unused if that is more: upload that no giver wants is better spent than idle (slow
     // peers' givers often cannot take all of it), but no non-giver may take all of it.
-    let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
     let givers_use: f64 = givers.iter().map(|&s| rows[s].up.rate()).sum();
     let spare = (capacity - givers_use).max(0.0);
     let extra_share = (capacity * OPTIMISTIC_SHARE).max(spare * SPARE_TO_NON_GIVERS);
+    // Each non-giver given a turn gets at least a piece per EXTRA_TURN_SECS: a share cut
+    // finer than that trickles, and a piece trickling to a peer is a piece that peer
+    // waits for instead of fetching it elsewhere. The least served go first (newcomers
+    // take turns at their first pieces), the optimistic peer last.
+    let turns = ((extra_share / per_turn) as usize).max(1);
+    let optimistic = *turn.optimistic;
+    extra.retain(|&s| Some(s) != optimistic);
+    extra.sort_by_key(|&s| rows[s].up.total());
+    extra.extend(optimistic);
+    extra.truncate(turns);
     for &s in &extra {
         rows[s].weight = OPTIMISTIC_SHARE / extra.len() as f64;
         rows[s].cap = Some(extra_share / extra.len() as f64);

@@ -38,7 +38,8 @@ pub struct Config {
     pub exit_after: Option<u32>,
     /// How upload is shared among peers (`--policy`).
     pub policy: Policy,
-    /// Configured upload capacity (`--up-rate`), bytes per second.
+    /// Configured upload capacity (`--up-rate`), bytes per second on the wire: the policy
+    /// counts payload, `TCP_GOODPUT` of it.
     pub capacity: Option<u64>,
     /// Client: how it behaves towards peers (misbehaviour exists to measure the policy).
     pub behaviour: Behaviour,

@@ -325,9 +325,16 @@ impl Node {
         l
     }
 
-    /// The slot's share of our upload relative to other slots (0 when choked).
+    /// The slot's share of our upload relative to other slots (0 when choked). A choke
+    /// applies from the next piece: one already being written goes on at the largest share,
+    /// as the peer cannot fetch it elsewhere while it arrives (a second copy is discarded).
     pub fn upload_weight(&self, slot: Slot) -> f64 {
-        self.table.weight(slot)
+        let weight = self.table.weight(slot);
+        if weight == 0.0 && self.peer(slot).is_some_and(|p| p.sending) {
+            let max = self.table.max_weight();
+            return if max > 0.0 { max } else { 1.0 };
+        }
+        weight
     }
 
     /// The largest upload weight of any slot.

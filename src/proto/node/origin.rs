@@ -138,6 +138,9 @@ impl Node {
             if is_origin {
                 self.count_origin_copy(slot, piece);
             }
+            if let Some(p) = self.peer_mut(slot) {
+                p.sending = true;
+            }
             return Some(piece);
         }
     }
@@ -163,6 +166,7 @@ impl Node {
         let Some(m) = &self.manifest else { return };
         let len = m.piece_len(piece) as u64;
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
+            p.sending = false;
             p.last_send = now;
             self.last_useful = now;
             self.table.record_up(slot, len);

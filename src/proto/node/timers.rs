@@ -2,6 +2,7 @@
 //! client's stall and origin-retry timers, and the choking round.
 
 use super::*;
+use crate::bounds::payload_rate;
 
 /// How often the node re-estimates rates, re-decides chokes and checks timers. 100 ms keeps
 /// request pipelines sized to within a fraction of a second of a link's ramp-up.
@@ -121,7 +122,7 @@ impl Node {
             is_origin: self.cfg.role == Role::Origin,
             complete: self.is_complete(),
             free_rider: self.cfg.behaviour != Behaviour::Honest,
-            capacity: self.cfg.capacity.map(|c| c as f64),
+            capacity: self.cfg.capacity.map(|c| payload_rate(c) as f64),
             piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
         };
         self.table

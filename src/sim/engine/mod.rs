@@ -222,12 +222,13 @@ impl Host {
     fn new(link: &LinkSpec, up_rate: Option<f64>, sc: &Scenario, net: &mut Network) -> Host {
         let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
         let up = link.up * goodput;
-        // The node's own limit, when below the link, is what its flows share.
-        let effective = up_rate.map_or(up, |r| r.min(up));
+        // The node's own limit, when not above the link, is what its flows share: it paces
+        // payload at the goodput of its rate, so at the link's rate it binds first.
+        let effective = up_rate.map_or(up, |r| (r * goodput).min(up));
         net.add_host(
             effective,
             link.down.map_or(f64::INFINITY, |d| d * goodput),
-            up_rate.is_some_and(|r| r < up),
+            up_rate.is_some_and(|r| r <= link.up),
         );
         Host {
             node: None,

@@ -16,9 +16,7 @@ use crate::wire::{MAX_PIECE_SIZE, MAX_PIECES, MIN_PIECE_SIZE};
 /// RTT would let a request and its answer cross in no time.
 pub const BASE_RTT: f64 = 0.0002;
 
-/// A 1500-byte MTU frame carries 1448 bytes of TCP payload (20 IP + 20 TCP + 12 timestamp
-/// option) in 1514 bytes on the wire (Ethernet header counted, as tbf counts it): 95.6%.
-pub const TCP_GOODPUT: f64 = 1448.0 / 1514.0;
+pub use crate::bounds::TCP_GOODPUT;
 
 /// Virtual seconds a run lasts unless `time_limit_s` says otherwise. A run need not end on its
 /// own (a client whose every source has left waits forever); an hour bounds it and is over 200

@@ -664,3 +664,19 @@ fn test_peer_that_sent_a_corrupt_piece_is_not_let_back() {
     c.send_on(3, hello(Role::Client, 72, id));
     assert!(!c.node.is_closing(3));
 }
+
+#[test]
+fn test_choked_peer_keeps_its_share_until_the_piece_in_flight_is_sent() {
+    let mut o = One::origin_with_interested_client(&file(3 * PIECE as usize), &[0]);
+    o.send(Message::Request(WILDCARD));
+    let piece = o.node.poll_piece(0).expect("served");
+    assert!(o.node.upload_weight(0) > 0.0);
+    // The client loses interest: choked from the next piece, but the one being written
+    // goes on at the largest share rather than trickling.
+    o.send(Message::Interested(false));
+    assert!(o.out().iter().any(|f| f.0 == wire::ty::CHOKE));
+    assert!(o.node.upload_weight(0) > 0.0);
+    let now = o.now;
+    o.node.handle_piece_sent(0, piece, now);
+    assert_eq!(o.node.upload_weight(0), 0.0);
+}
