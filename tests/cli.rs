@@ -117,6 +117,25 @@ fn exit_2_for_exit_after_0() {
     assert!(err.contains("--exit-after"), "{err}");
 }
 
+/// Numbers out of range are usage errors, not panics: `--linger 18446744073709551615`
+/// panicked adding it to an instant (exit 101) and left a complete `.part` (issue 13).
+#[test]
+fn exit_2_for_numbers_out_of_range() {
+    let huge = u64::MAX.to_string();
+    for (opt, v) in [
+        ("--linger", huge.as_str()),
+        ("--stall-timeout", huge.as_str()),
+        ("--stall-timeout", "0"),
+        ("--progress-interval", huge.as_str()),
+        ("--max-peers", huge.as_str()),
+    ] {
+        let (code, err) = run(&["get", "127.0.0.1:9", "-o", "/nonexistent/x", opt, v], T);
+        assert_eq!(code, Some(2), "{opt} {v}: {err}");
+        assert!(err.contains(opt) && err.contains("out of range"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
 /// A download slow enough to be interrupted: 4 MiB at 200 kB/s.
 fn slow_download(dir: &TestDir) -> (Node, Node) {
     let src = dir.source("src.bin", 4 << 20);

@@ -255,7 +255,7 @@ impl Node {
             || alone
             || idle
             || !self.cfg.use_peers
-            || self.now >= done_at + self.cfg.linger
+            || passed(self.now, done_at, self.cfg.linger)
         {
             self.exiting = true;
             self.events.push_back(Event::Exit);

@@ -29,9 +29,15 @@ impl One {
     }
 
     fn client() -> One {
+        One::client_with(|_| {})
+    }
+
+    /// A client connected to its origin (slot 0), its configuration changed by `tune`.
+    fn client_with(tune: impl FnOnce(&mut Config)) -> One {
         let now = Instant::now();
         let mut cfg = Config::new(Role::Client, 5);
         cfg.server = Some(addr_of(0));
+        tune(&mut cfg);
         let mut n = Node::client(cfg, now);
         n.handle_open(0, Link::ToOrigin, addr_of(0), now);
         let mut o = One { node: n, now };
@@ -42,7 +48,12 @@ impl One {
     /// A client that has the origin's HELLO, MANIFEST and BITFIELD for `data`, its own
     /// replies and events drained.
     fn client_with_manifest(data: &[u8]) -> One {
-        let mut c = One::client();
+        One::client_with_manifest_and(data, |_| {})
+    }
+
+    /// `client_with_manifest` with its configuration changed by `tune`.
+    fn client_with_manifest_and(data: &[u8], tune: impl FnOnce(&mut Config)) -> One {
+        let mut c = One::client_with(tune);
         let m = Manifest::build(data, PIECE).unwrap();
         c.send(hello(Role::Origin, 1, m.id()));
         let mut body = Vec::new();
@@ -335,6 +346,18 @@ fn test_stall_timeout_is_fatal() {
         |e| matches!(e, Event::Fatal(w) if w.kind == FailureKind::Stalled
                 && w.to_string().contains("no progress"))
     ));
+}
+
+/// A stall timeout beyond what `Instant` can hold never fires, and does not panic.
+#[test]
+fn test_stall_timeout_beyond_instant_range_never_fires() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.stall_timeout = Duration::MAX);
+    c.node.handle_tick(c.now + Duration::from_secs(100_000));
+    assert!(
+        !c.events().iter().any(|e| matches!(e, Event::Fatal(_))),
+        "no stall"
+    );
 }
 
 #[test]
@@ -641,6 +664,30 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     assert!(!exits(&mut c), "idle for 9 s only");
     c.node.handle_tick(at(31));
     assert!(exits(&mut c), "idle for 11 s: LINGER_IDLE has passed");
+}
+
+/// `--linger 18446744073709551615` panicked with `overflow when adding duration to
+/// instant` once the file was complete, before the `.part` was renamed (issue 13). A linger
+/// beyond `Instant`'s range is "as long as anyone wants a piece": the idle rule still ends it.
+#[test]
+fn test_complete_with_linger_beyond_instant_range_leaves_when_idle() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| {
+        cfg.linger = Duration::from_secs(u64::MAX);
+    });
+    c.send(Message::Unchoke);
+    for p in 0..2u32 {
+        assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
+        let o = p as usize * PIECE as usize;
+        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(crc), c.now);
+    }
+    assert!(c.node.is_complete());
+    let events = c.events();
+    assert!(events.contains(&Event::Complete), "{events:?}");
+    assert!(!events.contains(&Event::Exit), "a seed stays: {events:?}");
+    c.node.handle_tick(c.now + Duration::from_secs(11));
+    assert!(c.events().contains(&Event::Exit), "idle for 11 s");
 }
 
 #[test]
