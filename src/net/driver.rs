@@ -45,12 +45,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     STOP.store(sig, Ordering::Relaxed);
 }
 
-/// True once SIGINT or SIGTERM arrived.
+/// True once a stop signal (`STOP_SIGNALS`) arrived.
 pub fn stopped() -> bool {
     stop_signal().is_some()
 }
 
-/// Which signal arrived (`libc::SIGINT` or `libc::SIGTERM`), if one did.
+/// Which stop signal arrived (one of `STOP_SIGNALS`), if one did.
 pub fn stop_signal() -> Option<i32> {
     match STOP.load(Ordering::Relaxed) {
         0 => None,
@@ -58,13 +58,27 @@ pub fn stop_signal() -> Option<i32> {
     }
 }
 
-/// SIGINT/SIGTERM end the loop cleanly (final stats written, `.part` removed) instead of
-/// killing the process mid-write.
+/// The signals that end the loop cleanly (final stats written, a sized `.part` kept for
+/// resuming, an unsized one removed) instead of killing the process mid-write: Ctrl-C,
+/// `kill`, a closed terminal (SIGHUP) and Ctrl-\ (SIGQUIT, whose default also dumps core).
+/// Before SIGHUP and SIGQUIT were caught they killed a `get` without its stats or cleanup.
+pub const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Catches `STOP_SIGNALS`. A SIGHUP that the parent made ignored stays ignored: that is
+/// how `nohup` keeps a download running after its terminal closes.
 pub fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    for sig in STOP_SIGNALS {
+        // SAFETY: reading a disposition writes only into `old`; the handler only stores to
+        // an atomic, which is async-signal-safe.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            let ignored = libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN;
+            if sig == libc::SIGHUP && ignored {
+                continue;
+            }
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
