@@ -99,6 +99,46 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
     server.expect_exit_ok(10);
 }
 
+/// §4.1 on the real binary: a HELLO of another version gets ERROR 2 however long its body
+/// (a long one got ERROR 1), and node id 0 is refused with ERROR 1 and its reason.
+#[test]
+fn long_v2_hello_gets_version_error_and_node_id_0_is_refused() {
+    let dir = TestDir::new("hello");
+    let src = dir.source("src.bin", 100_000);
+    let (_server, addr) = serve(&dir, &src, &[]);
+    let mut body = b"TFTT".to_vec();
+    body.push(2);
+    body.resize(wire::MAX_HELLO_LEN, 0xff);
+    let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    frame.push(wire::ty::HELLO);
+    frame.extend_from_slice(&body);
+    let mut s = connect(addr);
+    s.write_all(&frame).unwrap();
+    let err = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    assert_eq!(
+        error_code(&err),
+        2,
+        "{}",
+        String::from_utf8_lossy(&err[2..])
+    );
+
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    Message::Hello(Hello {
+        version: wire::VERSION,
+        role: Role::Client,
+        node_id: 0,
+        file_id: 0,
+        listen_port: 0,
+    })
+    .emit(&mut buf);
+    s.write_all(&buf).unwrap();
+    let err = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    let reason = String::from_utf8_lossy(&err[2..]).to_string();
+    assert_eq!(error_code(&err), 1, "{reason}");
+    assert!(reason.contains("node id 0"), "{reason}");
+}
+
 #[test]
 fn existing_output_is_refused_and_untouched() {
     let dir = TestDir::new("exists");

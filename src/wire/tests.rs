@@ -170,6 +170,17 @@ fn test_hello_bad_magic_and_future_version() {
         Message::Hello(h) => assert_eq!(h.version, 2),
         m => panic!("{m:?}"),
     }
+    // However long (up to MAX_HELLO_LEN) and whatever follows the version byte: the
+    // receiver answers ERROR 2, not 1 (issue 13: a long v2 body with a role byte of 0xff).
+    for len in [6, 24, 25, 100, MAX_HELLO_LEN] {
+        let mut body = b"TFTT".to_vec();
+        body.push(2);
+        body.resize(len, 0xff);
+        match Message::parse(ty::HELLO, &body) {
+            Ok(Message::Hello(h)) => assert_eq!((h.version, h.node_id), (2, 0), "{len}"),
+            m => panic!("{len}: {m:?}"),
+        }
+    }
     // A v1 HELLO of the wrong length is malformed.
     let mut short = b"TFTT".to_vec();
     short.extend_from_slice(&[1, 1, 0]);

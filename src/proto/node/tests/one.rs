@@ -133,6 +133,45 @@ fn test_origin_rejects_unsupported_version() {
     ));
 }
 
+/// §4.1: a HELLO of another version gets ERROR 2 whatever its length up to MAX_HELLO_LEN
+/// and whatever follows the version byte (a long v2 body got ERROR 1, issue 13).
+#[test]
+fn test_origin_answers_long_v2_hello_with_version_error() {
+    let mut o = One::origin(&file(100));
+    let mut body = b"TFTT".to_vec();
+    body.push(2);
+    body.resize(wire::MAX_HELLO_LEN, 0xff);
+    o.node.handle_frame(0, wire::ty::HELLO, &body, o.now);
+    let out = o.out();
+    assert_eq!(out[0].0, wire::ty::ERROR);
+    assert_eq!(u16::from_be_bytes([out[0].1[0], out[0].1[1]]), 2);
+}
+
+/// §4.1: node ids are never 0; a HELLO with 0 is refused with ERROR 1 and says why.
+#[test]
+fn test_origin_refuses_node_id_0() {
+    let mut o = One::origin(&file(100));
+    o.send(hello(Role::Client, 0, 0));
+    let out = o.out();
+    assert_eq!(out.len(), 1, "an ERROR only, no MANIFEST");
+    assert_eq!(out[0].0, wire::ty::ERROR);
+    assert_eq!(u16::from_be_bytes([out[0].1[0], out[0].1[1]]), 1);
+    let reason = String::from_utf8_lossy(&out[0].1[2..]).to_string();
+    assert!(reason.contains("node id 0"), "{reason}");
+}
+
+/// A client whose origin says it is node 0 gives up: it is not a TFTTP origin.
+#[test]
+fn test_client_gives_up_on_origin_with_node_id_0() {
+    let mut c = One::client();
+    c.send(hello(Role::Origin, 0, 77));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(w) if w.kind == FailureKind::NotTftp))
+    );
+}
+
 #[test]
 fn test_origin_rejects_wrong_file_id() {
     let mut o = One::origin(&file(100));
