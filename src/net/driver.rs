@@ -23,7 +23,8 @@ use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError};
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
-use super::storage::Storage;
+use super::storage::{SourceStamp, Storage};
+use crate::manifest::Manifest;
 use crate::proto::{Event, Link, Node, Slot};
 use crate::stats;
 
@@ -137,6 +138,8 @@ pub struct Options {
     pub max_conns: usize,
     /// Log connection events (dials, accepts, closes) to stderr (`--verbose`).
     pub verbose: bool,
+    /// The origin's file as the user named it, for the line saying it changed.
+    pub source_name: Option<String>,
 }
 
 /// The event loop of one node: owns the node, its storage, the listener and every connection,
@@ -161,6 +164,12 @@ pub struct Driver {
     /// readiness event comes for connections already waiting in it.
     accept_retry: Option<Instant>,
     next_stats: Instant,
+    /// Origin: the served file's stamp when serving began, and once it differs, the
+    /// manifest every piece is checked against before it is sent.
+    source_stamp: Option<SourceStamp>,
+    check_against: Option<Manifest>,
+    /// Withdrawn pieces already reported.
+    withdrawn_told: u32,
     /// A driver-side failure that ends the run (the output cannot be written).
     fatal: Option<StorageError>,
     /// Connections flushing before a close; the overdue scan runs only when there are any.
@@ -187,6 +196,7 @@ impl Driver {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
+        let source_stamp = storage.source_stamp();
         Ok(Driver {
             poll,
             listener,
@@ -202,6 +212,9 @@ impl Driver {
             exit_by: None,
             accept_retry: None,
             next_stats: now,
+            source_stamp,
+            check_against: None,
+            withdrawn_told: 0,
             fatal: None,
             closing: 0,
             timeline: match &opts.timeline_path {
@@ -300,6 +313,7 @@ impl Driver {
             self.close_overdue(now);
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
+                self.check_source();
                 self.write_stats();
             }
             if self.reporter.is_some() && now >= self.next_report {
@@ -525,6 +539,7 @@ impl Driver {
                 slot,
                 &mut self.node,
                 &self.storage,
+                self.check_against.as_ref(),
                 &mut self.up,
                 c.deficit,
                 now,
@@ -635,6 +650,50 @@ impl Driver {
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
+    }
+
+    /// Origin: looks for a change to the served file (once a second, with the stats). The
+    /// manifest's CRCs describe the file as it was, so from the first change on every
+    /// piece is checked before it is sent, and the node stops serving those that changed.
+    /// Said at the default log level: clients only see pieces fail and vanish.
+    fn check_source(&mut self) {
+        let Some(was) = self.source_stamp else {
+            return;
+        };
+        let name = self
+            .opts
+            .source_name
+            .as_deref()
+            .unwrap_or("the served file");
+        if let Some(now) = self.storage.source_stamp()
+            && now != was
+        {
+            self.source_stamp = Some(now);
+            let what = if now.len != was.len {
+                format!("its size went from {} to {} bytes", was.len, now.len)
+            } else if now.mtime != was.mtime {
+                "it was modified".to_string()
+            } else {
+                "its status changed".to_string()
+            };
+            eprintln!(
+                "tfttp: warning: {name} changed while served ({what}): each piece is now \
+                 checked before it is sent, and pieces that no longer match the manifest are \
+                 not served; restart serve to publish the new contents"
+            );
+            if self.check_against.is_none() {
+                self.check_against = self.node.manifest().cloned();
+            }
+        }
+        let withdrawn = self.node.withdrawn_pieces();
+        if withdrawn > self.withdrawn_told {
+            self.withdrawn_told = withdrawn;
+            let total = self.node.manifest().map_or(0, |m| m.piece_count());
+            eprintln!(
+                "tfttp: warning: {withdrawn} of {total} pieces of {name} no longer match the \
+                 manifest and are no longer served"
+            );
+        }
     }
 
     fn write_stats(&mut self) {

@@ -574,6 +574,57 @@ fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     assert_eq!(o.node.poll_piece(0), Some(0));
 }
 
+/// The served file changed under the origin and piece 0 no longer matches the manifest:
+/// a WILDCARD gets the next piece instead, a request by index a REJECT, and piece 0 is
+/// never offered again (it would fail its CRC at every client).
+#[test]
+fn test_origin_withdraws_a_piece_that_no_longer_matches() {
+    let data = file(4 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0]);
+    let changed = |p: u32| p != 0;
+    o.send(Message::Request(WILDCARD));
+    assert_eq!(o.node.poll_piece_checked(0, changed), Some(1));
+    assert_eq!(o.node.withdrawn_pieces(), 1);
+    o.send(Message::Request(0));
+    assert_eq!(o.node.poll_piece_checked(0, |_| true), None);
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, 0u32.to_be_bytes().to_vec())]
+    );
+    for _ in 0..3 {
+        o.send(Message::Request(WILDCARD));
+    }
+    let mut sent: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    sent.sort();
+    assert_eq!(sent, vec![2, 3], "never piece 0 again");
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, WILDCARD.to_be_bytes().to_vec())],
+        "nothing left to send"
+    );
+}
+
+/// A file that changed throughout: one call checks a few pieces, then refuses the WILDCARD
+/// instead of reading the whole file.
+#[test]
+fn test_origin_checks_a_few_pieces_per_wildcard_then_rejects() {
+    let data = file(8 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0]);
+    let mut checked = 0;
+    o.send(Message::Request(WILDCARD));
+    let got = o.node.poll_piece_checked(0, |_| {
+        checked += 1;
+        false
+    });
+    assert_eq!(got, None);
+    assert_eq!(checked, 4);
+    assert_eq!(o.node.withdrawn_pieces(), 4);
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, WILDCARD.to_be_bytes().to_vec())]
+    );
+}
+
 #[test]
 fn test_endgame_asks_idle_peer_for_longest_waiting_piece() {
     let data = file(4 * PIECE as usize);
