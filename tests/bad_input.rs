@@ -99,6 +99,46 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
     server.expect_exit_ok(10);
 }
 
+/// §4.1 on the real binary: a HELLO of another version gets ERROR 2 however long its body
+/// (a long one got ERROR 1), and node id 0 is refused with ERROR 1 and its reason.
+#[test]
+fn long_v2_hello_gets_version_error_and_node_id_0_is_refused() {
+    let dir = TestDir::new("hello");
+    let src = dir.source("src.bin", 100_000);
+    let (_server, addr) = serve(&dir, &src, &[]);
+    let mut body = b"TFTT".to_vec();
+    body.push(2);
+    body.resize(wire::MAX_HELLO_LEN, 0xff);
+    let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    frame.push(wire::ty::HELLO);
+    frame.extend_from_slice(&body);
+    let mut s = connect(addr);
+    s.write_all(&frame).unwrap();
+    let err = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    assert_eq!(
+        error_code(&err),
+        2,
+        "{}",
+        String::from_utf8_lossy(&err[2..])
+    );
+
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    Message::Hello(Hello {
+        version: wire::VERSION,
+        role: Role::Client,
+        node_id: 0,
+        file_id: 0,
+        listen_port: 0,
+    })
+    .emit(&mut buf);
+    s.write_all(&buf).unwrap();
+    let err = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    let reason = String::from_utf8_lossy(&err[2..]).to_string();
+    assert_eq!(error_code(&err), 1, "{reason}");
+    assert!(reason.contains("node id 0"), "{reason}");
+}
+
 #[test]
 fn existing_output_is_refused_and_untouched() {
     let dir = TestDir::new("exists");
@@ -196,6 +236,60 @@ fn bad_arguments_exit_2_with_one_line() {
     }
     let (code, _) = run(&["--help"], T);
     assert_eq!(code, Some(0));
+}
+
+/// A served file rewritten in place while a client downloads: the origin says so at the
+/// default log level (its -q does not hide it) and stops serving the pieces that changed;
+/// the client never receives one, stalls on them and keeps a `.part` of original bytes.
+#[test]
+fn served_file_changed_in_place_is_reported_and_changed_pieces_are_withheld() {
+    use std::os::unix::fs::FileExt;
+    const SIZE: usize = 1 << 20;
+    const TAIL: usize = 64 << 10;
+    let dir = TestDir::new("changed");
+    let src = dir.source("src.bin", SIZE as u64);
+    let original = std::fs::read(&src).unwrap();
+    let (mut server, addr) = serve(&dir, &src, &["--up-rate", "200k", "--piece-size", "16K"]);
+    let (mut args, out, stats) = get_args(&dir, addr, "c", &["--no-peers"]);
+    let k = args.iter().position(|a| a == "--stall-timeout").unwrap();
+    args[k + 1] = "3".into();
+    let mut client = Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    // The last 4 pieces: the origin sends fresh pieces in index order, so these are still
+    // to go at 200 kB/s.
+    let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+    f.write_all_at(&vec![0xab; TAIL], (SIZE - TAIL) as u64)
+        .unwrap();
+    let (status, err) = client.finish(deadline(25));
+    assert_eq!(status.and_then(|s| s.code()), Some(8), "stalled: {err}");
+    assert!(!client.out.exists());
+    let part = std::fs::read(tfttp::net::storage::part_path(&client.out)).unwrap();
+    assert_eq!(
+        part[..SIZE - TAIL],
+        original[..SIZE - TAIL],
+        "original bytes only"
+    );
+    assert!(
+        part[SIZE - TAIL..].iter().all(|&b| b == 0),
+        "no changed piece arrived"
+    );
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let (_, log) = server.finish(deadline(10));
+    let changed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("changed while served"))
+        .collect();
+    assert_eq!(changed.len(), 1, "{log}");
+    assert!(
+        changed[0].contains("src.bin") && changed[0].contains("modified"),
+        "{log}"
+    );
+    assert!(log.contains("4 of 64 pieces"), "{log}");
 }
 
 /// An origin out of descriptors leaves new connections in the listener's backlog; they are

@@ -117,17 +117,59 @@ fn exit_2_for_exit_after_0() {
     assert!(err.contains("--exit-after"), "{err}");
 }
 
-/// A download slow enough to be interrupted: 4 MiB at 200 kB/s.
-fn slow_download(dir: &TestDir) -> (Node, Node) {
+/// Numbers out of range are usage errors, not panics: `--linger 18446744073709551615`
+/// panicked adding it to an instant (exit 101) and left a complete `.part` (issue 13).
+#[test]
+fn exit_2_for_numbers_out_of_range() {
+    let huge = u64::MAX.to_string();
+    for (opt, v) in [
+        ("--linger", huge.as_str()),
+        ("--stall-timeout", huge.as_str()),
+        ("--stall-timeout", "0"),
+        ("--progress-interval", huge.as_str()),
+        ("--max-peers", huge.as_str()),
+    ] {
+        let (code, err) = run(&["get", "127.0.0.1:9", "-o", "/nonexistent/x", opt, v], T);
+        assert_eq!(code, Some(2), "{opt} {v}: {err}");
+        assert!(err.contains(opt) && err.contains("out of range"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// A download slow enough to be interrupted: 4 MiB at 200 kB/s. The client starts with
+/// every stop signal at its default disposition (the test runner's may differ: a background
+/// job ignores SIGINT and SIGQUIT, `nohup` ignores SIGHUP), and `ignored` ignored.
+fn slow_download(dir: &TestDir, ignored: Option<i32>) -> (Node, Node) {
+    use std::os::unix::process::CommandExt;
     let src = dir.source("src.bin", 4 << 20);
     let (server, addr) = serve(dir, &src, &["--up-rate", "200k"]);
-    let client = get(dir, addr, "c", &[]);
-    (server, client)
+    let (args, out, stats) = get_args(dir, addr, "c", &[]);
+    let mut cmd = Command::new(bin());
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for sig in tfttp::net::STOP_SIGNALS {
+                let how = if Some(sig) == ignored {
+                    libc::SIG_IGN
+                } else {
+                    libc::SIG_DFL
+                };
+                libc::signal(sig, how);
+            }
+            Ok(())
+        });
+    }
+    let child = procs::Running(cmd.spawn().unwrap());
+    (server, Node { child, stats, out })
 }
 
 fn interrupted_with(sig: i32, name: &str) -> Option<i32> {
     let dir = TestDir::new(name);
-    let (_server, mut client) = slow_download(&dir);
+    let (_server, mut client) = slow_download(&dir, None);
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: a signal to our own child, still running (it has 20 s left).
     unsafe { libc::kill(client.child.id() as i32, sig) };
@@ -143,6 +185,33 @@ fn interrupted_with(sig: i32, name: &str) -> Option<i32> {
 fn exit_130_on_sigint_and_143_on_sigterm() {
     assert_eq!(interrupted_with(libc::SIGINT, "sigint"), Some(130));
     assert_eq!(interrupted_with(libc::SIGTERM, "sigterm"), Some(143));
+}
+
+/// A closed terminal (SIGHUP) and Ctrl-\ (SIGQUIT) stop a `get` as SIGTERM does: the
+/// `.part` kept for resuming, the stats written, 128 + the signal (they killed it before,
+/// SIGQUIT with a core dump).
+#[test]
+fn exit_129_on_sighup_and_131_on_sigquit() {
+    assert_eq!(interrupted_with(libc::SIGHUP, "sighup"), Some(129));
+    assert_eq!(interrupted_with(libc::SIGQUIT, "sigquit"), Some(131));
+}
+
+/// Under `nohup` (SIGHUP ignored when it starts) a `get` keeps running through a SIGHUP.
+#[test]
+fn sighup_ignored_at_start_stays_ignored() {
+    let dir = TestDir::new("nohup");
+    let (_server, mut client) = slow_download(&dir, Some(libc::SIGHUP));
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: signals to our own child, still running.
+    unsafe { libc::kill(client.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        client.child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    unsafe { libc::kill(client.child.id() as i32, libc::SIGTERM) };
+    let (status, err) = client.finish(deadline(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{err}");
 }
 
 /// Runs a `get` of 2 MiB at 1 MB/s with stderr on a pipe; returns stderr.

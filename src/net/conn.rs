@@ -32,6 +32,7 @@ use mio::net::TcpStream;
 use super::error::StorageError;
 use super::ratelimit::TokenBucket;
 use super::storage::Storage;
+use crate::manifest::Manifest;
 use crate::proto::{Node, Sink, Slot};
 use crate::wire::{self, FrameHead, HEAD_SIZE, Limits, PIECE_HEAD_SIZE, PieceHead};
 
@@ -411,27 +412,39 @@ impl Conn {
     }
 
     /// Writes control bytes and pieces for up to `budget` bytes; returns how many it wrote.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_turn(
         &mut self,
         slot: Slot,
         node: &mut Node,
         storage: &Storage,
+        check_against: Option<&Manifest>,
         bucket: &mut TokenBucket,
         budget: usize,
         now: Instant,
     ) -> (Turn, usize) {
         self.update_cap(node.upload_cap(slot), now);
         let mut moved = 0;
-        let turn = self.write_until(slot, node, storage, bucket, budget, &mut moved, now);
+        let turn = self.write_until(
+            slot,
+            node,
+            (storage, check_against),
+            bucket,
+            budget,
+            &mut moved,
+            now,
+        );
         (turn, moved)
     }
 
+    /// `source`: where pieces are read, and the manifest to check each against before it is
+    /// sent when the served file changed (`Driver::check_source`).
     #[allow(clippy::too_many_arguments)]
     fn write_until(
         &mut self,
         slot: Slot,
         node: &mut Node,
-        storage: &Storage,
+        (storage, check_against): (&Storage, Option<&Manifest>),
         bucket: &mut TokenBucket,
         budget: usize,
         moved: &mut usize,
@@ -452,7 +465,11 @@ impl Conn {
             }
             if self.tx.is_none()
                 && self.closing.is_none()
-                && let Some(piece) = node.poll_piece(slot)
+                && let Some(piece) = match check_against {
+                    // The served file changed: read each piece before sending it.
+                    Some(m) => node.poll_piece_checked(slot, |p| storage.piece_matches(m, p)),
+                    None => node.poll_piece(slot),
+                }
             {
                 let m = node.manifest().expect("pieces imply a manifest");
                 let len = m.piece_len(piece) as usize;

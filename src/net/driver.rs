@@ -25,7 +25,8 @@ use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError};
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
-use super::storage::Storage;
+use super::storage::{SourceStamp, Storage};
+use crate::manifest::Manifest;
 use crate::proto::{Event, Link, Node, Slot};
 use crate::stats;
 
@@ -47,12 +48,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     STOP.store(sig, Ordering::Relaxed);
 }
 
-/// True once SIGINT or SIGTERM arrived.
+/// True once a stop signal (`STOP_SIGNALS`) arrived.
 pub fn stopped() -> bool {
     stop_signal().is_some()
 }
 
-/// Which signal arrived (`libc::SIGINT` or `libc::SIGTERM`), if one did.
+/// Which stop signal arrived (one of `STOP_SIGNALS`), if one did.
 pub fn stop_signal() -> Option<i32> {
     match STOP.load(Ordering::Relaxed) {
         0 => None,
@@ -60,13 +61,27 @@ pub fn stop_signal() -> Option<i32> {
     }
 }
 
-/// SIGINT/SIGTERM end the loop cleanly (final stats written, `.part` removed) instead of
-/// killing the process mid-write.
+/// The signals that end the loop cleanly (final stats written, a sized `.part` kept for
+/// resuming, an unsized one removed) instead of killing the process mid-write: Ctrl-C,
+/// `kill`, a closed terminal (SIGHUP) and Ctrl-\ (SIGQUIT, whose default also dumps core).
+/// Before SIGHUP and SIGQUIT were caught they killed a `get` without its stats or cleanup.
+pub const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Catches `STOP_SIGNALS`. A SIGHUP that the parent made ignored stays ignored: that is
+/// how `nohup` keeps a download running after its terminal closes.
 pub fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    for sig in STOP_SIGNALS {
+        // SAFETY: reading a disposition writes only into `old`; the handler only stores to
+        // an atomic, which is async-signal-safe.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            let ignored = libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN;
+            if sig == libc::SIGHUP && ignored {
+                continue;
+            }
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
@@ -126,6 +141,8 @@ pub struct Options {
     pub max_conns: usize,
     /// Log connection events (dials, accepts, closes) to stderr (`--verbose`).
     pub verbose: bool,
+    /// The origin's file as the user named it, for the line saying it changed.
+    pub source_name: Option<String>,
 }
 
 /// The event loop of one node: owns the node, its storage, the listener and every connection,
@@ -150,6 +167,12 @@ pub struct Driver {
     /// readiness event comes for connections already waiting in it.
     accept_retry: Option<Instant>,
     next_stats: Instant,
+    /// Origin: the served file's stamp when serving began, and once it differs, the
+    /// manifest every piece is checked against before it is sent.
+    source_stamp: Option<SourceStamp>,
+    check_against: Option<Manifest>,
+    /// Withdrawn pieces already reported.
+    withdrawn_told: u32,
     /// A driver-side failure that ends the run (the output cannot be written).
     fatal: Option<StorageError>,
     /// Connections flushing before a close; the overdue scan runs only when there are any.
@@ -176,6 +199,7 @@ impl Driver {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
+        let source_stamp = storage.source_stamp();
         Ok(Driver {
             poll,
             listener,
@@ -192,6 +216,9 @@ impl Driver {
             exit_by: None,
             accept_retry: None,
             next_stats: now,
+            source_stamp,
+            check_against: None,
+            withdrawn_told: 0,
             fatal: None,
             closing: 0,
             timeline: match &opts.timeline_path {
@@ -290,6 +317,7 @@ impl Driver {
             self.close_overdue(now);
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
+                self.check_source();
                 self.write_stats();
             }
             if self.reporter.is_some() && now >= self.next_report {
@@ -515,6 +543,7 @@ impl Driver {
                 slot,
                 &mut self.node,
                 &self.storage,
+                self.check_against.as_ref(),
                 &mut self.up,
                 c.deficit,
                 now,
@@ -625,6 +654,50 @@ impl Driver {
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
+    }
+
+    /// Origin: looks for a change to the served file (once a second, with the stats). The
+    /// manifest's CRCs describe the file as it was, so from the first change on every
+    /// piece is checked before it is sent, and the node stops serving those that changed.
+    /// Said at the default log level: clients only see pieces fail and vanish.
+    fn check_source(&mut self) {
+        let Some(was) = self.source_stamp else {
+            return;
+        };
+        let name = self
+            .opts
+            .source_name
+            .as_deref()
+            .unwrap_or("the served file");
+        if let Some(now) = self.storage.source_stamp()
+            && now != was
+        {
+            self.source_stamp = Some(now);
+            let what = if now.len != was.len {
+                format!("its size went from {} to {} bytes", was.len, now.len)
+            } else if now.mtime != was.mtime {
+                "it was modified".to_string()
+            } else {
+                "its status changed".to_string()
+            };
+            eprintln!(
+                "tfttp: warning: {name} changed while served ({what}): each piece is now \
+                 checked before it is sent, and pieces that no longer match the manifest are \
+                 not served; restart serve to publish the new contents"
+            );
+            if self.check_against.is_none() {
+                self.check_against = self.node.manifest().cloned();
+            }
+        }
+        let withdrawn = self.node.withdrawn_pieces();
+        if withdrawn > self.withdrawn_told {
+            self.withdrawn_told = withdrawn;
+            let total = self.node.manifest().map_or(0, |m| m.piece_count());
+            eprintln!(
+                "tfttp: warning: {withdrawn} of {total} pieces of {name} no longer match the \
+                 manifest and are no longer served"
+            );
+        }
     }
 
     fn write_stats(&mut self) {

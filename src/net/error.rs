@@ -69,7 +69,7 @@ pub enum RunError {
     Failed(Failure),
     /// The output file failed.
     Storage(StorageError),
-    /// SIGINT or SIGTERM.
+    /// A stop signal (`STOP_SIGNALS`: SIGINT, SIGTERM, SIGHUP, SIGQUIT).
     Interrupted,
     /// The event loop itself failed (`poll`).
     Io(io::Error),

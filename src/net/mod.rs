@@ -10,7 +10,8 @@ pub mod socket;
 pub mod storage;
 
 pub use driver::{
-    Driver, Options, Reporter, SendfileMode, install_signal_handlers, stop_signal, stopped,
+    Driver, Options, Reporter, STOP_SIGNALS, SendfileMode, install_signal_handlers, stop_signal,
+    stopped,
 };
 pub use error::{RunError, StorageError, StorageErrorKind};
 // The simulator shares a connection's upload the way the driver does.

@@ -31,6 +31,18 @@ pub enum Storage {
     Empty,
 }
 
+/// The served file's size and change times: a write, a truncation or `touch` changes one of
+/// them (ctime even when mtime is set back), so a change is seen within a stats period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceStamp {
+    /// Length in bytes.
+    pub len: u64,
+    /// Last modification, (seconds, nanoseconds) since the epoch.
+    pub mtime: (i64, i64),
+    /// Last status change, as `mtime`.
+    pub ctime: (i64, i64),
+}
+
 /// A client's output while it downloads: the open `OUT.part` and the name it gets when done.
 pub struct PartFile {
     /// Holds an exclusive `flock` for as long as it is open.
@@ -239,6 +251,34 @@ impl Storage {
         }
     }
 
+    /// Origin: what the served file looks like to `stat` now (size, change times), to tell
+    /// that it changed while served; `None` for a client's output or if `fstat` fails.
+    pub fn source_stamp(&self) -> Option<SourceStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let Storage::Source(f, _) = self else {
+            return None;
+        };
+        let md = f.metadata().ok()?;
+        Some(SourceStamp {
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        })
+    }
+
+    /// Origin: whether `piece` as the served file holds it now still matches `m`: inside the
+    /// file's current length (a shrunk file's lost range would fault) and of the manifest's
+    /// CRC. Reads the whole piece; the driver asks only once the file has changed.
+    pub fn piece_matches(&self, m: &Manifest, piece: u32) -> bool {
+        let Storage::Source(f, map) = self else {
+            return true;
+        };
+        let (off, len) = (m.piece_offset(piece), m.piece_len(piece) as u64);
+        let now_len = f.metadata().map_or(0, |md| md.len()).min(map.len() as u64);
+        off + len <= now_len
+            && crc32fast::hash(&map[off as usize..(off + len) as usize]) == m.crc(piece)
+    }
+
     /// The whole file's bytes, for uploads and verification.
     pub fn bytes(&self) -> &[u8] {
         match self {
@@ -322,6 +362,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A served file rewritten in place: the stamp changes and the rewritten piece no longer
+    /// matches; after a truncation the lost pieces do not match either (and are not read).
+    #[test]
+    fn test_source_changed_in_place_is_seen_by_stamp_and_piece_check() {
+        let d = tmp("changed");
+        let path = d.join("src.bin");
+        let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let m = Manifest::build(&data, 16 * 1024).unwrap();
+        let src = open_source(&path).unwrap();
+        let before = src.source_stamp().unwrap();
+        assert!((0..4).all(|p| src.piece_matches(&m, p)));
+        // File times tick with the kernel's coarse clock (a few ms).
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"changed", 20_000).unwrap();
+        assert_ne!(src.source_stamp().unwrap(), before);
+        let now: Vec<bool> = (0..4).map(|p| src.piece_matches(&m, p)).collect();
+        assert_eq!(now, vec![true, false, true, true]);
+        f.set_len(40_000).unwrap();
+        let now: Vec<bool> = (0..4).map(|p| src.piece_matches(&m, p)).collect();
+        assert_eq!(now, vec![true, false, false, false]);
+        drop(src);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -224,11 +224,12 @@ pub enum Role {
 /// HELLO body: the first frame each side sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
-    /// Protocol version of the sender; only `VERSION` is accepted.
+    /// Protocol version of the sender; only `VERSION` is accepted. A HELLO of another
+    /// version is parsed no further: its other fields read as zero.
     pub version: u8,
     /// Whether the sender is the origin or a client.
     pub role: Role,
-    /// Random per process; detects self-connections and duplicate connections.
+    /// Random per process, never 0; detects self-connections and duplicate connections.
     pub node_id: u64,
     /// Fingerprint of the manifest; 0 from a client that has not seen the manifest yet.
     pub file_id: u64,
@@ -511,16 +512,14 @@ fn parse_hello(body: &[u8]) -> Result<Hello, WireError> {
     if body.len() < 4 || body[0..4] != MAGIC {
         return Err(WireError::BadMagic);
     }
-    // A future version may lengthen HELLO; the version byte is read before the length
-    // check so that the receiver can answer "unsupported version" rather than "malformed".
+    // A future version may lengthen HELLO or give its fields other meanings; only the magic
+    // and the version byte are read, so that the receiver answers "unsupported version"
+    // (ERROR 2, §4.1) rather than "malformed" whatever follows them.
     if body.len() < 5 {
         return Err(WireError::BadBody(ty::HELLO));
     }
     let version = body[4];
-    if version == VERSION && body.len() != HELLO_LEN {
-        return Err(WireError::BadBody(ty::HELLO));
-    }
-    if body.len() < HELLO_LEN {
+    if version != VERSION {
         return Ok(Hello {
             version,
             role: Role::Client,
@@ -528,6 +527,9 @@ fn parse_hello(body: &[u8]) -> Result<Hello, WireError> {
             file_id: 0,
             listen_port: 0,
         });
+    }
+    if body.len() != HELLO_LEN {
+        return Err(WireError::BadBody(ty::HELLO));
     }
     let role = match body[5] {
         0 => Role::Origin,

@@ -119,6 +119,21 @@ pub fn serve_slow(dir: &TestDir, file: &Path, up_rate: &str, clients: u32) -> (N
 }
 
 pub fn get(dir: &TestDir, server: SocketAddr, name: &str, extra: &[&str]) -> Node {
+    let (args, out, stats) = get_args(dir, server, name, extra);
+    Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    }
+}
+
+/// The arguments `get` runs with, and its output and stats paths.
+pub fn get_args(
+    dir: &TestDir,
+    server: SocketAddr,
+    name: &str,
+    extra: &[&str],
+) -> (Vec<String>, PathBuf, PathBuf) {
     let out = dir.path(&format!("{name}.out"));
     let stats = dir.path(&format!("{name}.json"));
     let mut args = strings(&[
@@ -135,11 +150,7 @@ pub fn get(dir: &TestDir, server: SocketAddr, name: &str, extra: &[&str]) -> Nod
     ]));
     args.extend(strings(&["-q", "--stall-timeout", "20"]));
     args.extend(strings(extra));
-    Node {
-        child: procs::spawn(&bin(), &args).unwrap(),
-        stats,
-        out,
-    }
+    (args, out, stats)
 }
 
 /// Runs the binary to completion with a deadline; returns (exit code, stderr).

@@ -41,6 +41,7 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
         timeline_path: c.timeline.clone(),
         max_conns,
         verbose: c.verbose,
+        source_name: None,
     }
 }
 
@@ -93,7 +94,8 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     cfg.capacity = a.up_rate;
     let (len, pieces) = (manifest.file_len(), manifest.piece_count());
     let node = Node::origin(cfg, manifest, Instant::now());
-    let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
+    let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
+    opts.source_name = Some(a.file.display().to_string());
     let mut driver = Driver::new(node, source, Some(listener), opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
     write_ready_file(&a.common, bound)?;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
-use tfttp::net::SendfileMode;
+use tfttp::net::{MAX_CONNS_ORIGIN, SendfileMode};
 use tfttp::proto::{Behaviour, DEFAULT_LINGER, Policy};
+use tfttp::wire::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
 
 use crate::exit::Exit;
 use crate::units::{parse_rate, parse_size};
@@ -43,6 +44,21 @@ SIZE is bytes: 256M = 256 MiB (K, M, G are powers of 1024).";
 /// Default `--progress-interval` when stderr is not a terminal: a log line every 10 s keeps a
 /// log of a long transfer readable (a terminal gets a line redrawn every second instead).
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest duration any option takes: a year. Longer is a typo, and every deadline the
+/// node computes from it stays far inside `Instant`'s range (`--linger 18446744073709551615`
+/// panicked adding it to an instant, issue 13).
+const MAX_SECS: u64 = 365 * 24 * 3600;
+/// Most peers a client keeps: as many connections as an origin holds.
+const MAX_PEERS: u64 = MAX_CONNS_ORIGIN as u64;
+/// Largest RATE: 1 TB/s (8 Tbit/s), above any link; keeps token-bucket sums finite.
+const MAX_RATE: u64 = 1_000_000_000_000;
+/// `--sock-buf` bounds: Linux rounds smaller buffers up to about 4.6 KiB, and takes the
+/// size as a C int that it doubles.
+const MIN_SOCK_BUF: u64 = 4 << 10;
+const MAX_SOCK_BUF: u64 = 1 << 30;
+/// Largest `demo --size`: the demo writes the file once per client too.
+const MAX_DEMO_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone)]
 pub struct ServeArgs {
@@ -367,10 +383,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::Serve(ServeArgs {
                 file: PathBuf::from(file),
                 listen: addr_opt(&m, "listen")?.unwrap_or_else(|| "0.0.0.0:6880".parse().unwrap()),
-                piece_size: opt(&m, "piece-size", parse_size)?
-                    .map(|v| u32::try_from(v).map_err(|_| "--piece-size too large".to_string()))
-                    .transpose()?,
-                up_rate: opt(&m, "up-rate", parse_rate)?,
+                piece_size: opt(&m, "piece-size", piece_size)?,
+                up_rate: opt(&m, "up-rate", rate)?,
                 exit_after: opt(&m, "exit-after", parse_count)?,
                 common: common(&m)?,
             }))
@@ -388,14 +402,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 server: host_port(server)?,
                 output: PathBuf::from(output),
                 listen: addr_opt(&m, "listen")?,
-                up_rate: opt(&m, "up-rate", parse_rate)?,
-                down_rate: opt(&m, "down-rate", parse_rate)?,
+                up_rate: opt(&m, "up-rate", rate)?,
+                down_rate: opt(&m, "down-rate", rate)?,
                 use_peers: !m.opt_present("no-peers"),
-                max_peers: opt(&m, "max-peers", parse_num)?.map_or(64, |n| n as usize),
-                linger: opt(&m, "linger", parse_num)?.map_or(DEFAULT_LINGER, Duration::from_secs),
-                stall_timeout: Duration::from_secs(
-                    opt(&m, "stall-timeout", parse_num)?.unwrap_or(60).max(1),
-                ),
+                max_peers: opt(&m, "max-peers", |s| parse_in(s, 0, MAX_PEERS))?
+                    .map_or(64, |n| n as usize),
+                linger: opt(&m, "linger", |s| parse_secs(s, 0))?.unwrap_or(DEFAULT_LINGER),
+                stall_timeout: opt(&m, "stall-timeout", |s| parse_secs(s, 1))?
+                    .unwrap_or(Duration::from_secs(60)),
                 behaviour: opt(&m, "behave", parse_behaviour)?.unwrap_or(Behaviour::Honest),
                 common: common(&m)?,
             }))
@@ -409,17 +423,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             if !m.free.is_empty() {
                 return Err(format!("demo takes no arguments, got '{}'", m.free[0]));
             }
-            let clients = opt(&m, "clients", parse_num)?.unwrap_or(4) as usize;
-            if !(1..=64).contains(&clients) {
-                return Err("--clients must be 1..=64".into());
-            }
+            let clients = opt(&m, "clients", |s| parse_in(s, 1, 64))?.unwrap_or(4) as usize;
             Ok(Command::Demo(DemoArgs {
-                size: opt(&m, "size", parse_size)?.unwrap_or(256 << 20),
+                size: opt(&m, "size", |s| size_in(s, 1, MAX_DEMO_SIZE))?.unwrap_or(256 << 20),
                 clients,
-                server_rate: opt(&m, "server-rate", parse_rate)?.unwrap_or(25_000_000),
-                client_rate: opt(&m, "client-rate", parse_rate)?.unwrap_or(125_000_000),
-                piece_size: opt(&m, "piece-size", parse_size)?
-                    .map(|v| v.min(u32::MAX as u64) as u32),
+                server_rate: opt(&m, "server-rate", rate)?.unwrap_or(25_000_000),
+                client_rate: opt(&m, "client-rate", rate)?.unwrap_or(125_000_000),
+                piece_size: opt(&m, "piece-size", piece_size)?,
                 dir: m.opt_str("dir").map(PathBuf::from),
                 keep: m.opt_present("keep"),
             }))
@@ -449,13 +459,14 @@ fn common(m: &Matches) -> Result<Common, String> {
         stats: opt(m, "stats", replaceable_path)?,
         timeline: m.opt_str("timeline").map(PathBuf::from),
         ready_file: opt(m, "ready-file", replaceable_path)?,
-        sock_buf: opt(m, "sock-buf", parse_size)?.map(|v| v as usize),
+        sock_buf: opt(m, "sock-buf", |s| size_in(s, MIN_SOCK_BUF, MAX_SOCK_BUF))?
+            .map(|v| v as usize),
         policy: opt(m, "policy", parse_policy)?.unwrap_or(Policy::Tft),
         sendfile: opt(m, "sendfile", parse_sendfile)?.unwrap_or(SendfileMode::Auto),
         quiet: m.opt_present("quiet"),
         verbose: m.opt_present("verbose"),
-        progress_interval: opt(m, "progress-interval", parse_num)?
-            .map_or(DEFAULT_PROGRESS_INTERVAL, |n| Duration::from_secs(n.max(1))),
+        progress_interval: opt(m, "progress-interval", |s| parse_secs(s, 1))?
+            .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
     })
 }
 
@@ -484,14 +495,14 @@ fn host_port(s: &str) -> Result<String, String> {
 
 /// A count of at least 1.
 fn parse_count(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number")),
-    }
+    parse_in(s, 1, u32::MAX as u64).map(|n| n as u32)
 }
 
-fn opt<T>(m: &Matches, name: &str, f: fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+fn opt<T>(
+    m: &Matches,
+    name: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
     m.opt_str(name)
         .map(|v| f(&v).map_err(|e| format!("--{name}: {e}")))
         .transpose()
@@ -512,6 +523,43 @@ pub fn resolve(s: &str) -> Result<SocketAddr, String> {
 fn parse_num(s: &str) -> Result<u64, String> {
     s.parse()
         .map_err(|_| format!("'{s}' is not a whole number"))
+}
+
+/// A whole number in `min..=max`.
+fn parse_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_num(s)?;
+    if n < min || n > max {
+        return Err(format!("{n} is out of range ({min} to {max})"));
+    }
+    Ok(n)
+}
+
+/// Whole seconds from `min` to `MAX_SECS`.
+fn parse_secs(s: &str, min: u64) -> Result<Duration, String> {
+    parse_in(s, min, MAX_SECS).map(Duration::from_secs)
+}
+
+/// A SIZE in `min..=max` bytes.
+fn size_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < min || n > max {
+        return Err(format!("'{s}' is out of range ({min} to {max} bytes)"));
+    }
+    Ok(n)
+}
+
+/// A piece size the manifest can carry (docs/PROTOCOL.md §3).
+fn piece_size(s: &str) -> Result<u32, String> {
+    size_in(s, MIN_PIECE_SIZE as u64, MAX_PIECE_SIZE as u64).map(|n| n as u32)
+}
+
+/// A RATE no link comes near, so that no bucket arithmetic overflows.
+fn rate(s: &str) -> Result<u64, String> {
+    let r = parse_rate(s)?;
+    if r > MAX_RATE {
+        return Err(format!("'{s}' is above the largest rate, {MAX_RATE} B/s"));
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -551,5 +599,51 @@ mod tests {
         );
         assert!(parse(&args("demo --clients 0")).is_err());
         assert!(parse(&args("get nohost -o x")).is_err());
+    }
+
+    /// Every number on the command line is range-checked: out of range is a one-line usage
+    /// error naming the option, never a panic or a silent clamp later (issue 13).
+    #[test]
+    fn test_every_number_is_range_checked() {
+        let huge = u64::MAX.to_string();
+        for (cmd, opt, bad) in [
+            ("get h:1 -o x", "--linger", huge.as_str()),
+            ("get h:1 -o x", "--linger", "31536001"),
+            ("get h:1 -o x", "--stall-timeout", huge.as_str()),
+            ("get h:1 -o x", "--stall-timeout", "0"),
+            ("get h:1 -o x", "--progress-interval", huge.as_str()),
+            ("get h:1 -o x", "--progress-interval", "0"),
+            ("get h:1 -o x", "--max-peers", huge.as_str()),
+            ("get h:1 -o x", "--max-peers", "16385"),
+            ("get h:1 -o x", "--up-rate", "99999999999999999999"),
+            ("get h:1 -o x", "--down-rate", "2T"),
+            ("get h:1 -o x", "--sock-buf", "16G"),
+            ("get h:1 -o x", "--sock-buf", "0"),
+            ("serve f", "--exit-after", "0"),
+            ("serve f", "--exit-after", "4294967296"),
+            ("serve f", "--piece-size", "1K"),
+            ("serve f", "--piece-size", "32M"),
+            ("serve f", "--piece-size", "99999999999999999999"),
+            ("serve f", "--progress-interval", huge.as_str()),
+            ("demo", "--clients", "0"),
+            ("demo", "--clients", "65"),
+            ("demo", "--size", "0"),
+            ("demo", "--size", "2T"),
+            ("demo", "--piece-size", "8G"),
+            ("demo", "--server-rate", "0"),
+            ("sim s.json", "--seed", "-1"),
+        ] {
+            let line = format!("{cmd} {opt} {bad}");
+            let e = parse(&args(&line)).expect_err(&line);
+            assert!(e.starts_with(opt), "{line}: {e}");
+            assert_eq!(e.lines().count(), 1, "{line}: {e}");
+        }
+        let ok = parse(&args(
+            "get h:1 -o x --linger 31536000 --stall-timeout 1 --max-peers 0 --sock-buf 4K",
+        ))
+        .unwrap();
+        let Command::Get(g) = ok else { panic!() };
+        assert_eq!(g.linger, Duration::from_secs(31_536_000));
+        assert_eq!(g.stall_timeout, Duration::from_secs(1));
     }
 }

@@ -30,12 +30,12 @@ pub enum Exit {
     LocalIo,
     /// No piece data arrived for `--stall-timeout`.
     Stalled,
-    /// SIGINT or SIGTERM (the signal's number).
+    /// A stop signal: SIGINT, SIGTERM, SIGHUP or SIGQUIT (the signal's number).
     Signal(i32),
 }
 
-/// Every exit, in the order `--help` lists them (the signals as their two common cases).
-const TABLE: [Exit; 10] = [
+/// Every exit, in the order `--help` lists them.
+const TABLE: [Exit; 12] = [
     Exit::Other,
     Exit::Usage,
     Exit::Resolve,
@@ -44,7 +44,9 @@ const TABLE: [Exit; 10] = [
     Exit::Verify,
     Exit::LocalIo,
     Exit::Stalled,
+    Exit::Signal(libc::SIGHUP),
     Exit::Signal(libc::SIGINT),
+    Exit::Signal(libc::SIGQUIT),
     Exit::Signal(libc::SIGTERM),
 ];
 
@@ -74,7 +76,9 @@ impl Exit {
             Exit::Verify => "the manifest does not decode",
             Exit::LocalIo => "local file or socket: output exists, disk full, permission",
             Exit::Stalled => "stalled: no piece data for --stall-timeout",
+            Exit::Signal(libc::SIGHUP) => "stopped by SIGHUP (terminal closed)",
             Exit::Signal(libc::SIGINT) => "interrupted by SIGINT (Ctrl-C)",
+            Exit::Signal(libc::SIGQUIT) => "stopped by SIGQUIT (Ctrl-\\)",
             Exit::Signal(_) => "stopped by SIGTERM",
         }
     }
@@ -163,6 +167,8 @@ mod tests {
         assert_eq!(codes.len(), TABLE.len());
         assert_eq!(Exit::Signal(libc::SIGINT).code(), 130);
         assert_eq!(Exit::Signal(libc::SIGTERM).code(), 143);
+        assert_eq!(Exit::Signal(libc::SIGHUP).code(), 129);
+        assert_eq!(Exit::Signal(libc::SIGQUIT).code(), 131);
         assert_eq!(Exit::Usage.code(), 2);
     }
 

@@ -29,8 +29,9 @@ fn main() {
             Ok(())
         }
         Ok(cmd) => {
-            // Nodes finish cleanly on SIGINT/SIGTERM (stats written, `.part` removed); a
-            // simulation has nothing to clean up, so Ctrl-C ends it at once.
+            // Nodes finish cleanly on SIGINT/SIGTERM/SIGHUP/SIGQUIT (stats written, a sized
+            // `.part` kept for resuming); a simulation has nothing to clean up, so Ctrl-C
+            // ends it at once.
             if !matches!(cmd, Command::Sim(_)) {
                 tfttp::net::install_signal_handlers();
             }

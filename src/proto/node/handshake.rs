@@ -17,6 +17,15 @@ impl Node {
             }
             return self.fail(slot, ErrorCode::Version, &why);
         }
+        if h.node_id == 0 {
+            // §4.1: 0 is never a node's id (it is what an unparsed HELLO carries), so a peer
+            // sending it is broken, and taking it would let it collide with others.
+            let why = "node id 0 in HELLO (ids are never 0)";
+            if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
+                self.fatal(FailureKind::NotTftp, format!("the server sent {why}"));
+            }
+            return self.fail(slot, ErrorCode::Protocol, why);
+        }
         if h.node_id == self.cfg.node_id {
             return self.fail(slot, ErrorCode::Duplicate, "connected to itself");
         }

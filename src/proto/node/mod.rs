@@ -30,7 +30,7 @@ use client::{ClientSide, Known};
 pub use config::{Behaviour, Config, DEFAULT_LINGER};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
-use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK};
+use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 
 /// Most control bytes queued for one peer. Our own frames to a peer that reads stay far
 /// below it (a BITFIELD of the largest file is 512 KiB; HAVEs pile up at 9 bytes a piece);

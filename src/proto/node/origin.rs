@@ -11,6 +11,10 @@ use super::*;
 pub(super) const LINGER_IDLE: Duration = Duration::from_secs(10);
 /// Most peers the origin names to a newcomer.
 pub(super) const MAX_ADVERTISED: usize = 64;
+/// Most pieces one `poll_piece_checked` call finds changed before it answers a WILDCARD with
+/// REJECT: each check reads a piece (up to 16 MiB), and the loop must not stall on a file
+/// that changed throughout.
+const MAX_FAILED_CHECKS: u32 = 4;
 
 /// The origin's registry of the swarm: copies of each piece (for striping) and who owes
 /// passing each fresh piece on (the promise, docs/PROTOCOL.md §5.6).
@@ -23,6 +27,9 @@ pub(super) struct Registry {
     /// Node ids of the registered clients (with their connection count, as a client may
     /// reconnect before its old connection is gone): receipts may speak of these only.
     ids: HashMap<u64, u32>,
+    /// Pieces the served file no longer holds as the manifest says (it changed under the
+    /// origin): never chosen again, and refused when asked for by index.
+    withdrawn: Bitfield,
 }
 
 impl Registry {
@@ -31,6 +38,7 @@ impl Registry {
             striper: Striper::new(pieces),
             fresh_holder: vec![None; pieces as usize],
             ids: HashMap::new(),
+            withdrawn: Bitfield::new(pieces),
         }
     }
 
@@ -106,6 +114,23 @@ impl Node {
     /// The next piece to upload on `slot`, decided now that the socket can take it (late
     /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
     pub fn poll_piece(&mut self, slot: Slot) -> Option<u32> {
+        self.poll_piece_checked(slot, |_| true)
+    }
+
+    /// `poll_piece` for an origin whose file may have changed under it: `servable(piece)`
+    /// says whether the stored piece still matches the manifest (the driver reads it). One
+    /// that does not is withdrawn for good: a WILDCARD gets another piece, and a request by
+    /// index a REJECT, as for a piece the origin lacks (docs/PROTOCOL.md §5.2); a client
+    /// then fetches it from a peer that has the original, or stalls, rather than being sent
+    /// copies that fail their CRC forever.
+    pub fn poll_piece_checked(
+        &mut self,
+        slot: Slot,
+        mut servable: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
+        // Each failed check reads a whole piece: a few per call keep one call's work bounded
+        // when most of the file changed.
+        let mut checks_left = MAX_FAILED_CHECKS;
         loop {
             let choking = self.table.is_choking(slot);
             let is_origin = self.cfg.role == Role::Origin;
@@ -118,13 +143,18 @@ impl Node {
                 self.emit(slot, &Message::Reject(req));
                 continue;
             }
+            let withdrawn = |side: &Side, i: u32| match side {
+                Side::Origin(r) => r.withdrawn.get(i),
+                Side::Client(_) => false,
+            };
             let piece = if req == WILDCARD {
                 let Side::Origin(registry) = &mut self.side else {
                     return None;
                 };
                 let p = self.peers[slot].as_ref()?;
                 // Not what is on its way, nor what the client asked for by name.
-                let excluded = |i| p.in_flight.contains(&i) || p.queue.contains(&i);
+                let gone = &registry.withdrawn;
+                let excluded = |i| p.in_flight.contains(&i) || p.queue.contains(&i) || gone.get(i);
                 match registry.striper.choose(&p.has, excluded, &mut self.rng) {
                     Some(piece) => piece,
                     None => {
@@ -132,9 +162,25 @@ impl Node {
                         continue;
                     }
                 }
+            } else if withdrawn(&self.side, req) {
+                self.emit(slot, &Message::Reject(req));
+                continue;
             } else {
                 req
             };
+            if !servable(piece) {
+                if let Side::Origin(r) = &mut self.side {
+                    r.withdrawn.set(piece);
+                }
+                checks_left -= 1;
+                if req == WILDCARD && checks_left > 0 {
+                    let p = self.peer_mut(slot)?;
+                    p.queue.push_front(WILDCARD);
+                } else {
+                    self.emit(slot, &Message::Reject(req));
+                }
+                continue;
+            }
             if is_origin {
                 self.count_origin_copy(slot, piece);
             }
@@ -142,6 +188,14 @@ impl Node {
                 p.sending = true;
             }
             return Some(piece);
+        }
+    }
+
+    /// Origin: pieces withdrawn because the served file no longer matches the manifest.
+    pub fn withdrawn_pieces(&self) -> u32 {
+        match &self.side {
+            Side::Origin(r) => r.withdrawn.count(),
+            Side::Client(_) => 0,
         }
     }
 
@@ -259,7 +313,7 @@ impl Node {
             || alone
             || idle
             || !self.cfg.use_peers
-            || self.now >= done_at + self.cfg.linger
+            || passed(self.now, done_at, self.cfg.linger)
         {
             self.exiting = true;
             self.events.push_back(Event::Exit);

@@ -24,6 +24,13 @@ pub(super) const MAX_DIAL_ATTEMPTS: u32 = 3;
 /// Wait between attempts to reconnect to an origin lost after the manifest arrived.
 pub(super) const ORIGIN_RETRY: Duration = Duration::from_secs(2);
 
+/// True once `after` has passed since `since`. A deadline beyond what `Instant` can hold
+/// never passes: `--linger 18446744073709551615` means "as long as the swarm wants", where
+/// `since + after` panicked (`overflow when adding duration to instant`, issue 13).
+pub(super) fn passed(now: Instant, since: Instant, after: Duration) -> bool {
+    since.checked_add(after).is_some_and(|at| now >= at)
+}
+
 impl Node {
     /// Timers: rates, chokes, keepalives, timeouts, dials, lingering.
     pub fn handle_tick(&mut self, now: Instant) {
@@ -65,7 +72,7 @@ impl Node {
 
     pub(super) fn client_timers(&mut self, now: Instant) {
         if self.manifest.is_some() && !self.is_complete() {
-            if now >= self.last_progress + self.cfg.stall_timeout {
+            if passed(now, self.last_progress, self.cfg.stall_timeout) {
                 let (have, total) = self.progress();
                 self.fatal(
                     FailureKind::Stalled,

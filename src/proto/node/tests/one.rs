@@ -29,9 +29,15 @@ impl One {
     }
 
     fn client() -> One {
+        One::client_with(|_| {})
+    }
+
+    /// A client connected to its origin (slot 0), its configuration changed by `tune`.
+    fn client_with(tune: impl FnOnce(&mut Config)) -> One {
         let now = Instant::now();
         let mut cfg = Config::new(Role::Client, 5);
         cfg.server = Some(addr_of(0));
+        tune(&mut cfg);
         let mut n = Node::client(cfg, now);
         n.handle_open(0, Link::ToOrigin, addr_of(0), now);
         let mut o = One { node: n, now };
@@ -42,7 +48,12 @@ impl One {
     /// A client that has the origin's HELLO, MANIFEST and BITFIELD for `data`, its own
     /// replies and events drained.
     fn client_with_manifest(data: &[u8]) -> One {
-        let mut c = One::client();
+        One::client_with_manifest_and(data, |_| {})
+    }
+
+    /// `client_with_manifest` with its configuration changed by `tune`.
+    fn client_with_manifest_and(data: &[u8], tune: impl FnOnce(&mut Config)) -> One {
+        let mut c = One::client_with(tune);
         let m = Manifest::build(data, PIECE).unwrap();
         c.send(hello(Role::Origin, 1, m.id()));
         let mut body = Vec::new();
@@ -120,6 +131,45 @@ fn test_origin_rejects_unsupported_version() {
             ..
         }]
     ));
+}
+
+/// §4.1: a HELLO of another version gets ERROR 2 whatever its length up to MAX_HELLO_LEN
+/// and whatever follows the version byte (a long v2 body got ERROR 1, issue 13).
+#[test]
+fn test_origin_answers_long_v2_hello_with_version_error() {
+    let mut o = One::origin(&file(100));
+    let mut body = b"TFTT".to_vec();
+    body.push(2);
+    body.resize(wire::MAX_HELLO_LEN, 0xff);
+    o.node.handle_frame(0, wire::ty::HELLO, &body, o.now);
+    let out = o.out();
+    assert_eq!(out[0].0, wire::ty::ERROR);
+    assert_eq!(u16::from_be_bytes([out[0].1[0], out[0].1[1]]), 2);
+}
+
+/// §4.1: node ids are never 0; a HELLO with 0 is refused with ERROR 1 and says why.
+#[test]
+fn test_origin_refuses_node_id_0() {
+    let mut o = One::origin(&file(100));
+    o.send(hello(Role::Client, 0, 0));
+    let out = o.out();
+    assert_eq!(out.len(), 1, "an ERROR only, no MANIFEST");
+    assert_eq!(out[0].0, wire::ty::ERROR);
+    assert_eq!(u16::from_be_bytes([out[0].1[0], out[0].1[1]]), 1);
+    let reason = String::from_utf8_lossy(&out[0].1[2..]).to_string();
+    assert!(reason.contains("node id 0"), "{reason}");
+}
+
+/// A client whose origin says it is node 0 gives up: it is not a TFTTP origin.
+#[test]
+fn test_client_gives_up_on_origin_with_node_id_0() {
+    let mut c = One::client();
+    c.send(hello(Role::Origin, 0, 77));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(w) if w.kind == FailureKind::NotTftp))
+    );
 }
 
 #[test]
@@ -337,6 +387,18 @@ fn test_stall_timeout_is_fatal() {
     ));
 }
 
+/// A stall timeout beyond what `Instant` can hold never fires, and does not panic.
+#[test]
+fn test_stall_timeout_beyond_instant_range_never_fires() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.stall_timeout = Duration::MAX);
+    c.node.handle_tick(c.now + Duration::from_secs(100_000));
+    assert!(
+        !c.events().iter().any(|e| matches!(e, Event::Fatal(_))),
+        "no stall"
+    );
+}
+
 #[test]
 fn test_slow_piece_still_arriving_is_not_a_stall() {
     // Found by the simulator: a 1 MiB last piece from a 5 Mbit/s peer sharing its upload
@@ -512,6 +574,57 @@ fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     assert_eq!(o.node.poll_piece(0), Some(0));
 }
 
+/// The served file changed under the origin and piece 0 no longer matches the manifest:
+/// a WILDCARD gets the next piece instead, a request by index a REJECT, and piece 0 is
+/// never offered again (it would fail its CRC at every client).
+#[test]
+fn test_origin_withdraws_a_piece_that_no_longer_matches() {
+    let data = file(4 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0]);
+    let changed = |p: u32| p != 0;
+    o.send(Message::Request(WILDCARD));
+    assert_eq!(o.node.poll_piece_checked(0, changed), Some(1));
+    assert_eq!(o.node.withdrawn_pieces(), 1);
+    o.send(Message::Request(0));
+    assert_eq!(o.node.poll_piece_checked(0, |_| true), None);
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, 0u32.to_be_bytes().to_vec())]
+    );
+    for _ in 0..3 {
+        o.send(Message::Request(WILDCARD));
+    }
+    let mut sent: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    sent.sort();
+    assert_eq!(sent, vec![2, 3], "never piece 0 again");
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, WILDCARD.to_be_bytes().to_vec())],
+        "nothing left to send"
+    );
+}
+
+/// A file that changed throughout: one call checks a few pieces, then refuses the WILDCARD
+/// instead of reading the whole file.
+#[test]
+fn test_origin_checks_a_few_pieces_per_wildcard_then_rejects() {
+    let data = file(8 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0]);
+    let mut checked = 0;
+    o.send(Message::Request(WILDCARD));
+    let got = o.node.poll_piece_checked(0, |_| {
+        checked += 1;
+        false
+    });
+    assert_eq!(got, None);
+    assert_eq!(checked, 4);
+    assert_eq!(o.node.withdrawn_pieces(), 4);
+    assert_eq!(
+        o.out(),
+        vec![(wire::ty::REJECT, WILDCARD.to_be_bytes().to_vec())]
+    );
+}
+
 #[test]
 fn test_endgame_asks_idle_peer_for_longest_waiting_piece() {
     let data = file(4 * PIECE as usize);
@@ -641,6 +754,30 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     assert!(!exits(&mut c), "idle for 9 s only");
     c.node.handle_tick(at(31));
     assert!(exits(&mut c), "idle for 11 s: LINGER_IDLE has passed");
+}
+
+/// `--linger 18446744073709551615` panicked with `overflow when adding duration to
+/// instant` once the file was complete, before the `.part` was renamed (issue 13). A linger
+/// beyond `Instant`'s range is "as long as anyone wants a piece": the idle rule still ends it.
+#[test]
+fn test_complete_with_linger_beyond_instant_range_leaves_when_idle() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| {
+        cfg.linger = Duration::from_secs(u64::MAX);
+    });
+    c.send(Message::Unchoke);
+    for p in 0..2u32 {
+        assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
+        let o = p as usize * PIECE as usize;
+        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(crc), c.now);
+    }
+    assert!(c.node.is_complete());
+    let events = c.events();
+    assert!(events.contains(&Event::Complete), "{events:?}");
+    assert!(!events.contains(&Event::Exit), "a seed stays: {events:?}");
+    c.node.handle_tick(c.now + Duration::from_secs(11));
+    assert!(c.events().contains(&Event::Exit), "idle for 11 s");
 }
 
 #[test]
