@@ -21,6 +21,7 @@ use slab::Slab;
 
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError};
+use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
 use super::storage::Storage;
@@ -156,6 +157,8 @@ pub struct Driver {
     reporter: Option<Box<dyn Reporter>>,
     report_every: Duration,
     next_report: Instant,
+    /// The `--metrics` endpoint, if serving one.
+    metrics: Option<MetricsServer>,
 }
 
 impl Driver {
@@ -198,6 +201,7 @@ impl Driver {
             reporter: None,
             report_every: STATS_EVERY,
             next_report: now,
+            metrics: None,
         })
     }
 
@@ -207,6 +211,13 @@ impl Driver {
         self.reporter = Some(r);
         self.report_every = every;
         self.next_report = Instant::now() + every;
+    }
+
+    /// Serves the node's metrics page (`crate::metrics`) over HTTP on `listener` from this
+    /// loop (`--metrics`).
+    pub fn serve_metrics(&mut self, listener: TcpListener) -> io::Result<()> {
+        self.metrics = Some(MetricsServer::new(listener, self.poll.registry())?);
+        Ok(())
     }
 
     /// Open connections (the origin's among them, on a client).
@@ -284,6 +295,9 @@ impl Driver {
                 break Ok(());
             }
             self.close_overdue(now);
+            if let Some(m) = self.metrics.as_mut() {
+                m.expire(self.poll.registry(), now);
+            }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
                 self.write_stats();
@@ -301,6 +315,7 @@ impl Driver {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
+                    t if MetricsServer::owns(t) => self.on_metrics(t),
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
@@ -621,6 +636,16 @@ impl Driver {
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
+    }
+
+    /// Readiness on a metrics socket; the page is rendered only for a request that asks.
+    fn on_metrics(&mut self, token: Token) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let (node, conns) = (&self.node, &self.conns);
+        let mut page = || crate::metrics::render(node, conns.len(), Instant::now());
+        m.handle(self.poll.registry(), token, Instant::now(), &mut page);
     }
 
     fn write_stats(&mut self) {

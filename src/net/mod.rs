@@ -5,6 +5,7 @@ mod conn;
 mod driver;
 mod error;
 mod limits;
+mod metrics;
 mod ratelimit;
 pub mod socket;
 pub mod storage;

@@ -44,6 +44,21 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
     }
 }
 
+/// Starts the `--metrics` endpoint on the driver's loop, if asked for.
+fn start_metrics(driver: &mut Driver, c: &Common) -> Result<(), Fail> {
+    let Some(addr) = c.metrics else {
+        return Ok(());
+    };
+    let what = format!("cannot listen on {addr} for --metrics");
+    let listener = socket::listen(addr, SocketOptions::default()).map_err(local(what.clone()))?;
+    let bound = listener.local_addr().map_err(local(what.clone()))?;
+    driver.serve_metrics(listener).map_err(local(what))?;
+    if !c.quiet {
+        eprintln!("tfttp: metrics at http://{bound}/metrics");
+    }
+    Ok(())
+}
+
 fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), Fail> {
     if let Some(p) = &c.ready_file {
         tfttp::stats::write_atomic(p, &format!("{addr}\n"))
@@ -96,6 +111,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
     let mut driver = Driver::new(node, source, Some(listener), opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
+    start_metrics(&mut driver, &a.common)?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
         eprintln!(
@@ -182,6 +198,10 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             ));
         }
     };
+    if let Err(e) = start_metrics(&mut driver, &a.common) {
+        driver.into_storage().abandon();
+        return Err(e);
+    }
     if let Some(b) = bound {
         write_ready_file(&a.common, b)?;
     }

@@ -120,6 +120,8 @@ pub struct Common {
     pub verbose: bool,
     /// How often a progress line is printed when stderr is not a terminal.
     pub progress_interval: Duration,
+    /// Serve Prometheus metrics over HTTP here (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,12 @@ fn common_opts(o: &mut Options) {
         "ready-file",
         "write the bound listen address to PATH once listening",
         "PATH",
+    );
+    o.optopt(
+        "",
+        "metrics",
+        "serve Prometheus metrics at http://ADDR:PORT/metrics (README \"Metrics\")",
+        "ADDR:PORT",
     );
     o.optopt(
         "",
@@ -456,6 +464,7 @@ fn common(m: &Matches) -> Result<Common, String> {
         verbose: m.opt_present("verbose"),
         progress_interval: opt(m, "progress-interval", parse_num)?
             .map_or(DEFAULT_PROGRESS_INTERVAL, |n| Duration::from_secs(n.max(1))),
+        metrics: addr_opt(m, "metrics")?,
     })
 }
 
