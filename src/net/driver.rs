@@ -20,7 +20,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
-use super::error::{RunError, StorageError};
+use super::error::{RunError, StorageError, StorageErrorKind};
+use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
@@ -159,6 +160,8 @@ pub struct Driver {
     next_report: Instant,
     /// The `--metrics` endpoint, if serving one.
     metrics: Option<MetricsServer>,
+    /// `--output -`: where the verified file goes in order.
+    out: Option<InOrder>,
 }
 
 impl Driver {
@@ -202,6 +205,7 @@ impl Driver {
             report_every: STATS_EVERY,
             next_report: now,
             metrics: None,
+            out: None,
         })
     }
 
@@ -218,6 +222,19 @@ impl Driver {
     pub fn serve_metrics(&mut self, listener: TcpListener) -> io::Result<()> {
         self.metrics = Some(MetricsServer::new(listener, self.poll.registry())?);
         Ok(())
+    }
+
+    /// Writes the verified file to `fd` (stdout) in order as its pieces verify, from the
+    /// storage (`Storage::create_temp`); at the end `fd` is pointed at /dev/null, so its reader
+    /// sees the end of the file while the node goes on serving peers (`--output -`).
+    pub fn stream_output(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.out = Some(InOrder::new(fd, self.poll.registry())?);
+        Ok(())
+    }
+
+    /// Every byte given to `stream_output` was written (true when there is no such output).
+    pub fn output_done(&self) -> bool {
+        self.out.as_ref().is_none_or(|o| o.is_done())
     }
 
     /// Open connections (the origin's among them, on a client).
@@ -315,6 +332,11 @@ impl Driver {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
+                    OUT_TOKEN => {
+                        if let Some(o) = self.out.as_mut() {
+                            o.on_writable();
+                        }
+                    }
                     t if MetricsServer::owns(t) => self.on_metrics(t),
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
@@ -331,6 +353,11 @@ impl Driver {
                 break Err(why);
             }
             self.serve_reads();
+            self.pump_output();
+        };
+        let result = match result {
+            Ok(()) => self.drain_output(),
+            Err(e) => Err(e),
         };
         self.write_stats();
         self.report(|r, d| r.finish(d, Instant::now()));
@@ -346,6 +373,9 @@ impl Driver {
         let runnable =
             |q: &VecDeque<Slot>, b: &mut TokenBucket| !q.is_empty() && b.available(now) > 0;
         if runnable(&self.read_q, &mut self.down) || runnable(&self.write_q, &mut self.up) {
+            return Duration::ZERO;
+        }
+        if self.out.as_ref().is_some_and(|o| o.due()) {
             return Duration::ZERO;
         }
         let mut at = self.node.poll_timeout();
@@ -638,6 +668,23 @@ impl Driver {
         Ok(())
     }
 
+    /// Writes newly verified bytes to the `--output -` descriptor, as far as it takes them.
+    fn pump_output(&mut self) {
+        let Some(o) = self.out.as_mut() else { return };
+        if let Err(e) = o.pump(&self.node, &self.storage, self.poll.registry()) {
+            self.fatal = Some(output_error(&e));
+        }
+    }
+
+    /// After the loop: the rest of the `--output -` bytes, written blocking.
+    fn drain_output(&mut self) -> Result<(), RunError> {
+        let Some(o) = self.out.as_mut() else {
+            return Ok(());
+        };
+        o.drain(&self.node, &self.storage, self.poll.registry())
+            .map_err(|e| RunError::Storage(output_error(&e)))
+    }
+
     /// Readiness on a metrics socket; the page is rendered only for a request that asks.
     fn on_metrics(&mut self, token: Token) {
         let Some(m) = self.metrics.as_mut() else {
@@ -668,6 +715,11 @@ impl Driver {
             eprintln!("tfttp: [{t:9.3}] {}", msg());
         }
     }
+}
+
+/// Writing to the `--output -` descriptor failed (its reader went away, or a disk filled).
+fn output_error(e: &io::Error) -> StorageError {
+    StorageError::io(StorageErrorKind::Write, "cannot write to stdout".into(), e)
 }
 
 /// How a `-v` line names a connection: a peer by its id in hex, as ids are random bits.

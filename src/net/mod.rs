@@ -4,6 +4,7 @@
 mod conn;
 mod driver;
 mod error;
+mod inorder;
 mod limits;
 mod metrics;
 mod ratelimit;
