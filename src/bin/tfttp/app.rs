@@ -12,7 +12,7 @@ use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
 use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
 
-use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
+use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
 
@@ -138,12 +138,20 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
 }
 
 pub fn get(a: &GetArgs) -> Result<(), Fail> {
+    // As curl does: binary bytes on a terminal garble it and help nobody.
+    // SAFETY: isatty only reads the descriptor's state.
+    if a.output == Output::Stdout && unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1 {
+        return Err(Fail::new(
+            Exit::Usage,
+            "stdout is a terminal; redirect it (-o - | ...) or give -o FILE",
+        ));
+    }
     let server = resolve(&a.server)?;
-    let discard = a.output.as_os_str() == "-";
-    let storage = if discard {
-        Storage::Discard
-    } else {
-        Storage::create_part(&a.output)?
+    let discard = a.output == Output::Discard;
+    let storage = match &a.output {
+        Output::Discard => Storage::Discard,
+        Output::Stdout => Storage::create_temp(&std::env::temp_dir())?,
+        Output::File(path) => Storage::create_part(path)?,
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
@@ -202,12 +210,18 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
         driver.into_storage().abandon();
         return Err(e);
     }
+    if a.output == Output::Stdout
+        && let Err(e) = driver.stream_output(libc::STDOUT_FILENO)
+    {
+        driver.into_storage().abandon();
+        return Err(local("cannot write to stdout".into())(e));
+    }
     if let Some(b) = bound {
         write_ready_file(&a.common, b)?;
     }
     if !a.common.quiet {
         let role = progress::Role::Client {
-            output: a.output.display().to_string(),
+            output: a.output.clone(),
             server,
             linger: if use_peers { a.linger } else { Duration::ZERO },
         };
@@ -215,13 +229,14 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     }
     driver.dial(server, Link::ToOrigin);
     let result = driver.run();
-    let node_done = driver.node().is_complete();
+    // With --output -, the download is done once stdout has every byte.
+    let node_done = driver.node().is_complete() && driver.output_done();
     let summary = summary_line(driver.node());
     let storage = driver.into_storage();
     match result {
         Ok(()) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             if !a.common.quiet {
-                println!("{summary}");
+                say_summary(&a.output, &summary);
             }
             Ok(())
         }
@@ -235,7 +250,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
         Err(e) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             // Failing while lingering loses nothing: the file is complete and renamed.
             if !a.common.quiet {
-                println!("{summary}");
+                say_summary(&a.output, &summary);
                 eprintln!("tfttp: after completing: {e}");
             }
             Ok(())
@@ -244,6 +259,15 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             storage.abandon();
             Err(e.into())
         }
+    }
+}
+
+/// The one-line summary goes to stdout, unless stdout carries the file.
+fn say_summary(output: &Output, summary: &str) {
+    if *output == Output::Stdout {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
     }
 }
 
