@@ -98,6 +98,15 @@ fn scraped_during_a_transfer_the_byte_counters_grow() {
         "counter did not grow from {early}:\n{second}"
     );
 
+    // The origin's page counts what it sent (scraped while it still runs).
+    let origin_url = format!("http://{origin_metrics}/metrics");
+    let origin = scrape_until(&origin_url, t0 + Duration::from_secs(20), |p| {
+        sample(p, UP).is_some_and(|v| v > 0.0)
+    });
+    assert!(origin.contains("tfttp_info{role=\"origin\""), "{origin}");
+    assert!(sample(&origin, UP).unwrap() > 0.0, "{origin}");
+    assert_eq!(sample(&origin, "tfttp_complete"), Some(1.0));
+
     // Every documented family is there, with the prefix and a TYPE line.
     for name in [
         "tfttp_info",
@@ -142,15 +151,6 @@ fn scraped_during_a_transfer_the_byte_counters_grow() {
     drop(idle);
     let other = curl(&format!("http://{metrics}/"));
     assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
-
-    // The origin's page counts what it sent.
-    let origin_url = format!("http://{origin_metrics}/metrics");
-    let origin = scrape_until(&origin_url, t0 + Duration::from_secs(20), |p| {
-        sample(p, UP).is_some_and(|v| v > 0.0)
-    });
-    assert!(origin.contains("tfttp_info{role=\"origin\""), "{origin}");
-    assert!(sample(&origin, UP).unwrap() > 0.0, "{origin}");
-    assert_eq!(sample(&origin, "tfttp_complete"), Some(1.0));
 
     a.expect_download(&src, 60);
     b.expect_download(&src, 60);
