@@ -4,7 +4,7 @@
 //! - `cp` of the file (the destination-write limit of this machine),
 //! - tfttp to a file (`get --no-peers -o FILE`), and again with the server on `--sendfile`,
 //! - nginx (sendfile) + `curl -o FILE`, the tool a user would otherwise pick,
-//! - tfttp to the discard sink (`get -o -`),
+//! - tfttp to the discard sink (`get --discard`),
 //! - `iperf3` single stream for the same byte count (the loopback TCP limit),
 //!
 //! and the figures are medians of per-repetition ratios, so the noise of a shared machine
@@ -243,11 +243,12 @@ fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: b
         procs::start_origin(exe, src, &ready, &args, Duration::from_secs(120)).unwrap();
     // CPU spent before listening is the manifest (one CRC pass): start-up, not serving.
     let startup_cpu = support::proc_cpu_secs(server.id());
-    let out = dst.map_or("-".to_string(), |d| d.display().to_string());
-    let (secs, cu) = timed(
-        exe,
-        &strings(&["get", &addr.to_string(), "-o", &out, "--no-peers", "-q"]),
-    );
+    let mut get = strings(&["get", &addr.to_string(), "--no-peers", "-q"]);
+    match dst {
+        Some(d) => get.extend(strings(&["-o", &d.display().to_string()])),
+        None => get.push("--discard".into()),
+    }
+    let (secs, cu) = timed(exe, &get);
     let (status, su) = support::wait_measured(&mut server, deadline());
     assert!(status.is_some_and(|s| s.success()), "tfttp server failed");
     Sample {

@@ -406,3 +406,49 @@ fn interrupted_download_resumes() {
         "fetched {fetched} bytes of a 4 MiB file after about 2 s of 1 MB/s"
     );
 }
+
+/// docs/tfttp.1 keeps up with the help: every option each command lists and every exit
+/// status, and groff reads it without a warning (where groff is installed).
+#[test]
+fn manual_page_describes_every_option_and_exit_status() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = root.join("docs/tfttp.1");
+    let man = std::fs::read_to_string(&page).unwrap();
+    for cmd in ["serve", "get", "demo", "sim"] {
+        let o = Command::new(bin()).args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(o.stdout).unwrap();
+        let options = help
+            .lines()
+            .filter(|l| l.trim_start().starts_with('-'))
+            .flat_map(|l| l.split_whitespace())
+            .filter_map(|w| w.trim_end_matches(',').strip_prefix("--"))
+            .filter(|w| !w.is_empty());
+        let mut n = 0;
+        for opt in options {
+            n += 1;
+            let roff = format!("\\-\\-{}", opt.replace('-', "\\-"));
+            assert!(man.contains(&roff), "{cmd}: --{opt} is not in docs/tfttp.1");
+        }
+        assert!(n >= 4, "{cmd}: read only {n} options from\n{help}");
+        if cmd == "get" {
+            for code in help
+                .lines()
+                .skip_while(|l| !l.starts_with("Exit status"))
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            {
+                assert!(
+                    man.contains(&format!(".B {code}\n")),
+                    "exit status {code} is not in docs/tfttp.1"
+                );
+            }
+        }
+    }
+    if let Ok(o) = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(&page)
+        .output()
+    {
+        let warnings = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && warnings.is_empty(), "{warnings}");
+    }
+}

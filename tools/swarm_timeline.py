@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Per-second view of one tfttp swarm run from its --timeline files.
 
-    tools/swarm_timeline.py DIR [--starts swarm.json]
+    tools/swarm_timeline.py DIR|FILE... [--starts swarm.json]
 
-DIR holds the clients' c*.timeline files, as bench/swarm.py leaves them. Each client's rows are shifted by its arrival time (from swarm.json beside DIR when
-present), then summed per second of swarm time: how many clients are still downloading,
+Reads every *.timeline file in each DIR (bench/swarm.py leaves c0.timeline, c1.timeline, ...)
+and every FILE named, and warns on stderr about what it cannot use: no timeline found, an
+empty or unreadable file, a file that never received a byte (an origin's). Each client's rows
+are shifted by its arrival time (from swarm.json beside DIR when present, for files named
+cN.timeline), then summed per second of swarm time: how many clients are still downloading,
 useful bytes received (from the origin and from peers), bytes thrown away as duplicates, and
 how much the clients still downloading and those already complete uploaded. A second where
 useful < capacity shows where a run loses time against the Kumar-Ross minimum.
@@ -16,13 +19,76 @@ import glob
 import json
 import os
 import re
+import sys
 
 MBIT = 8 / 1e6
 
 
+def warn(msg):
+    print(f"{os.path.basename(sys.argv[0])}: {msg}", file=sys.stderr)
+
+
 def load(path):
+    """The rows of one --timeline file; a torn last line (the node was killed mid-write) is
+    dropped."""
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                warn(f"{path}:{n}: not a timeline row, skipped")
+    return rows
+
+
+def timeline_files(paths):
+    """(path, client index or None) for every *.timeline in the directories and every file
+    in `paths`, sorted; warns when a path gives none."""
+    found = []
+    for p in paths:
+        if os.path.isdir(p):
+            files = sorted(glob.glob(os.path.join(p, "*.timeline")))
+            if not files:
+                warn(f"no *.timeline file in {p}")
+            found += files
+        elif os.path.isfile(p):
+            found.append(p)
+        else:
+            warn(f"{p}: no such file or directory")
+    out = []
+    for path in found:
+        m = re.search(r"(?:^|[^A-Za-z])c(\d+)\.timeline$", os.path.basename(path))
+        out.append((path, int(m.group(1)) if m else None))
+    return out
+
+
+def client_series(paths):
+    """{label: (client index or None, rows)} for the clients among `paths`: files that cannot
+    be read, are empty, or never received a byte (an origin's, or a seed's from the start)
+    are left out with a warning."""
+    series = {}
+    for path, index in timeline_files(paths):
+        try:
+            rows = load(path)
+        except OSError as e:
+            warn(f"{path}: {e.strerror}")
+            continue
+        if not rows:
+            warn(f"{path}: empty")
+            continue
+        if all(r.get("from_origin", 0) + r.get("from_peers", 0) == 0 for r in rows) and \
+                rows[0].get("have", 0) == rows[-1].get("have", 0):
+            warn(f"{path}: received nothing (an origin's timeline?), left out")
+            continue
+        label = os.path.splitext(os.path.basename(path))[0]
+        if label in series:
+            label = path
+        series[label] = (index, rows)
+    if not series:
+        warn("read no client timeline: nothing to show")
+    return series
 
 
 def starts_from(json_path, work):
@@ -36,13 +102,11 @@ def starts_from(json_path, work):
     return {}
 
 
-def summarise(work, starts):
+def summarise(paths, starts):
     rows = collections.defaultdict(collections.Counter)
     downloading = collections.defaultdict(set)
-    for path in glob.glob(os.path.join(work, "c*.timeline")):
-        i = int(re.search(r"c(\d+)\.timeline$", path).group(1))
-        t0 = starts.get(i, 0.0)
-        series = load(path)
+    for i, (index, series) in client_series(paths).items():
+        t0 = starts.get(index, 0.0)
         full = series[-1]["have"] if series else 0
         prev = None
         for r in series:
@@ -66,11 +130,15 @@ def summarise(work, starts):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir")
+    ap.add_argument("paths", nargs="+", metavar="DIR|FILE",
+                    help="directories of *.timeline files, or timeline files")
     ap.add_argument("--starts", help="bench/swarm.py results (default: DIR/../swarm.json)")
     a = ap.parse_args()
-    starts = starts_from(a.starts or os.path.join(a.dir, "..", "swarm.json"), a.dir)
-    rows = summarise(a.dir, starts)
+    first = a.paths[0]
+    starts = starts_from(a.starts or os.path.join(first, "..", "swarm.json"), first)
+    rows = summarise(a.paths, starts)
+    if not rows:
+        return 1
     print(" sec  dl  useful  origin   peers     dup  dup<-O  up:leech  up:seed   (Mbit/s)")
     total = collections.Counter()
     for sec in sorted(rows):
@@ -85,4 +153,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

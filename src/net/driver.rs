@@ -22,7 +22,9 @@ use slab::Slab;
 use crate::bounds::payload_rate;
 
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
-use super::error::{RunError, StorageError};
+use super::error::{RunError, StorageError, StorageErrorKind};
+use super::inorder::{InOrder, OUT_TOKEN};
+use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
 use super::storage::{SourceStamp, Storage};
@@ -182,6 +184,10 @@ pub struct Driver {
     reporter: Option<Box<dyn Reporter>>,
     report_every: Duration,
     next_report: Instant,
+    /// The `--metrics` endpoint, if serving one.
+    metrics: Option<MetricsServer>,
+    /// `--output -`: where the verified file goes in order.
+    out: Option<InOrder>,
 }
 
 impl Driver {
@@ -229,6 +235,8 @@ impl Driver {
             reporter: None,
             report_every: STATS_EVERY,
             next_report: now,
+            metrics: None,
+            out: None,
         })
     }
 
@@ -238,6 +246,26 @@ impl Driver {
         self.reporter = Some(r);
         self.report_every = every;
         self.next_report = Instant::now() + every;
+    }
+
+    /// Serves the node's metrics page (`crate::metrics`) over HTTP on `listener` from this
+    /// loop (`--metrics`).
+    pub fn serve_metrics(&mut self, listener: TcpListener) -> io::Result<()> {
+        self.metrics = Some(MetricsServer::new(listener, self.poll.registry())?);
+        Ok(())
+    }
+
+    /// Writes the verified file to `fd` (stdout) in order as its pieces verify, from the
+    /// storage (`Storage::create_temp`); at the end `fd` is pointed at /dev/null, so its reader
+    /// sees the end of the file while the node goes on serving peers (`--output -`).
+    pub fn stream_output(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.out = Some(InOrder::new(fd, self.poll.registry())?);
+        Ok(())
+    }
+
+    /// Every byte given to `stream_output` was written (true when there is no such output).
+    pub fn output_done(&self) -> bool {
+        self.out.as_ref().is_none_or(|o| o.is_done())
     }
 
     /// Open connections (the origin's among them, on a client).
@@ -315,6 +343,9 @@ impl Driver {
                 break Ok(());
             }
             self.close_overdue(now);
+            if let Some(m) = self.metrics.as_mut() {
+                m.expire(self.poll.registry(), now);
+            }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
                 self.check_source();
@@ -333,6 +364,12 @@ impl Driver {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
+                    OUT_TOKEN => {
+                        if let Some(o) = self.out.as_mut() {
+                            o.on_writable();
+                        }
+                    }
+                    t if MetricsServer::owns(t) => self.on_metrics(t),
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
@@ -348,6 +385,11 @@ impl Driver {
                 break Err(why);
             }
             self.serve_reads();
+            self.pump_output();
+        };
+        let result = match result {
+            Ok(()) => self.drain_output(),
+            Err(e) => Err(e),
         };
         self.write_stats();
         self.report(|r, d| r.finish(d, Instant::now()));
@@ -363,6 +405,9 @@ impl Driver {
         let runnable =
             |q: &VecDeque<Slot>, b: &mut TokenBucket| !q.is_empty() && b.available(now) > 0;
         if runnable(&self.read_q, &mut self.down) || runnable(&self.write_q, &mut self.up) {
+            return Duration::ZERO;
+        }
+        if self.out.as_ref().is_some_and(|o| o.due()) {
             return Duration::ZERO;
         }
         let mut at = self.node.poll_timeout();
@@ -700,6 +745,33 @@ impl Driver {
         }
     }
 
+    /// Writes newly verified bytes to the `--output -` descriptor, as far as it takes them.
+    fn pump_output(&mut self) {
+        let Some(o) = self.out.as_mut() else { return };
+        if let Err(e) = o.pump(&self.node, &self.storage, self.poll.registry()) {
+            self.fatal = Some(output_error(&e));
+        }
+    }
+
+    /// After the loop: the rest of the `--output -` bytes, written blocking.
+    fn drain_output(&mut self) -> Result<(), RunError> {
+        let Some(o) = self.out.as_mut() else {
+            return Ok(());
+        };
+        o.drain(&self.node, &self.storage, self.poll.registry())
+            .map_err(|e| RunError::Storage(output_error(&e)))
+    }
+
+    /// Readiness on a metrics socket; the page is rendered only for a request that asks.
+    fn on_metrics(&mut self, token: Token) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let (node, conns) = (&self.node, &self.conns);
+        let mut page = || crate::metrics::render(node, conns.len(), Instant::now());
+        m.handle(self.poll.registry(), token, Instant::now(), &mut page);
+    }
+
     fn write_stats(&mut self) {
         if let Some(f) = self.timeline.as_mut() {
             use std::io::Write;
@@ -720,6 +792,11 @@ impl Driver {
             eprintln!("tfttp: [{t:9.3}] {}", msg());
         }
     }
+}
+
+/// Writing to the `--output -` descriptor failed (its reader went away, or a disk filled).
+fn output_error(e: &io::Error) -> StorageError {
+    StorageError::io(StorageErrorKind::Write, "cannot write to stdout".into(), e)
 }
 
 /// How a `-v` line names a connection: a peer by its id in hex, as ids are random bits.

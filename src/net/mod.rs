@@ -4,7 +4,9 @@
 mod conn;
 mod driver;
 mod error;
+mod inorder;
 mod limits;
+mod metrics;
 mod ratelimit;
 pub mod socket;
 pub mod storage;

@@ -1,6 +1,7 @@
 //! Where pieces live: the origin's file mapped read-only, or the client's `OUT.part`, written
 //! with `pwrite` (in 64 KiB chunks of each piece, see `conn.rs`) and renamed to `OUT` only
-//! once every piece is verified.
+//! once every piece is verified (or, for `--output -`, an unnamed temporary file that stdout
+//! is fed from in order, `inorder.rs`).
 //! Uploads are written to sockets straight from a read-only mapping of either file.
 
 use std::fs::{File, OpenOptions};
@@ -24,7 +25,7 @@ pub enum Storage {
     Part(PartFile, Mmap),
     /// Client after completion: renamed to `OUT`, still open and mapped to serve peers.
     Done(File, Mmap),
-    /// Client with `--output -`: pieces are verified and dropped, as iperf3 measures TCP
+    /// Client with `--discard`: pieces are verified and dropped, as iperf3 measures TCP
     /// without a disk. Nothing can be uploaded from it.
     Discard,
     /// Transitional, only inside `prepare` and `finish`.
@@ -48,7 +49,8 @@ pub struct PartFile {
     /// Holds an exclusive `flock` for as long as it is open.
     file: File,
     part: PathBuf,
-    out: PathBuf,
+    /// `None` for the unnamed temporary file behind `--output -`: nothing to rename.
+    out: Option<PathBuf>,
 }
 
 /// Opens and maps the file an origin serves.
@@ -150,8 +152,47 @@ impl Storage {
         Ok(Storage::Pending(PartFile {
             file,
             part,
-            out: out.to_path_buf(),
+            out: Some(out.to_path_buf()),
         }))
+    }
+
+    /// Creates the unnamed temporary file that `--output -` downloads into, in `dir` (the
+    /// temporary directory): pieces arrive in any order and stdout takes them in order, so
+    /// they wait here. It is unlinked at once, so nothing is left behind however the process
+    /// ends, and it is never renamed.
+    pub fn create_temp(dir: &Path) -> Result<Storage, StorageError> {
+        let mut last = None;
+        // A name taken by another process (or planted) is skipped: O_EXCL never opens it.
+        for attempt in 0..16u32 {
+            let part = dir.join(format!(
+                "tfttp-stdout-{}-{attempt}.part",
+                std::process::id()
+            ));
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&part);
+            match opened {
+                Ok(file) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Ok(Storage::Pending(PartFile {
+                        file,
+                        part,
+                        out: None,
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((part, e)),
+                Err(e) => {
+                    let what = format!("cannot create a temporary file {}", part.display());
+                    return Err(StorageError::io(StorageErrorKind::Create, what, &e));
+                }
+            }
+        }
+        let (part, e) = last.expect("the loop ran");
+        let what = format!("cannot create a temporary file {}", part.display());
+        Err(StorageError::io(StorageErrorKind::Create, what, &e))
     }
 
     /// Sizes and maps `OUT.part` for the manifest, and returns the pieces already in it that
@@ -218,22 +259,23 @@ impl Storage {
                 "output finished before it was prepared",
             ));
         };
-        if let Err(e) = rename_no_replace(&pf.part, &pf.out) {
+        let Some(out) = &pf.out else {
+            // The temporary file of `--output -`: stdout takes the bytes from the mapping.
+            *self = Storage::Done(pf.file, map);
+            return Ok(());
+        };
+        if let Err(e) = rename_no_replace(&pf.part, out) {
             let err = if e.kind() == io::ErrorKind::AlreadyExists {
                 StorageError::new(
                     StorageErrorKind::OutputExists,
                     format!(
                         "{} appeared during the download and is left alone; the complete file is {}",
-                        pf.out.display(),
+                        out.display(),
                         pf.part.display()
                     ),
                 )
             } else {
-                let what = format!(
-                    "cannot rename {} to {}",
-                    pf.part.display(),
-                    pf.out.display()
-                );
+                let what = format!("cannot rename {} to {}", pf.part.display(), out.display());
                 StorageError::io(StorageErrorKind::Rename, what, &e)
             };
             *self = Storage::Part(pf, map);
@@ -246,7 +288,9 @@ impl Storage {
     /// After a failure: an `OUT.part` that holds nothing yet is removed; one the manifest
     /// sized is kept, for the next `get` to the same output to resume.
     pub fn abandon(self) {
-        if let Storage::Pending(pf) = self {
+        if let Storage::Pending(pf) = self
+            && pf.out.is_some()
+        {
             let _ = std::fs::remove_file(&pf.part);
         }
     }
@@ -486,6 +530,33 @@ mod tests {
         assert!(out.exists() && !part_path(&out).exists());
         assert_eq!(s.bytes(), &data[..]);
         assert_eq!(std::fs::read(&out).unwrap(), data);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn test_temp_file_leaves_no_name_and_finishes_in_place() {
+        let d = tmp("temp");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let m = Manifest::build(&data, 16 * 1024).unwrap();
+        let mut s = Storage::create_temp(&d).unwrap();
+        // Unlinked at once: the directory is empty while the download runs.
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        assert!(s.prepare(&m).unwrap().is_empty());
+        s.write_at(16 * 1024, &data[16 * 1024..]).unwrap();
+        s.write_at(0, &data[..16 * 1024]).unwrap();
+        s.finish().unwrap();
+        assert!(matches!(s, Storage::Done(..)));
+        assert_eq!(s.bytes(), &data[..]);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        // A name another process holds is skipped, not opened.
+        std::fs::write(
+            d.join(format!("tfttp-stdout-{}-0.part", std::process::id())),
+            b"theirs",
+        )
+        .unwrap();
+        let t = Storage::create_temp(&d).unwrap();
+        t.abandon();
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -18,8 +18,8 @@ mod striper;
 
 pub use choke::Policy;
 pub use node::{
-    Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node, Sink,
-    Slot,
+    Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node,
+    PeerStates, Sink, Slot,
 };
 #[cfg(test)]
 pub(crate) use rng::Rng;

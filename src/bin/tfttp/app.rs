@@ -12,7 +12,7 @@ use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
 use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
 
-use crate::cli::{Common, GetArgs, ServeArgs, SimArgs};
+use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
 
@@ -43,6 +43,21 @@ fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usi
         verbose: c.verbose,
         source_name: None,
     }
+}
+
+/// Starts the `--metrics` endpoint on the driver's loop, if asked for.
+fn start_metrics(driver: &mut Driver, c: &Common) -> Result<(), Fail> {
+    let Some(addr) = c.metrics else {
+        return Ok(());
+    };
+    let what = format!("cannot listen on {addr} for --metrics");
+    let listener = socket::listen(addr, SocketOptions::default()).map_err(local(what.clone()))?;
+    let bound = listener.local_addr().map_err(local(what.clone()))?;
+    driver.serve_metrics(listener).map_err(local(what))?;
+    if !c.quiet {
+        eprintln!("tfttp: metrics at http://{bound}/metrics");
+    }
+    Ok(())
 }
 
 fn write_ready_file(c: &Common, addr: SocketAddr) -> Result<(), Fail> {
@@ -98,6 +113,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     opts.source_name = Some(a.file.display().to_string());
     let mut driver = Driver::new(node, source, Some(listener), opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
+    start_metrics(&mut driver, &a.common)?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
         eprintln!(
@@ -124,12 +140,20 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
 }
 
 pub fn get(a: &GetArgs) -> Result<(), Fail> {
+    // As curl does: binary bytes on a terminal garble it and help nobody.
+    // SAFETY: isatty only reads the descriptor's state.
+    if a.output == Output::Stdout && unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1 {
+        return Err(Fail::new(
+            Exit::Usage,
+            "stdout is a terminal; redirect it (-o - | ...) or give -o FILE",
+        ));
+    }
     let server = resolve(&a.server)?;
-    let discard = a.output.as_os_str() == "-";
-    let storage = if discard {
-        Storage::Discard
-    } else {
-        Storage::create_part(&a.output)?
+    let discard = a.output == Output::Discard;
+    let storage = match &a.output {
+        Output::Discard => Storage::Discard,
+        Output::Stdout => Storage::create_temp(&std::env::temp_dir())?,
+        Output::File(path) => Storage::create_part(path)?,
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
@@ -184,12 +208,22 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             ));
         }
     };
+    if let Err(e) = start_metrics(&mut driver, &a.common) {
+        driver.into_storage().abandon();
+        return Err(e);
+    }
+    if a.output == Output::Stdout
+        && let Err(e) = driver.stream_output(libc::STDOUT_FILENO)
+    {
+        driver.into_storage().abandon();
+        return Err(local("cannot write to stdout".into())(e));
+    }
     if let Some(b) = bound {
         write_ready_file(&a.common, b)?;
     }
     if !a.common.quiet {
         let role = progress::Role::Client {
-            output: a.output.display().to_string(),
+            output: a.output.clone(),
             server,
             linger: if use_peers { a.linger } else { Duration::ZERO },
         };
@@ -197,13 +231,14 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     }
     driver.dial(server, Link::ToOrigin);
     let result = driver.run();
-    let node_done = driver.node().is_complete();
+    // With --output -, the download is done once stdout has every byte.
+    let node_done = driver.node().is_complete() && driver.output_done();
     let summary = summary_line(driver.node());
     let storage = driver.into_storage();
     match result {
         Ok(()) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             if !a.common.quiet {
-                println!("{summary}");
+                say_summary(&a.output, &summary);
             }
             Ok(())
         }
@@ -217,7 +252,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
         Err(e) if node_done && matches!(storage, Storage::Done(..) | Storage::Discard) => {
             // Failing while lingering loses nothing: the file is complete and renamed.
             if !a.common.quiet {
-                println!("{summary}");
+                say_summary(&a.output, &summary);
                 eprintln!("tfttp: after completing: {e}");
             }
             Ok(())
@@ -226,6 +261,15 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             storage.abandon();
             Err(e.into())
         }
+    }
+}
+
+/// The one-line summary goes to stdout, unless stdout carries the file.
+fn say_summary(output: &Output, summary: &str) {
+    if *output == Output::Stdout {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
     }
 }
 

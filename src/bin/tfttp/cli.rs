@@ -23,7 +23,7 @@ clients that trade pieces among themselves.
 
 Usage:
   tfttp serve FILE [options]                   serve FILE as the origin
-  tfttp get HOST:PORT --output PATH [options]  download from HOST and its peers
+  tfttp get HOST:PORT --output PATH [options]  download from HOST and its peers (- : stdout)
   tfttp demo [options]                         server + clients on loopback, timed
   tfttp sim SCENARIO.json [options]            simulate a swarm (docs/SIMULATOR.md)
   tfttp COMMAND --help                         every option of COMMAND, exit statuses
@@ -33,6 +33,7 @@ Examples:
   tfttp serve big.iso --listen 0.0.0.0:6880 --up-rate 100Mbit
   tfttp get server.example:6880 -o big.iso            # seeds to peers for a while after
   tfttp get server.example:6880 -o big.iso --linger 0 # returns as soon as the file is in place
+  tfttp get server.example:6880 -o - --linger 0 | tar x  # the file on stdout, in order
   tfttp demo --clients 8 --size 128M";
 
 /// Units, shown under the options of the commands that take them.
@@ -95,12 +96,23 @@ fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
     }
 }
 
+/// Where `get` puts the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `--output PATH`: `PATH.part`, renamed to PATH once verified.
+    File(PathBuf),
+    /// `--output -`: stdout, in order, through an unnamed temporary file.
+    Stdout,
+    /// `--discard`: verified and dropped (the protocol's own speed, no disk, no peers).
+    Discard,
+}
+
 #[derive(Debug, Clone)]
 pub struct GetArgs {
     /// `HOST:PORT` as given; resolved when the command runs, so a name that does not
     /// resolve is told apart from a bad argument.
     pub server: String,
-    pub output: PathBuf,
+    pub output: Output,
     pub listen: Option<SocketAddr>,
     pub up_rate: Option<u64>,
     pub down_rate: Option<u64>,
@@ -136,6 +148,8 @@ pub struct Common {
     pub verbose: bool,
     /// How often a progress line is printed when stderr is not a terminal.
     pub progress_interval: Duration,
+    /// Serve Prometheus metrics over HTTP here (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +190,12 @@ fn common_opts(o: &mut Options) {
         "ready-file",
         "write the bound listen address to PATH once listening",
         "PATH",
+    );
+    o.optopt(
+        "",
+        "metrics",
+        "serve Prometheus metrics at http://ADDR:PORT/metrics (README \"Metrics\")",
+        "ADDR:PORT",
     );
     o.optopt(
         "",
@@ -246,8 +266,13 @@ fn get_opts(hidden: bool) -> Options {
     o.optopt(
         "o",
         "output",
-        "where to write the file (required; PATH.part until verified; - verifies and discards)",
+        "where to write the file (PATH.part until verified); - writes it to stdout in order",
         "PATH",
+    );
+    o.optflag(
+        "",
+        "discard",
+        "verify every piece and drop it instead of --output (no disk, no peers)",
     );
     o.optopt(
         "l",
@@ -338,10 +363,12 @@ fn usage(cmd: &str, o: &Options) -> String {
             "Serve FILE as the origin of a swarm.",
         ),
         "get" => (
-            "tfttp get HOST:PORT --output PATH [options]",
+            "tfttp get HOST:PORT (--output PATH | --output - | --discard) [options]",
             "Download from the origin at HOST:PORT and trade pieces with its other clients.\n\
              Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
-             serving peers for up to --linger seconds (--linger 0: exit at once).",
+             serving peers for up to --linger seconds (--linger 0: exit at once).\n\
+             --output - writes the file to stdout in order as its pieces verify (they wait in\n\
+             an unlinked file in $TMPDIR, default /tmp); stdout ends when the whole file is out.",
         ),
         "demo" => (
             "tfttp demo [options]",
@@ -397,10 +424,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             let [server] = &m.free[..] else {
                 return Err("get takes exactly one SERVER:PORT".into());
             };
-            let output = m.opt_str("output").ok_or("get needs --output PATH")?;
+            let output = match (m.opt_str("output"), m.opt_present("discard")) {
+                (Some(_), true) => return Err("give --output or --discard, not both".into()),
+                (None, true) => Output::Discard,
+                (Some(o), false) if o == "-" => Output::Stdout,
+                (Some(o), false) => Output::File(PathBuf::from(o)),
+                (None, false) => return Err("get needs --output PATH (or -, or --discard)".into()),
+            };
             Ok(Command::Get(GetArgs {
                 server: host_port(server)?,
-                output: PathBuf::from(output),
+                output,
                 listen: addr_opt(&m, "listen")?,
                 up_rate: opt(&m, "up-rate", rate)?,
                 down_rate: opt(&m, "down-rate", rate)?,
@@ -467,6 +500,7 @@ fn common(m: &Matches) -> Result<Common, String> {
         verbose: m.opt_present("verbose"),
         progress_interval: opt(m, "progress-interval", |s| parse_secs(s, 1))?
             .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
+        metrics: addr_opt(m, "metrics")?,
     })
 }
 
@@ -586,6 +620,23 @@ mod tests {
         assert_eq!(g.up_rate, Some(10_000_000));
         assert!(!g.use_peers);
         assert_eq!(g.linger, Duration::ZERO);
+    }
+
+    #[test]
+    fn test_get_output_dash_is_stdout_and_discard_is_its_own_flag() {
+        let out = |s: &str| match parse(&args(s)) {
+            Ok(Command::Get(g)) => Ok(g.output),
+            Ok(_) => panic!("not get"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(out("get h:1 -o -"), Ok(Output::Stdout));
+        assert_eq!(out("get h:1 --discard"), Ok(Output::Discard));
+        assert_eq!(out("get h:1 -o f"), Ok(Output::File("f".into())));
+        assert!(
+            out("get h:1 -o f --discard")
+                .unwrap_err()
+                .contains("not both")
+        );
     }
 
     #[test]

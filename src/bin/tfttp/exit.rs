@@ -74,7 +74,9 @@ impl Exit {
             Exit::Connect => "cannot connect (refused, unreachable, lost before the manifest)",
             Exit::Protocol => "not a TFTTP server, other protocol version, refused, other file",
             Exit::Verify => "the manifest does not decode",
-            Exit::LocalIo => "local file or socket: output exists, disk full, permission",
+            Exit::LocalIo => {
+                "local file or socket: output exists, disk full, permission, stdout closed"
+            }
             Exit::Stalled => "stalled: no piece data for --stall-timeout",
             Exit::Signal(libc::SIGHUP) => "stopped by SIGHUP (terminal closed)",
             Exit::Signal(libc::SIGINT) => "interrupted by SIGINT (Ctrl-C)",

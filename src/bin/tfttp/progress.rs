@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tfttp::net::{Driver, Reporter};
 
+use crate::cli::Output;
+
 /// How often the driver asks: a terminal line is redrawn this often.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Rates are averaged over this long, so a terminal line does not flicker between bursts
@@ -22,7 +24,7 @@ const DEFAULT_WIDTH: usize = 80;
 pub enum Role {
     /// A client downloading to `output` from `server`.
     Client {
-        output: String,
+        output: crate::cli::Output,
         server: SocketAddr,
         /// How long it serves peers after completing, at most (zero: it exits at once).
         linger: Duration,
@@ -195,21 +197,34 @@ impl Reporter for Progress {
         let node = d.node();
         let len = node.manifest().map_or(0, |m| m.file_len());
         let secs = now.duration_since(node.started_at()).as_secs_f64();
-        if output == "-" {
-            self.say(&format!(
-                "verified {len} bytes ({}) in {secs:.1} s",
-                size(len)
-            ));
-            return;
-        }
-        self.say(&format!(
-            "saved {output} ({len} bytes, {}) in {secs:.1} s",
-            size(len)
-        ));
+        let keeps = match output {
+            Output::Discard => {
+                self.say(&format!(
+                    "verified {len} bytes ({}) in {secs:.1} s",
+                    size(len)
+                ));
+                return;
+            }
+            Output::Stdout => {
+                self.say(&format!(
+                    "verified {len} bytes ({}) in {secs:.1} s; stdout ends once it has them all",
+                    size(len)
+                ));
+                "Ctrl-C before stdout has them all fails (exit 130)"
+            }
+            Output::File(path) => {
+                self.say(&format!(
+                    "saved {} ({len} bytes, {}) in {secs:.1} s",
+                    path.display(),
+                    size(len)
+                ));
+                "Ctrl-C keeps the file"
+            }
+        };
         if !linger.is_zero() {
             self.say(&format!(
                 "the file is complete; serving peers for at most {} s more (less once the \
-                 swarm is done or no peer wants a piece for 10 s); Ctrl-C keeps the file",
+                 swarm is done or no peer wants a piece for 10 s); {keeps}",
                 linger.as_secs()
             ));
         }

@@ -118,6 +118,35 @@ pub struct Counters {
     /// Origin: clients seen to hold every piece, whether they finished here or arrived
     /// complete.
     pub clients_completed: u32,
+    /// Origin: first copies of a piece sent to a client, each a promise to pass it on
+    /// (docs/PROTOCOL.md §5.6).
+    pub promises_made: u64,
+    /// Origin: of those, pieces another client announced without the origin sending them:
+    /// the promise was kept.
+    pub promises_kept: u64,
+}
+
+/// Open connections by state (`Node::peer_states`), for the metrics endpoint.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStates {
+    /// Client: connections to the origin (0 or 1).
+    pub origin: usize,
+    /// Connections to other clients whose handshake is not done both ways.
+    pub handshaking: usize,
+    /// Connections to other clients with the handshake done (HELLO and BITFIELD).
+    pub ready: usize,
+    /// Connections the node asked the driver to close, still flushing.
+    pub closing: usize,
+    /// Open connections (not closing) that we choke, and that we unchoke.
+    pub choked_by_us: usize,
+    /// See `choked_by_us`.
+    pub unchoked_by_us: usize,
+    /// Open connections (not closing) whose remote chokes us, and unchokes us.
+    pub choking_us: usize,
+    /// See `choking_us`.
+    pub unchoking_us: usize,
+    /// Open connections that have pieces we lack (we are interested).
+    pub interesting: usize,
 }
 
 /// A node's instantaneous load (`Node::load`): a run's timeline shows where it waits.
@@ -305,6 +334,42 @@ impl Node {
             (None, Some(m)) => (m.piece_count(), m.piece_count()),
             _ => (0, 0),
         }
+    }
+
+    /// Client: the verified pieces; `None` on the origin and before the manifest.
+    pub fn have(&self) -> Option<&Bitfield> {
+        self.picker.as_ref().map(|p| p.have())
+    }
+
+    /// Open connections by state: handshake, choking both ways, interest.
+    pub fn peer_states(&self) -> PeerStates {
+        let mut st = PeerStates::default();
+        for (s, p) in self.peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if p.closing {
+                st.closing += 1;
+                continue;
+            }
+            if p.is_origin_link() {
+                st.origin += 1;
+            } else if p.ready {
+                st.ready += 1;
+            } else {
+                st.handshaking += 1;
+            }
+            if self.table.is_choking(s) {
+                st.choked_by_us += 1;
+            } else {
+                st.unchoked_by_us += 1;
+            }
+            if p.peer_choking {
+                st.choking_us += 1;
+            } else {
+                st.unchoking_us += 1;
+            }
+            st.interesting += p.am_interested as usize;
+        }
+        st
     }
 
     /// Instantaneous load for the timeline.

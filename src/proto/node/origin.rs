@@ -210,6 +210,7 @@ impl Node {
         }
         if registry.send_copy(slot, piece) {
             self.table.promise(slot);
+            self.counters.promises_made += 1;
         }
         p.in_flight.push(piece);
     }

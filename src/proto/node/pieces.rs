@@ -164,6 +164,7 @@ impl Node {
                         && let Some(holder) = registry.announced(slot, i)
                     {
                         self.table.keep_promise(holder);
+                        self.counters.promises_kept += 1;
                     }
                 }
                 if full {
