@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use super::error::{StorageError, StorageErrorKind};
-use crate::manifest::Manifest;
+use crate::manifest::{self, Manifest};
 
 /// The node's copy of the file, in whichever state its role and progress put it.
 pub enum Storage {
@@ -76,13 +76,14 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The pieces of `m` whose bytes in `map` match their checksum.
+/// The pieces of `m` whose bytes in `map` match their BLAKE3 hash: a leftover `OUT.part`
+/// is trusted no more than a peer.
 fn verified_pieces(map: &[u8], m: &Manifest) -> Vec<u32> {
     (0..m.piece_count())
         .filter(|&i| {
             let start = m.piece_offset(i) as usize;
             let bytes = &map[start..start + m.piece_len(i) as usize];
-            crc32fast::hash(bytes) == m.crc(i)
+            m.verify(i, &manifest::hash(bytes))
         })
         .collect()
 }
@@ -248,7 +249,7 @@ impl Storage {
     }
 
     /// Drops this process's page-table references to the mapped file (after the manifest's
-    /// CRC pass touched every page). The pages stay in the page cache; only RSS goes down.
+    /// hashing pass touched every page). The pages stay in the page cache; only RSS goes down.
     pub fn release_pages(&self) {
         if let Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) = self
             && !m.is_empty()

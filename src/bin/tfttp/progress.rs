@@ -194,16 +194,21 @@ impl Reporter for Progress {
         self.completed_at = Some(now);
         let node = d.node();
         let len = node.manifest().map_or(0, |m| m.file_len());
+        // The digest the user can compare with what `serve` printed.
+        let digest = node
+            .manifest()
+            .map(|m| tfttp::manifest::to_hex(m.digest()))
+            .unwrap_or_default();
         let secs = now.duration_since(node.started_at()).as_secs_f64();
         if output == "-" {
             self.say(&format!(
-                "verified {len} bytes ({}) in {secs:.1} s",
+                "verified {len} bytes ({}) in {secs:.1} s, digest blake3:{digest}",
                 size(len)
             ));
             return;
         }
         self.say(&format!(
-            "saved {output} ({len} bytes, {}) in {secs:.1} s",
+            "saved {output} ({len} bytes, {}) in {secs:.1} s, digest blake3:{digest}",
             size(len)
         ));
         if !linger.is_zero() {
