@@ -27,11 +27,7 @@ impl Node {
         if h.node_id == self.cfg.node_id {
             return self.fail(slot, ErrorCode::Duplicate, "connected to itself");
         }
-        let duplicate =
-            self.peers.iter().enumerate().any(|(s, p)| {
-                s != slot && p.as_ref().is_some_and(|p| p.node_id() == Some(h.node_id))
-            });
-        if duplicate {
+        if self.is_duplicate(slot, h.node_id) {
             return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
         }
         let to_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
@@ -104,10 +100,28 @@ impl Node {
         self.admit(slot);
     }
 
+    /// Whether a connection other than `slot` whose handshake is done speaks for `id`. Only
+    /// admitted connections count: one that has not proven the secret must not keep the
+    /// real holder of a node id (which anyone can read off the wire) from connecting.
+    fn is_duplicate(&self, slot: Slot, id: u64) -> bool {
+        self.peers.iter().enumerate().any(|(s, p)| {
+            s != slot
+                && p.as_ref()
+                    .is_some_and(|p| p.admitted && p.node_id() == Some(id))
+        })
+    }
+
     /// The handshake on `slot` is done: the origin checks the path and file id and sends
     /// its MANIFEST; a client takes a peer into the swarm.
     fn admit(&mut self, slot: Slot) {
         let link = self.peer(slot).map(|p| p.link);
+        let Some(id) = self.peer(slot).and_then(|p| p.node_id()) else {
+            return;
+        };
+        // Two connections of one id that both proved the secret: the first one stays.
+        if self.is_duplicate(slot, id) {
+            return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
+        }
         let Some(p) = self.peer_mut(slot) else { return };
         let Some(h) = p.hello else { return };
         let path = std::mem::take(&mut p.path);

@@ -436,3 +436,37 @@ fn test_peers_with_secret_authenticate_both_ways() {
     assert_eq!(types(&frames(&buf))[0], ty::BITFIELD);
     assert!(a.node.is_admitted(1));
 }
+
+#[test]
+fn test_unproven_connection_does_not_block_the_real_node_id() {
+    // An impostor that read node id 2 off the wire connects first and never sends AUTH;
+    // the real node 2 still gets in, and the impostor, were it to prove itself later,
+    // would be the duplicate.
+    let m = Manifest::build(&file(3 * PIECE as usize), PIECE).unwrap();
+    let now = Instant::now();
+    let mut node = Node::origin(origin_cfg(true), m, now);
+    let mut nonces = Vec::new();
+    for slot in 0..2 {
+        node.handle_open(slot, Link::Accepted, addr_of(slot), now);
+        let mut buf = Vec::new();
+        node.take_outbox(slot, &mut buf);
+        let f = frames(&buf);
+        let Ok(Message::Hello(h)) = Message::parse(ty::HELLO, &f[0].1) else {
+            panic!()
+        };
+        nonces.push(h.nonce);
+    }
+    let mut o = One { node, now };
+    o.send_on(0, peer_hello(Role::Client, 2, true, ""));
+    o.send_on(1, peer_hello(Role::Client, 2, true, ""));
+    o.send_on(1, Message::Auth(key().tag(&nonces[1], &PEER_NONCE, 2, 1)));
+    let mut buf = Vec::new();
+    o.node.take_outbox(1, &mut buf);
+    assert_eq!(
+        types(&frames(&buf)),
+        vec![ty::AUTH, ty::MANIFEST, ty::BITFIELD]
+    );
+    o.send_on(0, Message::Auth(key().tag(&nonces[0], &PEER_NONCE, 2, 1)));
+    let out = o.out();
+    assert_eq!(error_code(&out).0, 5);
+}
