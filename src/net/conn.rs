@@ -52,8 +52,8 @@ pub(super) const TURN_QUANTUM: usize = 512 * 1024;
 /// page still being sent or one of the next piece; its next use faults it back in from the
 /// page cache (a minor fault, nothing lost).
 const PAGE: usize = 4096;
-/// Piece payloads are received, checksummed and written in chunks of this size: small enough
-/// to stay in L2 between the three passes (receive, CRC, write). With whole-piece buffers,
+/// Piece payloads are received, hashed and written in chunks of this size: small enough
+/// to stay in L2 between the three passes (receive, BLAKE3, write). With whole-piece buffers,
 /// 1 MiB pieces made a 1 GiB download take twice as long as with 256 KiB pieces.
 const CHUNK: usize = 64 * 1024;
 /// Control-buffer capacity kept between bursts.

@@ -185,7 +185,7 @@ pub enum ErrorCode {
     Duplicate,
     /// 6: not accepting (more) peers.
     TooManyPeers,
-    /// 7: a piece failed its checksum.
+    /// 7: a piece failed its BLAKE3 hash.
     Corrupt,
     /// 8: a handshake or idle timeout.
     Timeout,

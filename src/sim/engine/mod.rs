@@ -316,7 +316,7 @@ fn host_of(addr: SocketAddr) -> Option<usize> {
 }
 
 impl Sim {
-    /// Builds the swarm: piece checksums and node ids drawn from the scenario's seed, the origin
+    /// Builds the swarm: piece hashes and node ids drawn from the scenario's seed, the origin
     /// present from time 0, each client's arrival on the agenda. Fails only if the file and piece
     /// sizes make no valid manifest.
     pub fn new(sc: &Scenario) -> Result<Sim, String> {
