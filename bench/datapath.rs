@@ -241,7 +241,7 @@ fn run_tfttp(exe: &Path, dir: &Path, src: &Path, dst: Option<&Path>, sendfile: b
     }
     let (mut server, addr) =
         procs::start_origin(exe, src, &ready, &args, Duration::from_secs(120)).unwrap();
-    // CPU spent before listening is the manifest (one CRC pass): start-up, not serving.
+    // CPU spent before listening is the manifest (one BLAKE3 pass): start-up, not serving.
     let startup_cpu = support::proc_cpu_secs(server.id());
     let mut get = strings(&["get", &addr.to_string(), "--no-peers", "-q"]);
     match dst {

@@ -173,11 +173,13 @@ fn main() {
 fn handshake(node_id: u64) -> Vec<u8> {
     let mut out = Vec::new();
     Message::Hello(Hello {
-        version: wire::VERSION,
         role: Role::Client,
+        auth: false,
         node_id,
         file_id: 0,
         listen_port: 0,
+        nonce: (node_id as u128).to_be_bytes(),
+        path: "",
     })
     .emit(&mut out);
     let pieces = FILE.div_ceil(PIECE as u64) as usize;

@@ -1,6 +1,7 @@
 //! The manifest: what file a swarm shares and how to check each piece of it
-//! (docs/PROTOCOL.md §4.2). Built by the origin from the mapped file, sent once to each
-//! client, and validated there before a single byte of the download is accepted.
+//! (docs/PROTOCOL.md §4.2): one BLAKE3 hash per piece, and the root digest over them that a
+//! user can check. Built by the origin from the mapped file, sent once to each client, and
+//! validated there before a single byte of the download is accepted.
 
 use std::fmt;
 
@@ -21,17 +22,17 @@ pub fn auto_piece_size(len: u64) -> u32 {
     want.clamp(MIN_PIECE_SIZE as u64, MAX_PIECE_SIZE as u64) as u32
 }
 
-/// Seed of the second CRC that widens the file id to 64 bits. Any constant other than the
-/// CRC32 default would do; these are the bytes "TFTT".
-const FILE_ID_SEED: u32 = 0x5446_5454;
+/// A BLAKE3 hash: of one piece, or of the whole MANIFEST body (the root digest).
+pub type Hash = [u8; wire::HASH_LEN];
 
-/// A validated manifest: file length, piece size and one CRC32 per piece, with the file id
-/// computed once from their encoding.
+/// A validated manifest: file length, piece size and one BLAKE3 hash per piece, with the
+/// root digest and file id computed once from their encoding (docs/PROTOCOL.md §4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     file_len: u64,
     piece_size: u32,
-    crcs: Vec<u32>,
+    hashes: Vec<Hash>,
+    digest: Hash,
     id: u64,
 }
 
@@ -76,80 +77,89 @@ pub fn piece_count_for(file_len: u64, piece_size: u32) -> Result<u32, ManifestEr
     Ok(n as u32)
 }
 
+/// The BLAKE3 hash of `bytes`, as pieces are checked against the manifest.
+pub fn hash(bytes: &[u8]) -> Hash {
+    *blake3::hash(bytes).as_bytes()
+}
+
 impl Manifest {
-    /// Builds the manifest of `data`: one CRC32 per piece.
+    /// Builds the manifest of `data`: one BLAKE3 hash per piece. Each piece is hashed in
+    /// one call, so BLAKE3 works on many of its 1 KiB chunks at once (SIMD).
     pub fn build(data: &[u8], piece_size: u32) -> Result<Manifest, ManifestError> {
         piece_count_for(data.len() as u64, piece_size)?;
-        let crcs = data
-            .chunks(piece_size as usize)
-            .map(crc32fast::hash)
-            .collect();
-        Ok(Manifest::with_crcs(data.len() as u64, piece_size, crcs))
+        let hashes = data.chunks(piece_size as usize).map(hash).collect();
+        Ok(Manifest::with_hashes(data.len() as u64, piece_size, hashes))
     }
 
-    /// The manifest of a file known only by its length and piece checksums (the simulator's
+    /// The manifest of a file known only by its length and piece hashes (the simulator's
     /// files have no bytes).
-    pub fn from_crcs(
+    pub fn from_hashes(
         file_len: u64,
         piece_size: u32,
-        crcs: Vec<u32>,
+        hashes: Vec<Hash>,
     ) -> Result<Manifest, ManifestError> {
         let n = piece_count_for(file_len, piece_size)?;
-        if crcs.len() != n as usize {
+        if hashes.len() != n as usize {
             return Err(ManifestError::Truncated);
         }
-        Ok(Manifest::with_crcs(file_len, piece_size, crcs))
+        Ok(Manifest::with_hashes(file_len, piece_size, hashes))
     }
 
-    fn with_crcs(file_len: u64, piece_size: u32, crcs: Vec<u32>) -> Manifest {
+    fn with_hashes(file_len: u64, piece_size: u32, hashes: Vec<Hash>) -> Manifest {
         let mut m = Manifest {
             file_len,
             piece_size,
-            crcs,
+            hashes,
+            digest: [0; wire::HASH_LEN],
             id: 0,
         };
         let mut body = Vec::new();
         m.encode(&mut body);
-        let lo = crc32fast::hash(&body);
-        let mut h = crc32fast::Hasher::new_with_initial(FILE_ID_SEED);
-        h.update(&body);
-        m.id = ((h.finalize() as u64) << 32) | lo as u64;
-        // 0 means "unknown" in HELLO, so no real file may have it.
-        if m.id == 0 {
-            m.id = 1;
-        }
+        m.digest = hash(&body);
+        m.id = file_id(&m.digest);
         m
     }
 
     /// Validates and decodes a MANIFEST body.
     pub fn decode(body: &[u8]) -> Result<Manifest, ManifestError> {
-        if body.len() < 16 {
+        if body.len() < wire::MANIFEST_HEAD_LEN {
             return Err(ManifestError::Truncated);
         }
         let file_len = wire::be_u64(&body[0..8]);
         let piece_size = wire::be_u32(&body[8..12]);
         let count = wire::be_u32(&body[12..16]);
         let expect = piece_count_for(file_len, piece_size)?;
-        if count != expect || body.len() != 16 + 4 * count as usize {
+        let len = wire::MANIFEST_HEAD_LEN + wire::HASH_LEN * count as usize;
+        if count != expect || body.len() != len {
             return Err(ManifestError::Truncated);
         }
-        let crcs = body[16..].chunks_exact(4).map(wire::be_u32).collect();
-        Ok(Manifest::with_crcs(file_len, piece_size, crcs))
+        let hashes = body[wire::MANIFEST_HEAD_LEN..]
+            .chunks_exact(wire::HASH_LEN)
+            .map(|h| h.try_into().expect("exact chunks"))
+            .collect();
+        Ok(Manifest::with_hashes(file_len, piece_size, hashes))
     }
 
     /// Appends the MANIFEST body.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(16 + 4 * self.crcs.len());
+        out.reserve(wire::MANIFEST_HEAD_LEN + wire::HASH_LEN * self.hashes.len());
         out.extend_from_slice(&self.file_len.to_be_bytes());
         out.extend_from_slice(&self.piece_size.to_be_bytes());
-        out.extend_from_slice(&(self.crcs.len() as u32).to_be_bytes());
-        for c in &self.crcs {
-            out.extend_from_slice(&c.to_be_bytes());
+        out.extend_from_slice(&(self.hashes.len() as u32).to_be_bytes());
+        for h in &self.hashes {
+            out.extend_from_slice(h);
         }
     }
 
-    /// 64-bit fingerprint of the manifest: two CRC32s of its encoding. It tells swarms apart;
-    /// it is not a cryptographic commitment (docs/PROTOCOL.md §4.2).
+    /// The root digest: BLAKE3 of the MANIFEST body. It commits to every piece, so a user
+    /// who has it from a trusted place (`get --expect-digest`) trusts the file no further
+    /// than that (docs/PROTOCOL.md §4.2).
+    pub fn digest(&self) -> &Hash {
+        &self.digest
+    }
+
+    /// 64-bit id of the swarm in HELLO: the first 8 bytes of the digest, big-endian (0, which
+    /// means "unknown" in HELLO, becomes 1).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -166,7 +176,7 @@ impl Manifest {
 
     /// Number of pieces, the last of them possibly short.
     pub fn piece_count(&self) -> u32 {
-        self.crcs.len() as u32
+        self.hashes.len() as u32
     }
 
     /// Byte offset of `piece` in the file.
@@ -180,10 +190,39 @@ impl Manifest {
         (self.file_len - start).min(self.piece_size as u64) as u32
     }
 
-    /// The CRC-32 piece `piece` must have.
-    pub fn crc(&self, piece: u32) -> u32 {
-        self.crcs[piece as usize]
+    /// The BLAKE3 hash piece `piece` must have.
+    pub fn piece_hash(&self, piece: u32) -> &Hash {
+        &self.hashes[piece as usize]
     }
+
+    /// Whether `got`, the BLAKE3 hash of received bytes, is piece `piece`'s.
+    pub fn verify(&self, piece: u32, got: &Hash) -> bool {
+        self.hashes.get(piece as usize) == Some(got)
+    }
+}
+
+/// The file id of a root digest: its first 8 bytes, big-endian, with 0 made 1.
+fn file_id(digest: &Hash) -> u64 {
+    wire::be_u64(digest).max(1)
+}
+
+/// `digest` as 64 lowercase hex digits, as `serve` prints it and `get --expect-digest`
+/// takes it.
+pub fn to_hex(digest: &Hash) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A digest from 64 hex digits (either case), with or without a `blake3:` prefix.
+pub fn parse_digest(s: &str) -> Option<Hash> {
+    let hex = s.strip_prefix("blake3:").unwrap_or(s);
+    if hex.len() != 2 * wire::HASH_LEN || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; wire::HASH_LEN];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -199,8 +238,9 @@ mod tests {
         assert_eq!(m.piece_count(), 3);
         assert_eq!(m.piece_len(0), K16);
         assert_eq!(m.piece_len(2), 8 * 1024);
-        assert_eq!(crc32fast::hash(&data[32 * 1024..]), m.crc(2));
-        assert_ne!(crc32fast::hash(&data[32 * 1024 + 1..]), m.crc(2));
+        assert!(m.verify(2, &hash(&data[32 * 1024..])));
+        assert!(!m.verify(2, &hash(&data[32 * 1024 + 1..])));
+        assert!(!m.verify(3, &hash(&data[32 * 1024..])), "no piece 3");
     }
 
     #[test]
@@ -232,7 +272,7 @@ mod tests {
         let m = Manifest::build(&[1u8; 40_000], K16).unwrap();
         let mut body = Vec::new();
         m.encode(&mut body);
-        body.truncate(body.len() - 4);
+        body.truncate(body.len() - 32);
         assert_eq!(Manifest::decode(&body), Err(ManifestError::Truncated));
         body[15] = 2; // now count=2 but file_len needs 3
         assert_eq!(Manifest::decode(&body), Err(ManifestError::Truncated));
@@ -264,5 +304,79 @@ mod tests {
             piece_count_for(1 << 50, K16),
             Err(ManifestError::TooManyPieces(_))
         ));
+    }
+
+    #[test]
+    fn test_manifest_v2_fixed_vector() {
+        // 16 KiB + 1 byte of 0x61: two pieces. Body = header, then BLAKE3 of each piece.
+        let data = vec![0x61u8; K16 as usize + 1];
+        let m = Manifest::build(&data, K16).unwrap();
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        assert_eq!(body.len(), 16 + 2 * 32);
+        assert_eq!(
+            &body[..16],
+            &[0, 0, 0, 0, 0, 0, 0x40, 1, 0, 0, 0x40, 0, 0, 0, 0, 2]
+        );
+        assert_eq!(
+            &body[16..48],
+            blake3::hash(&data[..K16 as usize]).as_bytes()
+        );
+        assert_eq!(&body[48..], blake3::hash(&[0x61]).as_bytes());
+        assert_eq!(m.digest(), blake3::hash(&body).as_bytes());
+        assert_eq!(
+            m.id(),
+            u64::from_be_bytes(m.digest()[..8].try_into().unwrap())
+        );
+    }
+
+    #[test]
+    fn test_decode_rejects_every_wrong_length() {
+        let m = Manifest::build(&[5u8; 40_000], K16).unwrap();
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        for n in (0..body.len()).chain([body.len() + 1, body.len() + 32]) {
+            let mut b = body.clone();
+            b.resize(n, 0);
+            assert_eq!(Manifest::decode(&b), Err(ManifestError::Truncated), "{n}");
+        }
+        // Too many pieces for any frame.
+        let mut b = Vec::new();
+        b.extend_from_slice(&(1u64 << 50).to_be_bytes());
+        b.extend_from_slice(&K16.to_be_bytes());
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            Manifest::decode(&b),
+            Err(ManifestError::TooManyPieces(_))
+        ));
+    }
+
+    #[test]
+    fn test_one_changed_hash_changes_digest_and_id() {
+        let m = Manifest::build(&[9u8; 50_000], K16).unwrap();
+        let mut body = Vec::new();
+        m.encode(&mut body);
+        body[20] ^= 1;
+        let other = Manifest::decode(&body).unwrap();
+        assert_ne!(other.digest(), m.digest());
+        assert_ne!(other.id(), m.id());
+    }
+
+    #[test]
+    fn test_digest_hex_both_ways() {
+        let m = Manifest::build(&[1u8; 100], K16).unwrap();
+        let hex = to_hex(m.digest());
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(parse_digest(&hex), Some(*m.digest()));
+        assert_eq!(parse_digest(&format!("blake3:{hex}")), Some(*m.digest()));
+        assert_eq!(parse_digest(&hex.to_uppercase()), Some(*m.digest()));
+        assert_eq!(parse_digest(&hex[..62]), None);
+        assert_eq!(parse_digest(&format!("{}zz", &hex[..62])), None);
+        assert_eq!(parse_digest(&format!("sha256:{hex}")), None);
+        assert_eq!(parse_digest(&format!("{}é", &hex[..62])), None);
     }
 }

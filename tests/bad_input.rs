@@ -41,20 +41,37 @@ fn error_code(body: &[u8]) -> u16 {
     u16::from_be_bytes([body[0], body[1]])
 }
 
-/// Sends a client HELLO with these fields on a new connection; the code of the ERROR it gets.
-fn hello_error_code(addr: std::net::SocketAddr, version: u8, node_id: u64, file_id: u64) -> u16 {
-    let mut s = connect(addr);
+/// Sends a client HELLO with these fields on a new connection; the ERROR it gets (code and
+/// reason).
+fn hello_error(
+    addr: std::net::SocketAddr,
+    node_id: u64,
+    file_id: u64,
+    path: &str,
+) -> (u16, String) {
     let mut buf = Vec::new();
     Message::Hello(Hello {
-        version,
         role: Role::Client,
+        auth: false,
         node_id,
         file_id,
         listen_port: 0,
+        nonce: [3; wire::NONCE_LEN],
+        path,
     })
     .emit(&mut buf);
-    s.write_all(&buf).unwrap();
-    error_code(&find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame"))
+    raw_error(addr, &buf)
+}
+
+/// Sends `bytes` on a new connection; the ERROR it gets (code and reason).
+fn raw_error(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut s = connect(addr);
+    s.write_all(bytes).unwrap();
+    let body = find_frame(&mut s, wire::ty::ERROR).expect("ERROR frame");
+    (
+        error_code(&body),
+        String::from_utf8_lossy(&body[2..]).into(),
+    )
 }
 
 #[test]
@@ -78,15 +95,36 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(find_frame(&mut s, wire::ty::ERROR).is_some());
 
-    // An unknown protocol version.
-    assert_eq!(hello_error_code(addr, 99, 7, 0), 2, "version error code");
+    // A version 1 node's HELLO (§7): ERROR 2, naming both versions.
+    let mut v1 = vec![0, 0, 0, 25, wire::ty::HELLO];
+    v1.extend_from_slice(b"TFTT");
+    v1.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let (code, why) = raw_error(addr, &v1);
+    assert_eq!(code, 2, "version error code: {why}");
+    assert!(
+        why.contains("version 1") && why.contains("version 2"),
+        "{why}"
+    );
+    // A later version with a long HELLO: still ERROR 2, not "malformed".
+    let mut v9 = vec![0, 0, 0, 201, wire::ty::HELLO];
+    v9.extend_from_slice(b"TFTT");
+    v9.push(9);
+    v9.extend_from_slice(&[0xee; 195]);
+    assert_eq!(raw_error(addr, &v9).0, 2);
+
+    // Node id 0 is malformed.
+    assert_eq!(hello_error(addr, 0, 0, "").0, 1, "node id 0");
 
     // A client for another file.
     assert_eq!(
-        hello_error_code(addr, wire::VERSION, 8, 0xdead_beef),
+        hello_error(addr, 8, 0xdead_beef, "").0,
         3,
         "wrong-file error code"
     );
+
+    // A file this server does not serve, or a path that climbs out: ERROR 11.
+    assert_eq!(hello_error(addr, 9, 0, "other.bin").0, 11);
+    assert_eq!(hello_error(addr, 10, 0, "../src.bin").0, 11);
 
     // A peer that vanishes mid-frame.
     let mut s = connect(addr);
@@ -102,12 +140,12 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
 /// §4.1 on the real binary: a HELLO of another version gets ERROR 2 however long its body
 /// (a long one got ERROR 1), and node id 0 is refused with ERROR 1 and its reason.
 #[test]
-fn long_v2_hello_gets_version_error_and_node_id_0_is_refused() {
+fn long_hello_of_another_version_gets_version_error_and_node_id_0_is_refused() {
     let dir = TestDir::new("hello");
     let src = dir.source("src.bin", 100_000);
     let (_server, addr) = serve(&dir, &src, &[]);
     let mut body = b"TFTT".to_vec();
-    body.push(2);
+    body.push(wire::VERSION + 1);
     body.resize(wire::MAX_HELLO_LEN, 0xff);
     let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
     frame.push(wire::ty::HELLO);
@@ -125,11 +163,13 @@ fn long_v2_hello_gets_version_error_and_node_id_0_is_refused() {
     let mut s = connect(addr);
     let mut buf = Vec::new();
     Message::Hello(Hello {
-        version: wire::VERSION,
         role: Role::Client,
+        auth: false,
         node_id: 0,
         file_id: 0,
         listen_port: 0,
+        nonce: [0; wire::NONCE_LEN],
+        path: "",
     })
     .emit(&mut buf);
     s.write_all(&buf).unwrap();

@@ -24,11 +24,13 @@ fn fake_origin(manifest: Vec<u8>, file_id: u64, hold: Duration) -> SocketAddr {
         let Ok((mut s, _)) = l.accept() else { return };
         let mut buf = Vec::new();
         Message::Hello(Hello {
-            version: wire::VERSION,
             role: Role::Origin,
+            auth: false,
             node_id: 7,
             file_id,
             listen_port: 0,
+            nonce: [1; wire::NONCE_LEN],
+            path: "",
         })
         .emit(&mut buf);
         Message::Manifest(&manifest).emit(&mut buf);
@@ -256,6 +258,10 @@ fn progress_on_a_pipe_is_one_plain_line_per_interval_then_completion() {
         err.contains("saved ") && err.contains("(2097152 bytes"),
         "{err}"
     );
+    // The completion line names the digest that `serve` prints.
+    let saved = err.lines().find(|l| l.contains("saved ")).unwrap();
+    let digest = saved.split("digest blake3:").nth(1).unwrap_or("");
+    assert_eq!(digest.trim().len(), 64, "{saved}");
 }
 
 #[test]

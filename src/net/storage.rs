@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use super::error::{StorageError, StorageErrorKind};
-use crate::manifest::Manifest;
+use crate::manifest::{self, Manifest};
 
 /// The node's copy of the file, in whichever state its role and progress put it.
 pub enum Storage {
@@ -90,13 +90,14 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The pieces of `m` whose bytes in `map` match their checksum.
+/// The pieces of `m` whose bytes in `map` match their BLAKE3 hash: a leftover `OUT.part`
+/// is trusted no more than a peer.
 fn verified_pieces(map: &[u8], m: &Manifest) -> Vec<u32> {
     (0..m.piece_count())
         .filter(|&i| {
             let start = m.piece_offset(i) as usize;
             let bytes = &map[start..start + m.piece_len(i) as usize];
-            crc32fast::hash(bytes) == m.crc(i)
+            m.verify(i, &manifest::hash(bytes))
         })
         .collect()
 }
@@ -312,7 +313,7 @@ impl Storage {
 
     /// Origin: whether `piece` as the served file holds it now still matches `m`: inside the
     /// file's current length (a shrunk file's lost range would fault) and of the manifest's
-    /// CRC. Reads the whole piece; the driver asks only once the file has changed.
+    /// hash. Reads the whole piece; the driver asks only once the file has changed.
     pub fn piece_matches(&self, m: &Manifest, piece: u32) -> bool {
         let Storage::Source(f, map) = self else {
             return true;
@@ -320,7 +321,10 @@ impl Storage {
         let (off, len) = (m.piece_offset(piece), m.piece_len(piece) as u64);
         let now_len = f.metadata().map_or(0, |md| md.len()).min(map.len() as u64);
         off + len <= now_len
-            && crc32fast::hash(&map[off as usize..(off + len) as usize]) == m.crc(piece)
+            && m.verify(
+                piece,
+                &manifest::hash(&map[off as usize..(off + len) as usize]),
+            )
     }
 
     /// The whole file's bytes, for uploads and verification.
@@ -332,7 +336,7 @@ impl Storage {
     }
 
     /// Drops this process's page-table references to the mapped file (after the manifest's
-    /// CRC pass touched every page). The pages stay in the page cache; only RSS goes down.
+    /// hashing pass touched every page). The pages stay in the page cache; only RSS goes down.
     pub fn release_pages(&self) {
         if let Storage::Source(_, m) | Storage::Part(_, m) | Storage::Done(_, m) = self
             && !m.is_empty()

@@ -8,6 +8,7 @@
 //! `take_outbox` and, while the socket takes data, `poll_piece` / `handle_piece_sent`.
 //! `handle_tick` runs at `poll_timeout`.
 
+mod auth;
 mod choke;
 mod ledger;
 mod node;
@@ -16,6 +17,7 @@ mod picker;
 mod rng;
 mod striper;
 
+pub use auth::{MIN_SECRET_LEN, SwarmKey};
 pub use choke::Policy;
 pub use node::{
     Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node,

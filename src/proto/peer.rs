@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::node::Link;
 use crate::bitfield::Bitfield;
-use crate::wire::Hello;
+use crate::wire::{Hello, NONCE_LEN};
 
 /// One request we sent and have not had answered.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +23,16 @@ pub(super) struct Peer {
     pub link: Link,
     pub remote: SocketAddr,
     pub opened_at: Instant,
-    /// Their HELLO, once received.
-    pub hello: Option<Hello>,
+    /// Their HELLO, once received (without its path).
+    pub hello: Option<Hello<'static>>,
+    /// The path their HELLO asked for, kept only until the handshake is done.
+    pub path: String,
+    /// Our nonce in the HELLO on this connection: their AUTH tag must cover it.
+    pub nonce: [u8; NONCE_LEN],
+    /// The handshake is done: their HELLO was accepted and, in a swarm with a secret,
+    /// their AUTH verified. Until then nothing but AUTH and ERROR is accepted from them and
+    /// nothing but HELLO and AUTH is sent to them.
+    pub admitted: bool,
     /// Handshake done both ways: we have their BITFIELD.
     pub ready: bool,
     /// The core asked the driver to close this connection; ignore further input.
@@ -65,12 +73,20 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new(link: Link, remote: SocketAddr, now: Instant) -> Peer {
+    pub(super) fn new(
+        link: Link,
+        remote: SocketAddr,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+    ) -> Peer {
         Peer {
             link,
             remote,
             opened_at: now,
             hello: None,
+            path: String::new(),
+            nonce,
+            admitted: false,
             ready: false,
             closing: false,
             has: Bitfield::new(0),

@@ -4,8 +4,8 @@
 //! type allows: every length check once, at the edge, as smoltcp's `new_checked` does.
 
 use super::{
-    MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE, MAX_PIECES,
-    MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, RECEIPT_ENTRY_LEN, WireError, be_u32, ty,
+    AUTH_TAG_LEN, HASH_LEN, MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE,
+    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, RECEIPT_ENTRY_LEN, WireError, be_u32, ty,
 };
 
 /// Bytes of the length prefix.
@@ -15,10 +15,13 @@ pub const HEAD_SIZE: usize = LEN_SIZE + 1;
 /// Length prefix, type byte and piece index: everything of a PIECE frame before its payload.
 pub const PIECE_HEAD_SIZE: usize = HEAD_SIZE + 4;
 
-/// MANIFEST before its CRCs: file length (u64), piece size and piece count (u32 each), §4.2.
+/// MANIFEST before its piece hashes: file length (u64), piece size and piece count (u32
+/// each), §4.2.
 pub const MANIFEST_HEAD_LEN: usize = 16;
-/// Longest HELLO body. Version 1's is exactly 24 bytes; a later version may lengthen it
-/// (§7) and must still be read far enough to be answered with ERROR 2.
+/// Longest HELLO body of any version. Version 1's is exactly 24 bytes and version 2's at
+/// most 243 (`HELLO_FIXED_LEN + MAX_PATH_LEN`); every version must be read far enough to be
+/// answered with ERROR 2 (§7), so this bound, which version 1 receivers already apply, never
+/// changes.
 pub const MAX_HELLO_LEN: usize = 256;
 /// Longest ERROR body: the code and the longest reason.
 pub const MAX_ERROR_LEN: usize = 2 + MAX_REASON_LEN;
@@ -84,8 +87,9 @@ impl Limits {
             ty::KEEPALIVE | ty::CHOKE | ty::UNCHOKE | ty::SWARM_DONE => 0,
             ty::INTERESTED => 1,
             ty::HAVE | ty::REQUEST | ty::REJECT | ty::CANCEL => 4,
+            ty::AUTH => AUTH_TAG_LEN,
             ty::HELLO => MAX_HELLO_LEN,
-            ty::MANIFEST => MANIFEST_HEAD_LEN + 4 * self.pieces as usize,
+            ty::MANIFEST => MANIFEST_HEAD_LEN + HASH_LEN * self.pieces as usize,
             ty::BITFIELD => self.pieces.div_ceil(8) as usize,
             ty::PIECE => 4 + self.piece_size as usize,
             ty::PEERS => MAX_PEERS_LEN,
@@ -210,6 +214,7 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         ty::SWARM_DONE => "SWARM_DONE",
         ty::ERROR => "ERROR",
         ty::CANCEL => "CANCEL",
+        ty::AUTH => "AUTH",
         ty::RECEIPT => "RECEIPT",
         _ => return None,
     })
@@ -217,7 +222,7 @@ pub fn type_name(t: u8) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::HELLO_LEN;
+    use super::super::{HELLO_FIXED_LEN, MAX_PATH_LEN};
     use super::*;
 
     /// A head of type `t` announcing a `body`-byte body.
@@ -292,6 +297,7 @@ mod tests {
             (ty::REQUEST, 4),
             (ty::REJECT, 4),
             (ty::CANCEL, 4),
+            (ty::AUTH, 32),
         ] {
             accepts(t, n, &l);
             refuses(t, n + 1, &l);
@@ -333,8 +339,8 @@ mod tests {
         let l = Limits::new(true, Some((65_536, 16 * 1024)));
         accepts(ty::BITFIELD, 8192, &l);
         refuses(ty::BITFIELD, 8193, &l);
-        accepts(ty::MANIFEST, 16 + 4 * 65_536, &l);
-        refuses(ty::MANIFEST, 16 + 4 * 65_536 + 1, &l);
+        accepts(ty::MANIFEST, 16 + 32 * 65_536, &l);
+        refuses(ty::MANIFEST, 16 + 32 * 65_536 + 1, &l);
         accepts(ty::PIECE, 4 + 16 * 1024, &l);
         refuses(ty::PIECE, 4 + 16 * 1024 + 1, &l);
         // 13 pieces: the BITFIELD's last byte is partly spare.
@@ -346,12 +352,16 @@ mod tests {
     #[test]
     fn test_manifest_and_piece_bounded_by_protocol_before_manifest() {
         let l = Limits::OPEN;
-        let manifest = (MANIFEST_HEAD_LEN + 4 * MAX_PIECES as usize) as u32;
-        assert_eq!(
-            manifest,
-            MAX_FRAME_LEN - 1,
-            "the largest manifest fills a frame"
+        let manifest = (MANIFEST_HEAD_LEN + HASH_LEN * MAX_PIECES as usize) as u32;
+        assert!(
+            manifest < MAX_FRAME_LEN,
+            "the largest manifest fits a frame"
         );
+        assert!(
+            manifest + HASH_LEN as u32 > MAX_FRAME_LEN - 1,
+            "one more piece would not fit"
+        );
+        assert_eq!(MAX_PIECES, 524_287);
         accepts(ty::MANIFEST, manifest, &l);
         accepts(ty::PIECE, 4 + MAX_PIECE_SIZE, &l);
     }
@@ -359,7 +369,8 @@ mod tests {
     #[test]
     fn test_early_large_manifest_refused_hello_accepted() {
         let l = Limits::EARLY;
-        accepts(ty::HELLO, HELLO_LEN as u32, &l);
+        accepts(ty::HELLO, (HELLO_FIXED_LEN + MAX_PATH_LEN) as u32, &l);
+        accepts(ty::AUTH, 32, &l);
         accepts(ty::ERROR, MAX_ERROR_LEN as u32, &l);
         let e = refuses(ty::MANIFEST, 16 << 20, &l);
         assert_eq!(
@@ -379,8 +390,12 @@ mod tests {
         assert!(text.contains("16777216") && text.contains("258"), "{text}");
         refuses(ty::PIECE, 4 + 16 * 1024, &l);
         refuses(ty::BITFIELD, 8192, &l);
-        // After HELLO the same MANIFEST is within bounds.
-        accepts(ty::MANIFEST, 16 << 20, &Limits::OPEN);
+        // After HELLO the largest MANIFEST is within bounds.
+        accepts(
+            ty::MANIFEST,
+            (MANIFEST_HEAD_LEN + HASH_LEN * MAX_PIECES as usize) as u32,
+            &Limits::OPEN,
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! sees a payload it would have to copy.
 
 mod frame;
+mod hello;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,11 +18,14 @@ pub use frame::{
     MAX_EXTENSION_LEN, MAX_HELLO_LEN, MAX_PEERS_LEN, MAX_RECEIPT_LEN, PIECE_HEAD_SIZE, PieceHead,
     type_name,
 };
+pub use hello::{FLAG_AUTH, HELLO_FIXED_LEN, Hello, MAX_PATH_LEN, NONCE_LEN, Role, path_is_safe};
 
 /// First bytes of every HELLO body, so a stray connection from another protocol fails fast.
 pub const MAGIC: [u8; 4] = *b"TFTT";
-/// Protocol version spoken by this implementation (docs/PROTOCOL.md §7).
-pub const VERSION: u8 = 1;
+/// Protocol version spoken by this implementation (docs/PROTOCOL.md §7). Version 2 put
+/// BLAKE3 piece hashes in the manifest, and flags, a nonce and a path in HELLO, and added
+/// AUTH (issues 13 and 14).
+pub const VERSION: u8 = 2;
 
 /// Smallest piece size a manifest may declare: below it per-frame overhead dominates
 /// (16 KiB is BitTorrent's block size, BEP 3).
@@ -30,8 +34,13 @@ pub const MIN_PIECE_SIZE: u32 = 16 * 1024;
 pub const MAX_PIECE_SIZE: u32 = 16 * 1024 * 1024;
 /// Largest value of the length prefix: a PIECE frame of the largest piece.
 pub const MAX_FRAME_LEN: u32 = 1 + 4 + MAX_PIECE_SIZE;
-/// Largest number of pieces: the manifest (20 bytes + 4 per piece) must fit in one frame.
-pub const MAX_PIECES: u32 = (MAX_FRAME_LEN - 1 - 16) / 4;
+/// Bytes of a BLAKE3 hash: a piece's hash in the manifest, the manifest's root digest.
+pub const HASH_LEN: usize = 32;
+/// Largest number of pieces: the manifest (type byte, 16 bytes, then a hash per piece)
+/// must fit in one frame.
+pub const MAX_PIECES: u32 = (MAX_FRAME_LEN - 1 - 16) / HASH_LEN as u32;
+/// Bytes of an AUTH tag: a keyed BLAKE3 hash (docs/PROTOCOL.md §4.7).
+pub const AUTH_TAG_LEN: usize = 32;
 /// REQUEST to the origin for "a piece of your choice that I lack" (docs/PROTOCOL.md §5).
 pub const WILDCARD: u32 = u32::MAX;
 /// Most entries in one PEERS frame; more peers are sent in several frames.
@@ -74,8 +83,10 @@ pub mod ty {
     pub const ERROR: u8 = 0x0d;
     /// Withdraws a REQUEST; it is still answered exactly once.
     pub const CANCEL: u8 = 0x0e;
+    /// Proof that the sender holds the swarm secret, right after HELLO (§4.7).
+    pub const AUTH: u8 = 0x0f;
     /// The last mandatory type this version defines.
-    pub const LAST_MANDATORY: u8 = CANCEL;
+    pub const LAST_MANDATORY: u8 = AUTH;
     /// Types at or above this are optional extensions.
     pub const FIRST_EXTENSION: u8 = 0x80;
     /// Extension: a client's per-peer transfer counters, for the origin's promise ledger.
@@ -105,8 +116,12 @@ pub enum WireError {
     BadBody(u8),
     /// HELLO without the TFTTP magic.
     BadMagic,
+    /// HELLO of a protocol version other than [`VERSION`] (answered with ERROR 2).
+    Version(u8),
     /// A field holds a value the protocol forbids (an address family, a flag).
     BadField(u8),
+    /// HELLO with node id 0, which is no node's id (§4.1).
+    ZeroNodeId,
 }
 
 impl fmt::Display for WireError {
@@ -134,7 +149,12 @@ impl fmt::Display for WireError {
             WireError::UnknownType(t) => write!(f, "unknown message type 0x{t:02x}"),
             WireError::BadBody(t) => write!(f, "malformed body for message type 0x{t:02x}"),
             WireError::BadMagic => write!(f, "not a TFTTP peer (bad magic)"),
+            WireError::Version(v) => write!(
+                f,
+                "unsupported protocol version {v} (this node speaks version {VERSION})"
+            ),
             WireError::BadField(t) => write!(f, "invalid field in message type 0x{t:02x}"),
+            WireError::ZeroNodeId => write!(f, "node id 0 in HELLO (ids are never 0)"),
         }
     }
 }
@@ -168,12 +188,16 @@ pub enum ErrorCode {
     Duplicate,
     /// 6: not accepting (more) peers.
     TooManyPeers,
-    /// 7: a piece failed its checksum.
+    /// 7: a piece failed its BLAKE3 hash.
     Corrupt,
     /// 8: a handshake or idle timeout.
     Timeout,
     /// 9: the sender is leaving.
     ShuttingDown,
+    /// 10: no AUTH where the swarm needs one, a wrong tag, or a secret where none is kept.
+    Unauthorized,
+    /// 11: the HELLO's path names no file the server serves, or is not a safe path.
+    NotFound,
     /// A code this version does not define; treated as a generic error.
     Other(u16),
 }
@@ -191,6 +215,8 @@ impl ErrorCode {
             ErrorCode::Corrupt => 7,
             ErrorCode::Timeout => 8,
             ErrorCode::ShuttingDown => 9,
+            ErrorCode::Unauthorized => 10,
+            ErrorCode::NotFound => 11,
             ErrorCode::Other(n) => n,
         }
     }
@@ -207,37 +233,12 @@ impl ErrorCode {
             7 => ErrorCode::Corrupt,
             8 => ErrorCode::Timeout,
             9 => ErrorCode::ShuttingDown,
+            10 => ErrorCode::Unauthorized,
+            11 => ErrorCode::NotFound,
             n => ErrorCode::Other(n),
         }
     }
 }
-
-/// Who a node is in the swarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The server that holds the file, hands out fresh pieces and names peers.
-    Origin,
-    /// A downloader that also uploads to other clients.
-    Client,
-}
-
-/// HELLO body: the first frame each side sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hello {
-    /// Protocol version of the sender; only `VERSION` is accepted. A HELLO of another
-    /// version is parsed no further: its other fields read as zero.
-    pub version: u8,
-    /// Whether the sender is the origin or a client.
-    pub role: Role,
-    /// Random per process, never 0; detects self-connections and duplicate connections.
-    pub node_id: u64,
-    /// Fingerprint of the manifest; 0 from a client that has not seen the manifest yet.
-    pub file_id: u64,
-    /// TCP port the sender accepts peers on, 0 if it accepts none.
-    pub listen_port: u16,
-}
-
-const HELLO_LEN: usize = 4 + 1 + 1 + 8 + 8 + 2;
 
 /// One RECEIPT entry: cumulative payload bytes exchanged with one peer since the sender
 /// first met it (docs/PROTOCOL.md §4.6).
@@ -281,8 +282,8 @@ pub enum PeerOp {
 pub enum Message<'a> {
     /// KEEPALIVE.
     KeepAlive,
-    /// HELLO.
-    Hello(Hello),
+    /// HELLO (version 2; other versions are [`WireError::Version`]).
+    Hello(Hello<'a>),
     /// Raw manifest body; `manifest::Manifest::decode` validates it.
     Manifest(&'a [u8]),
     /// Raw BITFIELD body; `Bitfield::from_bytes` checks it against the piece count.
@@ -322,6 +323,8 @@ pub enum Message<'a> {
     },
     /// Extension 0x80: a client's per-peer counters, to the origin.
     Receipt(Vec<ReceiptEntry>),
+    /// AUTH: the sender's tag over both nonces and both node ids (§4.7).
+    Auth([u8; AUTH_TAG_LEN]),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -341,7 +344,7 @@ impl<'a> Message<'a> {
                 exact(0)?;
                 Message::KeepAlive
             }
-            ty::HELLO => Message::Hello(parse_hello(body)?),
+            ty::HELLO => Message::Hello(Hello::parse(body)?),
             ty::MANIFEST => Message::Manifest(body),
             ty::BITFIELD => Message::Bitfield(body),
             ty::HAVE => {
@@ -417,6 +420,10 @@ impl<'a> Message<'a> {
                     .collect();
                 Message::Receipt(entries)
             }
+            ty::AUTH => {
+                exact(AUTH_TAG_LEN)?;
+                Message::Auth(body.try_into().expect("checked length"))
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -430,15 +437,7 @@ impl<'a> Message<'a> {
             Message::KeepAlive => out.push(ty::KEEPALIVE),
             Message::Hello(h) => {
                 out.push(ty::HELLO);
-                out.extend_from_slice(&MAGIC);
-                out.push(h.version);
-                out.push(match h.role {
-                    Role::Origin => 0,
-                    Role::Client => 1,
-                });
-                out.extend_from_slice(&h.node_id.to_be_bytes());
-                out.extend_from_slice(&h.file_id.to_be_bytes());
-                out.extend_from_slice(&h.listen_port.to_be_bytes());
+                h.emit_body(out);
             }
             Message::Manifest(body) => {
                 out.push(ty::MANIFEST);
@@ -501,48 +500,15 @@ impl<'a> Message<'a> {
                     out.extend_from_slice(&e.sent.to_be_bytes());
                 }
             }
+            Message::Auth(tag) => {
+                out.push(ty::AUTH);
+                out.extend_from_slice(tag);
+            }
             Message::Extension(t) => out.push(*t),
         }
         let len = (out.len() - start - LEN_SIZE) as u32;
         out[start..start + LEN_SIZE].copy_from_slice(&len.to_be_bytes());
     }
-}
-
-fn parse_hello(body: &[u8]) -> Result<Hello, WireError> {
-    if body.len() < 4 || body[0..4] != MAGIC {
-        return Err(WireError::BadMagic);
-    }
-    // A future version may lengthen HELLO or give its fields other meanings; only the magic
-    // and the version byte are read, so that the receiver answers "unsupported version"
-    // (ERROR 2, §4.1) rather than "malformed" whatever follows them.
-    if body.len() < 5 {
-        return Err(WireError::BadBody(ty::HELLO));
-    }
-    let version = body[4];
-    if version != VERSION {
-        return Ok(Hello {
-            version,
-            role: Role::Client,
-            node_id: 0,
-            file_id: 0,
-            listen_port: 0,
-        });
-    }
-    if body.len() != HELLO_LEN {
-        return Err(WireError::BadBody(ty::HELLO));
-    }
-    let role = match body[5] {
-        0 => Role::Origin,
-        1 => Role::Client,
-        _ => return Err(WireError::BadField(ty::HELLO)),
-    };
-    Ok(Hello {
-        version,
-        role,
-        node_id: be_u64(&body[6..14]),
-        file_id: be_u64(&body[14..22]),
-        listen_port: u16::from_be_bytes([body[22], body[23]]),
-    })
 }
 
 fn parse_peers(body: &[u8]) -> Result<Vec<PeerEntry>, WireError> {

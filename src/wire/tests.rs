@@ -15,12 +15,24 @@ fn roundtrip(msg: Message) {
 fn test_roundtrip_every_message() {
     roundtrip(Message::KeepAlive);
     roundtrip(Message::Hello(Hello {
-        version: VERSION,
         role: Role::Origin,
+        auth: false,
         node_id: 0x0102_0304_0506_0708,
         file_id: 42,
         listen_port: 6881,
+        nonce: [7; NONCE_LEN],
+        path: "",
     }));
+    roundtrip(Message::Hello(Hello {
+        role: Role::Client,
+        auth: true,
+        node_id: 1,
+        file_id: 0,
+        listen_port: 0,
+        nonce: [0; NONCE_LEN],
+        path: "releases/v2.iso",
+    }));
+    roundtrip(Message::Auth([0x5a; AUTH_TAG_LEN]));
     roundtrip(Message::Manifest(&[1, 2, 3]));
     roundtrip(Message::Bitfield(&[0xff, 0x80]));
     roundtrip(Message::Have(7));
@@ -67,18 +79,31 @@ fn test_have_fixed_bytes() {
 }
 
 #[test]
-fn test_hello_fixed_bytes() {
-    let bytes = [
-        b'T', b'F', b'T', b'T', 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 8, 0x1a, 0xe1,
-    ];
-    let h = match Message::parse(ty::HELLO, &bytes).unwrap() {
-        Message::Hello(h) => h,
-        m => panic!("{m:?}"),
-    };
-    assert_eq!(h.role, Role::Client);
-    assert_eq!(h.node_id, 9);
-    assert_eq!(h.file_id, 8);
-    assert_eq!(h.listen_port, 6881);
+fn test_auth_fixed_bytes_and_lengths() {
+    let mut buf = Vec::new();
+    let tag: [u8; 32] = std::array::from_fn(|i| i as u8);
+    Message::Auth(tag).emit(&mut buf);
+    assert_eq!(&buf[..5], &[0, 0, 0, 33, ty::AUTH]);
+    assert_eq!(&buf[5..], &tag);
+    for n in [0, 31, 33] {
+        assert_eq!(
+            Message::parse(ty::AUTH, &vec![1; n]),
+            Err(WireError::BadBody(ty::AUTH)),
+            "{n}"
+        );
+    }
+    // The frame head allows exactly 32 bytes, before HELLO too.
+    assert!(FrameHead::parse(&[0, 0, 0, 34, ty::AUTH]).is_err());
+    assert!(FrameHead::parse_within(&[0, 0, 0, 33, ty::AUTH], &Limits::EARLY).is_ok());
+}
+
+#[test]
+fn test_new_error_codes() {
+    assert_eq!(ErrorCode::Unauthorized.to_u16(), 10);
+    assert_eq!(ErrorCode::NotFound.to_u16(), 11);
+    assert_eq!(ErrorCode::from_u16(10), ErrorCode::Unauthorized);
+    assert_eq!(ErrorCode::from_u16(11), ErrorCode::NotFound);
+    assert_eq!(ErrorCode::from_u16(12), ErrorCode::Other(12));
 }
 
 #[test]
@@ -158,36 +183,24 @@ fn test_truncated_bodies_rejected() {
 }
 
 #[test]
-fn test_hello_bad_magic_and_future_version() {
+fn test_hello_bad_magic_and_other_versions() {
     assert_eq!(
         Message::parse(ty::HELLO, b"HTTP/1.1 200"),
         Err(WireError::BadMagic)
     );
-    // A v2 peer with a longer HELLO still parses far enough to be told "version".
-    let mut v2 = b"TFTT".to_vec();
-    v2.push(2);
-    match Message::parse(ty::HELLO, &v2).unwrap() {
-        Message::Hello(h) => assert_eq!(h.version, 2),
-        m => panic!("{m:?}"),
+    // Any other version, however long its HELLO, is a version error (ERROR 2).
+    for v in [1u8, 3] {
+        let mut b = b"TFTT".to_vec();
+        b.push(v);
+        b.extend_from_slice(&[0; 100]);
+        let e = Message::parse(ty::HELLO, &b).unwrap_err();
+        assert_eq!(e, WireError::Version(v));
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("version {v}")) && text.contains("version 2"),
+            "{text}"
+        );
     }
-    // However long (up to MAX_HELLO_LEN) and whatever follows the version byte: the
-    // receiver answers ERROR 2, not 1 (issue 13: a long v2 body with a role byte of 0xff).
-    for len in [6, 24, 25, 100, MAX_HELLO_LEN] {
-        let mut body = b"TFTT".to_vec();
-        body.push(2);
-        body.resize(len, 0xff);
-        match Message::parse(ty::HELLO, &body) {
-            Ok(Message::Hello(h)) => assert_eq!((h.version, h.node_id), (2, 0), "{len}"),
-            m => panic!("{len}: {m:?}"),
-        }
-    }
-    // A v1 HELLO of the wrong length is malformed.
-    let mut short = b"TFTT".to_vec();
-    short.extend_from_slice(&[1, 1, 0]);
-    assert_eq!(
-        Message::parse(ty::HELLO, &short),
-        Err(WireError::BadBody(ty::HELLO))
-    );
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+/// A TFTTP peer written from the spec, and the CRC-keeping forgery.
+pub mod peer;
 /// The binary's process helpers, shared with `tfttp demo` and the benchmarks.
 #[path = "../../src/bin/tfttp/procs.rs"]
 pub mod procs;

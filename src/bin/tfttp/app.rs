@@ -16,19 +16,33 @@ use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
 
+/// `N` random bytes from the kernel; `None` if /dev/urandom is unreadable.
+fn urandom<const N: usize>() -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .ok()
+        .map(|()| b)
+}
+
 /// A random node id: from the kernel, or from time and pid if /dev/urandom is unreadable.
 pub fn random_id() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
+    if let Some(b) = urandom::<8>() {
         return u64::from_ne_bytes(b) | 1;
     }
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (t ^ ((std::process::id() as u64) << 32)) | 1
+}
+
+/// A node's configuration with a random id and unpredictable HELLO nonces.
+fn new_config(role: Role) -> Config {
+    let mut cfg = Config::new(role, random_id());
+    if let Some(key) = urandom::<32>() {
+        cfg.nonce_key = key;
+    }
+    cfg
 }
 
 fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usize) -> Options {
@@ -102,12 +116,20 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let bound = listener
         .local_addr()
         .map_err(local("cannot read the bound address".into()))?;
-    let mut cfg = Config::new(Role::Origin, random_id());
+    let mut cfg = new_config(Role::Origin);
     cfg.listen_port = bound.port();
+    cfg.secret = a.secret.clone();
+    // The name a client may ask for: the final component as given, if it is UTF-8.
+    cfg.serve_name = a
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(String::from);
     cfg.exit_after = a.exit_after;
     cfg.policy = a.common.policy;
     cfg.capacity = a.up_rate;
     let (len, pieces) = (manifest.file_len(), manifest.piece_count());
+    let digest = tfttp::manifest::to_hex(manifest.digest());
     let node = Node::origin(cfg, manifest, Instant::now());
     let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
     opts.source_name = Some(a.file.display().to_string());
@@ -116,8 +138,13 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     start_metrics(&mut driver, &a.common)?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
+        let secret = if a.secret.is_some() {
+            ", swarm secret required"
+        } else {
+            ""
+        };
         eprintln!(
-            "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}",
+            "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}, digest blake3:{digest}{secret}",
             a.file.display()
         );
         watch(&mut driver, &a.common, progress::Role::Origin);
@@ -182,8 +209,11 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
         None
     };
     let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut cfg = Config::new(Role::Client, random_id());
+    let mut cfg = new_config(Role::Client);
     cfg.listen_port = bound.map_or(0, |b| b.port());
+    cfg.secret = a.secret.clone();
+    cfg.path = a.path.clone();
+    cfg.expect_digest = a.expect_digest;
     cfg.server = Some(server);
     cfg.use_peers = use_peers;
     cfg.max_peers = a.max_peers;
@@ -295,9 +325,13 @@ fn summary_line(node: &Node) -> String {
     } else {
         100.0 * k.from_peers as f64 / got as f64
     };
+    let digest = node
+        .manifest()
+        .map(|m| tfttp::manifest::to_hex(m.digest()))
+        .unwrap_or_default();
     format!(
         "tfttp: received {got} bytes in {secs:.2} s ({rate:.1} MB/s), {peers:.0}% from peers, \
-         uploaded {} bytes",
+         uploaded {} bytes, digest blake3:{digest}",
         k.uploaded
     )
 }

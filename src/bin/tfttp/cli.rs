@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use getopts::{Matches, Options};
 
+use tfttp::manifest::{self, Hash};
 use tfttp::net::{MAX_CONNS_ORIGIN, SendfileMode};
-use tfttp::proto::{Behaviour, DEFAULT_LINGER, Policy};
-use tfttp::wire::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
+use tfttp::proto::{Behaviour, DEFAULT_LINGER, MIN_SECRET_LEN, Policy, SwarmKey};
+use tfttp::wire::{self, MAX_PIECE_SIZE, MIN_PIECE_SIZE};
 
 use crate::exit::Exit;
 use crate::units::{parse_rate, parse_size};
@@ -23,7 +24,7 @@ clients that trade pieces among themselves.
 
 Usage:
   tfttp serve FILE [options]                   serve FILE as the origin
-  tfttp get HOST:PORT --output PATH [options]  download from HOST and its peers (- : stdout)
+  tfttp get HOST:PORT[/NAME] -o PATH [options] download from HOST and its peers (- : stdout)
   tfttp demo [options]                         server + clients on loopback, timed
   tfttp sim SCENARIO.json [options]            simulate a swarm (docs/SIMULATOR.md)
   tfttp COMMAND --help                         every option of COMMAND, exit statuses
@@ -34,6 +35,8 @@ Examples:
   tfttp get server.example:6880 -o big.iso            # seeds to peers for a while after
   tfttp get server.example:6880 -o big.iso --linger 0 # returns as soon as the file is in place
   tfttp get server.example:6880 -o - --linger 0 | tar x  # the file on stdout, in order
+  tfttp get server.example:6880/big.iso -o big.iso --expect-digest blake3:HEX
+                                                      # only the file serve printed HEX for
   tfttp demo --clients 8 --size 128M";
 
 /// Units, shown under the options of the commands that take them.
@@ -69,6 +72,7 @@ pub struct ServeArgs {
     pub piece_size: Option<u32>,
     pub up_rate: Option<u64>,
     pub exit_after: Option<u32>,
+    pub secret: Option<SwarmKey>,
     pub common: Common,
 }
 
@@ -112,6 +116,12 @@ pub struct GetArgs {
     /// `HOST:PORT` as given; resolved when the command runs, so a name that does not
     /// resolve is told apart from a bad argument.
     pub server: String,
+    /// The NAME after `HOST:PORT/`, sent in HELLO; empty for the server's only file.
+    pub path: String,
+    /// `--secret-file`: the swarm key derived from the file's bytes.
+    pub secret: Option<SwarmKey>,
+    /// `--expect-digest`: the root digest the server's manifest must have.
+    pub expect_digest: Option<Hash>,
     pub output: Output,
     pub listen: Option<SocketAddr>,
     pub up_rate: Option<u64>,
@@ -255,8 +265,20 @@ fn serve_opts() -> Options {
         "exit once N clients completed and none is still downloading",
         "N",
     );
+    secret_opt(&mut o);
     common_opts(&mut o);
     o
+}
+
+/// `--secret-file`, on serve and get alike.
+fn secret_opt(o: &mut Options) {
+    o.optopt(
+        "",
+        "secret-file",
+        "admit only nodes that hold the same secret: the file's bytes, at least 16 (e.g. \
+         head -c 32 /dev/urandom > FILE); traffic is still not encrypted",
+        "FILE",
+    );
 }
 
 /// `get`'s options; `hidden` adds the test-only ones, which the parser accepts (the
@@ -308,6 +330,13 @@ fn get_opts(hidden: bool) -> Options {
         "give up after SECS without piece data (default 60)",
         "SECS",
     );
+    o.optopt(
+        "",
+        "expect-digest",
+        "refuse the download unless the server's digest (serve prints it) is HEX",
+        "[blake3:]HEX",
+    );
+    secret_opt(&mut o);
     common_opts(&mut o);
     o
 }
@@ -363,8 +392,9 @@ fn usage(cmd: &str, o: &Options) -> String {
             "Serve FILE as the origin of a swarm.",
         ),
         "get" => (
-            "tfttp get HOST:PORT (--output PATH | --output - | --discard) [options]",
+            "tfttp get HOST:PORT[/NAME] (--output PATH | --output - | --discard) [options]",
             "Download from the origin at HOST:PORT and trade pieces with its other clients.\n\
+             NAME, if given, must be the served file's name (the server refuses others).\n\
              Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
              serving peers for up to --linger seconds (--linger 0: exit at once).\n\
              --output - writes the file to stdout in order as its pieces verify (they wait in\n\
@@ -413,6 +443,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 piece_size: opt(&m, "piece-size", piece_size)?,
                 up_rate: opt(&m, "up-rate", rate)?,
                 exit_after: opt(&m, "exit-after", parse_count)?,
+                secret: opt(&m, "secret-file", read_secret)?,
                 common: common(&m)?,
             }))
         }
@@ -431,8 +462,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 (Some(o), false) => Output::File(PathBuf::from(o)),
                 (None, false) => return Err("get needs --output PATH (or -, or --discard)".into()),
             };
+            let (server, path) = server_and_path(server)?;
             Ok(Command::Get(GetArgs {
-                server: host_port(server)?,
+                server,
+                path,
+                secret: opt(&m, "secret-file", read_secret)?,
+                expect_digest: opt(&m, "expect-digest", parse_digest)?,
                 output,
                 listen: addr_opt(&m, "listen")?,
                 up_rate: opt(&m, "up-rate", rate)?,
@@ -525,6 +560,42 @@ fn host_port(s: &str) -> Result<String, String> {
         Some((h, Ok(_))) if !h.is_empty() => Ok(s.to_string()),
         _ => Err(format!("'{s}' is not HOST:PORT")),
     }
+}
+
+/// `HOST:PORT[/NAME]`: the address, and the file's name as the HELLO carries it
+/// (docs/PROTOCOL.md §4.1). A NAME the protocol would refuse anyway is a usage error.
+fn server_and_path(s: &str) -> Result<(String, String), String> {
+    let (server, path) = s.split_once('/').unwrap_or((s, ""));
+    let server = host_port(server)?;
+    if path.len() > wire::MAX_PATH_LEN || !wire::path_is_safe(path) {
+        return Err(format!(
+            "'{path}' is not a file name a server can serve (at most {} bytes, no empty, \
+             '.' or '..' component)",
+            wire::MAX_PATH_LEN
+        ));
+    }
+    Ok((server, path.to_string()))
+}
+
+/// `--secret-file`: the swarm key from the file's bytes, which must be at least
+/// `MIN_SECRET_LEN` (128 bits, what the tag's security rests on).
+fn read_secret(path: &str) -> Result<SwarmKey, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read '{path}': {e}"))?;
+    if bytes.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "'{path}' holds {} bytes; a secret needs at least {MIN_SECRET_LEN} (e.g. head -c 32 \
+             /dev/urandom > {path})",
+            bytes.len()
+        ));
+    }
+    Ok(SwarmKey::derive(&bytes))
+}
+
+/// `--expect-digest`: 64 hex digits, with or without `blake3:`.
+fn parse_digest(s: &str) -> Result<Hash, String> {
+    manifest::parse_digest(s).ok_or_else(|| {
+        format!("'{s}' is not a digest (64 hex digits, as serve prints after 'blake3:')")
+    })
 }
 
 /// A count of at least 1.
@@ -696,5 +767,59 @@ mod tests {
         let Command::Get(g) = ok else { panic!() };
         assert_eq!(g.linger, Duration::from_secs(31_536_000));
         assert_eq!(g.stall_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn test_get_server_with_a_name() {
+        let Command::Get(g) = parse(&args("get 127.0.0.1:9/big.iso -o x")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (g.server.as_str(), g.path.as_str()),
+            ("127.0.0.1:9", "big.iso")
+        );
+        let Command::Get(g) = parse(&args("get [::1]:9 -o x")).unwrap() else {
+            panic!()
+        };
+        assert_eq!((g.server.as_str(), g.path.as_str()), ("[::1]:9", ""));
+        for bad in ["127.0.0.1:9/../x", "127.0.0.1:9/a//b", "127.0.0.1:9//x"] {
+            assert!(parse(&args(&format!("get {bad} -o x"))).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_expect_digest_with_or_without_prefix() {
+        let hex = "ab".repeat(32);
+        for d in [hex.clone(), format!("blake3:{hex}")] {
+            let Command::Get(g) =
+                parse(&args(&format!("get h:1 -o x --expect-digest {d}"))).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(g.expect_digest, Some([0xab; 32]));
+        }
+        let e = parse(&args("get h:1 -o x --expect-digest 12ab")).unwrap_err();
+        assert!(e.contains("--expect-digest"), "{e}");
+    }
+
+    #[test]
+    fn test_secret_file_must_be_readable_and_long_enough() {
+        let dir = std::env::temp_dir().join(format!("tfttp-cli-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, b"15 bytes only!!").unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, b"sixteen bytes ok").unwrap();
+        let e = parse(&args(&format!("serve f --secret-file {}", short.display()))).unwrap_err();
+        assert!(e.contains("--secret-file") && e.contains("16"), "{e}");
+        let e = parse(&args("serve f --secret-file /nonexistent/secret")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+        let Command::Serve(s) =
+            parse(&args(&format!("serve f --secret-file {}", good.display()))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.secret, Some(SwarmKey::derive(b"sixteen bytes ok")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

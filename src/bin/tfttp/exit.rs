@@ -21,8 +21,8 @@ pub enum Exit {
     Resolve,
     /// Nothing accepted the connection, or it was lost before the manifest arrived.
     Connect,
-    /// The server is not a TFTTP server, speaks another version, refused us or serves
-    /// another file.
+    /// The server is not a TFTTP server, speaks another version, refused us (a swarm
+    /// secret, a file name) or serves another file than the one asked for.
     Protocol,
     /// The manifest could not be decoded.
     Verify,
@@ -72,7 +72,9 @@ impl Exit {
             Exit::Usage => "bad command line or scenario file",
             Exit::Resolve => "cannot resolve the server's name",
             Exit::Connect => "cannot connect (refused, unreachable, lost before the manifest)",
-            Exit::Protocol => "not a TFTTP server, other protocol version, refused, other file",
+            Exit::Protocol => {
+                "not a TFTTP server, other protocol version, refused (secret, name), other file or digest"
+            }
             Exit::Verify => "the manifest does not decode",
             Exit::LocalIo => {
                 "local file or socket: output exists, disk full, permission, stdout closed"

@@ -196,25 +196,30 @@ impl Reporter for Progress {
         self.completed_at = Some(now);
         let node = d.node();
         let len = node.manifest().map_or(0, |m| m.file_len());
+        // The digest the user can compare with what `serve` printed.
+        let digest = node
+            .manifest()
+            .map(|m| tfttp::manifest::to_hex(m.digest()))
+            .unwrap_or_default();
         let secs = now.duration_since(node.started_at()).as_secs_f64();
         let keeps = match output {
             Output::Discard => {
                 self.say(&format!(
-                    "verified {len} bytes ({}) in {secs:.1} s",
+                    "verified {len} bytes ({}) in {secs:.1} s, digest blake3:{digest}",
                     size(len)
                 ));
                 return;
             }
             Output::Stdout => {
                 self.say(&format!(
-                    "verified {len} bytes ({}) in {secs:.1} s; stdout ends once it has them all",
+                    "verified {len} bytes ({}) in {secs:.1} s, digest blake3:{digest}; stdout ends once it has them all",
                     size(len)
                 ));
                 "Ctrl-C before stdout has them all fails (exit 130)"
             }
             Output::File(path) => {
                 self.say(&format!(
-                    "saved {} ({len} bytes, {}) in {secs:.1} s",
+                    "saved {} ({len} bytes, {}) in {secs:.1} s, digest blake3:{digest}",
                     path.display(),
                     size(len)
                 ));

@@ -9,7 +9,7 @@ pub(super) struct ClientSide {
     /// Peers the origin told us about.
     pub(super) known: Vec<Known>,
     pub(super) origin: OriginLink,
-    /// Peers that sent a piece failing its checksum: never dialled or accepted again.
+    /// Peers that sent a piece failing its hash: never dialled or accepted again.
     pub(super) banned: HashSet<u64>,
 }
 

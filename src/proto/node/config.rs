@@ -43,6 +43,20 @@ pub struct Config {
     pub capacity: Option<u64>,
     /// Client: how it behaves towards peers (misbehaviour exists to measure the policy).
     pub behaviour: Behaviour,
+    /// The swarm key (`--secret-file`): every connection must prove it holds the same one
+    /// (AUTH, docs/PROTOCOL.md §4.7) before anything else is exchanged. `None`: the node
+    /// neither asks nor answers.
+    pub secret: Option<SwarmKey>,
+    /// Keys the stream of HELLO nonces. The command line fills it from the OS; the default,
+    /// derived from `node_id`, repeats runs exactly (tests, the simulator) but is guessable.
+    pub nonce_key: [u8; 32],
+    /// Client: the path it asks the origin for in HELLO; empty for the origin's only file.
+    pub path: String,
+    /// Client: the root digest the manifest must have (`--expect-digest`); otherwise the
+    /// download stops before its first piece.
+    pub expect_digest: Option<Hash>,
+    /// Origin: the name its file answers to in a HELLO's path (besides the empty path).
+    pub serve_name: Option<String>,
 }
 
 /// A client's conduct. Only `Honest` is for real use; the others let tests and benchmarks
@@ -59,7 +73,7 @@ pub enum Behaviour {
 
 impl Config {
     /// The defaults: trade with up to 64 peers, linger 30 s, give up after 60 s without
-    /// payload, run `Policy::Tft`, no capacity given, honest.
+    /// payload, run `Policy::Tft`, no capacity given, honest, no secret, no path.
     pub fn new(role: Role, node_id: u64) -> Config {
         Config {
             role,
@@ -74,6 +88,11 @@ impl Config {
             policy: Policy::Tft,
             capacity: None,
             behaviour: Behaviour::Honest,
+            secret: None,
+            nonce_key: blake3::derive_key("tfttp nonce key for tests", &node_id.to_be_bytes()),
+            path: String::new(),
+            expect_digest: None,
+            serve_name: None,
         }
     }
 }

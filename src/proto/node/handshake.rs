@@ -1,51 +1,140 @@
-//! Opening a connection: HELLO, MANIFEST and BITFIELD, and a peer's ERROR.
+//! Opening a connection: HELLO, AUTH in a swarm with a secret, MANIFEST and BITFIELD, and
+//! a peer's ERROR (docs/PROTOCOL.md §4.1, §4.7, §5.1).
 
 use super::*;
+use crate::manifest::to_hex;
 
 impl Node {
+    /// A HELLO of another protocol version: ERROR 2 with a reason naming both versions.
+    pub(super) fn on_version(&mut self, slot: Slot, version: u8) {
+        if self.peer(slot).is_some_and(|p| p.hello.is_some()) {
+            return self.fail(slot, ErrorCode::Protocol, "second HELLO");
+        }
+        let why = WireError::Version(version).to_string();
+        if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
+            self.fatal(
+                FailureKind::Incompatible,
+                format!("the server speaks {why}"),
+            );
+        }
+        self.fail(slot, ErrorCode::Version, &why)
+    }
+
     pub(super) fn on_hello(&mut self, slot: Slot, h: Hello) {
         if self.peer(slot).is_some_and(|p| p.hello.is_some()) {
             return self.fail(slot, ErrorCode::Protocol, "second HELLO");
         }
-        if h.version != VERSION {
-            let why = format!(
-                "unsupported protocol version {} (this node speaks {VERSION})",
-                h.version
-            );
-            if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
-                self.fatal(FailureKind::Incompatible, format!("server speaks {why}"));
-            }
-            return self.fail(slot, ErrorCode::Version, &why);
-        }
-        if h.node_id == 0 {
-            // §4.1: 0 is never a node's id (it is what an unparsed HELLO carries), so a peer
-            // sending it is broken, and taking it would let it collide with others.
-            let why = "node id 0 in HELLO (ids are never 0)";
-            if self.peer(slot).is_some_and(|p| p.is_origin_link()) && self.manifest.is_none() {
-                self.fatal(FailureKind::NotTftp, format!("the server sent {why}"));
-            }
-            return self.fail(slot, ErrorCode::Protocol, why);
-        }
         if h.node_id == self.cfg.node_id {
             return self.fail(slot, ErrorCode::Duplicate, "connected to itself");
         }
-        let duplicate =
-            self.peers.iter().enumerate().any(|(s, p)| {
-                s != slot && p.as_ref().is_some_and(|p| p.node_id() == Some(h.node_id))
-            });
-        if duplicate {
+        if self.is_duplicate(slot, h.node_id) {
             return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
         }
-        let link = self.peer(slot).map(|p| p.link);
+        let to_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
         if let Some(p) = self.peer_mut(slot) {
-            p.hello = Some(h);
+            p.hello = Some(h.without_path());
+            p.path = h.path.to_string();
         }
+        // §4.7: both sides hold a secret, or neither does; nothing else is said until then.
+        match (&self.cfg.secret, h.auth) {
+            (None, false) => self.admit(slot),
+            (None, true) => {
+                if to_origin {
+                    self.fatal(
+                        FailureKind::Refused,
+                        "the server needs the swarm secret: give it with --secret-file",
+                    );
+                }
+                self.fail(
+                    slot,
+                    ErrorCode::Unauthorized,
+                    "this swarm needs a secret: --secret-file",
+                )
+            }
+            (Some(_), false) => {
+                if to_origin {
+                    self.fatal(
+                        FailureKind::Refused,
+                        "the server has no swarm secret (it was started without \
+                         --secret-file); not sending it anything",
+                    );
+                }
+                self.fail(
+                    slot,
+                    ErrorCode::Unauthorized,
+                    "this node needs the swarm secret: --secret-file",
+                )
+            }
+            (Some(key), true) => {
+                let Some(nonce) = self.peer(slot).map(|p| p.nonce) else {
+                    return;
+                };
+                let tag = key.tag(&h.nonce, &nonce, self.cfg.node_id, h.node_id);
+                self.emit(slot, &Message::Auth(tag));
+            }
+        }
+    }
+
+    /// The peer's AUTH: its tag over our nonce must verify before anything else is said.
+    pub(super) fn on_auth(&mut self, slot: Slot, tag: &[u8; wire::AUTH_TAG_LEN]) {
+        let Some(p) = self.peer(slot) else { return };
+        let (Some(key), Some(h), false) = (&self.cfg.secret, p.hello, p.admitted) else {
+            return self.fail(slot, ErrorCode::Protocol, "unexpected AUTH");
+        };
+        if !h.auth {
+            return self.fail(slot, ErrorCode::Protocol, "AUTH without the AUTH flag");
+        }
+        if !key.verify(tag, &p.nonce, &h.nonce, h.node_id, self.cfg.node_id) {
+            if p.is_origin_link() {
+                self.fatal(
+                    FailureKind::Refused,
+                    "the server holds another swarm secret: check --secret-file",
+                );
+            }
+            return self.fail(
+                slot,
+                ErrorCode::Unauthorized,
+                "wrong AUTH tag: not this swarm's secret",
+            );
+        }
+        self.admit(slot);
+    }
+
+    /// Whether a connection other than `slot` whose handshake is done speaks for `id`. Only
+    /// admitted connections count: one that has not proven the secret must not keep the
+    /// real holder of a node id (which anyone can read off the wire) from connecting.
+    fn is_duplicate(&self, slot: Slot, id: u64) -> bool {
+        self.peers.iter().enumerate().any(|(s, p)| {
+            s != slot
+                && p.as_ref()
+                    .is_some_and(|p| p.admitted && p.node_id() == Some(id))
+        })
+    }
+
+    /// The handshake on `slot` is done: the origin checks the path and file id and sends
+    /// its MANIFEST; a client takes a peer into the swarm.
+    fn admit(&mut self, slot: Slot) {
+        let link = self.peer(slot).map(|p| p.link);
+        let Some(id) = self.peer(slot).and_then(|p| p.node_id()) else {
+            return;
+        };
+        // Two connections of one id that both proved the secret: the first one stays.
+        if self.is_duplicate(slot, id) {
+            return self.fail(slot, ErrorCode::Duplicate, "already connected to this node");
+        }
+        let Some(p) = self.peer_mut(slot) else { return };
+        let Some(h) = p.hello else { return };
+        let path = std::mem::take(&mut p.path);
+        p.admitted = true;
         match (self.cfg.role, link) {
             (Role::Origin, _) => {
-                let m = self.manifest.as_ref().expect("origin has a manifest");
                 if h.role != Role::Client {
                     return self.fail(slot, ErrorCode::Protocol, "an origin cannot join a swarm");
                 }
+                if let Err(why) = self.check_path(&path) {
+                    return self.fail(slot, ErrorCode::NotFound, &why);
+                }
+                let m = self.manifest.as_ref().expect("origin has a manifest");
                 if h.file_id != 0 && h.file_id != m.id() {
                     return self.fail(
                         slot,
@@ -103,6 +192,25 @@ impl Node {
         }
     }
 
+    /// Origin: whether a HELLO's `path` names its file (§4.1): empty, or exactly the file's
+    /// name as served (`Config::serve_name`). An unsafe path is refused whatever it names.
+    fn check_path(&self, path: &str) -> Result<(), String> {
+        if path.is_empty() {
+            return Ok(());
+        }
+        if !wire::path_is_safe(path) {
+            return Err(format!(
+                "'{}' is not a valid path (a leading '/', an empty, '.' or '..' component, \
+                 or a NUL)",
+                path.escape_debug()
+            ));
+        }
+        if self.cfg.serve_name.as_deref() == Some(path) {
+            return Ok(());
+        }
+        Err(format!("no file '{}' here", path.escape_debug()))
+    }
+
     pub(super) fn send_bitfield(&mut self, slot: Slot) {
         let bits = self.picker.as_ref().map(|p| p.have().as_bytes().to_vec());
         if let Some(bits) = bits {
@@ -134,6 +242,20 @@ impl Node {
                 "the server's manifest does not match its file id",
             );
             return self.fail(slot, ErrorCode::WrongFile, "manifest id mismatch");
+        }
+        if let Some(want) = self.cfg.expect_digest
+            && want != *m.digest()
+        {
+            // Before the output is sized or a piece asked for.
+            self.fatal(
+                FailureKind::WrongFile,
+                format!(
+                    "the server's file has digest blake3:{}, not the expected blake3:{}",
+                    to_hex(m.digest()),
+                    to_hex(&want)
+                ),
+            );
+            return self.fail(slot, ErrorCode::WrongFile, "not the file we expected");
         }
         if let Some(have) = &self.manifest {
             if *have != m {
@@ -207,7 +329,13 @@ impl Node {
         let from_origin = self.peer(slot).is_some_and(|p| p.is_origin_link());
         if from_origin
             && (self.manifest.is_none()
-                || matches!(code, ErrorCode::WrongFile | ErrorCode::Version))
+                || matches!(
+                    code,
+                    ErrorCode::WrongFile
+                        | ErrorCode::Version
+                        | ErrorCode::Unauthorized
+                        | ErrorCode::NotFound
+                ))
         {
             self.fatal(
                 FailureKind::Refused,

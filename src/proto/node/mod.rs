@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::auth::{Nonces, SwarmKey};
 use super::choke::{ChokeTable, Me, Policy, ROUND};
 use super::ledger::Ledger;
 use super::peer::{Asked, Peer};
@@ -13,8 +14,8 @@ use super::picker::Picker;
 use super::rng::Rng;
 use super::striper::Striper;
 use crate::bitfield::Bitfield;
-use crate::manifest::Manifest;
-use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, VERSION, WILDCARD};
+use crate::manifest::{Hash, Manifest};
+use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, WILDCARD, WireError};
 
 mod client;
 mod config;
@@ -110,7 +111,7 @@ pub struct Counters {
     pub discarded: u64,
     /// Part of `discarded` that came from the origin: its scarce upload spent twice.
     pub discarded_from_origin: u64,
-    /// Client: pieces that arrived whole but failed their CRC32 and were fetched again.
+    /// Client: pieces that arrived whole but failed their BLAKE3 hash and were fetched again.
     pub corrupt_pieces: u64,
     /// Client: peer connections whose HELLO was accepted, over the whole run (not the number
     /// open now).
@@ -222,6 +223,8 @@ pub struct Node {
     latency_all: Histogram<u64>,
     /// Client: per-peer transfer counters for receipts; origin: confirmed credit.
     ledger: Ledger,
+    /// A fresh nonce for each connection's HELLO.
+    nonces: Nonces,
 }
 
 /// The state one role has and the other does not.
@@ -253,6 +256,7 @@ impl Node {
     fn new(cfg: Config, side: Side, now: Instant) -> Node {
         Node {
             rng: Rng::new(cfg.node_id),
+            nonces: Nonces::new(cfg.nonce_key),
             cfg,
             now,
             manifest: None,
@@ -412,6 +416,13 @@ impl Node {
         self.table.cap(slot)
     }
 
+    /// The handshake on `slot` is done (HELLO accepted and, with a secret, AUTH verified):
+    /// from now on the peer may send frames as large as their types allow. Before it, the
+    /// driver accepts only small ones (`wire::Limits`).
+    pub fn is_admitted(&self, slot: Slot) -> bool {
+        self.peer(slot).is_some_and(|p| p.admitted && !p.closing)
+    }
+
     /// The node asked for `slot` to be closed (or does not know it): the driver stops reading
     /// frames from it and sends it no piece.
     pub fn is_closing(&self, slot: Slot) -> bool {
@@ -492,7 +503,8 @@ impl Node {
         if self.peers.len() <= slot {
             self.peers.resize_with(slot + 1, || None);
         }
-        self.peers[slot] = Some(Peer::new(link, remote, now));
+        let nonce = self.nonces.draw();
+        self.peers[slot] = Some(Peer::new(link, remote, nonce, now));
         self.table.open(slot, link == Link::ToOrigin);
         match link {
             Link::ToOrigin => {
@@ -510,12 +522,19 @@ impl Node {
             }
             Link::Accepted => {}
         }
+        // Only the origin is asked for a path; peers are told apart by the file id alone.
+        let path = match link {
+            Link::ToOrigin => self.cfg.path.clone(),
+            _ => String::new(),
+        };
         let hello = Hello {
-            version: VERSION,
             role: self.cfg.role,
+            auth: self.cfg.secret.is_some(),
             node_id: self.cfg.node_id,
             file_id: self.manifest.as_ref().map_or(0, |m| m.id()),
             listen_port: self.cfg.listen_port,
+            nonce,
+            path: &path,
         };
         self.emit(slot, &Message::Hello(hello));
     }
@@ -615,16 +634,23 @@ impl Node {
         }
         peer.last_recv = now;
         let has_hello = peer.hello.is_some();
+        let admitted = peer.admitted;
         let msg = match Message::parse(ty, body) {
             Ok(m) => m,
+            Err(WireError::Version(v)) => return self.on_version(slot, v),
             Err(e) => return self.fail(slot, ErrorCode::Protocol, &e.to_string()),
         };
         if !has_hello && !matches!(msg, Message::Hello(_)) {
             return self.fail(slot, ErrorCode::Protocol, "first frame must be HELLO");
         }
+        if has_hello && !admitted && !matches!(msg, Message::Auth(_) | Message::Error { .. }) {
+            // A node with a secret takes nothing but AUTH until the peer proved it.
+            return self.fail(slot, ErrorCode::Unauthorized, "a frame before AUTH");
+        }
         match msg {
             Message::KeepAlive | Message::Extension(_) => {}
             Message::Hello(h) => self.on_hello(slot, h),
+            Message::Auth(tag) => self.on_auth(slot, &tag),
             Message::Manifest(body) => self.on_manifest(slot, body),
             Message::Bitfield(bits) => self.on_bitfield(slot, bits),
             Message::Have(i) => self.on_have(slot, i),

@@ -73,10 +73,10 @@ impl Node {
         }
     }
 
-    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the CRC-32 of
-    /// the bytes written (`None` if they were discarded). The driver computes it as the
-    /// payload streams through, so each byte is read once.
-    pub fn end_piece(&mut self, slot: Slot, stored: Option<u32>, now: Instant) {
+    /// The payload of the PIECE begun on `slot` has fully arrived; `stored` is the BLAKE3
+    /// hash of the bytes written (`None` if they were discarded). The driver computes it as
+    /// the payload streams through, so each byte is read once (docs/PROTOCOL.md §5.4).
+    pub fn end_piece(&mut self, slot: Slot, stored: Option<Hash>, now: Instant) {
         self.now = now;
         let Some(peer) = self.peer_mut(slot) else {
             return;
@@ -90,7 +90,7 @@ impl Node {
         };
         let len = m.piece_len(r.piece) as u64;
         self.table.record_down(slot, len);
-        let Some(crc) = stored else {
+        let Some(hash) = stored else {
             self.counters.discarded += len;
             if from_origin {
                 self.counters.discarded_from_origin += len;
@@ -98,7 +98,7 @@ impl Node {
             self.fill_requests(slot);
             return;
         };
-        if crc != m.crc(r.piece) {
+        if !m.verify(r.piece, &hash) {
             picker.release(r.piece, false);
             self.counters.corrupt_pieces += 1;
             // A peer that sends a bad piece is dropped for good (it would only reconnect and
@@ -109,7 +109,7 @@ impl Node {
                 if let (Some(c), Some(id)) = (self.client_side_mut(), id) {
                     c.banned.insert(id);
                 }
-                return self.fail(slot, ErrorCode::Corrupt, "piece failed its checksum");
+                return self.fail(slot, ErrorCode::Corrupt, "piece failed its BLAKE3 hash");
             }
             self.fill_requests(slot);
             return;

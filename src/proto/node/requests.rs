@@ -221,7 +221,7 @@ impl Node {
         let complete = self.is_complete();
         let Some(p) = self.peer_mut(slot) else { return };
         let want = !complete && p.useful > 0;
-        if p.am_interested != want && p.hello.is_some() {
+        if p.am_interested != want && p.admitted {
             p.am_interested = want;
             self.emit(slot, &Message::Interested(want));
         }

@@ -16,7 +16,8 @@ pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// a serving peer trickles at least its smallest share, so silence means it is stuck, and
 /// its pieces are better fetched elsewhere.
 pub(super) const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Drop a connection whose HELLO does not arrive in time.
+/// Drop a connection whose handshake (HELLO, and AUTH in a swarm with a secret) is not done
+/// in time.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait between attempts to reach a peer, and how many attempts it gets.
 pub(super) const DIAL_RETRY: Duration = Duration::from_secs(2);
@@ -49,8 +50,9 @@ impl Node {
             if p.closing {
                 continue;
             }
-            if p.hello.is_none() && now >= p.opened_at + HANDSHAKE_TIMEOUT {
-                self.fail(slot, ErrorCode::Timeout, "no HELLO in time");
+            if !p.admitted && now >= p.opened_at + HANDSHAKE_TIMEOUT {
+                let what = if p.hello.is_none() { "HELLO" } else { "AUTH" };
+                self.fail(slot, ErrorCode::Timeout, &format!("no {what} in time"));
             } else if now >= p.last_recv + IDLE_TIMEOUT {
                 self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
             } else if p
@@ -135,10 +137,7 @@ impl Node {
         self.table
             .decide(self.cfg.policy, me, new_round, &mut self.rng, &mut changed);
         for &s in &changed {
-            if self
-                .peer(s)
-                .is_some_and(|p| p.hello.is_some() && !p.closing)
-            {
+            if self.peer(s).is_some_and(|p| p.admitted && !p.closing) {
                 let msg = if self.table.is_choking(s) {
                     Message::Choke
                 } else {

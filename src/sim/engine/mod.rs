@@ -281,12 +281,23 @@ pub struct Sim {
     spare: Vec<Vec<u8>>,
 }
 
-/// SplitMix64: node ids and piece checksums from the scenario's seed.
+/// SplitMix64: node ids and piece hashes from the scenario's seed.
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Piece `i`'s "hash": 32 bytes from the seed, four SplitMix64 words. The simulator's
+/// files have no bytes to hash; what matters is that the manifest has its real size and
+/// every run of a scenario the same one.
+fn seeded_hash(seed: u64, i: u64) -> crate::manifest::Hash {
+    let mut out = [0u8; 32];
+    for (k, word) in out.chunks_exact_mut(8).enumerate() {
+        word.copy_from_slice(&mix(seed ^ (i << 20) ^ ((k as u64) << 52)).to_be_bytes());
+    }
+    out
 }
 
 fn addr_of(host: usize) -> SocketAddr {
@@ -306,18 +317,16 @@ fn host_of(addr: SocketAddr) -> Option<usize> {
 }
 
 impl Sim {
-    /// Builds the swarm: piece checksums and node ids drawn from the scenario's seed, the origin
+    /// Builds the swarm: piece hashes and node ids drawn from the scenario's seed, the origin
     /// present from time 0, each client's arrival on the agenda. Fails only if the file and piece
     /// sizes make no valid manifest.
     pub fn new(sc: &Scenario) -> Result<Sim, String> {
         let piece_size = sc.piece_size_or_auto();
         let n = crate::manifest::piece_count_for(sc.file_size, piece_size)
             .map_err(|e| e.to_string())?;
-        let crcs = (0..n as u64)
-            .map(|i| mix(sc.seed ^ (i << 20)) as u32)
-            .collect();
+        let hashes = (0..n as u64).map(|i| seeded_hash(sc.seed, i)).collect();
         let manifest =
-            Manifest::from_crcs(sc.file_size, piece_size, crcs).map_err(|e| e.to_string())?;
+            Manifest::from_hashes(sc.file_size, piece_size, hashes).map_err(|e| e.to_string())?;
         let mut net = Network::default();
         let t0 = Instant::now();
         let mut hosts = Vec::with_capacity(sc.clients.len() + 1);

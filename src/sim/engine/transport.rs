@@ -305,11 +305,13 @@ impl Sim {
                 pipe.sink = node.begin_piece(slot, piece, len, now);
             }
             Item::End { piece } => {
-                let crc = match pipe.sink.take() {
-                    Some(Sink::Store { .. }) => Some(self.manifest.crc(piece)),
+                // Virtual bytes are never wrong: the stored piece "hashes" to its manifest
+                // entry.
+                let hash = match pipe.sink.take() {
+                    Some(Sink::Store { .. }) => Some(*self.manifest.piece_hash(piece)),
                     _ => None,
                 };
-                node.end_piece(slot, crc, now);
+                node.end_piece(slot, hash, now);
             }
             Item::Fin => {
                 pipe.sink = None;

@@ -97,7 +97,7 @@ pub struct Scenario {
     pub file_size: u64,
     /// `None`: `manifest::auto_piece_size(file_size)`, as `tfttp serve` chooses.
     pub piece_size: Option<u32>,
-    /// Seeds node ids and piece checksums: the same scenario and seed give the same run (default
+    /// Seeds node ids and piece hashes: the same scenario and seed give the same run (default
     /// 1).
     pub seed: u64,
     /// The incentive policy of every node, origin included (default `tft`).

@@ -13,7 +13,7 @@
 use super::*;
 use crate::proto::rng::Rng;
 use crate::wire::{
-    ErrorCode, Limits, MANIFEST_HEAD_LEN, MAX_EARLY_LEN, MAX_EXTENSION_LEN, MAX_PIECES,
+    ErrorCode, Limits, MANIFEST_HEAD_LEN, MAX_EARLY_LEN, MAX_EXTENSION_LEN, MAX_PIECES, NONCE_LEN,
     PIECE_HEAD_SIZE, PieceHead, ty,
 };
 
@@ -44,7 +44,7 @@ fn feed(node: &mut Node, slot: Slot, bytes: &[u8], rng: &mut Rng, now: Instant) 
     let mut hello_accepted = false;
     let mut pending: Vec<u8> = Vec::new();
     // (bytes of payload left, its CRC so far) while a PIECE payload streams.
-    let mut payload: Option<(usize, crc32fast::Hasher)> = None;
+    let mut payload: Option<(usize, blake3::Hasher)> = None;
     let mut at = 0;
     let mut peer_sent_error = false;
     'stream: while at < bytes.len() && !node.is_closing(slot) {
@@ -62,7 +62,7 @@ fn feed(node: &mut Node, slot: Slot, bytes: &[u8], rng: &mut Rng, now: Instant) 
                     continue 'stream;
                 }
                 let (_, crc) = payload.take().expect("checked");
-                node.end_piece(slot, Some(crc.finalize()), now);
+                node.end_piece(slot, Some(*crc.finalize().as_bytes()), now);
             }
             let file = node.manifest().map(|m| (m.piece_count(), m.piece_size()));
             let limits = Limits::new(hello_accepted, file);
@@ -87,7 +87,7 @@ fn feed(node: &mut Node, slot: Slot, bytes: &[u8], rng: &mut Rng, now: Instant) 
                 if node.begin_piece(slot, ph.piece, ph.len, now).is_none() {
                     break 'stream;
                 }
-                payload = Some((ph.len as usize, crc32fast::Hasher::new()));
+                payload = Some((ph.len as usize, blake3::Hasher::new()));
                 continue;
             }
             let frame = head.frame_len();
@@ -126,7 +126,7 @@ fn feed(node: &mut Node, slot: Slot, bytes: &[u8], rng: &mut Rng, now: Instant) 
         let body = &errors[0].1;
         let code = u16::from_be_bytes([body[0], body[1]]);
         assert!(
-            (1..=9).contains(&code) && ErrorCode::from_u16(code).to_u16() == code,
+            (1..=11).contains(&code) && ErrorCode::from_u16(code).to_u16() == code,
             "{code}"
         );
         assert!(std::str::from_utf8(&body[2..]).is_ok());
@@ -160,14 +160,26 @@ fn plausible(rng: &mut Rng, role: Role, m: &Manifest, data: &[u8]) -> Vec<u8> {
         1 => rng.next_u64(),
         _ => m.id(),
     };
-    Message::Hello(Hello {
-        version: if rng.below(10) == 0 { 2 } else { VERSION },
-        role,
-        node_id,
-        file_id,
-        listen_port: rng.below(65536) as u16,
-    })
-    .emit(&mut out);
+    if rng.below(10) == 0 {
+        // Another version: the magic, its version byte, then anything.
+        let mut body = b"TFTT".to_vec();
+        body.push(crate::wire::VERSION + 1 + rng.below(3) as u8);
+        body.resize(5 + rng.below(100) as usize, rng.below(256) as u8);
+        push_frame(&mut out, ty::HELLO, &body);
+    } else {
+        let mut nonce = [0; NONCE_LEN];
+        nonce.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+        Message::Hello(Hello {
+            role,
+            auth: rng.below(10) == 0,
+            node_id,
+            file_id,
+            listen_port: rng.below(65536) as u16,
+            nonce,
+            path: "",
+        })
+        .emit(&mut out);
+    }
     let mut manifest = Vec::new();
     m.encode(&mut manifest);
     for _ in 0..rng.below(12) {
@@ -350,11 +362,13 @@ fn test_client_survives_random_and_mutated_peer_streams() {
         m.encode(&mut body);
         let mut handshake = Vec::new();
         Message::Hello(Hello {
-            version: VERSION,
             role: Role::Origin,
+            auth: false,
             node_id: 1,
             file_id: m.id(),
             listen_port: 0,
+            nonce: [7; NONCE_LEN],
+            path: "",
         })
         .emit(&mut handshake);
         Message::Manifest(&body).emit(&mut handshake);

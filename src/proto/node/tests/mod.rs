@@ -13,6 +13,7 @@ use crate::wire::{FrameHead, HEAD_SIZE};
 
 const PIECE: u32 = 16 * 1024;
 
+mod auth;
 mod fuzz;
 mod one;
 mod swarm;

@@ -2,9 +2,9 @@
 
 use super::*;
 
-struct One {
-    node: Node,
-    now: Instant,
+pub(super) struct One {
+    pub(super) node: Node,
+    pub(super) now: Instant,
 }
 
 impl One {
@@ -66,13 +66,19 @@ impl One {
     }
 
     #[track_caller]
-    fn send(&mut self, msg: Message) {
+    pub(super) fn send(&mut self, msg: Message) {
         self.send_on(0, msg);
+    }
+
+    /// Delivers a frame of type `ty` with `body` as it came off the wire on slot 0.
+    #[track_caller]
+    pub(super) fn send_raw(&mut self, ty: u8, body: &[u8]) {
+        self.node.handle_frame(0, ty, body, self.now);
     }
 
     /// Delivers `msg` as if it arrived on connection `slot`.
     #[track_caller]
-    fn send_on(&mut self, slot: Slot, msg: Message) {
+    pub(super) fn send_on(&mut self, slot: Slot, msg: Message) {
         let mut buf = Vec::new();
         msg.emit(&mut buf);
         let h = FrameHead::parse(&buf).unwrap().unwrap();
@@ -81,24 +87,26 @@ impl One {
     }
 
     /// Frames the node queued for slot 0, as (type, body).
-    fn out(&mut self) -> Vec<(u8, Vec<u8>)> {
+    pub(super) fn out(&mut self) -> Vec<(u8, Vec<u8>)> {
         let mut buf = Vec::new();
         self.node.take_outbox(0, &mut buf);
         frames(&buf)
     }
 
-    fn events(&mut self) -> Vec<Event> {
+    pub(super) fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.node.poll_event()).collect()
     }
 }
 
-fn hello(role: Role, id: u64, file_id: u64) -> Message<'static> {
+pub(super) fn hello(role: Role, id: u64, file_id: u64) -> Message<'static> {
     Message::Hello(Hello {
-        version: VERSION,
         role,
+        auth: false,
         node_id: id,
         file_id,
         listen_port: 7000,
+        nonce: [id as u8; wire::NONCE_LEN],
+        path: "",
     })
 }
 
@@ -113,16 +121,19 @@ fn test_origin_hello_gets_manifest_and_bitfield() {
 #[test]
 fn test_origin_rejects_unsupported_version() {
     let mut o = One::origin(&file(100));
-    o.send(Message::Hello(Hello {
-        version: 9,
-        role: Role::Client,
-        node_id: 2,
-        file_id: 0,
-        listen_port: 0,
-    }));
+    // A version 1 HELLO, exactly as a version 1 node sends it.
+    let v1 = [
+        b'T', b'F', b'T', b'T', 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x1a, 0xe1,
+    ];
+    o.send_raw(wire::ty::HELLO, &v1);
     let out = o.out();
     assert_eq!(out[0].0, wire::ty::ERROR);
     assert_eq!(u16::from_be_bytes([out[0].1[0], out[0].1[1]]), 2);
+    let reason = String::from_utf8_lossy(&out[0].1[2..]).to_string();
+    assert!(
+        reason.contains("version 1") && reason.contains("version 2"),
+        "{reason}"
+    );
     assert!(matches!(
         o.events().as_slice(),
         [Event::Close {
@@ -134,12 +145,13 @@ fn test_origin_rejects_unsupported_version() {
 }
 
 /// §4.1: a HELLO of another version gets ERROR 2 whatever its length up to MAX_HELLO_LEN
-/// and whatever follows the version byte (a long v2 body got ERROR 1, issue 13).
+/// and whatever follows the version byte (a long body of another version got ERROR 1 in
+/// version 1, issue 13).
 #[test]
-fn test_origin_answers_long_v2_hello_with_version_error() {
+fn test_origin_answers_long_hello_of_another_version_with_version_error() {
     let mut o = One::origin(&file(100));
     let mut body = b"TFTT".to_vec();
-    body.push(2);
+    body.push(3);
     body.resize(wire::MAX_HELLO_LEN, 0xff);
     o.node.handle_frame(0, wire::ty::HELLO, &body, o.now);
     let out = o.out();
@@ -333,7 +345,8 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
         })
     );
     let bad = vec![0u8; PIECE as usize];
-    c.node.end_piece(0, Some(crc32fast::hash(&bad)), c.now);
+    c.node
+        .end_piece(0, Some(crate::manifest::hash(&bad)), c.now);
     assert_eq!(c.node.counters().corrupt_pieces, 1);
     assert_eq!(c.node.progress(), (0, 2));
     let out = c.out();
@@ -344,7 +357,7 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
         let o = p as usize * PIECE as usize;
         c.node.end_piece(
             0,
-            Some(crc32fast::hash(&data[o..o + PIECE as usize])),
+            Some(crate::manifest::hash(&data[o..o + PIECE as usize])),
             c.now,
         );
     }
@@ -362,8 +375,11 @@ fn test_client_discards_second_copy_of_piece_being_received() {
         c.node.begin_piece(0, 0, PIECE, c.now),
         Some(Sink::Store { .. })
     ));
-    c.node
-        .end_piece(0, Some(crc32fast::hash(&data[..PIECE as usize])), c.now);
+    c.node.end_piece(
+        0,
+        Some(crate::manifest::hash(&data[..PIECE as usize])),
+        c.now,
+    );
     assert_eq!(c.node.begin_piece(0, 0, PIECE, c.now), Some(Sink::Discard));
     c.node.end_piece(0, None, c.now);
     assert_eq!(c.node.counters().discarded, PIECE as u64);
@@ -506,8 +522,8 @@ fn test_client_asks_origin_by_name_once_peers_hold_everything() {
     for p in [2u32, 3] {
         c.node.begin_piece(0, p, PIECE, c.now);
         let o = p as usize * PIECE as usize;
-        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(crc), c.now);
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(hash), c.now);
     }
     assert!(requests_on(&mut c, 0).iter().all(|&r| r != WILDCARD));
 }
@@ -522,8 +538,8 @@ fn test_refused_wildcard_makes_client_ask_origin_by_index() {
     c.send(Message::Unchoke);
     assert_eq!(requests_on(&mut c, 0), vec![WILDCARD, WILDCARD]);
     c.node.begin_piece(0, 0, PIECE, c.now);
-    let crc = crc32fast::hash(&data[..PIECE as usize]);
-    c.node.end_piece(0, Some(crc), c.now);
+    let hash = crate::manifest::hash(&data[..PIECE as usize]);
+    c.node.end_piece(0, Some(hash), c.now);
     c.send(Message::Reject(WILDCARD));
     c.now += REJECT_BACKOFF + TICK;
     c.node.handle_tick(c.now);
@@ -730,8 +746,8 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     for p in 0..2u32 {
         assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
         let o = p as usize * PIECE as usize;
-        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(crc), c.now);
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(hash), c.now);
     }
     assert!(c.node.is_complete());
     // A peer that lacks everything asks us for a piece.
@@ -769,8 +785,8 @@ fn test_complete_with_linger_beyond_instant_range_leaves_when_idle() {
     for p in 0..2u32 {
         assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
         let o = p as usize * PIECE as usize;
-        let crc = crc32fast::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(crc), c.now);
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(hash), c.now);
     }
     assert!(c.node.is_complete());
     let events = c.events();
@@ -788,7 +804,8 @@ fn test_peer_that_sent_a_corrupt_piece_is_not_let_back() {
     assert!(!asked.is_empty());
     assert!(c.node.begin_piece(1, asked[0], PIECE, c.now).is_some());
     let bad = vec![0u8; PIECE as usize];
-    c.node.end_piece(1, Some(crc32fast::hash(&bad)), c.now);
+    c.node
+        .end_piece(1, Some(crate::manifest::hash(&bad)), c.now);
     assert!(c.node.is_closing(1), "dropped after a corrupt piece");
     c.node.handle_closed(1, "closed", c.now);
     // The same node comes back on a new connection: refused at its HELLO.

@@ -203,7 +203,7 @@ impl Sim {
                     let region = self.nodes[m].data[o..o + payload.len()].to_vec();
                     self.nodes[m]
                         .node
-                        .end_piece(ms, Some(crc32fast::hash(&region)), now);
+                        .end_piece(ms, Some(crate::manifest::hash(&region)), now);
                 }
                 Some(Sink::Discard) => self.nodes[m].node.end_piece(ms, None, now),
                 None => {}
