@@ -3,23 +3,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use common::peer::read_frame;
 use common::*;
-use tfttp::wire::{self, FrameHead, HEAD_SIZE, Hello, Message, Role};
+use tfttp::wire::{self, Hello, Message, Role};
 
 const T: Duration = Duration::from_secs(20);
-
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut head = [0u8; HEAD_SIZE];
-    s.read_exact(&mut head).ok()?;
-    let h = FrameHead::parse(&head).ok()??;
-    let mut body = vec![0u8; h.body_len()];
-    s.read_exact(&mut body).ok()?;
-    Some((h.ty, body))
-}
 
 /// Reads frames until one of type `ty` (or the connection ends).
 fn find_frame(s: &mut TcpStream, ty: u8) -> Option<Vec<u8>> {

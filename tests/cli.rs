@@ -49,14 +49,6 @@ fn fake_origin(manifest: Vec<u8>, file_id: u64, hold: Duration) -> SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn out_arg(dir: &TestDir) -> String {
     dir.path("out.bin").display().to_string()
 }
@@ -268,29 +260,6 @@ fn progress_on_a_pipe_is_one_plain_line_per_interval_then_completion() {
 fn quiet_prints_nothing_on_success() {
     let err = piped_get("progress-quiet", &["--progress-interval", "1", "-q"]);
     assert_eq!(err, "", "-q: {err}");
-}
-
-/// A pseudo-terminal: (controller, the child's side).
-fn openpty() -> (std::fs::File, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let (mut ctl, mut tty) = (-1, -1);
-    // SAFETY: openpty fills two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut ctl,
-            &mut tty,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(ctl),
-            std::fs::File::from_raw_fd(tty),
-        )
-    }
 }
 
 #[test]

@@ -128,26 +128,7 @@ fn a_reader_that_goes_away_fails_the_get_with_exit_7() {
 
 #[test]
 fn stdout_on_a_terminal_is_refused_with_exit_2() {
-    use std::os::fd::FromRawFd;
-    let (mut ctl, mut tty) = (-1, -1);
-    // SAFETY: openpty fills two descriptors we then own.
-    let rc = unsafe {
-        libc::openpty(
-            &mut ctl,
-            &mut tty,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: both descriptors are open and ours.
-    let (_ctl, tty) = unsafe {
-        (
-            std::fs::File::from_raw_fd(ctl),
-            std::fs::File::from_raw_fd(tty),
-        )
-    };
+    let (_ctl, tty) = openpty();
     let out = Command::new(bin())
         .args(["get", "127.0.0.1:9", "-o", "-"])
         .stdin(Stdio::null())

@@ -8,7 +8,7 @@ pub mod peer;
 #[path = "../../src/bin/tfttp/procs.rs"]
 pub mod procs;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -182,4 +182,36 @@ pub fn assert_success(status: Option<ExitStatus>, err: &str, what: &str) {
 
 pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
+}
+
+/// A loopback port nobody listens on right now (another process may take it before use).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A pseudo-terminal: (controller, the child's side).
+pub fn openpty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut ctl, mut tty) = (-1, -1);
+    // SAFETY: openpty fills two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(
+            &mut ctl,
+            &mut tty,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(ctl),
+            std::fs::File::from_raw_fd(tty),
+        )
+    }
 }
