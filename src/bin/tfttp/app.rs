@@ -215,7 +215,8 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
-    let listener = if use_peers {
+    // --no-listen: peers are still dialled; HELLO says listen = 0 (docs/PROTOCOL.md §9).
+    let listener = if use_peers && !a.no_listen {
         let addr = a.listen.unwrap_or_else(|| {
             let any: std::net::IpAddr = if server.is_ipv4() {
                 std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -287,6 +288,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             output: a.output.clone(),
             server,
             linger: if use_peers { a.linger } else { Duration::ZERO },
+            listen_port: bound.map(|b| b.port()),
         };
         watch(&mut driver, &a.common, role);
     }

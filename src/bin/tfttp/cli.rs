@@ -130,6 +130,9 @@ pub struct GetArgs {
     pub up_rate: Option<u64>,
     pub down_rate: Option<u64>,
     pub use_peers: bool,
+    /// `--no-listen`: trade with peers by dialling them only (HELLO listen = 0), for a
+    /// client whose port peers cannot reach (NAT, a firewall).
+    pub no_listen: bool,
     pub max_peers: usize,
     pub linger: Duration,
     pub stall_timeout: Duration,
@@ -312,6 +315,11 @@ fn get_opts(hidden: bool) -> Options {
         "no-peers",
         "plain client-server download: no trading with peers",
     );
+    o.optflag(
+        "",
+        "no-listen",
+        "accept no peers, only dial them (behind NAT or a firewall that peers cannot reach through)",
+    );
     o.optopt("", "max-peers", "most peer connections (default 64)", "N");
     if hidden {
         o.optopt(
@@ -471,6 +479,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 (None, false) => return Err("get needs --output PATH (or -, or --discard)".into()),
             };
             let target = crate::url::parse(server)?;
+            let no_listen = m.opt_present("no-listen");
+            if no_listen && m.opt_present("listen") {
+                return Err("give --listen or --no-listen, not both".into());
+            }
             let option = opt(&m, "expect-digest", parse_digest)?;
             let expect_digest = match (option, target.digest) {
                 (Some(a), Some(b)) if a != b => {
@@ -491,6 +503,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 up_rate: opt(&m, "up-rate", rate)?,
                 down_rate: opt(&m, "down-rate", rate)?,
                 use_peers: !m.opt_present("no-peers"),
+                no_listen,
                 max_peers: opt(&m, "max-peers", |s| parse_in(s, 0, MAX_PEERS))?
                     .map_or(64, |n| n as usize),
                 linger: opt(&m, "linger", |s| parse_secs(s, 0))?.unwrap_or(DEFAULT_LINGER),
