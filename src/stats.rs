@@ -38,7 +38,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
          \"pieces\":{total},\"have_pieces\":{have},\"elapsed_s\":{:.6},\"complete_s\":{complete},\
          \"bytes_from_origin\":{},\"bytes_from_peers\":{},\"bytes_uploaded\":{},\
          \"bytes_discarded\":{},\"bytes_discarded_from_origin\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
-         \"clients_completed\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
+         \"peer_dials_failed\":{},\"clients_completed\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
          \"p99\":{},\"max\":{}}}}}",
         node.node_id(),
         since(now),
@@ -49,6 +49,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         k.discarded_from_origin,
         k.corrupt_pieces,
         k.peers_connected,
+        k.peer_dials_failed,
         k.clients_completed,
         lat.len(),
         q(0.5),

@@ -232,7 +232,8 @@ fn server_that_is_not_tfttp_is_reported() {
         T,
     );
     assert_eq!(code, Some(5), "protocol: {err}");
-    assert!(err.contains("is it a TFTTP server?"), "{err}");
+    // An HTTP answer is named as such (issue 14), not as a broken protocol.
+    assert!(err.contains("answered in HTTP"), "{err}");
     assert!(!out.exists());
     t.join().unwrap();
 }

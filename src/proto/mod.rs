@@ -21,7 +21,7 @@ pub use auth::{MIN_SECRET_LEN, SwarmKey};
 pub use choke::Policy;
 pub use node::{
     Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node,
-    PeerStates, Sink, Slot,
+    PeerStates, Sink, Slot, Unreachable,
 };
 #[cfg(test)]
 pub(crate) use rng::Rng;

@@ -130,6 +130,9 @@ impl FrameHead {
         }
         let len = be_u32(&buf[0..4]);
         if len == 0 || len > MAX_FRAME_LEN {
+            if buf.starts_with(b"HTTP/") {
+                return Err(WireError::Http);
+            }
             return Err(WireError::BadLength(len));
         }
         let ty = buf[4];
@@ -265,6 +268,11 @@ mod tests {
         let mut b = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
         b.push(ty::PIECE);
         assert!(matches!(FrameHead::parse(&b), Err(WireError::BadLength(_))));
+        assert_eq!(
+            FrameHead::parse(b"HTTP/1.1 200 OK\r\n"),
+            Err(WireError::Http),
+            "an HTTP answer is named as such"
+        );
     }
 
     #[test]

@@ -122,12 +122,16 @@ pub enum WireError {
     BadField(u8),
     /// HELLO with node id 0, which is no node's id (§4.1).
     ZeroNodeId,
+    /// The bytes start `HTTP/`: an HTTP server's answer, not a frame (its length prefix
+    /// would be 1.2 GB). Told apart so a client can say what it reached.
+    Http,
 }
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WireError::BadLength(n) => write!(f, "frame length {n} out of range"),
+            WireError::Http => f.write_str("an HTTP response ('HTTP/') instead of a TFTTP frame"),
             WireError::TooLong {
                 ty,
                 len,

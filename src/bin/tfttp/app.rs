@@ -15,6 +15,7 @@ use tfttp::wire::Role;
 use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
+use crate::{ifaddrs, url};
 
 /// `N` random bytes from the kernel; `None` if /dev/urandom is unreadable.
 fn urandom<const N: usize>() -> Option<[u8; N]> {
@@ -130,6 +131,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     cfg.capacity = a.up_rate;
     let (len, pieces) = (manifest.file_len(), manifest.piece_count());
     let digest = tfttp::manifest::to_hex(manifest.digest());
+    let urls = serve_urls(bound, cfg.serve_name.as_deref(), manifest.digest());
     let node = Node::origin(cfg, manifest, Instant::now());
     let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
     opts.source_name = Some(a.file.display().to_string());
@@ -147,6 +149,9 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
             "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}, digest blake3:{digest}{secret}",
             a.file.display()
         );
+        for u in &urls {
+            eprintln!("{u}");
+        }
         watch(&mut driver, &a.common, progress::Role::Origin);
     }
     match driver.run() {
@@ -164,6 +169,32 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         );
     }
     Ok(())
+}
+
+/// The URLs `serve` prints, one per address a user can hand out: the host's own addresses
+/// when listening on every address (IPv4 ones only for 0.0.0.0; Linux's [::] takes both),
+/// the host's name if it has none, else the bound address.
+fn serve_urls(
+    bound: SocketAddr,
+    name: Option<&str>,
+    digest: &tfttp::manifest::Hash,
+) -> Vec<String> {
+    let port = bound.port();
+    if !bound.ip().is_unspecified() {
+        return vec![url::format(bound, name, digest)];
+    }
+    let mut urls: Vec<String> = ifaddrs::host_addresses()
+        .into_iter()
+        .filter(|ip| bound.is_ipv6() || ip.is_ipv4())
+        .map(|ip| url::format(SocketAddr::new(ip, port), name, digest))
+        .collect();
+    if urls.is_empty() {
+        urls.push(match ifaddrs::host_name() {
+            Some(host) => url::format_host(&host, port, name, digest),
+            None => url::format(bound, name, digest),
+        });
+    }
+    urls
 }
 
 pub fn get(a: &GetArgs) -> Result<(), Fail> {
@@ -184,7 +215,8 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     };
     // A discarding client keeps nothing it could upload, so it does not join the swarm.
     let use_peers = a.use_peers && !discard;
-    let listener = if use_peers {
+    // --no-listen: peers are still dialled; HELLO says listen = 0 (docs/PROTOCOL.md §9).
+    let listener = if use_peers && !a.no_listen {
         let addr = a.listen.unwrap_or_else(|| {
             let any: std::net::IpAddr = if server.is_ipv4() {
                 std::net::Ipv4Addr::UNSPECIFIED.into()
@@ -256,6 +288,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             output: a.output.clone(),
             server,
             linger: if use_peers { a.linger } else { Duration::ZERO },
+            listen_port: bound.map(|b| b.port()),
         };
         watch(&mut driver, &a.common, role);
     }

@@ -11,7 +11,7 @@ use getopts::{Matches, Options};
 use tfttp::manifest::{self, Hash};
 use tfttp::net::{MAX_CONNS_ORIGIN, SendfileMode};
 use tfttp::proto::{Behaviour, DEFAULT_LINGER, MIN_SECRET_LEN, Policy, SwarmKey};
-use tfttp::wire::{self, MAX_PIECE_SIZE, MIN_PIECE_SIZE};
+use tfttp::wire::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
 
 use crate::exit::Exit;
 use crate::units::{parse_rate, parse_size};
@@ -24,7 +24,9 @@ clients that trade pieces among themselves.
 
 Usage:
   tfttp serve FILE [options]                   serve FILE as the origin
-  tfttp get HOST:PORT[/NAME] -o PATH [options] download from HOST and its peers (- : stdout)
+  tfttp get URL -o PATH [options]              download from HOST and its peers (- : stdout);
+                                               URL is tfttp://HOST[:PORT]/NAME[#blake3=HEX]
+                                               (serve prints it) or HOST:PORT[/NAME]
   tfttp demo [options]                         server + clients on loopback, timed
   tfttp sim SCENARIO.json [options]            simulate a swarm (docs/SIMULATOR.md)
   tfttp COMMAND --help                         every option of COMMAND, exit statuses
@@ -37,6 +39,7 @@ Examples:
   tfttp get server.example:6880 -o - --linger 0 | tar x  # the file on stdout, in order
   tfttp get server.example:6880/big.iso -o big.iso --expect-digest blake3:HEX
                                                       # only the file serve printed HEX for
+  tfttp get 'tfttp://server.example/big.iso#blake3=HEX' -o big.iso   # the same, as a URL
   tfttp demo --clients 8 --size 128M";
 
 /// Units, shown under the options of the commands that take them.
@@ -127,6 +130,9 @@ pub struct GetArgs {
     pub up_rate: Option<u64>,
     pub down_rate: Option<u64>,
     pub use_peers: bool,
+    /// `--no-listen`: trade with peers by dialling them only (HELLO listen = 0), for a
+    /// client whose port peers cannot reach (NAT, a firewall).
+    pub no_listen: bool,
     pub max_peers: usize,
     pub linger: Duration,
     pub stall_timeout: Duration,
@@ -309,6 +315,11 @@ fn get_opts(hidden: bool) -> Options {
         "no-peers",
         "plain client-server download: no trading with peers",
     );
+    o.optflag(
+        "",
+        "no-listen",
+        "accept no peers, only dial them (behind NAT or a firewall that peers cannot reach through)",
+    );
     o.optopt("", "max-peers", "most peer connections (default 64)", "N");
     if hidden {
         o.optopt(
@@ -392,8 +403,11 @@ fn usage(cmd: &str, o: &Options) -> String {
             "Serve FILE as the origin of a swarm.",
         ),
         "get" => (
-            "tfttp get HOST:PORT[/NAME] (--output PATH | --output - | --discard) [options]",
-            "Download from the origin at HOST:PORT and trade pieces with its other clients.\n\
+            "tfttp get URL (--output PATH | --output - | --discard) [options]",
+            "Download from the origin at URL and trade pieces with its other clients.\n\
+             URL is tfttp://HOST[:PORT]/NAME[#blake3=HEX] (port 6880 by default, an IPv6\n\
+             address in [], NAME percent-decoded, #blake3= the same as --expect-digest),\n\
+             as serve prints it, or HOST:PORT[/NAME].\n\
              NAME, if given, must be the served file's name (the server refuses others).\n\
              Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
              serving peers for up to --linger seconds (--linger 0: exit at once).\n\
@@ -453,7 +467,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 return Ok(Command::Help(usage("get", &get_opts(false))));
             }
             let [server] = &m.free[..] else {
-                return Err("get takes exactly one SERVER:PORT".into());
+                return Err(
+                    "get takes exactly one tfttp://HOST[:PORT]/NAME or HOST:PORT[/NAME]".into(),
+                );
             };
             let output = match (m.opt_str("output"), m.opt_present("discard")) {
                 (Some(_), true) => return Err("give --output or --discard, not both".into()),
@@ -462,17 +478,32 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 (Some(o), false) => Output::File(PathBuf::from(o)),
                 (None, false) => return Err("get needs --output PATH (or -, or --discard)".into()),
             };
-            let (server, path) = server_and_path(server)?;
+            let target = crate::url::parse(server)?;
+            let no_listen = m.opt_present("no-listen");
+            if no_listen && m.opt_present("listen") {
+                return Err("give --listen or --no-listen, not both".into());
+            }
+            let option = opt(&m, "expect-digest", parse_digest)?;
+            let expect_digest = match (option, target.digest) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(
+                        "--expect-digest and the URL's #blake3= name different digests; give one"
+                            .into(),
+                    );
+                }
+                (a, b) => a.or(b),
+            };
             Ok(Command::Get(GetArgs {
-                server,
-                path,
+                server: target.server,
+                path: target.path,
                 secret: opt(&m, "secret-file", read_secret)?,
-                expect_digest: opt(&m, "expect-digest", parse_digest)?,
+                expect_digest,
                 output,
                 listen: addr_opt(&m, "listen")?,
                 up_rate: opt(&m, "up-rate", rate)?,
                 down_rate: opt(&m, "down-rate", rate)?,
                 use_peers: !m.opt_present("no-peers"),
+                no_listen,
                 max_peers: opt(&m, "max-peers", |s| parse_in(s, 0, MAX_PEERS))?
                     .map_or(64, |n| n as usize),
                 linger: opt(&m, "linger", |s| parse_secs(s, 0))?.unwrap_or(DEFAULT_LINGER),
@@ -551,30 +582,6 @@ fn replaceable_path(s: &str) -> Result<PathBuf, String> {
         )),
         _ => Ok(p),
     }
-}
-
-/// `HOST:PORT` with a numeric port; the host is resolved later (`app::resolve`).
-fn host_port(s: &str) -> Result<String, String> {
-    let port = s.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
-    match port {
-        Some((h, Ok(_))) if !h.is_empty() => Ok(s.to_string()),
-        _ => Err(format!("'{s}' is not HOST:PORT")),
-    }
-}
-
-/// `HOST:PORT[/NAME]`: the address, and the file's name as the HELLO carries it
-/// (docs/PROTOCOL.md §4.1). A NAME the protocol would refuse anyway is a usage error.
-fn server_and_path(s: &str) -> Result<(String, String), String> {
-    let (server, path) = s.split_once('/').unwrap_or((s, ""));
-    let server = host_port(server)?;
-    if path.len() > wire::MAX_PATH_LEN || !wire::path_is_safe(path) {
-        return Err(format!(
-            "'{path}' is not a file name a server can serve (at most {} bytes, no empty, \
-             '.' or '..' component)",
-            wire::MAX_PATH_LEN
-        ));
-    }
-    Ok((server, path.to_string()))
 }
 
 /// `--secret-file`: the swarm key from the file's bytes, which must be at least

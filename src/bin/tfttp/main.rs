@@ -5,9 +5,11 @@ mod app;
 mod cli;
 mod demo;
 mod exit;
+mod ifaddrs;
 mod procs;
 mod progress;
 mod units;
+mod url;
 
 use cli::Command;
 use exit::{Exit, Fail};

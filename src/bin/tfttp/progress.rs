@@ -28,6 +28,8 @@ pub enum Role {
         server: SocketAddr,
         /// How long it serves peers after completing, at most (zero: it exits at once).
         linger: Duration,
+        /// The port it accepts peers on, if it listens.
+        listen_port: Option<u16>,
     },
     /// The origin.
     Origin,
@@ -48,6 +50,8 @@ pub struct Progress {
     /// Origin: completed clients already announced.
     completed: u32,
     completed_at: Option<Instant>,
+    /// Client: the unreachable-port warning was printed (it is printed once).
+    warned_unreachable: bool,
 }
 
 impl Progress {
@@ -66,6 +70,7 @@ impl Progress {
             drawn: false,
             completed: 0,
             completed_at: None,
+            warned_unreachable: false,
         }
     }
 
@@ -175,6 +180,16 @@ impl Reporter for Progress {
                 self.completed = n;
                 self.say(&format!("a client completed ({n} so far)"));
             }
+        }
+        if let Role::Client {
+            listen_port: Some(port),
+            ..
+        } = self.role
+            && !self.warned_unreachable
+            && let Some(u) = d.node().listen_unreachable()
+        {
+            self.warned_unreachable = true;
+            self.say(&unreachable_warning(port, u));
         }
         let line = match self.role {
             Role::Client { .. } => self.client_line(d, now),
@@ -299,6 +314,19 @@ pub fn copies(uploaded: u64, len: u64) -> f64 {
     } else {
         uploaded as f64 / len as f64
     }
+}
+
+/// The one line a client prints when peers could not reach its listen port
+/// (`Node::listen_unreachable`): what happened, what it costs, what to do.
+fn unreachable_warning(port: u16, u: tfttp::proto::Unreachable) -> String {
+    format!(
+        "warning: no peer reached this client's listen port {port} in {} s though {} \
+         should have dialled it (NAT or a firewall?); it trades only with the peers it dials, \
+         so it gets less from peers and gives less. Forward TCP port {port} to this host \
+         (and keep it with --listen 0.0.0.0:{port}), or use --no-listen",
+        u.waited.as_secs(),
+        u.expected
+    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::reach::Reach;
 use super::*;
 
 #[derive(Debug, Default)]
@@ -11,6 +12,8 @@ pub(super) struct ClientSide {
     pub(super) origin: OriginLink,
     /// Peers that sent a piece failing its hash: never dialled or accepted again.
     pub(super) banned: HashSet<u64>,
+    /// Whether peers reach our listen port.
+    pub(super) reach: Reach,
 }
 
 /// The client's connection to its origin, across reconnections.
@@ -36,8 +39,11 @@ pub(super) struct Known {
     pub(super) node_id: u64,
     pub(super) addr: SocketAddr,
     pub(super) slot: Option<Slot>,
+    /// Dials and losses, counted together against `MAX_DIAL_ATTEMPTS`.
     pub(super) attempts: u32,
     pub(super) next_attempt: Instant,
+    /// Dials that closed before the peer's HELLO: its address did not answer.
+    pub(super) failed_dials: u32,
 }
 
 impl ClientSide {

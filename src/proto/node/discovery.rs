@@ -14,16 +14,21 @@ impl Node {
         if !self.cfg.use_peers {
             return;
         }
+        let listening = self.cfg.listen_port != 0;
+        let mut smaller = 0;
         for e in entries {
             match e.op {
                 PeerOp::Add if e.node_id != my_id => {
                     if !c.known.iter().any(|k| k.node_id == e.node_id) {
+                        // The dial rule below makes a smaller id dial us.
+                        smaller += u32::from(e.node_id < my_id);
                         c.known.push(Known {
                             node_id: e.node_id,
                             addr: e.addr,
                             slot: None,
                             attempts: 0,
                             next_attempt: now,
+                            failed_dials: 0,
                         });
                     }
                 }
@@ -32,6 +37,9 @@ impl Node {
                     .known
                     .retain(|k| k.node_id != e.node_id || k.slot.is_some()),
             }
+        }
+        if listening && entries.iter().any(|e| e.op == PeerOp::Add) {
+            c.reach.on_peers(smaller, now);
         }
         self.maybe_dial(self.now);
     }

@@ -24,6 +24,7 @@ mod failure;
 mod handshake;
 mod origin;
 mod pieces;
+mod reach;
 mod requests;
 mod timers;
 
@@ -31,6 +32,7 @@ use client::{ClientSide, Known};
 pub use config::{Behaviour, Config, DEFAULT_LINGER};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
+pub use reach::Unreachable;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 
 /// Most control bytes queued for one peer. Our own frames to a peer that reads stay far
@@ -116,6 +118,9 @@ pub struct Counters {
     /// Client: peer connections whose HELLO was accepted, over the whole run (not the number
     /// open now).
     pub peers_connected: u64,
+    /// Client: dials to peers the origin named that closed before the peer's HELLO
+    /// (refused, unreachable, timed out): their advertised port did not answer.
+    pub peer_dials_failed: u64,
     /// Origin: clients seen to hold every piece, whether they finished here or arrived
     /// complete.
     pub clients_completed: u32,
@@ -340,6 +345,13 @@ impl Node {
         }
     }
 
+    /// Client: peers that were told our listen address and should have dialled us have not
+    /// (`reach`): its port is probably unreachable (NAT, a firewall). `None` on the origin,
+    /// on a client that does not listen, and until the evidence is in.
+    pub fn listen_unreachable(&self) -> Option<Unreachable> {
+        self.client_side().and_then(|c| c.reach.verdict())
+    }
+
     /// Client: the verified pieces; `None` on the origin and before the manifest.
     pub fn have(&self) -> Option<&Bitfield> {
         self.picker.as_ref().map(|p| p.have())
@@ -520,7 +532,12 @@ impl Node {
                     c.connected(node_id, slot);
                 }
             }
-            Link::Accepted => {}
+            Link::Accepted => {
+                // Someone reached our listen port (only peers dial a client).
+                if let Some(c) = self.client_side_mut() {
+                    c.reach.on_inbound();
+                }
+            }
         }
         // Only the origin is asked for a path; peers are told apart by the file id alone.
         let path = match link {
@@ -570,9 +587,16 @@ impl Node {
             Side::Origin(_) => {}
             Side::Client(c) => {
                 for k in c.known.iter_mut().filter(|k| k.slot == Some(slot)) {
+                    // Each attempt counts twice, at the dial and at this close, so with
+                    // MAX_DIAL_ATTEMPTS = 3 an address that refuses is dialled twice, 2 s
+                    // apart, and then no more (until the origin names it again).
                     k.slot = None;
                     k.attempts += 1;
                     k.next_attempt = now + DIAL_RETRY;
+                    if peer.hello.is_none() {
+                        k.failed_dials += 1;
+                        self.counters.peer_dials_failed += 1;
+                    }
                 }
             }
         }
@@ -699,6 +723,19 @@ impl Node {
     /// The driver could not even frame the bytes from `slot` (bad length, unknown type).
     pub fn handle_malformed(&mut self, slot: Slot, reason: &str, now: Instant) {
         self.now = now;
+        // The driver passes the framing error as text; an origin that answers in HTTP is a
+        // web server, and the user is told so rather than "broke the protocol".
+        let http = reason == WireError::Http.to_string();
+        if http && self.manifest.is_none() && self.peer(slot).is_some_and(|p| p.is_origin_link()) {
+            let server = self.cfg.server.map(|s| s.to_string()).unwrap_or_default();
+            self.fatal(
+                FailureKind::NotTftp,
+                format!(
+                    "{server} answered in HTTP: it is a web server, not a TFTTP origin \
+                     (tfttp speaks its own protocol; use curl or wget for HTTP)"
+                ),
+            );
+        }
         self.fail(slot, ErrorCode::Protocol, reason);
     }
 

@@ -100,6 +100,11 @@ impl Node {
                 });
             }
         }
+        if self.cfg.listen_port != 0
+            && let Some(c) = self.client_side_mut()
+        {
+            c.reach.check(now);
+        }
         self.maybe_dial(now);
         self.check_exit();
     }

@@ -319,6 +319,21 @@ fn test_client_fatal_when_server_is_not_an_origin() {
 }
 
 #[test]
+fn test_client_fatal_at_once_when_origin_answers_in_http() {
+    let mut c = One::client();
+    let why = FrameHead::parse(b"HTTP/1.1 200 OK\r\n").unwrap_err();
+    c.node.handle_malformed(0, &why.to_string(), c.now);
+    match &c.events()[..] {
+        [Event::Fatal(f), Event::Close { slot: 0, .. }] => {
+            assert_eq!(f.kind, FailureKind::NotTftp);
+            assert!(f.to_string().contains("answered in HTTP"), "{f}");
+            assert!(f.to_string().contains("curl"), "{f}");
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
 fn test_client_rejects_unsolicited_piece() {
     let data = file(2 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
@@ -833,4 +848,99 @@ fn test_choked_peer_keeps_its_share_until_the_piece_in_flight_is_sent() {
     let now = o.now;
     o.node.handle_piece_sent(0, piece, now);
     assert_eq!(o.node.upload_weight(0), 0.0);
+}
+
+fn add(node_id: u64, node: usize) -> PeerEntry {
+    PeerEntry {
+        op: PeerOp::Add,
+        node_id,
+        addr: addr_of(node),
+    }
+}
+
+/// A listening client (id 5) with the manifest, introduced to peer 9 (a larger id: ours to
+/// dial) by the origin's first PEERS.
+fn listening_client_introduced() -> One {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.listen_port = 7005);
+    c.send(Message::Peers(vec![add(9, 9)]));
+    c.events();
+    c
+}
+
+/// Steps `c`'s clock by `secs` seconds in ticks.
+fn wait(c: &mut One, secs: u64) {
+    for _ in 0..secs * 10 {
+        c.now += TICK;
+        c.node.handle_tick(c.now);
+    }
+}
+
+#[test]
+fn test_listening_client_nobody_dials_warns_after_the_wait() {
+    let mut c = listening_client_introduced();
+    // A newcomer with a smaller id: the dial rule makes it dial us.
+    c.send(Message::Peers(vec![add(3, 3)]));
+    wait(&mut c, 9);
+    assert_eq!(c.node.listen_unreachable(), None, "not before 10 s");
+    wait(&mut c, 2);
+    let u = c.node.listen_unreachable().expect("a verdict after 10 s");
+    assert_eq!(u.expected, 1);
+}
+
+#[test]
+fn test_listening_client_dialled_once_never_warns() {
+    let mut c = listening_client_introduced();
+    c.send(Message::Peers(vec![add(3, 3)]));
+    c.node.handle_open(4, Link::Accepted, addr_of(3), c.now);
+    wait(&mut c, 20);
+    assert_eq!(c.node.listen_unreachable(), None);
+}
+
+#[test]
+fn test_introduction_and_larger_newcomers_expect_no_dial() {
+    let mut c = listening_client_introduced();
+    // Introduced to smaller ids too (they may be seeds, which dial nobody), and a newcomer
+    // with a larger id is ours to dial.
+    let mut c2 =
+        One::client_with_manifest_and(&file(4 * PIECE as usize), |cfg| cfg.listen_port = 7005);
+    c2.send(Message::Peers(vec![add(2, 2), add(3, 3)]));
+    c.send(Message::Peers(vec![add(8, 8)]));
+    wait(&mut c, 20);
+    wait(&mut c2, 20);
+    assert_eq!(c.node.listen_unreachable(), None);
+    assert_eq!(c2.node.listen_unreachable(), None);
+}
+
+#[test]
+fn test_client_without_listen_port_never_warns() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::Peers(vec![add(9, 9)]));
+    c.send(Message::Peers(vec![add(3, 3)]));
+    wait(&mut c, 20);
+    assert_eq!(c.node.listen_unreachable(), None);
+}
+
+#[test]
+fn test_peer_address_that_refuses_is_dialled_twice_then_dropped() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.listen_port = 7005);
+    c.send(Message::Peers(vec![add(9, 9)]));
+    let mut dials = 0;
+    let mut slot = 10;
+    for _ in 0..30 {
+        for e in c.events() {
+            if let Event::Connect { addr, link } = e {
+                assert_eq!((addr, link), (addr_of(9), Link::ToPeer { node_id: 9 }));
+                dials += 1;
+                c.node.handle_open(slot, link, addr, c.now);
+                c.node.handle_closed(slot, "Connection refused", c.now);
+                slot += 1;
+            }
+        }
+        wait(&mut c, 1);
+    }
+    assert_eq!(dials, 2, "MAX_DIAL_ATTEMPTS counts each dial and each loss");
+    assert_eq!(c.node.counters().peer_dials_failed, 2);
 }
