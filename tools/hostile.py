@@ -13,7 +13,9 @@ are an even mix of the kinds the trust issue lists (docs/PROTOCOL.md version 2 f
   receipts   HELLO, empty BITFIELD, then RECEIPTs about made-up node ids
   no-bits    HELLO and INTERESTED, never a BITFIELD, then wildcard REQUESTs
 
-The origin's resident set (VmRSS, and its peak VmHWM) is sampled every 0.2 s. Prints one
+The origin's resident set is sampled every 0.2 s: VmRSS, and RssAnon, its own memory
+without the pages of the served file's map (which count in VmRSS once read, up to the file's
+size, and are the page cache's, not the attack's); VmHWM is the peak VmRSS. Prints one
 JSON object; the issue's targets are peak RSS <= 64 MiB and the attacked time <= 1.2x the
 unattacked one. Loopback only; every process and socket it opens is closed at the end.
 
@@ -82,15 +84,15 @@ class Attack:
     Interest is kept exact (epoll is level-triggered): a socket asks to write only while it
     has bytes and budget this second, and floods never ask to read."""
 
-    def __init__(self, addr, count, rng):
+    def __init__(self, addr, count, rng, kinds=KINDS):
         self.addr, self.rng = addr, rng
         self.sel = selectors.DefaultSelector()
         self.conns = {}  # socket -> state, registered or not
-        self.opened = {k: 0 for k in KINDS}
-        self.closed_by_origin = {k: 0 for k in KINDS}
+        self.opened = {k: 0 for k in kinds}
+        self.closed_by_origin = {k: 0 for k in kinds}
         self.next_tick = time.monotonic() + 1.0
         for i in range(count):
-            self.open(KINDS[i % len(KINDS)])
+            self.open(kinds[i % len(kinds)])
 
     def open(self, kind):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -184,7 +186,7 @@ def rss(pid):
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                 out[line.split(":")[0]] = int(line.split()[1]) * 1024
     return out
 
@@ -227,17 +229,20 @@ def main():
     ap.add_argument("--hold", type=float, default=15.0,
                     help="seconds of attack before the first timed get")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, of: " + " ".join(KINDS))
     a = ap.parse_args()
     limit = raise_fd_limit(a.connections + 256)
     if limit < a.connections + 64:
         sys.exit(f"descriptor limit {limit} is below {a.connections} connections")
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory(prefix="tfttp-hostile-") as d:
-        src, ready, out = (os.path.join(d, n) for n in ("src.bin", "ready", "out.bin"))
+        src, ready, out, stats = (os.path.join(d, n)
+                                  for n in ("src.bin", "ready", "out.bin", "stats.json"))
         with open(src, "wb") as f:
             f.write(rng.randbytes(a.size))
         serve = subprocess.Popen([a.tfttp, "serve", src, "--listen", "127.0.0.1:0",
-                                  "--ready-file", ready, "--up-rate", a.up_rate, "-q"],
+                                  "--ready-file", ready, "--up-rate", a.up_rate, "-q",
+                                  "--stats", stats],
                                  preexec_fn=lambda: raise_fd_limit(a.connections + 256))
         try:
             t0 = time.monotonic()
@@ -249,17 +254,29 @@ def main():
             addr = (host, int(port))
             before = [timed_get(a.tfttp, addr, out) for _ in range(a.runs)]
             rss_before = rss(serve.pid)["VmRSS"]
-            attack = Attack(addr, a.connections, rng)
-            peak = 0
+            attack = Attack(addr, a.connections, rng, a.kinds.split(","))
+            peak = {"VmRSS": 0, "RssAnon": 0}
+
+            def sample():
+                now = rss(serve.pid)
+                for k in peak:
+                    peak[k] = max(peak[k], now[k])
+
             t0 = time.monotonic()
+            next_sample = t0
             while time.monotonic() - t0 < a.hold:
                 attack.step(0.05)
-                peak = max(peak, rss(serve.pid)["VmRSS"])
+                if time.monotonic() >= next_sample:
+                    next_sample += 0.2
+                    sample()
             during = []
             for _ in range(a.runs):
                 during.append(timed_get(a.tfttp, addr, out, attack))
-                peak = max(peak, rss(serve.pid)["VmRSS"])
+                sample()
             hwm = rss(serve.pid)["VmHWM"]
+            time.sleep(1.2)  # the stats file is rewritten every second
+            with open(stats) as f:
+                origin_stats = json.load(f)
             alive = serve.poll() is None
             attack.close()
         finally:
@@ -276,8 +293,9 @@ def main():
         "get_s_before": [round(x, 3) for x in before],
         "get_s_under_attack": [round(x, 3) for x in during],
         "slowdown": round(u / b, 3),
-        "origin_rss_before": rss_before, "origin_rss_peak_sampled": peak,
-        "origin_vmhwm": hwm, "origin_alive": alive,
+        "origin_rss_before": rss_before, "origin_rss_peak_sampled": peak["VmRSS"],
+        "origin_anon_peak_sampled": peak["RssAnon"],
+        "origin_vmhwm": hwm, "origin_alive": alive, "origin_stats": origin_stats,
     }, indent=1))
 
 
