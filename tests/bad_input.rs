@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -82,10 +82,17 @@ fn server_answers_garbage_with_error_and_keeps_serving() {
         "connection closed after the error"
     );
 
-    // An HTTP request.
+    // An HTTP request: the port answers HTTP too (docs/PROTOCOL.md §9.1), in HTTP.
     let mut s = connect(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    assert!(find_frame(&mut s, wire::ty::ERROR).is_some());
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 
     // A version 1 node's HELLO (§7): ERROR 2, naming both versions.
     let mut v1 = vec![0, 0, 0, 25, wire::ty::HELLO];

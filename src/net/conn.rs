@@ -602,7 +602,7 @@ impl Conn {
 }
 
 /// `sendmsg` with MSG_MORE: more data (the piece payload) follows at once.
-fn send_more(sock: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(super) fn send_more(sock: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: an all-zero msghdr is valid; IoSlice is ABI-compatible with iovec (std
     // guarantees it on Unix), and the slices outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -618,7 +618,7 @@ fn send_more(sock: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
 }
 
 /// `sendfile` of `count` bytes at `offset` of `file` to `sock`.
-fn send_file(sock: RawFd, file: RawFd, offset: u64, count: usize) -> io::Result<usize> {
+pub(super) fn send_file(sock: RawFd, file: RawFd, offset: u64, count: usize) -> io::Result<usize> {
     let mut off = offset as libc::off_t;
     // SAFETY: valid descriptors; `off` is a valid out-pointer.
     let n = unsafe { libc::sendfile(sock, file, &mut off, count) };
@@ -631,7 +631,7 @@ fn send_file(sock: RawFd, file: RawFd, offset: u64, count: usize) -> io::Result<
 
 /// Fills `out` with the first `limit` bytes of `parts`, skipping empty ones; returns how many
 /// slices it used.
-fn gather<'a>(parts: [&'a [u8]; 3], limit: usize, out: &mut [IoSlice<'a>; 3]) -> usize {
+pub(super) fn gather<'a>(parts: [&'a [u8]; 3], limit: usize, out: &mut [IoSlice<'a>; 3]) -> usize {
     let mut left = limit;
     let mut n = 0;
     for part in parts {

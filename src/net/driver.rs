@@ -23,6 +23,7 @@ use crate::bounds::payload_rate;
 
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError, StorageErrorKind};
+use super::http::HttpServer;
 use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
@@ -186,6 +187,8 @@ pub struct Driver {
     next_report: Instant,
     /// The `--metrics` endpoint, if serving one.
     metrics: Option<MetricsServer>,
+    /// Origin: HTTP on the listener's port (docs/PROTOCOL.md §9.1).
+    http: Option<HttpServer>,
     /// `--output -`: where the verified file goes in order.
     out: Option<InOrder>,
 }
@@ -206,6 +209,19 @@ impl Driver {
         }
         let now = Instant::now();
         let source_stamp = storage.source_stamp();
+        let http = match (&listener, node.manifest(), source_stamp) {
+            (Some(_), Some(m), Some(stamp)) if node.role() == crate::wire::Role::Origin => {
+                let file = (
+                    node.serve_name().map(String::from),
+                    m.file_len(),
+                    crate::manifest::to_hex(m.digest()),
+                    stamp.mtime.0,
+                );
+                let rate = opts.up_rate.map(payload_rate);
+                Some(HttpServer::new(file, rate, opts.sendfile, now))
+            }
+            _ => None,
+        };
         Ok(Driver {
             poll,
             listener,
@@ -236,6 +252,7 @@ impl Driver {
             report_every: STATS_EVERY,
             next_report: now,
             metrics: None,
+            http,
             out: None,
         })
     }
@@ -326,6 +343,8 @@ impl Driver {
             if let Err(why) = self.drain_node() {
                 break Err(why);
             }
+            // HTTP first: its share caps it, and what it leaves the swarm takes.
+            self.serve_http();
             self.serve_writes();
             if let Err(why) = self.drain_node() {
                 break Err(why);
@@ -345,6 +364,9 @@ impl Driver {
             self.close_overdue(now);
             if let Some(m) = self.metrics.as_mut() {
                 m.expire(self.poll.registry(), now);
+            }
+            if let Some(h) = self.http.as_mut() {
+                h.expire(self.poll.registry(), now);
             }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
@@ -370,6 +392,7 @@ impl Driver {
                         }
                     }
                     t if MetricsServer::owns(t) => self.on_metrics(t),
+                    t if HttpServer::owns(t) => self.on_http(ev),
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
@@ -429,14 +452,17 @@ impl Driver {
         if let Some(&(t, _)) = self.paused.iter().min_by_key(|p| p.0) {
             at = at.min(t);
         }
+        if let Some(t) = self.http.as_ref().and_then(|h| h.next_round(now)) {
+            at = at.min(t.max(self.up.ready_at()));
+        }
         at.saturating_duration_since(now)
     }
 
     fn accept_all(&mut self) {
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
         loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             let (mut stream, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -448,30 +474,85 @@ impl Driver {
                     return;
                 }
             };
-            if self.conns.len() >= self.opts.max_conns {
-                continue; // dropping the stream closes it
-            }
-            let _ = socket::tune_accepted(&stream);
-            let entry = self.conns.vacant_entry();
-            let slot = entry.key();
-            let reg = self.poll.registry().register(
-                &mut stream,
-                Token(slot + FIRST_CONN),
-                Interest::READABLE | Interest::WRITABLE,
-            );
-            if reg.is_err() {
+            if let Some(h) = self.http.as_mut() {
+                // The origin's port also speaks HTTP: the first byte decides (`net::http`).
+                if self.conns.len() + h.sniffing() >= self.opts.max_conns {
+                    continue; // dropping the stream closes it
+                }
+                let _ = socket::tune_accepted(&stream);
+                h.admit(self.poll.registry(), stream, addr, Instant::now());
                 continue;
             }
-            entry.insert(Conn::new(
-                stream,
-                addr,
-                true,
-                self.opts.sendfile.use_for(addr),
-            ));
-            self.node
-                .handle_open(slot, Link::Accepted, addr, Instant::now());
-            self.log(|| format!("accepted {addr} slot {slot}"));
+            if self.conns.len() >= self.opts.max_conns {
+                continue;
+            }
+            let _ = socket::tune_accepted(&stream);
+            let reg = self.poll.registry().register(
+                &mut stream,
+                Token(self.conns.vacant_key() + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if reg.is_ok() {
+                self.adopt(stream, addr);
+            }
         }
+    }
+
+    /// Makes an accepted stream, registered under the next free slot's token, a protocol
+    /// connection.
+    fn adopt(&mut self, stream: mio::net::TcpStream, addr: SocketAddr) -> Slot {
+        let slot = self.conns.insert(Conn::new(
+            stream,
+            addr,
+            true,
+            self.opts.sendfile.use_for(addr),
+        ));
+        self.node
+            .handle_open(slot, Link::Accepted, addr, Instant::now());
+        self.log(|| format!("accepted {addr} slot {slot}"));
+        slot
+    }
+
+    /// Readiness on an HTTP-side token; a connection whose first byte said TFTTP becomes a
+    /// protocol connection, its bytes still unread.
+    fn on_http(&mut self, ev: &mio::event::Event) {
+        let Some(h) = self.http.as_mut() else { return };
+        let Some((mut stream, addr)) = h.handle(self.poll.registry(), ev, Instant::now()) else {
+            return;
+        };
+        let token = Token(self.conns.vacant_key() + FIRST_CONN);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .reregister(&mut stream, token, interest)
+            .is_err()
+        {
+            let _ = self.poll.registry().deregister(&mut stream);
+            return;
+        }
+        let slot = self.adopt(stream, addr);
+        // The readable edge was spent on the peek.
+        let c = &mut self.conns[slot];
+        c.readable = true;
+        c.in_read_q = true;
+        self.read_q.push_back(slot);
+    }
+
+    /// HTTP's round. It runs before the protocol's, so HTTP gets its share even when the
+    /// swarm would take the whole upload; the share (`http::share`) caps it.
+    fn serve_http(&mut self) {
+        let Some(h) = self.http.as_mut() else { return };
+        let changed = self.check_against.is_some();
+        let node = &self.node;
+        h.serve(
+            self.poll.registry(),
+            &self.storage,
+            changed,
+            &mut self.up,
+            || node.clients_downloading(),
+            Instant::now(),
+        );
     }
 
     fn mark_ready(&mut self, slot: Slot, ev: &mio::event::Event) {

@@ -3,9 +3,10 @@
 //! or `curl` needs. Sockets are nonblocking, a request is read into a bounded buffer, the
 //! number of scrapes at once is bounded and each has a deadline, so a client that opens
 //! connections and says nothing costs a few KiB and is gone within seconds. The page is
-//! `crate::metrics`.
+//! `crate::metrics`; heads are parsed and answers built by `net::http`, as the origin's
+//! file is served over HTTP.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::http::request::{Request, head_end};
+use super::http::response::reply;
+use super::http::{Fill, read_some};
 use crate::metrics::CONTENT_TYPE;
 
 /// Tokens from here on belong to the endpoint: the listener, then scrape k at
@@ -171,27 +175,15 @@ fn pump(s: &mut Scrape, page: Render) -> Result<bool, ()> {
 /// blank line arrived, the peer stopped sending, or the head outgrew `MAX_REQUEST`.
 /// `Err` when the connection failed.
 fn read_head(s: &mut Scrape) -> Result<bool, ()> {
-    let mut buf = [0u8; 1024];
-    loop {
-        if s.request.len() >= MAX_REQUEST || head_end(&s.request).is_some() {
-            return Ok(true);
-        }
-        let room = (MAX_REQUEST - s.request.len()).min(buf.len());
-        match s.stream.read(&mut buf[..room]) {
-            // The peer stopped sending: answer what it sent, if anything.
-            Ok(0) if s.request.is_empty() => return Err(()),
-            Ok(0) => return Ok(true),
-            Ok(n) => s.request.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(()),
-        }
+    if head_end(&s.request).is_some() {
+        return Ok(true);
     }
-}
-
-/// Where the head ends (after the blank line), if it has.
-fn head_end(req: &[u8]) -> Option<usize> {
-    req.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    match read_some(&mut s.stream, &mut s.request, MAX_REQUEST).map_err(|_| ())? {
+        // The peer stopped sending: answer what it sent, if anything.
+        Fill::Eof if s.request.is_empty() => Err(()),
+        Fill::Blocked => Ok(head_end(&s.request).is_some()),
+        Fill::Full | Fill::Eof => Ok(true),
+    }
 }
 
 /// The whole response to `request`: the page for `GET /metrics` (its head alone for
@@ -200,51 +192,25 @@ fn head_end(req: &[u8]) -> Option<usize> {
 fn respond(request: &[u8], page: Render) -> Vec<u8> {
     let Some(end) = head_end(request) else {
         return if request.len() >= MAX_REQUEST {
-            reply(431, "Request Header Fields Too Large", "", "", true)
+            reply(431, "", "", true, true)
         } else {
-            reply(400, "Bad Request", "", "", true)
+            reply(400, "", "", true, true)
         };
     };
-    let head = String::from_utf8_lossy(&request[..end]);
-    let line = head.lines().next().unwrap_or("");
-    let mut words = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return reply(400, "Bad Request", "", "", true);
+    let Ok(req) = Request::parse(&request[..end]) else {
+        return reply(400, "", "", true, true);
     };
-    if !version.starts_with("HTTP/1.") {
-        return reply(400, "Bad Request", "", "", true);
+    let body = req.method != "HEAD";
+    if req.method != "GET" && req.method != "HEAD" {
+        return reply(405, "Allow: GET, HEAD\r\n", "", body, true);
     }
-    let body = method != "HEAD";
-    if method != "GET" && method != "HEAD" {
-        return reply(405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "", body);
-    }
-    let path = target.split('?').next().unwrap_or("");
-    if path != "/metrics" {
-        return reply(
-            404,
-            "Not Found",
-            "",
-            "not found; the metrics are at /metrics\n",
-            body,
-        );
+    if req.path != "/metrics" {
+        let why = "not found; the metrics are at /metrics\n";
+        return reply(404, "", why, body, true);
     }
     let text = page();
     let extra = format!("Content-Type: {CONTENT_TYPE}\r\n");
-    reply(200, "OK", &extra, &text, body)
-}
-
-fn reply(code: u16, reason: &str, extra: &str, text: &str, body: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        text.len()
-    )
-    .into_bytes();
-    if body {
-        out.extend_from_slice(text.as_bytes());
-    }
-    out
+    reply(200, &extra, &text, body, true)
 }
 
 #[cfg(test)]

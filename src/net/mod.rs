@@ -4,6 +4,7 @@
 mod conn;
 mod driver;
 mod error;
+mod http;
 mod inorder;
 mod limits;
 mod metrics;

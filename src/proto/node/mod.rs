@@ -418,6 +418,22 @@ impl Node {
         weight
     }
 
+    /// Origin: whether a client is still downloading: it lacks pieces, or has not yet said
+    /// what it has (its handshake is under way). While one is, HTTP downloads get only
+    /// their share of the upload (`net::http`, README "HTTP").
+    pub fn clients_downloading(&self) -> bool {
+        self.peers
+            .iter()
+            .flatten()
+            .any(|p| !p.closing && (!p.registered || !p.has.is_full()))
+    }
+
+    /// Origin: the name its file answers to (`Config::serve_name`), in a HELLO's path or
+    /// an HTTP request's.
+    pub fn serve_name(&self) -> Option<&str> {
+        self.cfg.serve_name.as_deref()
+    }
+
     /// The largest upload weight of any slot.
     pub fn max_upload_weight(&self) -> f64 {
         self.table.max_weight()
