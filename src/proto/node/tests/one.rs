@@ -96,6 +96,13 @@ impl One {
     pub(super) fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.node.poll_event()).collect()
     }
+
+    /// The node gave up, for this kind of reason, among the events since the last call.
+    pub(super) fn gave_up(&mut self, kind: FailureKind) -> bool {
+        self.events()
+            .iter()
+            .any(|e| matches!(e, Event::Fatal(f) if f.kind == kind))
+    }
 }
 
 pub(super) fn hello(role: Role, id: u64, file_id: u64) -> Message<'static> {
@@ -177,11 +184,7 @@ fn test_origin_refuses_node_id_0() {
 fn test_client_gives_up_on_origin_with_node_id_0() {
     let mut c = One::client();
     c.send(hello(Role::Origin, 0, 77));
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| matches!(e, Event::Fatal(w) if w.kind == FailureKind::NotTftp))
-    );
+    assert!(c.gave_up(FailureKind::NotTftp));
 }
 
 #[test]
@@ -300,22 +303,14 @@ fn test_client_fatal_on_manifest_id_mismatch() {
     let mut body = Vec::new();
     m.encode(&mut body);
     c.send(Message::Manifest(&body));
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::WrongFile))
-    );
+    assert!(c.gave_up(FailureKind::WrongFile));
 }
 
 #[test]
 fn test_client_fatal_when_server_is_not_an_origin() {
     let mut c = One::client();
     c.send(hello(Role::Client, 1, 0));
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::NotTftp))
-    );
+    assert!(c.gave_up(FailureKind::NotTftp));
 }
 
 #[test]
@@ -448,11 +443,7 @@ fn test_slow_piece_still_arriving_is_not_a_stall() {
         "payload arrived every 10 s for 70 s"
     );
     c.node.handle_tick(c.now + Duration::from_secs(131));
-    assert!(
-        c.events()
-            .iter()
-            .any(|e| matches!(e, Event::Fatal(f) if f.kind == FailureKind::Stalled))
-    );
+    assert!(c.gave_up(FailureKind::Stalled));
 }
 
 #[test]
