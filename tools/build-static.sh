@@ -2,7 +2,9 @@
 # Builds the shipped tfttp: stripped (profile "dist") and statically linked, with musl when
 # that Rust target is installed or can be added, otherwise glibc with crt-static. Checks with
 # `file` and `ldd` that the result is static and at most MAX_BYTES (default 2 MiB), and
-# prints its path and size. Usage: tools/build-static.sh
+# prints its path and size, then packs it with the manual page as
+# target/TARGET/dist/tfttp-VERSION-TARGET.tar.gz (bin/tfttp, share/man/man1/tfttp.1.gz), to
+# unpack under /usr/local or any prefix. Usage: tools/build-static.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 max=${MAX_BYTES:-2097152}
@@ -27,3 +29,13 @@ size=$(stat -c %s "$bin")
 "$bin" --version >/dev/null || fail "$bin does not run"
 echo "static binary: $bin ($target), $size bytes (limit $max)"
 [ "$size" -le "$max" ] || fail "$bin is larger than $max bytes"
+# The package: the binary and its manual page, laid out for a prefix such as /usr/local.
+version=$("$bin" --version | awk '{print $2}')
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+install -D -m 755 "$bin" "$stage/bin/tfttp"
+install -d "$stage/share/man/man1"
+gzip -9n < docs/tfttp.1 > "$stage/share/man/man1/tfttp.1.gz"
+pkg="target/$target/dist/tfttp-$version-$target.tar.gz"
+tar -C "$stage" --owner=0 --group=0 -czf "$pkg" bin share
+echo "package: $pkg ($(tar -tzf "$pkg" | tr '\n' ' '))"
