@@ -114,6 +114,12 @@ fn phase(
     if let Some(p) = a.piece_size {
         server_args.extend([s("--piece-size"), p.to_string()]);
     }
+    if !swarm {
+        // The baseline is a plain server. The tit-for-tat origin would take `--no-peers`
+        // clients, which never pass a piece on, for free riders and hold them to 2% of its
+        // upload once they break their promise: a baseline slowed by the incentives.
+        server_args.extend([s("--policy"), s("all")]);
+    }
     let (mut server, addr) =
         procs::start_origin(exe, source, &ready, &server_args, Duration::from_secs(60))?;
     // Generous: four times the client-server bound plus start-up.
