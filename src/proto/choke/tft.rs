@@ -115,8 +115,6 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
             gift(r)
         }
     };
-    let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
-    let per_turn = me.piece_size.max(1) as f64 / EXTRA_TURN_SECS;
     let total: f64 = givers.iter().map(|&s| need(&rows[s])).sum();
     for &s in &givers {
         rows[s].weight = (1.0 - OPTIMISTIC_SHARE) * need(&rows[s]) / total;
@@ -124,6 +122,7 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     // Non-givers share OPTIMISTIC_SHARE of our capacity, or half of what the givers left
     // unused if that is more: upload that no giver wants is better spent than idle (slow
     // peers' givers often cannot take all of it), but no non-giver may take all of it.
+    let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
     let givers_use: f64 = givers.iter().map(|&s| rows[s].up.rate()).sum();
     let spare = (capacity - givers_use).max(0.0);
     let extra_share = (capacity * OPTIMISTIC_SHARE).max(spare * SPARE_TO_NON_GIVERS);
@@ -131,6 +130,7 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     // finer than that trickles, and a piece trickling to a peer is a piece that peer
     // waits for instead of fetching it elsewhere. The least served go first (newcomers
     // take turns at their first pieces), the optimistic peer last.
+    let per_turn = me.piece_size.max(1) as f64 / EXTRA_TURN_SECS;
     let turns = ((extra_share / per_turn) as usize).max(1);
     let optimistic = *turn.optimistic;
     extra.retain(|&s| Some(s) != optimistic);

@@ -97,6 +97,16 @@ impl One {
         std::iter::from_fn(|| self.node.poll_event()).collect()
     }
 
+    /// Every piece of `data` arrives whole and verified on slot 0.
+    pub(super) fn receive_all_on_0(&mut self, data: &[u8]) {
+        for (p, piece) in data.chunks(PIECE as usize).enumerate() {
+            let len = piece.len() as u32;
+            assert!(self.node.begin_piece(0, p as u32, len, self.now).is_some());
+            let hash = crate::manifest::hash(piece);
+            self.node.end_piece(0, Some(hash), self.now);
+        }
+    }
+
     /// The node gave up, for this kind of reason, among the events since the last call.
     pub(super) fn gave_up(&mut self, kind: FailureKind) -> bool {
         self.events()
@@ -749,12 +759,7 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     let data = file(2 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
     c.send(Message::Unchoke);
-    for p in 0..2u32 {
-        assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
-    }
+    c.receive_all_on_0(&data);
     assert!(c.node.is_complete());
     // A peer that lacks everything asks us for a piece.
     let id = c.node.manifest().unwrap().id();
@@ -788,12 +793,7 @@ fn test_complete_with_linger_beyond_instant_range_leaves_when_idle() {
         cfg.linger = Duration::from_secs(u64::MAX);
     });
     c.send(Message::Unchoke);
-    for p in 0..2u32 {
-        assert!(c.node.begin_piece(0, p, PIECE, c.now).is_some());
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
-    }
+    c.receive_all_on_0(&data);
     assert!(c.node.is_complete());
     let events = c.events();
     assert!(events.contains(&Event::Complete), "{events:?}");
