@@ -295,6 +295,53 @@ fn progress_on_a_terminal_is_one_line_redrawn() {
     assert!(text.contains("saved "), "{text:?}");
 }
 
+/// `demo` shows each phase's progress: on a pipe one line per interval, and a last line per
+/// phase with every client done.
+#[test]
+fn demo_shows_progress_for_each_phase() {
+    let dir = TestDir::new("demo-progress");
+    let mut child = Command::new(bin())
+        .args(["demo", "--size", "8M", "--clients", "2"])
+        .args(["--server-rate", "4M", "--client-rate", "40M"])
+        .args(["--progress-interval", "1", "--dir"])
+        .arg(dir.path("work"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let (status, err) = common::procs::wait(&mut child, deadline(60));
+    let text = reader.join().unwrap();
+    assert!(status.is_some_and(|s| s.success()), "demo: {err}\n{text}");
+    for phase in ["client-server", "tfttp swarm"] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with(phase) && l.contains("% "))
+            .collect();
+        // 16 MiB through a 4 MB/s server takes over 4 s client-server: lines before the end.
+        if phase == "client-server" {
+            assert!(lines.len() >= 3, "{phase}: a line per second:\n{text}");
+        }
+        let last = lines
+            .last()
+            .unwrap_or_else(|| panic!("{phase}: no progress:\n{text}"));
+        assert!(
+            last.contains("100%") && last.contains("2/2 done"),
+            "{phase} ends with every client done: {last}"
+        );
+    }
+    assert!(
+        !text.contains('\r') && !text.contains('\x1b'),
+        "no redraw on a pipe"
+    );
+}
+
 #[test]
 fn stats_refuses_a_symlink_or_a_directory_and_leaves_it() {
     let dir = TestDir::new("stats-safety");

@@ -149,6 +149,7 @@ pub struct DemoArgs {
     pub piece_size: Option<u32>,
     pub dir: Option<PathBuf>,
     pub keep: bool,
+    pub progress_interval: Duration,
 }
 
 /// Options every node takes.
@@ -381,6 +382,12 @@ fn demo_opts() -> Options {
         "DIR",
     );
     o.optflag("", "keep", "keep the work directory");
+    o.optopt(
+        "",
+        "progress-interval",
+        "when stdout is not a terminal, one progress line per SECS in each phase (default 10; a terminal gets one line redrawn every second)",
+        "SECS",
+    );
     o.optflag("h", "help", "print this help");
     o
 }
@@ -531,6 +538,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 piece_size: opt(&m, "piece-size", piece_size)?,
                 dir: m.opt_str("dir").map(PathBuf::from),
                 keep: m.opt_present("keep"),
+                progress_interval: opt(&m, "progress-interval", |s| parse_secs(s, 1))?
+                    .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
             }))
         }
         "sim" => {

@@ -2,6 +2,7 @@
 //! with fast links download the same file twice, first client-server only (`--no-peers`),
 //! then as a TFTTP swarm, and the two are timed against the Kumar–Ross minimum.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use tfttp::bounds;
 
 use crate::cli::DemoArgs;
 use crate::procs::{self, json_number};
+use crate::progress;
 
 /// Seed for the demo file's contents.
 const SEED: u64 = 0x7f4a_7c15_9e37_79b9;
@@ -19,6 +21,15 @@ struct Phase {
     server_bytes: f64,
     from_peers: f64,
     received: f64,
+}
+
+/// One client of a phase and the files it writes.
+struct Client {
+    child: procs::Running,
+    out: PathBuf,
+    stats: PathBuf,
+    /// Its `--timeline`: a row of counters a second, which the demo's progress line sums.
+    timeline: PathBuf,
 }
 
 struct Dir {
@@ -124,10 +135,11 @@ fn phase(
         procs::start_origin(exe, source, &ready, &server_args, Duration::from_secs(60))?;
     // Generous: four times the client-server bound plus start-up.
     let deadline = Instant::now() + Duration::from_secs_f64(4.0 * t_cs + 60.0);
-    let mut clients: Vec<(procs::Running, PathBuf, PathBuf)> = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
     for i in 0..a.clients {
         let out = dir.join(format!("{tag}-out-{i}.bin"));
         let st = dir.join(format!("{tag}-client-{i}.json"));
+        let timeline = dir.join(format!("{tag}-client-{i}.timeline"));
         let mut args = vec![
             s("get"),
             addr.to_string(),
@@ -141,14 +153,27 @@ fn phase(
             a.client_rate.to_string(),
             s("--stats"),
             st.display().to_string(),
+            s("--timeline"),
+            timeline.display().to_string(),
             s("-q"),
         ];
         if !swarm {
             args.push(s("--no-peers"));
         }
         let child = procs::spawn(exe, &args).map_err(|e| format!("cannot start a client: {e}"))?;
-        clients.push((child, out, st));
+        clients.push(Client {
+            child,
+            out,
+            stats: st,
+            timeline,
+        });
     }
+    let name = if swarm {
+        "tfttp swarm"
+    } else {
+        "client-server"
+    };
+    watch(name, &mut clients, a, deadline);
     let mut result = Phase {
         times: Vec::new(),
         server_bytes: 0.0,
@@ -156,7 +181,13 @@ fn phase(
         received: 0.0,
     };
     let mut failure = None;
-    for (child, out, st) in &mut clients {
+    for Client {
+        child,
+        out,
+        stats: st,
+        ..
+    } in &mut clients
+    {
         let (status, err) = procs::wait(child, deadline);
         if tfttp::net::stopped() {
             failure = Some("interrupted".to_string());
@@ -193,6 +224,71 @@ fn phase(
     let stats = std::fs::read_to_string(&server_stats).unwrap_or_default();
     result.server_bytes = json_number(&stats, "bytes_uploaded").unwrap_or(f64::NAN);
     Ok(result)
+}
+
+/// Waits until every client of a phase has exited or `deadline`, showing the phase's
+/// progress: on a terminal one line redrawn every second, otherwise one line per
+/// `--progress-interval`; either way a last line when the phase ends. A demo that sat silent
+/// through a 45 s phase looked hung (issue 15).
+fn watch(name: &str, clients: &mut [Client], a: &DemoArgs, deadline: Instant) {
+    // SAFETY: isatty only reads the descriptor's state.
+    let tty = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+    let start = Instant::now();
+    let total = a.size as f64 * clients.len() as f64;
+    let mut next_line = start + a.progress_interval;
+    loop {
+        let mut done = 0;
+        for c in clients.iter_mut() {
+            if !matches!(c.child.try_wait(), Ok(None)) {
+                done += 1;
+            }
+        }
+        let finished = done == clients.len() || Instant::now() >= deadline;
+        let line = phase_line(name, clients, total, done, start.elapsed().as_secs_f64());
+        let mut out = std::io::stdout().lock();
+        if tty {
+            let _ = write!(out, "\r\x1b[K{line}");
+            if finished {
+                let _ = writeln!(out);
+            }
+            let _ = out.flush();
+        } else if finished || Instant::now() >= next_line {
+            next_line = Instant::now() + a.progress_interval;
+            let _ = writeln!(out, "{line}");
+        }
+        if finished {
+            return;
+        }
+        drop(out);
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+/// How often the demo looks at its clients' timelines (they write a row a second).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// `  client-server   37%  190 MiB of 512 MiB  1/2 done  12.3 s  15.4 MB/s  0% from peers`,
+/// from the last row of each client's timeline.
+fn phase_line(name: &str, clients: &[Client], total: f64, done: usize, secs: f64) -> String {
+    let (mut got, mut from_peers) = (0.0, 0.0);
+    for c in clients {
+        let text = std::fs::read_to_string(&c.timeline).unwrap_or_default();
+        let Some(row) = text.lines().next_back() else {
+            continue;
+        };
+        let field = |k: &str| json_number(row, k).unwrap_or(0.0);
+        got += (field("from_origin") + field("from_peers") - field("discarded")).max(0.0);
+        from_peers += field("from_peers");
+    }
+    format!(
+        "  {name:<15} {:>3.0}%  {} of {}  {done}/{} done  {secs:.1} s  {}  {:.0}% from peers",
+        100.0 * got / total.max(1.0),
+        progress::size(got as u64),
+        progress::size(total as u64),
+        clients.len(),
+        progress::rate(got / secs.max(1e-3)),
+        100.0 * from_peers / got.max(1.0),
+    )
 }
 
 fn mean(v: &[f64]) -> f64 {
