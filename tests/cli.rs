@@ -295,6 +295,60 @@ fn progress_on_a_terminal_is_one_line_redrawn() {
     assert!(text.contains("saved "), "{text:?}");
 }
 
+/// `serve` says when a client completes and prints a swarm line per interval; its `-v` lines
+/// carry a timestamp and name peers by address, not as Rust debug structs.
+#[test]
+fn serve_reports_completions_and_the_swarm() {
+    let dir = TestDir::new("serve-progress");
+    let src = dir.source("src.bin", 4 << 20);
+    let args = strings(&[
+        "--up-rate",
+        "4M",
+        "--exit-after",
+        "2",
+        "--policy",
+        "all",
+        "--progress-interval",
+        "1",
+        "-v",
+    ]);
+    let (child, addr) =
+        common::procs::start_origin(&bin(), &src, &dir.path("ready"), &args, T).unwrap();
+    let mut server = Node {
+        child,
+        stats: dir.path("none.json"),
+        out: dir.path("none"),
+    };
+    let mut fast = get(&dir, addr, "fast", &["--no-peers", "--linger", "0"]);
+    // 4 MiB at 1 MB/s: the fast client completes seconds before this one.
+    let mut slow = get(&dir, addr, "slow", &["--no-peers", "--down-rate", "1M"]);
+    fast.expect_download(&src, 20);
+    slow.expect_download(&src, 20);
+    let (status, err) = server.finish(deadline(10));
+    assert!(status.is_some_and(|s| s.success()), "serve: {err}");
+    assert!(err.contains("a client completed (1 so far)"), "{err}");
+    let swarm = err.lines().filter(|l| l.contains("connected")).count();
+    assert!(swarm >= 2, "a swarm line a second: {err}");
+    assert!(
+        err.contains("served 8388608 bytes (2.00 copies), 2 clients completed"),
+        "{err}"
+    );
+    let verbose: Vec<&str> = err.lines().filter(|l| l.contains("accepted")).collect();
+    assert!(verbose.len() >= 2, "{err}");
+    for l in verbose {
+        let stamp = l.split('[').nth(1).and_then(|r| r.split(']').next());
+        assert!(
+            stamp.is_some_and(|t| t.trim().parse::<f64>().is_ok()),
+            "-v lines are stamped: {l}"
+        );
+        assert!(l.contains("127.0.0.1:"), "peers by address: {l}");
+    }
+    assert!(
+        !err.contains("node_id:") && !err.contains(" { "),
+        "no debug structs: {err}"
+    );
+}
+
 /// `demo` shows each phase's progress: on a pipe one line per interval, and a last line per
 /// phase with every client done.
 #[test]
