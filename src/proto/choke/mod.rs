@@ -116,6 +116,9 @@ struct Row {
     /// Origin: fresh pieces given to the client, and how many of those it passed on.
     promised: u32,
     kept: u32,
+    /// Origin: another client announced a piece lately (set by the node before each
+    /// round): only then could this one have passed its fresh pieces on.
+    others_taking: bool,
 }
 
 impl Default for Row {
@@ -142,6 +145,7 @@ impl Default for Row {
             contribution: 0.0,
             promised: 0,
             kept: 0,
+            others_taking: true,
         }
     }
 }
@@ -221,6 +225,11 @@ impl ChokeTable {
     /// Origin: the client's confirmed upload to other clients so far.
     pub(super) fn set_credit(&mut self, slot: usize, credit: u64) {
         self.rows[slot].credit = credit;
+    }
+
+    /// Origin: whether a client other than `slot` takes pieces (announced one lately).
+    pub(super) fn set_others_taking(&mut self, slot: usize, taking: bool) {
+        self.rows[slot].others_taking = taking;
     }
 
     /// Origin: the client received a fresh piece (it promises to pass it on).

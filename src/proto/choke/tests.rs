@@ -280,6 +280,29 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
 }
 
 #[test]
+fn test_origin_blames_no_broken_promise_while_nobody_else_takes_pieces() {
+    // The same client as above, but no other client has announced a piece lately (only
+    // seeds, or identities that register and never read, issue 13's hostile load): it
+    // could not have passed anything on, so it is served like any client.
+    let me = Me {
+        capacity: Some(10_000_000.0),
+        ..me_origin()
+    };
+    let mut t = table(2);
+    settle_credit(&mut t, &[1_000_000, 0]);
+    t.rows[1].promised = 40;
+    t.rows[0].interested = false;
+    t.set_others_taking(1, false);
+    decide(&mut t, Policy::Tft, me);
+    assert!(!t.rows[1].choking);
+    assert_eq!(
+        t.cap(1),
+        None,
+        "the only active client takes the whole upload"
+    );
+}
+
+#[test]
 fn test_tft_non_givers_may_have_half_of_what_givers_leave() {
     // Capacity 1 MB/s; the one giver takes 200 kB/s of it.
     let mut t = table(2);

@@ -41,6 +41,9 @@ pub(super) const ORIGIN_FLOOR: f64 = 0.01;
 /// origin's upload is the swarm's scarcest resource, and serving a free rider at full rate
 /// once the others are done would let it finish with them.
 pub(super) const NON_CONTRIBUTOR_SHARE: f64 = 0.02;
+/// Origin: an unchoked client that took less than this fraction of an equal share of the
+/// upload last round is not taking its share, which then goes to the others.
+const TAKING_SHARE: f64 = 0.01;
 
 pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mut Turn) {
     // What each peer gave us: in the last round and so far in this one while downloading
@@ -153,8 +156,13 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         .filter(|&s| !is_newcomer(&rows[s]))
         .collect();
     // Fresh pieces not yet seen elsewhere, beyond what the client could pass on in
-    // PROMISE_SECS at its confirmed rate.
+    // PROMISE_SECS at its confirmed rate, while other clients take pieces: nobody can
+    // pass pieces on to clients that take none (seeds, stalled ones, or identities that
+    // register and never read, which made a lone client a promise-breaker held to 2%).
     let broken = |r: &Row| {
+        if !r.others_taking {
+            return false;
+        }
         let slack = (r.contribution * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
         r.promised.saturating_sub(r.kept) as f64 > slack
     };
@@ -194,17 +202,33 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
 /// connections whatever the weights say. So an unchoked peer whose weighted share of
 /// `capacity` is below an equal one is capped at that share, and the peers above it share
 /// the rest uncapped, which keeps the node work-conserving among them.
+///
+/// Shares are split among the peers that take what they are given: one that was unchoked
+/// and took less than `TAKING_SHARE` of an equal share last round (it stopped asking, or
+/// never reads) would leave its share idle. 166 connections that asked and never read
+/// held a lone client to 1/167 of the origin (issue 13's hostile load). Such a peer is
+/// capped at the share it would have if it joined the others, so waking up gets it that.
 fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
-    let unchoked = || rows.iter().filter(|r| r.active && r.weight > 0.0);
-    let total: f64 = unchoked().map(|r| r.weight).sum();
-    let count = unchoked().count();
-    if total <= 0.0 || capacity <= 0.0 {
+    if capacity <= 0.0 {
         return;
     }
-    let equal = 1.0 / count as f64;
-    for row in rows.iter_mut().filter(|r| r.active && r.weight > 0.0) {
-        let share = row.weight / total;
-        if share < equal {
+    let unchoked = |r: &Row| r.active && r.weight > 0.0;
+    let offered = rows.iter().filter(|r| unchoked(r)).count().max(1);
+    let floor = TAKING_SHARE * capacity / offered as f64;
+    // A peer choked until now has had nothing to take: it counts as taking.
+    let taking = |r: &Row| unchoked(r) && (r.choking || r.up.rate() >= floor);
+    let total: f64 = rows.iter().filter(|r| taking(r)).map(|r| r.weight).sum();
+    let count = rows.iter().filter(|r| taking(r)).count();
+    let equal = 1.0 / count.max(1) as f64;
+    for row in rows.iter_mut().filter(|r| unchoked(r)) {
+        let (share, below) = if taking(row) {
+            let share = row.weight / total;
+            (share, share < equal)
+        } else {
+            let share = row.weight / (total + row.weight);
+            (share, share < 1.0 / (count + 1) as f64)
+        };
+        if below {
             let cap = capacity * share;
             row.cap = Some(row.cap.map_or(cap, |c| c.min(cap)));
         }

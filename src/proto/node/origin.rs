@@ -9,6 +9,11 @@ use super::*;
 /// A complete client stops lingering once no peer has wanted anything from it for this
 /// long: seeding is worth its wait only while someone downloads from it.
 pub(super) const LINGER_IDLE: Duration = Duration::from_secs(10);
+/// A client counts as taking pieces for this long after its last HAVE. A broken promise
+/// counts against a client only while another client takes pieces: registered clients
+/// that never announce a piece (seeds, stalled or hostile identities that never read) are
+/// no one to keep a promise to.
+pub(super) const TAKER_WINDOW: Duration = Duration::from_secs(10);
 /// Most peers the origin names to a newcomer.
 pub(super) const MAX_ADVERTISED: usize = 64;
 /// Most pieces one `poll_piece_checked` call finds changed before it answers a WILDCARD with
@@ -30,6 +35,9 @@ pub(super) struct Registry {
     /// Pieces the served file no longer holds as the manifest says (it changed under the
     /// origin): never chosen again, and refused when asked for by index.
     withdrawn: Bitfield,
+    /// The two clients whose HAVEs arrived last, newest first, and when: whether some
+    /// client other than one is taking pieces, in constant time.
+    takers: [Option<(Slot, Instant)>; 2],
 }
 
 impl Registry {
@@ -39,7 +47,24 @@ impl Registry {
             fresh_holder: vec![None; pieces as usize],
             ids: HashMap::new(),
             withdrawn: Bitfield::new(pieces),
+            takers: [None; 2],
         }
+    }
+
+    /// `slot` announced a piece at `now`: it is taking pieces.
+    pub(super) fn note_taker(&mut self, slot: Slot, now: Instant) {
+        match self.takers[0] {
+            Some((s, _)) if s == slot => self.takers[0] = Some((slot, now)),
+            newest => self.takers = [Some((slot, now)), newest],
+        }
+    }
+
+    /// Whether a client other than `slot` announced a piece within `TAKER_WINDOW`.
+    pub(super) fn another_taker(&self, slot: Slot, now: Instant) -> bool {
+        self.takers
+            .iter()
+            .flatten()
+            .any(|&(s, at)| s != slot && now.saturating_duration_since(at) <= TAKER_WINDOW)
     }
 
     /// Client `id` registered holding `bits`.
@@ -106,6 +131,11 @@ impl Registry {
         }
         for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
             *h = None;
+        }
+        for t in &mut self.takers {
+            if t.is_some_and(|(s, _)| s == slot) {
+                *t = None;
+            }
         }
     }
 }
@@ -367,5 +397,27 @@ mod tests {
             "a first copy with another client there is a promise"
         );
         assert!(!r.send_copy(1, 1), "a second copy is not fresh");
+    }
+
+    #[test]
+    fn test_takers_are_clients_that_announced_a_piece_lately() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(8);
+        for id in 1..=100 {
+            // Registered identities that never announce a piece take nothing.
+            r.register(id, &Bitfield::new(8));
+        }
+        assert!(!r.another_taker(0, t0));
+        r.note_taker(0, t0);
+        assert!(!r.another_taker(0, t0), "its own HAVEs do not count");
+        r.note_taker(5, t0);
+        r.note_taker(0, t0);
+        r.note_taker(0, t0);
+        assert!(r.another_taker(0, t0 + TAKER_WINDOW), "within the window");
+        assert!(r.another_taker(5, t0), "and for the other one");
+        let later = t0 + TAKER_WINDOW + Duration::from_millis(1);
+        assert!(!r.another_taker(0, later), "a taker that went quiet lapses");
+        r.forget(5, None, &Bitfield::new(8), &[]);
+        assert!(!r.another_taker(0, t0), "and one that left");
     }
 }

@@ -157,6 +157,9 @@ impl Node {
                     None => false,
                 };
                 let full = p.has.is_full();
+                if let Side::Origin(registry) = &mut self.side {
+                    registry.note_taker(slot, self.now);
+                }
                 if !was_in_flight {
                     // Another client got the piece without the origin: whoever received its
                     // first copy has kept that promise.

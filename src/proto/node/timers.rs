@@ -120,6 +120,10 @@ impl Node {
                 if let Some(id) = p.node_id() {
                     self.table.set_credit(s, self.ledger.credit(id));
                 }
+                if let Side::Origin(registry) = &self.side {
+                    self.table
+                        .set_others_taking(s, registry.another_taker(s, now));
+                }
             }
         }
         self.table.end_round(secs);
