@@ -1,0 +1,146 @@
+//! The files an origin serves, by name: each one's path, size, start-up stamp and manifest.
+//!
+//! Manifests are built once, at start-up, and kept: a manifest is 32 bytes per piece (at most
+//! about 32 KiB for a file of up to 16 GiB with the default piece size, `TARGET_PIECES`), and
+//! it is what lets `serve` print every file's digest before a client asks and check a file
+//! against what it published. What costs memory per file, the `Node`, its tables and the
+//! file's mapping, is made only when a client or an HTTP request names the file
+//! (`swarms.rs`). Building every manifest at start-up reads every byte once: the start-up
+//! time is the hashing time (README "Many files" has the figures).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use super::storage::{self, SourceStamp, Storage};
+use super::tree::{self, Found};
+use crate::manifest::{Manifest, ManifestError, auto_piece_size};
+
+/// One served file.
+#[derive(Debug)]
+pub struct Entry {
+    /// The name a client asks for it by (`None`: a server's only file with a name that is not
+    /// UTF-8, asked for by the empty path).
+    pub name: Option<String>,
+    /// Canonical path, and the canonical directory it must stay inside (`tree.rs`).
+    pub path: PathBuf,
+    root: PathBuf,
+    /// As it was when the manifest was built.
+    pub stamp: SourceStamp,
+    pub manifest: Manifest,
+    /// It changed after start-up (seen by a swarm serving it, or when a swarm was made):
+    /// HTTP answers 503 for it and pieces are checked before they are sent.
+    pub changed: bool,
+}
+
+/// Every served file, in the walk's order.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    entries: Vec<Entry>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Why a file could not be catalogued.
+#[derive(Debug)]
+pub enum CatalogError {
+    /// The file cannot be opened or mapped.
+    Open(PathBuf, io::Error),
+    /// Its manifest cannot be built (too many pieces for `--piece-size`).
+    Manifest(PathBuf, ManifestError),
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::Open(p, e) => write!(f, "cannot open {}: {e}", p.display()),
+            CatalogError::Manifest(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+impl Catalog {
+    /// Builds the manifest of every file in `files` (`piece_size`, or each file's automatic
+    /// one). `each` is called after each file, with its index, so a caller can show progress.
+    pub fn build(
+        files: Vec<Found>,
+        piece_size: Option<u32>,
+        mut each: impl FnMut(usize, &Entry),
+    ) -> Result<Catalog, CatalogError> {
+        let mut c = Catalog::default();
+        for f in files {
+            let source = storage::open_source(&f.path)
+                .map_err(|e| CatalogError::Open(f.path.clone(), e))?;
+            let bytes = source.bytes();
+            let size = piece_size.unwrap_or_else(|| auto_piece_size(bytes.len() as u64));
+            let manifest = Manifest::build(bytes, size)
+                .map_err(|e| CatalogError::Manifest(f.path.clone(), e))?;
+            let stamp = source.source_stamp().ok_or_else(|| {
+                CatalogError::Open(f.path.clone(), io::Error::other("cannot stat"))
+            })?;
+            // Dropping the source unmaps it: nothing of the file stays in this process.
+            drop(source);
+            let k = c.entries.len();
+            if let Some(n) = &f.name {
+                c.by_name.insert(n.clone(), k);
+            }
+            c.entries.push(Entry {
+                name: f.name,
+                path: f.path,
+                root: f.root,
+                stamp,
+                manifest,
+                changed: false,
+            });
+            each(k, &c.entries[k]);
+        }
+        Ok(c)
+    }
+
+    /// How many files.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if it serves nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The file named `name`, if served.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn get(&self, k: usize) -> &Entry {
+        &self.entries[k]
+    }
+
+    pub fn get_mut(&mut self, k: usize) -> &mut Entry {
+        &mut self.entries[k]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Total bytes served.
+    pub fn total_len(&self) -> u64 {
+        self.entries.iter().map(|e| e.manifest.file_len()).sum()
+    }
+
+    /// Opens and maps file `k` for serving. Refused if its path no longer resolves to itself
+    /// inside its directory (a component was replaced by a symlink since start-up).
+    pub fn open(&self, k: usize) -> io::Result<Storage> {
+        let e = &self.entries[k];
+        if !tree::still_inside(&e.root, &e.path) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "its path now leads out of the served directory (a symlink was put in its way)",
+            ));
+        }
+        storage::open_source(&e.path)
+    }
+}
