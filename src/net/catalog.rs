@@ -28,6 +28,7 @@ pub struct Entry {
     root: PathBuf,
     /// As it was when the manifest was built.
     pub stamp: SourceStamp,
+    /// Built at start-up from the file as it was then.
     pub manifest: Manifest,
     /// It changed after start-up (seen by a swarm serving it, or when a swarm was made):
     /// HTTP answers 503 for it and pieces are checked before they are sent.
@@ -114,14 +115,17 @@ impl Catalog {
         self.by_name.get(name).copied()
     }
 
+    /// Entry `k` (an index `find` returned, or below `len`).
     pub fn get(&self, k: usize) -> &Entry {
         &self.entries[k]
     }
 
+    /// Entry `k`, to mark it changed.
     pub fn get_mut(&mut self, k: usize) -> &mut Entry {
         &mut self.entries[k]
     }
 
+    /// Every entry, in the walk's order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }

@@ -36,6 +36,7 @@ pub struct Found {
 /// The walk's result: the files, in the order found, and why others were left out.
 #[derive(Debug, Default)]
 pub struct Tree {
+    /// What to serve.
     pub files: Vec<Found>,
     /// One line per entry skipped (a symlink out of the tree, a FIFO, an unreadable
     /// directory, a name the protocol cannot carry).
@@ -51,8 +52,11 @@ pub enum TreeError {
     NotServable(PathBuf),
     /// Two arguments give the same name; a client could not tell them apart.
     Duplicate {
+        /// The name both would have.
         name: String,
+        /// The file found first, and the other.
         first: PathBuf,
+        /// See `first`.
         second: PathBuf,
     },
     /// A file argument's name cannot be asked for (too long, or not a safe path).
