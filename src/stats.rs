@@ -64,8 +64,16 @@ pub fn to_json(node: &Node, now: Instant) -> String {
 /// The stats of an origin of several files: the counters added up over every file's node,
 /// live or dropped (`totals`), how many files it serves and how many have a node now
 /// (`live`). `first` gives the node id and the start time.
-pub fn many_json(first: &Node, totals: &Counters, files: usize, live: usize, now: Instant) -> String {
-    let elapsed = now.saturating_duration_since(first.started_at()).as_secs_f64();
+pub fn many_json(
+    first: &Node,
+    totals: &Counters,
+    files: usize,
+    live: usize,
+    now: Instant,
+) -> String {
+    let elapsed = now
+        .saturating_duration_since(first.started_at())
+        .as_secs_f64();
     format!(
         "{{\"role\":\"origin\",\"node_id\":{},\"files\":{files},\"live_swarms\":{live},\
          \"elapsed_s\":{elapsed:.6},\"bytes_uploaded\":{},\"clients_completed\":{},\

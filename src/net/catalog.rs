@@ -72,8 +72,8 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let mut c = Catalog::default();
         for f in files {
-            let source = storage::open_source(&f.path)
-                .map_err(|e| CatalogError::Open(f.path.clone(), e))?;
+            let source =
+                storage::open_source(&f.path).map_err(|e| CatalogError::Open(f.path.clone(), e))?;
             let bytes = source.bytes();
             let size = piece_size.unwrap_or_else(|| auto_piece_size(bytes.len() as u64));
             let manifest = Manifest::build(bytes, size)

@@ -578,7 +578,8 @@ impl Driver {
         };
         match self.router.as_mut() {
             Some(r) => {
-                if let Some((stream, addr, route)) = r.admit(self.poll.registry(), stream, addr, now)
+                if let Some((stream, addr, route)) =
+                    r.admit(self.poll.registry(), stream, addr, now)
                 {
                     self.take_routed(stream, addr, route);
                 }
@@ -589,7 +590,9 @@ impl Driver {
 
     /// Readiness on a router token: a connection whose HELLO has arrived goes to its swarm.
     fn on_router(&mut self, token: Token) {
-        let Some(r) = self.router.as_mut() else { return };
+        let Some(r) = self.router.as_mut() else {
+            return;
+        };
         if let Some((stream, addr, route)) = r.handle(self.poll.registry(), token) {
             self.take_routed(stream, addr, route);
         }

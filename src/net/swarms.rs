@@ -166,7 +166,8 @@ impl Swarms {
         let entry = catalog.get_mut(k);
         let mut cfg = template.clone();
         cfg.serve_name = entry.name.clone();
-        cfg.nonce_key = *blake3::keyed_hash(&template.nonce_key, &self.made.to_be_bytes()).as_bytes();
+        cfg.nonce_key =
+            *blake3::keyed_hash(&template.nonce_key, &self.made.to_be_bytes()).as_bytes();
         self.made += 1;
         let node = Node::origin(cfg, entry.manifest.clone(), now);
         let mut swarm = Swarm::new(node, storage, Some(k), false, now);

@@ -69,11 +69,9 @@ impl fmt::Display for TreeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TreeError::Unreadable(p, e) => write!(f, "cannot open {}: {e}", p.display()),
-            TreeError::NotServable(p) => write!(
-                f,
-                "{} is not a regular file or a directory",
-                p.display()
-            ),
+            TreeError::NotServable(p) => {
+                write!(f, "{} is not a regular file or a directory", p.display())
+            }
             TreeError::Duplicate {
                 name,
                 first,
@@ -296,7 +294,10 @@ mod tests {
         let a = d.file("a/x");
         d.file("b/x");
         let e = walk(&[a, d.0.join("b")]).unwrap_err();
-        assert!(e.to_string().contains("two files would be served as 'x'"), "{e}");
+        assert!(
+            e.to_string().contains("two files would be served as 'x'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -312,9 +313,18 @@ mod tests {
         assert_eq!(names(&t), ["alias", "real"]);
         assert_eq!(t.files[0].path, d.0.join("pub/real"));
         let why = t.skipped.join("\n");
-        assert!(why.contains("escape: a symlink out of the served directory"), "{why}");
-        assert!(why.contains("up: a symlink out of the served directory"), "{why}");
-        assert!(why.contains("dangling: a symlink that does not resolve"), "{why}");
+        assert!(
+            why.contains("escape: a symlink out of the served directory"),
+            "{why}"
+        );
+        assert!(
+            why.contains("up: a symlink out of the served directory"),
+            "{why}"
+        );
+        assert!(
+            why.contains("dangling: a symlink that does not resolve"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -324,7 +334,11 @@ mod tests {
         symlink(d.0.join("pub/sub"), d.0.join("pub/loop")).unwrap();
         let t = walk(&[d.0.join("pub")]).unwrap();
         assert_eq!(names(&t), ["sub/f"]);
-        assert!(t.skipped[0].contains("a symlink to a directory"), "{:?}", t.skipped);
+        assert!(
+            t.skipped[0].contains("a symlink to a directory"),
+            "{:?}",
+            t.skipped
+        );
     }
 
     #[test]
@@ -353,7 +367,11 @@ mod tests {
         d.file(&format!("pub/abcd/{long}"));
         let t = walk(&[d.0.join("pub")]).unwrap();
         assert_eq!(names(&t), [long.as_str()]);
-        assert!(t.skipped[0].contains("more than a client can ask for"), "{:?}", t.skipped);
+        assert!(
+            t.skipped[0].contains("more than a client can ask for"),
+            "{:?}",
+            t.skipped
+        );
     }
 
     #[test]

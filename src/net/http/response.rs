@@ -100,10 +100,16 @@ pub(crate) fn answer(head: &[u8], files: &dyn Files, listings: &mut Listings, no
     if req.path == "/" {
         return listing(&req, files, listings, &date, body, close);
     }
-    let found = (req.path.strip_prefix('/').and_then(percent_decode))
-        .and_then(|name| files.find(&name));
+    let found =
+        (req.path.strip_prefix('/').and_then(percent_decode)).and_then(|name| files.find(&name));
     let Some((k, file)) = found else {
-        let out = reply(404, &date, "not found; GET / lists the files\n", body, close);
+        let out = reply(
+            404,
+            &date,
+            "not found; GET / lists the files\n",
+            body,
+            close,
+        );
         return Answer::text(out, close);
     };
     if file.changed {
@@ -394,7 +400,12 @@ mod tests {
         let mut listings = Listings::default();
         let a = answer(b"GET /dir/a%26b HTTP/1.1\r\n\r\n", &two, &mut listings, 0);
         assert_eq!(a.file, Some((1, 0, 7)));
-        let a = answer(b"GET /big%20file.iso HTTP/1.1\r\n\r\n", &two, &mut listings, 0);
+        let a = answer(
+            b"GET /big%20file.iso HTTP/1.1\r\n\r\n",
+            &two,
+            &mut listings,
+            0,
+        );
         assert_eq!(a.file, Some((0, 0, 1000)));
         let a = answer(b"GET /dir HTTP/1.1\r\n\r\n", &two, &mut listings, 0);
         assert!(a.bytes.starts_with(b"HTTP/1.1 404 "));
