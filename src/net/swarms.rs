@@ -278,11 +278,101 @@ impl Files for Swarms {
 
 impl Served for Swarms {
     fn storage(&mut self, k: usize) -> Option<&Storage> {
-        let s = self.ensure(k, Instant::now()).ok()?;
+        let now = Instant::now();
+        let s = self.ensure(k, now).ok()?;
+        // In use by HTTP: idle from now at the earliest.
+        self.live[s].idle_since = now;
         Some(&self.live[s].storage)
     }
 
     fn downloading(&self) -> bool {
         self.clients_downloading()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::tree;
+    use crate::wire::Role;
+
+    /// An origin of files `a` (3 bytes) and `d/b` (5 bytes) in a fresh directory.
+    fn two(name: &str) -> (std::path::PathBuf, Swarms) {
+        let dir = std::env::temp_dir().join(format!("tfttp-swarms-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("a"), b"abc").unwrap();
+        std::fs::write(dir.join("d/b"), b"bbbbb").unwrap();
+        let t = tree::walk(std::slice::from_ref(&dir)).unwrap();
+        let catalog = Catalog::build(t.files, None, |_, _| {}).unwrap();
+        let cfg = Config::new(Role::Origin, 1);
+        (dir, Swarms::many(catalog, cfg, Instant::now()))
+    }
+
+    #[test]
+    fn test_route_makes_a_files_swarm_on_first_use_once() {
+        let (dir, mut sw) = two("route");
+        let now = Instant::now();
+        assert_eq!(sw.live.len(), 1, "only the refusing node at start");
+        let (b, _) = sw.route(Some("d/b"), now);
+        assert_ne!(Some(b), sw.refuser);
+        assert_eq!(sw.live[b].node.serve_name(), Some("d/b"));
+        assert_eq!(sw.live[b].storage.bytes(), b"bbbbb");
+        assert_eq!(sw.route(Some("d/b"), now).0, b, "made once");
+        // The empty path, an unknown or unsafe one, and no HELLO go to the refusing node.
+        for p in [Some(""), Some("nope"), Some("../a"), Some("/a"), None] {
+            assert_eq!(sw.route(p, now).0, sw.refuser.unwrap(), "{p:?}");
+        }
+        assert_eq!(sw.live.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_idle_swarm_dropped_after_idle_drop_unless_http_reads_it() {
+        let (dir, mut sw) = two("idle");
+        let t0 = Instant::now();
+        let (a, _) = sw.route(Some("a"), t0);
+        let (b, _) = sw.route(Some("d/b"), t0);
+        sw.live[b].conns.insert(7);
+        let later = t0 + IDLE_DROP;
+        assert_eq!(sw.drop_idle(later - Duration::from_millis(1), |_| false), 0);
+        // File 0 (`a`) is still read by HTTP: kept.
+        assert_eq!(sw.drop_idle(later, |k| k == 0), 0);
+        assert_eq!(
+            sw.drop_idle(later, |_| false),
+            1,
+            "a goes, b has a connection"
+        );
+        assert!(!sw.live.contains(a) && sw.live.contains(b));
+        assert_eq!(sw.by_file, vec![None, Some(b)]);
+        // Made again on the next use.
+        assert!(sw.route(Some("a"), later).0 != sw.refuser.unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn test_each_swarm_draws_its_own_nonces() {
+        let (dir, mut sw) = two("nonces");
+        let now = Instant::now();
+        let mut hellos = Vec::new();
+        for path in ["a", "d/b"] {
+            let (k, _) = sw.route(Some(path), now);
+            let node = &mut sw.live[k].node;
+            node.handle_open(
+                0,
+                crate::proto::Link::Accepted,
+                "127.0.0.1:9".parse().unwrap(),
+                now,
+            );
+            let mut out = Vec::new();
+            node.take_outbox(0, &mut out);
+            // The nonce: the HELLO body's bytes 25..41, after the 5-byte frame head.
+            hellos.push(out[5 + 25..5 + 41].to_vec());
+        }
+        assert_ne!(
+            hellos[0], hellos[1],
+            "a nonce repeated across swarms could be replayed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
