@@ -420,7 +420,8 @@ fn usage(cmd: &str, o: &Options) -> String {
              URL is tfttp://HOST[:PORT]/NAME[#blake3=HEX] (port 6880 by default, an IPv6\n\
              address in [], NAME percent-decoded, #blake3= the same as --expect-digest),\n\
              as serve prints it, or HOST:PORT[/NAME].\n\
-             NAME, if given, must be the served file's name (the server refuses others).\n\
+             NAME names one of the served files (the server refuses others); without it,\n\
+             the server's only file (a server of several files refuses that).\n\
              Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
              serving peers for up to --linger seconds (--linger 0: exit at once).\n\
              --output - writes the file to stdout in order as its pieces verify (they wait in\n\
