@@ -76,7 +76,7 @@ fn two_files_served_at_once_fetched_concurrently_by_url_byte_identical() {
             "4",
         ],
     );
-    let mut gets = vec![
+    let mut gets = [
         get_name(&dir, addr, "a.bin", "a1"),
         get_name(&dir, addr, "b.iso", "b1"),
         get_name(&dir, addr, "a.bin", "a2"),

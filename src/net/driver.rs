@@ -687,10 +687,10 @@ impl Driver {
     /// One round over the read queue.
     fn serve_reads(&mut self) {
         for _ in 0..self.read_q.len() {
-            let Some(slot) = self.read_q.pop_front() else {
+            let Some(key) = self.read_q.pop_front() else {
                 break;
             };
-            let Some(c) = self.conns.get_mut(slot) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
             c.in_read_q = false;
@@ -710,14 +710,14 @@ impl Driver {
             match turn {
                 Turn::More | Turn::Throttled | Turn::Paused(_) => {
                     c.in_read_q = true;
-                    self.read_q.push_back(slot);
+                    self.read_q.push_back(key);
                     if turn == Turn::Throttled {
                         break;
                     }
                 }
                 Turn::Drained | Turn::Idle => c.readable = false,
                 Turn::Closing => {}
-                Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Gone(why) => self.drop_conn(key, &why),
                 Turn::Fatal(why) => {
                     self.fatal = Some(why);
                     break;
@@ -734,17 +734,17 @@ impl Driver {
         let mut k = 0;
         while k < self.paused.len() {
             if self.paused[k].0 <= now {
-                let (_, slot) = self.paused.swap_remove(k);
-                self.queue_write(slot);
+                let (_, key) = self.paused.swap_remove(k);
+                self.queue_write(key);
             } else {
                 k += 1;
             }
         }
         for _ in 0..self.write_q.len() {
-            let Some(&slot) = self.write_q.front() else {
+            let Some(&key) = self.write_q.front() else {
                 break;
             };
-            let Some(c) = self.conns.get_mut(slot) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 self.write_q.pop_front();
                 continue;
             };
@@ -780,13 +780,13 @@ impl Driver {
             match turn {
                 Turn::More => {
                     c.in_write_q = true;
-                    self.write_q.push_back(slot);
+                    self.write_q.push_back(key);
                 }
-                Turn::Paused(until) => self.paused.push((until, slot)),
-                Turn::Idle if flushed => self.drop_conn(slot, "closed after error"),
+                Turn::Paused(until) => self.paused.push((until, key)),
+                Turn::Idle if flushed => self.drop_conn(key, "closed after error"),
                 Turn::Idle | Turn::Closing | Turn::Throttled => {}
                 Turn::Drained => c.writable = false,
-                Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Gone(why) => self.drop_conn(key, &why),
                 Turn::Fatal(why) => self.fatal = Some(why),
             }
         }
@@ -830,10 +830,7 @@ impl Driver {
         loop {
             let mut progress = false;
             for k in 0..self.swarms.live.capacity() {
-                loop {
-                    let Some(sw) = self.swarms.live.get_mut(k) else {
-                        break;
-                    };
+                while let Some(sw) = self.swarms.live.get_mut(k) {
                     if let Some(ev) = sw.node.poll_event() {
                         progress = true;
                         self.on_event(k, ev)?;

@@ -283,7 +283,7 @@ mod tests {
         let t = walk(&[f.clone(), d.0.join("sub/../sub/one.bin")]);
         // The same name twice is refused, whatever path gave it.
         assert!(matches!(t, Err(TreeError::Duplicate { ref name, .. }) if name == "one.bin"));
-        let t = walk(&[f.clone()]).unwrap();
+        let t = walk(std::slice::from_ref(&f)).unwrap();
         assert_eq!(names(&t), ["one.bin"]);
         assert_eq!(t.files[0].root, f);
     }
