@@ -84,12 +84,8 @@ fn hash_file(source: &Storage, piece_size: u32) -> Result<Manifest, ManifestErro
 
 impl Catalog {
     /// Builds the manifest of every file in `files` (`piece_size`, or each file's automatic
-    /// one). `each` is called after each file, with its index, so a caller can show progress.
-    pub fn build(
-        files: Vec<Found>,
-        piece_size: Option<u32>,
-        mut each: impl FnMut(usize, &Entry),
-    ) -> Result<Catalog, CatalogError> {
+    /// one).
+    pub fn build(files: Vec<Found>, piece_size: Option<u32>) -> Result<Catalog, CatalogError> {
         let mut c = Catalog::default();
         for f in files {
             let source =
@@ -114,7 +110,6 @@ impl Catalog {
                 manifest,
                 changed: false,
             });
-            each(k, &c.entries[k]);
         }
         Ok(c)
     }
@@ -183,7 +178,7 @@ mod tests {
         std::fs::write(dir.join("f"), &data).unwrap();
         let t = tree::walk(std::slice::from_ref(&dir)).unwrap();
         for size in [16 * 1024, 1 << 20, 16 << 20] {
-            let c = Catalog::build(t.files.clone(), Some(size), |_, _| {}).unwrap();
+            let c = Catalog::build(t.files.clone(), Some(size)).unwrap();
             assert_eq!(
                 c.get(0).manifest,
                 Manifest::build(&data, size).unwrap(),

@@ -304,7 +304,7 @@ mod tests {
         std::fs::write(dir.join("a"), b"abc").unwrap();
         std::fs::write(dir.join("d/b"), b"bbbbb").unwrap();
         let t = tree::walk(std::slice::from_ref(&dir)).unwrap();
-        let catalog = Catalog::build(t.files, None, |_, _| {}).unwrap();
+        let catalog = Catalog::build(t.files, None).unwrap();
         let cfg = Config::new(Role::Origin, 1);
         (dir, Swarms::many(catalog, cfg, Instant::now()))
     }

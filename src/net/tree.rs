@@ -24,7 +24,8 @@ use crate::wire::{MAX_PATH_LEN, path_is_safe};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     /// The name a HELLO's path or an HTTP request gives for it; `None` for a file argument
-    /// whose name is not UTF-8 (servable only as a server's only file, by the empty path).
+    /// whose name no client can send (not UTF-8, over `MAX_PATH_LEN` bytes): servable only
+    /// as a server's only file, by the empty path, as before names were sent.
     pub name: Option<String>,
     /// Its canonical path (symlinks resolved), which is what is opened.
     pub path: PathBuf,
@@ -59,8 +60,6 @@ pub enum TreeError {
         /// See `first`.
         second: PathBuf,
     },
-    /// A file argument's name cannot be asked for (too long, or not a safe path).
-    BadName(PathBuf, String),
     /// The arguments hold no regular file.
     Empty,
 }
@@ -83,7 +82,6 @@ impl fmt::Display for TreeError {
                 first.display(),
                 second.display()
             ),
-            TreeError::BadName(p, why) => write!(f, "cannot serve {}: {why}", p.display()),
             TreeError::Empty => write!(f, "no regular file to serve in the paths given"),
         }
     }
@@ -100,12 +98,9 @@ pub fn walk(args: &[PathBuf]) -> Result<Tree, TreeError> {
             .canonicalize()
             .map_err(|e| TreeError::Unreadable(arg.clone(), e))?;
         if md.is_file() {
-            let name = arg.file_name().and_then(|n| n.to_str()).map(String::from);
-            if let Some(n) = &name
-                && let Err(why) = check_name(n)
-            {
-                return Err(TreeError::BadName(arg.clone(), why));
-            }
+            let name = (arg.file_name().and_then(|n| n.to_str()))
+                .filter(|n| check_name(n).is_ok())
+                .map(String::from);
             tree.files.push(Found {
                 name,
                 path: canon.clone(),
@@ -360,11 +355,11 @@ mod tests {
     }
 
     #[test]
-    fn test_walk_overlong_name_skipped_in_a_directory_refused_as_argument() {
+    fn test_walk_overlong_name_skipped_in_a_directory_nameless_as_argument() {
         let d = Dir::new("long");
         let long = "n".repeat(MAX_PATH_LEN - 3);
         d.file(&format!("pub/{long}"));
-        d.file(&format!("pub/abcd/{long}"));
+        let deep = d.file(&format!("pub/abcd/{long}"));
         let t = walk(&[d.0.join("pub")]).unwrap();
         assert_eq!(names(&t), [long.as_str()]);
         assert!(
@@ -372,6 +367,12 @@ mod tests {
             "{:?}",
             t.skipped
         );
+        // Named on the command line, it is still served, by the empty path only.
+        let longer = d.0.join("n".repeat(MAX_PATH_LEN + 1));
+        std::fs::write(&longer, b"x").unwrap();
+        let t = walk(&[longer, deep]).unwrap();
+        assert_eq!(t.files[0].name, None);
+        assert_eq!(t.files[1].name.as_deref(), Some(long.as_str()));
     }
 
     #[test]

@@ -125,8 +125,8 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         return Err(Fail::new(
             Exit::Usage,
             format!(
-                "cannot serve {} with other files: its name is not UTF-8, so no client can ask \
-                 for it (rename it)",
+                "cannot serve {} with other files: no client can ask for its name (not UTF-8, \
+                 or over 200 bytes); rename it",
                 f.path.display()
             ),
         ));
@@ -147,7 +147,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         }
     }
     let started = Instant::now();
-    let catalog = Catalog::build(tree.files, a.piece_size, |_, _| {}).map_err(|e| match e {
+    let catalog = Catalog::build(tree.files, a.piece_size).map_err(|e| match e {
         CatalogError::Open(..) => Fail::new(Exit::LocalIo, e.to_string()),
         CatalogError::Manifest(..) => Fail::new(Exit::Usage, e.to_string()),
     })?;
@@ -172,6 +172,12 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let count = catalog.len();
     // What serve prints: one file as before; several, a bounded list (`MAX_URLS_SHOWN`).
     let mut lines = Vec::new();
+    // How the lone file is named in messages: as given, or found in a directory given.
+    let single_name = match (&a.paths[..], many) {
+        ([p], false) if p.is_file() => Some(p.display().to_string()),
+        (_, false) => Some(catalog.get(0).path.display().to_string()),
+        _ => None,
+    };
     let secret = if a.secret.is_some() {
         ", swarm secret required"
     } else {
@@ -210,15 +216,13 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         let digest = tfttp::manifest::to_hex(m.digest());
         lines.push(format!(
             "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}, digest blake3:{digest}{secret}",
-            a.paths[0].display()
+            single_name.as_deref().unwrap_or_default()
         ));
         lines.extend(serve_urls(bound, e.name.as_deref(), m.digest()));
     }
     let single_len = (!many).then(|| catalog.get(0).manifest.file_len());
     let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
-    if !many {
-        opts.source_name = Some(a.paths[0].display().to_string());
-    }
+    opts.source_name = single_name;
     let mut driver = Driver::origin(catalog, cfg, listener, opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
     start_metrics(&mut driver, &a.common)?;
