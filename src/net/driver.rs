@@ -1,6 +1,7 @@
 //! The node's event loop: one thread, one mio `Poll`, every socket nonblocking in a slab.
 //! It turns readiness into node inputs and node outputs into syscalls, and nothing else:
-//! every protocol decision is the node's (`crate::proto`).
+//! every protocol decision is the node's (`crate::proto`). An origin of several files runs
+//! a node per file in use (`swarms.rs`) in the same loop; each connection belongs to one.
 //!
 //! Shape (after mio's `tcp_server` example): edge-triggered readiness is cached per
 //! connection and consumed in turns of at most `TURN_QUANTUM` bytes from two run queues, so
@@ -408,7 +409,7 @@ impl Driver {
             }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
-                self.check_source();
+                self.swarms.check_sources(self.opts.source_name.as_deref());
                 self.drop_idle(now);
                 self.write_stats();
             }
@@ -911,54 +912,6 @@ impl Driver {
         if n > 0 {
             let live = self.swarms.live.len();
             self.log(|| format!("dropped {n} idle swarms, {live} live"));
-        }
-    }
-
-    /// Origin: looks for a change to each served file in use (once a second, with the
-    /// stats). The manifest's hashes describe the file as it was, so from the first change
-    /// on every piece is checked before it is sent, and the node stops serving those that
-    /// changed. Said at the default log level: clients only see pieces fail and vanish.
-    fn check_source(&mut self) {
-        for (_, sw) in self.swarms.live.iter_mut() {
-            let Some(was) = sw.stamp else { continue };
-            let entry = (sw.file).and_then(|k| Some(self.swarms.catalog.as_mut()?.get_mut(k)));
-            let name = match (&entry, &self.opts.source_name) {
-                (_, Some(n)) => n.clone(),
-                (Some(e), None) => e.path.display().to_string(),
-                (None, None) => "the served file".to_string(),
-            };
-            if let Some(now) = sw.storage.source_stamp()
-                && now != was
-            {
-                sw.stamp = Some(now);
-                let what = if now.len != was.len {
-                    format!("its size went from {} to {} bytes", was.len, now.len)
-                } else if now.mtime != was.mtime {
-                    "it was modified".to_string()
-                } else {
-                    "its status changed".to_string()
-                };
-                eprintln!(
-                    "tfttp: warning: {name} changed while served ({what}): each piece is now \
-                     checked before it is sent, and pieces that no longer match the manifest \
-                     are not served; restart serve to publish the new contents"
-                );
-                if sw.check_against.is_none() {
-                    sw.check_against = sw.node.manifest().cloned();
-                }
-                if let Some(e) = entry {
-                    e.changed = true;
-                }
-            }
-            let withdrawn = sw.node.withdrawn_pieces();
-            if withdrawn > sw.withdrawn_told {
-                sw.withdrawn_told = withdrawn;
-                let total = sw.node.manifest().map_or(0, |m| m.piece_count());
-                eprintln!(
-                    "tfttp: warning: {withdrawn} of {total} pieces of {name} no longer match \
-                     the manifest and are no longer served"
-                );
-            }
         }
     }
 

@@ -223,6 +223,56 @@ impl Swarms {
             .any(|(k, s)| Some(k) != self.refuser && s.node.clients_downloading())
     }
 
+    /// Origin: looks for a change to each served file in use (once a second, with the
+    /// stats). The manifest's hashes describe the file as it was, so from the first change
+    /// on every piece is checked before it is sent, and the node stops serving those that
+    /// changed. Said at the default log level: clients only see pieces fail and vanish.
+    /// `single_name` names a lone file as the user gave it; otherwise each file is named by
+    /// its path.
+    pub(super) fn check_sources(&mut self, single_name: Option<&str>) {
+        for (_, sw) in self.live.iter_mut() {
+            let Some(was) = sw.stamp else { continue };
+            let entry = (sw.file).and_then(|k| Some(self.catalog.as_mut()?.get_mut(k)));
+            let name = match (&entry, single_name) {
+                (_, Some(n)) => n.to_string(),
+                (Some(e), None) => e.path.display().to_string(),
+                (None, None) => "the served file".to_string(),
+            };
+            if let Some(now) = sw.storage.source_stamp()
+                && now != was
+            {
+                sw.stamp = Some(now);
+                let what = if now.len != was.len {
+                    format!("its size went from {} to {} bytes", was.len, now.len)
+                } else if now.mtime != was.mtime {
+                    "it was modified".to_string()
+                } else {
+                    "its status changed".to_string()
+                };
+                eprintln!(
+                    "tfttp: warning: {name} changed while served ({what}): each piece is now \
+                     checked before it is sent, and pieces that no longer match the manifest \
+                     are not served; restart serve to publish the new contents"
+                );
+                if sw.check_against.is_none() {
+                    sw.check_against = sw.node.manifest().cloned();
+                }
+                if let Some(e) = entry {
+                    e.changed = true;
+                }
+            }
+            let withdrawn = sw.node.withdrawn_pieces();
+            if withdrawn > sw.withdrawn_told {
+                sw.withdrawn_told = withdrawn;
+                let total = sw.node.manifest().map_or(0, |m| m.piece_count());
+                eprintln!(
+                    "tfttp: warning: {withdrawn} of {total} pieces of {name} no longer match \
+                     the manifest and are no longer served"
+                );
+            }
+        }
+    }
+
     /// Origin of several files: `--exit-after N` is met: N clients completed over all
     /// files, and none connected to any file is still downloading.
     pub(super) fn exit_due(&self) -> bool {
