@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -205,4 +205,51 @@ fn curl_fetches_each_of_two_files_and_the_json_listing_names_both() {
     assert_eq!(v["files"][1]["digest"], digest(&b));
     let html = String::from_utf8(curl(&[&format!("http://{addr}/")])).unwrap();
     assert!(html.contains("href=\"/sub/b%20c.bin\""), "{html}");
+}
+
+#[test]
+fn secret_swarms_of_many_files_admit_holders_and_hide_names_from_others() {
+    let dir = TestDir::new("many-secret");
+    let a = dir.source("a.bin", 1 << 20);
+    let b = dir.source("b.bin", 600_000);
+    let key = dir.path("swarm.key");
+    std::fs::write(&key, b"a secret of more than sixteen bytes").unwrap();
+    let key = key.display().to_string();
+    let (_server, addr) = serve_paths(&dir, &[&a, &b], &["--secret-file", &key]);
+    // With the secret, each file by its name (each file's node proves the secret itself).
+    get_name_with(&dir, addr, "b.bin", "b", &["--secret-file", &key]).expect_download(&b, 30);
+    get_name_with(&dir, addr, "a.bin", "a", &["--secret-file", &key]).expect_download(&a, 30);
+    // Without it, a name that exists and one that does not get the same answer: ERROR 10,
+    // before any path is looked at.
+    for path in ["a.bin", "nothing-here", ""] {
+        let (code, why) = refusal(addr, path);
+        assert_eq!(code, 10, "{path:?}: {why}");
+    }
+}
+
+/// `get_name` with more options.
+fn get_name_with(
+    dir: &TestDir,
+    addr: std::net::SocketAddr,
+    name: &str,
+    out: &str,
+    extra: &[&str],
+) -> Node {
+    let url = format!("tfttp://{addr}/{name}");
+    let out = dir.path(out);
+    let mut args: Vec<String> = ["get", &url, "-o", &out.display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(
+        ["--linger", "0", "--no-peers", "-q"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats: PathBuf::new(),
+        out,
+    }
 }
