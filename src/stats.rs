@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::proto::Node;
+use crate::proto::{Counters, Node};
 use crate::wire::Role;
 
 /// Renders the node's counters as JSON (keys documented in README.md "Stats file").
@@ -59,6 +59,31 @@ pub fn to_json(node: &Node, now: Instant) -> String {
     );
     s.push('\n');
     s
+}
+
+/// The stats of an origin of several files: the counters added up over every file's node,
+/// live or dropped (`totals`), how many files it serves and how many have a node now
+/// (`live`). `first` gives the node id and the start time.
+pub fn many_json(
+    first: &Node,
+    totals: &Counters,
+    files: usize,
+    live: usize,
+    now: Instant,
+) -> String {
+    let elapsed = now
+        .saturating_duration_since(first.started_at())
+        .as_secs_f64();
+    format!(
+        "{{\"role\":\"origin\",\"node_id\":{},\"files\":{files},\"live_swarms\":{live},\
+         \"elapsed_s\":{elapsed:.6},\"bytes_uploaded\":{},\"clients_completed\":{},\
+         \"promises_made\":{},\"promises_kept\":{}}}\n",
+        first.node_id(),
+        totals.uploaded,
+        totals.clients_completed,
+        totals.promises_made,
+        totals.promises_kept,
+    )
 }
 
 /// One line of the `--timeline` file: seconds since start, cumulative byte counters and the

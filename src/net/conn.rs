@@ -109,6 +109,9 @@ struct TxPiece {
 
 pub(super) struct Conn {
     pub stream: TcpStream,
+    /// The swarm (`swarms.rs`) whose node this connection belongs to, and its slot there.
+    pub swarm: usize,
+    pub slot: Slot,
     pub remote: SocketAddr,
     /// The nonblocking connect has completed (accepted streams start connected).
     pub connected: bool,
@@ -148,11 +151,14 @@ impl Conn {
     pub(super) fn new(
         stream: TcpStream,
         remote: SocketAddr,
+        (swarm, slot): (usize, Slot),
         connected: bool,
         sendfile: bool,
     ) -> Conn {
         Conn {
             stream,
+            swarm,
+            slot,
             remote,
             connected,
             readable: false,

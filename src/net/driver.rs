@@ -1,6 +1,7 @@
 //! The node's event loop: one thread, one mio `Poll`, every socket nonblocking in a slab.
 //! It turns readiness into node inputs and node outputs into syscalls, and nothing else:
-//! every protocol decision is the node's (`crate::proto`).
+//! every protocol decision is the node's (`crate::proto`). An origin of several files runs
+//! a node per file in use (`swarms.rs`) in the same loop; each connection belongs to one.
 //!
 //! Shape (after mio's `tcp_server` example): edge-triggered readiness is cached per
 //! connection and consumed in turns of at most `TURN_QUANTUM` bytes from two run queues, so
@@ -21,16 +22,18 @@ use slab::Slab;
 
 use crate::bounds::payload_rate;
 
+use super::catalog::Catalog;
 use super::conn::{Conn, MIN_QUANTUM, TURN_QUANTUM, Turn};
 use super::error::{RunError, StorageError, StorageErrorKind};
 use super::http::HttpServer;
 use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
+use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
-use super::storage::{SourceStamp, Storage};
-use crate::manifest::Manifest;
-use crate::proto::{Event, Link, Node, Slot};
+use super::storage::Storage;
+use super::swarms::{Swarms, key_of};
+use crate::proto::{Config, Counters, Event, Link, Node, Slot};
 use crate::stats;
 
 /// Wait before trying the listener's backlog again after `accept` failed.
@@ -144,18 +147,22 @@ pub struct Options {
     pub max_conns: usize,
     /// Log connection events (dials, accepts, closes) to stderr (`--verbose`).
     pub verbose: bool,
-    /// The origin's file as the user named it, for the line saying it changed.
+    /// The origin's file as the user named it, for the line saying it changed (an origin
+    /// of several files names each by its path).
     pub source_name: Option<String>,
 }
 
-/// The event loop of one node: owns the node, its storage, the listener and every connection,
-/// and turns readiness into node inputs until the node exits or fails.
+/// The event loop of a node, or of an origin's nodes, one per file it serves: owns the
+/// nodes, their storage, the listener and every connection, and turns readiness into node
+/// inputs until the node exits or fails.
 pub struct Driver {
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
-    node: Node,
-    storage: Storage,
+    /// The nodes and their files (`swarms.rs`).
+    swarms: Swarms,
+    /// Origin of several files: TFTTP connections waiting for the HELLO that routes them.
+    router: Option<Router>,
     /// Destination for payloads the node discards.
     scratch: Vec<u8>,
     up: TokenBucket,
@@ -170,12 +177,6 @@ pub struct Driver {
     /// readiness event comes for connections already waiting in it.
     accept_retry: Option<Instant>,
     next_stats: Instant,
-    /// Origin: the served file's stamp when serving began, and once it differs, the
-    /// manifest every piece is checked against before it is sent.
-    source_stamp: Option<SourceStamp>,
-    check_against: Option<Manifest>,
-    /// Withdrawn pieces already reported.
-    withdrawn_told: u32,
     /// A driver-side failure that ends the run (the output cannot be written).
     fatal: Option<StorageError>,
     /// Connections flushing before a close; the overdue scan runs only when there are any.
@@ -194,40 +195,62 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for `node` serving from `storage`; `listener`, if any, is registered for
-    /// accepts. Fails if the poller, that registration or the timeline file fails.
+    /// A driver for a client's `node` downloading into `storage`; `listener`, if any, is
+    /// registered for accepts. Fails if the poller, that registration or the timeline file
+    /// fails.
     pub fn new(
         node: Node,
         storage: Storage,
         listener: Option<TcpListener>,
         opts: Options,
     ) -> io::Result<Driver> {
+        Driver::with(Swarms::one(node, storage, None), listener, opts)
+    }
+
+    /// A driver for the origin of the files in `catalog`, its nodes configured from `cfg`
+    /// (`serve_name` and the nonce key are each file's own), answering HTTP on the
+    /// listener's port too. With one file its node is made now and the empty HELLO path
+    /// names it; with several, each file's node is made when a client or an HTTP request
+    /// first names it, and connections are routed by their HELLO's path (`router.rs`).
+    pub fn origin(
+        catalog: Catalog,
+        cfg: Config,
+        listener: TcpListener,
+        opts: Options,
+    ) -> io::Result<Driver> {
+        let now = Instant::now();
+        let swarms = if catalog.len() == 1 {
+            let e = catalog.get(0);
+            let mut cfg = cfg;
+            cfg.serve_name = e.name.clone();
+            let node = Node::origin(cfg, e.manifest.clone(), now);
+            let storage = catalog.open(0)?;
+            Swarms::one(node, storage, Some(catalog))
+        } else {
+            Swarms::many(catalog, cfg, now)
+        };
+        let mut d = Driver::with(swarms, Some(listener), opts)?;
+        let rate = d.opts.up_rate.map(payload_rate);
+        d.http = Some(HttpServer::new(rate, d.opts.sendfile, now));
+        if d.swarms.routed() {
+            d.router = Some(Router::new(now));
+        }
+        Ok(d)
+    }
+
+    fn with(swarms: Swarms, listener: Option<TcpListener>, opts: Options) -> io::Result<Driver> {
         let poll = Poll::new()?;
         let mut listener = listener;
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
         }
         let now = Instant::now();
-        let source_stamp = storage.source_stamp();
-        let http = match (&listener, node.manifest(), source_stamp) {
-            (Some(_), Some(m), Some(stamp)) if node.role() == crate::wire::Role::Origin => {
-                let file = (
-                    node.serve_name().map(String::from),
-                    m.file_len(),
-                    crate::manifest::to_hex(m.digest()),
-                    stamp.mtime.0,
-                );
-                let rate = opts.up_rate.map(payload_rate);
-                Some(HttpServer::new(file, rate, opts.sendfile, now))
-            }
-            _ => None,
-        };
         Ok(Driver {
             poll,
             listener,
             conns: Slab::new(),
-            node,
-            storage,
+            swarms,
+            router: None,
             scratch: Vec::new(),
             // The buckets count payload; the rates are the link's (what tbf and ISPs count).
             up: TokenBucket::new(opts.up_rate.map(payload_rate), now),
@@ -238,9 +261,6 @@ impl Driver {
             exit_by: None,
             accept_retry: None,
             next_stats: now,
-            source_stamp,
-            check_against: None,
-            withdrawn_told: 0,
             fatal: None,
             closing: 0,
             timeline: match &opts.timeline_path {
@@ -252,7 +272,7 @@ impl Driver {
             report_every: STATS_EVERY,
             next_report: now,
             metrics: None,
-            http,
+            http: None,
             out: None,
         })
     }
@@ -303,37 +323,50 @@ impl Driver {
         }
     }
 
-    /// The node, for the caller's final report.
+    /// The node, for the caller's final report: a client's, or a single file's origin's
+    /// (an origin of several files reports `totals`).
     pub fn node(&self) -> &Node {
-        &self.node
+        self.swarms.first()
     }
 
-    /// Opens a connection for the node (the origin, at start, or a peer it named).
+    /// The counters of every node this driver ran, added up (one node's, for a client).
+    pub fn totals(&self) -> Counters {
+        self.swarms.totals()
+    }
+
+    /// Opens a connection for the client's node (to the origin, at start, or a peer it
+    /// named).
     pub fn dial(&mut self, addr: SocketAddr, link: Link) {
         let now = Instant::now();
         let entry = self.conns.vacant_entry();
-        let slot = entry.key();
+        let key = entry.key();
         let res = socket::connect(addr, self.opts.sock).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
-                Token(slot + FIRST_CONN),
+                Token(key + FIRST_CONN),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             Ok(stream)
         });
-        self.node.handle_open(slot, link, addr, now);
+        let sw = &mut self.swarms.live[0];
+        let slot = sw.conns.insert(key);
+        sw.node.handle_open(slot, link, addr, now);
         match res {
             Ok(stream) => {
                 entry.insert(Conn::new(
                     stream,
                     addr,
+                    (0, slot),
                     false,
                     self.opts.sendfile.use_for(addr),
                 ));
             }
-            Err(e) => self.node.handle_closed(slot, &e.to_string(), now),
+            Err(e) => {
+                sw.conns.remove(slot);
+                sw.node.handle_closed(slot, &e.to_string(), now);
+            }
         }
-        self.log(|| format!("dial {addr} ({}) slot {slot}", link_name(link)));
+        self.log(|| format!("dial {addr} ({}) slot {key}", link_name(link)));
     }
 
     /// Runs until the node exits or fails. Returns why it failed, if it did.
@@ -368,9 +401,16 @@ impl Driver {
             if let Some(h) = self.http.as_mut() {
                 h.expire(self.poll.registry(), now);
             }
+            if let Some(r) = self.router.as_mut() {
+                r.expire(self.poll.registry(), now);
+            }
+            if self.exit_by.is_none() && self.swarms.exit_due() {
+                self.exit(now);
+            }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
-                self.check_source();
+                self.swarms.check_sources(self.opts.source_name.as_deref());
+                self.drop_idle(now);
                 self.write_stats();
             }
             if self.reporter.is_some() && now >= self.next_report {
@@ -393,6 +433,7 @@ impl Driver {
                     }
                     t if MetricsServer::owns(t) => self.on_metrics(t),
                     t if HttpServer::owns(t) => self.on_http(ev),
+                    t if Router::owns(t) => self.on_router(t),
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
@@ -401,8 +442,10 @@ impl Driver {
                 self.accept_all();
             }
             let now = Instant::now();
-            if now >= self.node.poll_timeout() {
-                self.node.handle_tick(now);
+            for (_, sw) in self.swarms.live.iter_mut() {
+                if now >= sw.node.poll_timeout() {
+                    sw.node.handle_tick(now);
+                }
             }
             if let Err(why) = self.drain_node() {
                 break Err(why);
@@ -419,9 +462,10 @@ impl Driver {
         result
     }
 
-    /// Hands the storage back (to be finished or abandoned by the caller).
-    pub fn into_storage(self) -> Storage {
-        self.storage
+    /// Hands the client's storage back (to be finished or abandoned by the caller).
+    pub fn into_storage(mut self) -> Storage {
+        let k = self.swarms.live.iter().next().map_or(0, |(k, _)| k);
+        self.swarms.live.remove(k).storage
     }
 
     fn timeout(&mut self, now: Instant) -> Duration {
@@ -433,7 +477,10 @@ impl Driver {
         if self.out.as_ref().is_some_and(|o| o.due()) {
             return Duration::ZERO;
         }
-        let mut at = self.node.poll_timeout();
+        let mut at = (self.swarms.live.iter())
+            .map(|(_, s)| s.node.poll_timeout())
+            .min()
+            .unwrap_or(now + STATS_EVERY);
         if !self.read_q.is_empty() {
             at = at.min(self.down.ready_at());
         }
@@ -443,6 +490,8 @@ impl Driver {
         if let Some(by) = self.exit_by {
             at = at.min(by);
         }
+        // The stats, the change check and dropping idle swarms are due then.
+        at = at.min(self.next_stats);
         if let Some(retry) = self.accept_retry {
             at = at.min(retry);
         }
@@ -476,7 +525,8 @@ impl Driver {
             };
             if let Some(h) = self.http.as_mut() {
                 // The origin's port also speaks HTTP: the first byte decides (`net::http`).
-                if self.conns.len() + h.sniffing() >= self.opts.max_conns {
+                let routing = self.router.as_ref().map_or(0, |r| r.waiting());
+                if self.conns.len() + h.sniffing() + routing >= self.opts.max_conns {
                     continue; // dropping the stream closes it
                 }
                 let _ = socket::tune_accepted(&stream);
@@ -493,33 +543,80 @@ impl Driver {
                 Interest::READABLE | Interest::WRITABLE,
             );
             if reg.is_ok() {
-                self.adopt(stream, addr);
+                self.adopt(stream, addr, 0);
             }
         }
     }
 
-    /// Makes an accepted stream, registered under the next free slot's token, a protocol
-    /// connection.
-    fn adopt(&mut self, stream: mio::net::TcpStream, addr: SocketAddr) -> Slot {
-        let slot = self.conns.insert(Conn::new(
+    /// Makes an accepted stream, registered under the next free key's token, a protocol
+    /// connection of swarm `swarm`'s node.
+    fn adopt(&mut self, stream: mio::net::TcpStream, addr: SocketAddr, swarm: usize) -> usize {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let sw = &mut self.swarms.live[swarm];
+        let slot = sw.conns.insert(key);
+        entry.insert(Conn::new(
             stream,
             addr,
+            (swarm, slot),
             true,
             self.opts.sendfile.use_for(addr),
         ));
-        self.node
+        sw.node
             .handle_open(slot, Link::Accepted, addr, Instant::now());
-        self.log(|| format!("accepted {addr} slot {slot}"));
-        slot
+        self.log(|| format!("accepted {addr} slot {key}"));
+        key
     }
 
     /// Readiness on an HTTP-side token; a connection whose first byte said TFTTP becomes a
-    /// protocol connection, its bytes still unread.
+    /// protocol connection, its bytes still unread (after its HELLO routed it, when the
+    /// origin serves several files).
     fn on_http(&mut self, ev: &mio::event::Event) {
         let Some(h) = self.http.as_mut() else { return };
-        let Some((mut stream, addr)) = h.handle(self.poll.registry(), ev, Instant::now()) else {
+        let now = Instant::now();
+        let Some((stream, addr)) = h.handle(self.poll.registry(), ev, now) else {
             return;
         };
+        match self.router.as_mut() {
+            Some(r) => {
+                if let Some((stream, addr, route)) =
+                    r.admit(self.poll.registry(), stream, addr, now)
+                {
+                    self.take_routed(stream, addr, route);
+                }
+            }
+            None => self.take_tftp(stream, addr, 0),
+        }
+    }
+
+    /// Readiness on a router token: a connection whose HELLO has arrived goes to its swarm.
+    fn on_router(&mut self, token: Token) {
+        let Some(r) = self.router.as_mut() else {
+            return;
+        };
+        if let Some((stream, addr, route)) = r.handle(self.poll.registry(), token) {
+            self.take_routed(stream, addr, route);
+        }
+    }
+
+    /// Hands a routed connection to the swarm of the file its HELLO asks for (made now if
+    /// needed), or to the refusing node.
+    fn take_routed(&mut self, stream: mio::net::TcpStream, addr: SocketAddr, route: Route) {
+        let path = match &route {
+            Route::Path(p) => Some(p.as_str()),
+            Route::Refuse => None,
+        };
+        let (swarm, failed) = self.swarms.route(path, Instant::now());
+        if let Some(why) = failed {
+            eprintln!("tfttp: {why}; refusing the client that asked for it");
+        }
+        self.log(|| format!("{addr} asks for {route:?}: swarm {swarm}"));
+        self.take_tftp(stream, addr, swarm);
+    }
+
+    /// Makes a stream registered elsewhere (HTTP's sniffer, the router) a protocol
+    /// connection of `swarm`; its first bytes are in the socket, their edge spent.
+    fn take_tftp(&mut self, mut stream: mio::net::TcpStream, addr: SocketAddr, swarm: usize) {
         let token = Token(self.conns.vacant_key() + FIRST_CONN);
         let interest = Interest::READABLE | Interest::WRITABLE;
         if self
@@ -531,26 +628,22 @@ impl Driver {
             let _ = self.poll.registry().deregister(&mut stream);
             return;
         }
-        let slot = self.adopt(stream, addr);
+        let key = self.adopt(stream, addr, swarm);
         // The readable edge was spent on the peek.
-        let c = &mut self.conns[slot];
+        let c = &mut self.conns[key];
         c.readable = true;
         c.in_read_q = true;
-        self.read_q.push_back(slot);
+        self.read_q.push_back(key);
     }
 
     /// HTTP's round. It runs before the protocol's, so HTTP gets its share even when the
     /// swarm would take the whole upload; the share (`http::share`) caps it.
     fn serve_http(&mut self) {
         let Some(h) = self.http.as_mut() else { return };
-        let changed = self.check_against.is_some();
-        let node = &self.node;
         h.serve(
             self.poll.registry(),
-            &self.storage,
-            changed,
+            &mut self.swarms,
             &mut self.up,
-            || node.clients_downloading(),
             Instant::now(),
         );
     }
@@ -595,10 +688,10 @@ impl Driver {
     /// One round over the read queue.
     fn serve_reads(&mut self) {
         for _ in 0..self.read_q.len() {
-            let Some(slot) = self.read_q.pop_front() else {
+            let Some(key) = self.read_q.pop_front() else {
                 break;
             };
-            let Some(c) = self.conns.get_mut(slot) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
             c.in_read_q = false;
@@ -606,10 +699,11 @@ impl Driver {
                 continue;
             }
             let now = Instant::now();
+            let sw = &mut self.swarms.live[c.swarm];
             let turn = c.read_turn(
-                slot,
-                &mut self.node,
-                &mut self.storage,
+                c.slot,
+                &mut sw.node,
+                &mut sw.storage,
                 &mut self.scratch,
                 &mut self.down,
                 now,
@@ -617,14 +711,14 @@ impl Driver {
             match turn {
                 Turn::More | Turn::Throttled | Turn::Paused(_) => {
                     c.in_read_q = true;
-                    self.read_q.push_back(slot);
+                    self.read_q.push_back(key);
                     if turn == Turn::Throttled {
                         break;
                     }
                 }
                 Turn::Drained | Turn::Idle => c.readable = false,
                 Turn::Closing => {}
-                Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Gone(why) => self.drop_conn(key, &why),
                 Turn::Fatal(why) => {
                     self.fatal = Some(why);
                     break;
@@ -641,18 +735,17 @@ impl Driver {
         let mut k = 0;
         while k < self.paused.len() {
             if self.paused[k].0 <= now {
-                let (_, slot) = self.paused.swap_remove(k);
-                self.queue_write(slot);
+                let (_, key) = self.paused.swap_remove(k);
+                self.queue_write(key);
             } else {
                 k += 1;
             }
         }
-        let max_weight = self.node.max_upload_weight();
         for _ in 0..self.write_q.len() {
-            let Some(&slot) = self.write_q.front() else {
+            let Some(&key) = self.write_q.front() else {
                 break;
             };
-            let Some(c) = self.conns.get_mut(slot) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 self.write_q.pop_front();
                 continue;
             };
@@ -661,15 +754,17 @@ impl Driver {
                 c.in_write_q = false;
                 continue;
             }
+            let sw = &mut self.swarms.live[c.swarm];
             if c.deficit == 0 {
-                c.deficit = quantum(self.node.upload_weight(slot), max_weight);
+                let max_weight = sw.node.max_upload_weight();
+                c.deficit = quantum(sw.node.upload_weight(c.slot), max_weight);
             }
             let now = Instant::now();
             let (turn, moved) = c.write_turn(
-                slot,
-                &mut self.node,
-                &self.storage,
-                self.check_against.as_ref(),
+                c.slot,
+                &mut sw.node,
+                &sw.storage,
+                sw.check_against.as_ref(),
                 &mut self.up,
                 c.deficit,
                 now,
@@ -686,13 +781,13 @@ impl Driver {
             match turn {
                 Turn::More => {
                     c.in_write_q = true;
-                    self.write_q.push_back(slot);
+                    self.write_q.push_back(key);
                 }
-                Turn::Paused(until) => self.paused.push((until, slot)),
-                Turn::Idle if flushed => self.drop_conn(slot, "closed after error"),
+                Turn::Paused(until) => self.paused.push((until, key)),
+                Turn::Idle if flushed => self.drop_conn(key, "closed after error"),
                 Turn::Idle | Turn::Closing | Turn::Throttled => {}
                 Turn::Drained => c.writable = false,
-                Turn::Gone(why) => self.drop_conn(slot, &why),
+                Turn::Gone(why) => self.drop_conn(key, &why),
                 Turn::Fatal(why) => self.fatal = Some(why),
             }
         }
@@ -713,28 +808,42 @@ impl Driver {
         }
     }
 
-    fn drop_conn(&mut self, slot: Slot, why: &str) {
-        if let Some(mut c) = self.conns.try_remove(slot) {
-            if c.closing.is_some() {
-                self.closing -= 1;
-            }
-            let _ = self.poll.registry().deregister(&mut c.stream);
-            self.log(|| format!("slot {slot} {} closed: {why}", c.remote));
+    /// Closes the connection with driver key `key`: its node hears of it with its slot.
+    fn drop_conn(&mut self, key: usize, why: &str) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        if c.closing.is_some() {
+            self.closing -= 1;
         }
-        self.node.handle_closed(slot, why, Instant::now());
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.log(|| format!("slot {key} {} closed: {why}", c.remote));
+        let now = Instant::now();
+        if let Some(sw) = self.swarms.live.get_mut(c.swarm) {
+            sw.conns.try_remove(c.slot);
+            sw.idle_since = now;
+            sw.node.handle_closed(c.slot, why, now);
+        }
     }
 
-    /// Acts on everything the node asked for.
+    /// Acts on everything the nodes asked for.
     fn drain_node(&mut self) -> Result<(), RunError> {
         loop {
             let mut progress = false;
-            while let Some(ev) = self.node.poll_event() {
-                progress = true;
-                self.on_event(ev)?;
-            }
-            while let Some(slot) = self.node.poll_dirty() {
-                progress = true;
-                self.queue_write(slot);
+            for k in 0..self.swarms.live.capacity() {
+                while let Some(sw) = self.swarms.live.get_mut(k) {
+                    if let Some(ev) = sw.node.poll_event() {
+                        progress = true;
+                        self.on_event(k, ev)?;
+                    } else if let Some(slot) = sw.node.poll_dirty() {
+                        progress = true;
+                        if let Some(key) = key_of(sw, slot) {
+                            self.queue_write(key);
+                        }
+                    } else {
+                        break;
+                    }
+                }
             }
             if !progress {
                 return Ok(());
@@ -742,94 +851,75 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, ev: Event) -> Result<(), RunError> {
+    /// Acts on one request of swarm `k`'s node.
+    fn on_event(&mut self, k: usize, ev: Event) -> Result<(), RunError> {
+        let sw = &mut self.swarms.live[k];
         match ev {
             Event::Connect { addr, link } => self.dial(addr, link),
             Event::Close { slot, flush, why } => {
-                self.log(|| format!("closing slot {slot}: {why}"));
-                if flush && self.conns.contains(slot) {
+                let Some(key) = key_of(sw, slot) else {
+                    // Never opened in the driver (its dial failed): the node forgets it.
+                    sw.node.handle_closed(slot, &why, Instant::now());
+                    return Ok(());
+                };
+                self.log(|| format!("closing slot {key}: {why}"));
+                if flush && self.conns.contains(key) {
                     self.closing += 1;
-                    self.conns[slot].closing = Some(Instant::now() + FLUSH_GRACE);
-                    self.queue_write(slot);
+                    self.conns[key].closing = Some(Instant::now() + FLUSH_GRACE);
+                    self.queue_write(key);
                 } else {
-                    self.drop_conn(slot, "closed by node");
+                    self.drop_conn(key, "closed by node");
                 }
             }
             Event::Manifest => {
-                let m = self.node.manifest().expect("event implies manifest");
-                let resumed = self.storage.prepare(m)?;
+                let m = sw.node.manifest().expect("event implies manifest");
+                let resumed = sw.storage.prepare(m)?;
                 let (len, n) = (m.file_len(), m.piece_count());
+                if !resumed.is_empty() {
+                    sw.node.handle_resumed(&resumed, Instant::now());
+                }
                 self.log(|| format!("manifest: {len} bytes, {n} pieces"));
                 if !resumed.is_empty() {
                     let k = resumed.len();
                     self.log(|| format!("resumed: {k} of {n} pieces already in the output"));
-                    self.node.handle_resumed(&resumed, Instant::now());
                 }
             }
             Event::Complete => {
-                self.storage.finish()?;
+                sw.storage.finish()?;
                 self.write_stats();
                 self.report(|r, d| r.complete(d, Instant::now()));
             }
-            Event::Exit => {
-                self.exit_by = Some(Instant::now() + FLUSH_GRACE);
-                for slot in 0..self.conns.capacity() {
-                    self.queue_write(slot);
-                }
-            }
+            Event::Exit => self.exit(Instant::now()),
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
     }
 
-    /// Origin: looks for a change to the served file (once a second, with the stats). The
-    /// manifest's CRCs describe the file as it was, so from the first change on every
-    /// piece is checked before it is sent, and the node stops serving those that changed.
-    /// Said at the default log level: clients only see pieces fail and vanish.
-    fn check_source(&mut self) {
-        let Some(was) = self.source_stamp else {
-            return;
-        };
-        let name = self
-            .opts
-            .source_name
-            .as_deref()
-            .unwrap_or("the served file");
-        if let Some(now) = self.storage.source_stamp()
-            && now != was
-        {
-            self.source_stamp = Some(now);
-            let what = if now.len != was.len {
-                format!("its size went from {} to {} bytes", was.len, now.len)
-            } else if now.mtime != was.mtime {
-                "it was modified".to_string()
-            } else {
-                "its status changed".to_string()
-            };
-            eprintln!(
-                "tfttp: warning: {name} changed while served ({what}): each piece is now \
-                 checked before it is sent, and pieces that no longer match the manifest are \
-                 not served; restart serve to publish the new contents"
-            );
-            if self.check_against.is_none() {
-                self.check_against = self.node.manifest().cloned();
-            }
+    /// Exits once the queued control frames are out (or `FLUSH_GRACE` passed).
+    fn exit(&mut self, now: Instant) {
+        self.exit_by = Some(now + FLUSH_GRACE);
+        for key in 0..self.conns.capacity() {
+            self.queue_write(key);
         }
-        let withdrawn = self.node.withdrawn_pieces();
-        if withdrawn > self.withdrawn_told {
-            self.withdrawn_told = withdrawn;
-            let total = self.node.manifest().map_or(0, |m| m.piece_count());
-            eprintln!(
-                "tfttp: warning: {withdrawn} of {total} pieces of {name} no longer match the \
-                 manifest and are no longer served"
-            );
+    }
+
+    /// Drops the swarms idle for `swarms::IDLE_DROP` that no HTTP answer reads from.
+    fn drop_idle(&mut self, now: Instant) {
+        let http = self.http.as_ref();
+        let n = self
+            .swarms
+            .drop_idle(now, |k| http.is_some_and(|h| h.reads(k)));
+        if n > 0 {
+            let live = self.swarms.live.len();
+            self.log(|| format!("dropped {n} idle swarms, {live} live"));
         }
     }
 
     /// Writes newly verified bytes to the `--output -` descriptor, as far as it takes them.
     fn pump_output(&mut self) {
         let Some(o) = self.out.as_mut() else { return };
-        if let Err(e) = o.pump(&self.node, &self.storage, self.poll.registry()) {
+        let sw = &self.swarms.live[0];
+        if let Err(e) = o.pump(&sw.node, &sw.storage, self.poll.registry()) {
             self.fatal = Some(output_error(&e));
         }
     }
@@ -839,7 +929,8 @@ impl Driver {
         let Some(o) = self.out.as_mut() else {
             return Ok(());
         };
-        o.drain(&self.node, &self.storage, self.poll.registry())
+        let sw = &self.swarms.live[0];
+        o.drain(&sw.node, &sw.storage, self.poll.registry())
             .map_err(|e| RunError::Storage(output_error(&e)))
     }
 
@@ -848,18 +939,27 @@ impl Driver {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        let (node, conns) = (&self.node, &self.conns);
+        let (node, conns) = (self.swarms.first(), &self.conns);
         let mut page = || crate::metrics::render(node, conns.len(), Instant::now());
         m.handle(self.poll.registry(), token, Instant::now(), &mut page);
     }
 
+    /// Rewrites the stats file (and a timeline row): one node's, or for an origin of
+    /// several files, the totals over all of them.
     fn write_stats(&mut self) {
+        let node = self.swarms.first();
         if let Some(f) = self.timeline.as_mut() {
             use std::io::Write;
-            let _ = f.write_all(stats::timeline_row(&self.node, Instant::now()).as_bytes());
+            let _ = f.write_all(stats::timeline_row(node, Instant::now()).as_bytes());
         }
         if let Some(path) = &self.opts.stats_path {
-            let json = stats::to_json(&self.node, Instant::now());
+            let json = match &self.swarms.catalog {
+                Some(c) if self.swarms.routed() => {
+                    let live = self.swarms.live.len() - 1;
+                    stats::many_json(node, &self.swarms.totals(), c.len(), live, Instant::now())
+                }
+                _ => stats::to_json(node, Instant::now()),
+            };
             if let Err(e) = stats::write_atomic(path, &json) {
                 eprintln!("tfttp: cannot write stats to {}: {e}", path.display());
             }
@@ -869,7 +969,7 @@ impl Driver {
     /// A `-v` line, stamped with seconds since the node started so a log reads as a timeline.
     fn log(&self, msg: impl FnOnce() -> String) {
         if self.opts.verbose {
-            let t = self.node.started_at().elapsed().as_secs_f64();
+            let t = self.swarms.first().started_at().elapsed().as_secs_f64();
             eprintln!("tfttp: [{t:9.3}] {}", msg());
         }
     }

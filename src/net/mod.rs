@@ -1,6 +1,7 @@
-//! The I/O edge: sockets (socket2 + mio), the mapped file (memmap2), rate limits and the
-//! event loop that drives one `proto::Node`.
+//! The I/O edge: sockets (socket2 + mio), the mapped files (memmap2), rate limits and the
+//! event loop that drives a client's `proto::Node`, or an origin's, one per served file.
 
+pub mod catalog;
 mod conn;
 mod driver;
 mod error;
@@ -9,8 +10,11 @@ mod inorder;
 mod limits;
 mod metrics;
 mod ratelimit;
+mod router;
 pub mod socket;
 pub mod storage;
+mod swarms;
+pub mod tree;
 
 pub use driver::{
     Driver, Options, Reporter, STOP_SIGNALS, SendfileMode, install_signal_handlers, stop_signal,

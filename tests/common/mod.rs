@@ -102,6 +102,14 @@ pub fn serve(dir: &TestDir, file: &Path, extra: &[&str]) -> (Node, SocketAddr) {
     )
 }
 
+/// An origin of every path in `paths` (files and directories, `serve PATH...`).
+pub fn serve_paths(dir: &TestDir, paths: &[&Path], extra: &[&str]) -> (Node, SocketAddr) {
+    let mut rest: Vec<String> = paths[1..].iter().map(|p| p.display().to_string()).collect();
+    rest.extend(strings(extra));
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    serve(dir, paths[0], &rest)
+}
+
 /// An origin whose upload is the bottleneck: `up_rate`, 64 KiB pieces (enough of them to
 /// trade in a small file), exiting once `clients` clients completed.
 pub fn serve_slow(dir: &TestDir, file: &Path, up_rate: &str, clients: u32) -> (Node, SocketAddr) {

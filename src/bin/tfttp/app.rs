@@ -5,9 +5,8 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tfttp::manifest::Manifest;
 use tfttp::net::socket::{self, SocketOptions};
-use tfttp::net::storage::{self, Storage};
+use tfttp::net::storage::Storage;
 use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
 use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
@@ -98,15 +97,61 @@ fn resolve(server: &str) -> Result<SocketAddr, Fail> {
         .ok_or_else(|| Fail::new(Exit::Resolve, format!("'{server}' resolves to no address")))
 }
 
+/// URLs `serve` prints for an origin of several files: enough to copy a few from, and the
+/// listing for the rest. 10,000 lines would bury the start-up messages and say nothing the
+/// listing (`GET /`, with every digest) does not.
+const MAX_URLS_SHOWN: usize = 20;
+/// Lines about skipped paths shown; a tree of many FIFOs or foreign symlinks gets a count.
+const MAX_SKIPPED_SHOWN: usize = 20;
+
 pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
-    let source = storage::open_source(&a.file)
-        .map_err(local(format!("cannot open {}", a.file.display())))?;
-    let piece_size = a
-        .piece_size
-        .unwrap_or_else(|| tfttp::manifest::auto_piece_size(source.bytes().len() as u64));
-    let manifest = Manifest::build(source.bytes(), piece_size)
-        .map_err(|e| Fail::new(Exit::Usage, format!("{}: {e}", a.file.display())))?;
-    source.release_pages();
+    use tfttp::net::catalog::{Catalog, CatalogError};
+    use tfttp::net::tree::{self, TreeError};
+    let tree = tree::walk(&a.paths).map_err(|e| match e {
+        TreeError::Unreadable(..) | TreeError::NotServable(_) => {
+            Fail::new(Exit::LocalIo, e.to_string())
+        }
+        _ => Fail::new(Exit::Usage, e.to_string()),
+    })?;
+    let many = tree.files.len() > 1;
+    if many && (a.common.metrics.is_some() || a.common.timeline.is_some()) {
+        return Err(Fail::new(
+            Exit::Usage,
+            "--metrics and --timeline describe one node: serve one file with them (--stats \
+             counts over all files)",
+        ));
+    }
+    if many && let Some(f) = tree.files.iter().find(|f| f.name.is_none()) {
+        return Err(Fail::new(
+            Exit::Usage,
+            format!(
+                "cannot serve {} with other files: no client can ask for its name (not UTF-8, \
+                 or over 200 bytes); rename it",
+                f.path.display()
+            ),
+        ));
+    }
+    if !a.common.quiet {
+        for line in tree.skipped.iter().take(MAX_SKIPPED_SHOWN) {
+            eprintln!("tfttp: skipping {line}");
+        }
+        if tree.skipped.len() > MAX_SKIPPED_SHOWN {
+            let more = tree.skipped.len() - MAX_SKIPPED_SHOWN;
+            eprintln!("tfttp: skipping {more} more paths (not regular files inside the tree)");
+        }
+        if many {
+            eprintln!(
+                "tfttp: hashing {} files (each file's manifest, read once)",
+                tree.files.len()
+            );
+        }
+    }
+    let started = Instant::now();
+    let catalog = Catalog::build(tree.files, a.piece_size).map_err(|e| match e {
+        CatalogError::Open(..) => Fail::new(Exit::LocalIo, e.to_string()),
+        CatalogError::Manifest(..) => Fail::new(Exit::Usage, e.to_string()),
+    })?;
+    let hashed_in = started.elapsed();
     let listener = socket::listen(
         a.listen,
         SocketOptions {
@@ -120,39 +165,77 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let mut cfg = new_config(Role::Origin);
     cfg.listen_port = bound.port();
     cfg.secret = a.secret.clone();
-    // The name a client may ask for: the final component as given, if it is UTF-8.
-    cfg.serve_name = a
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(String::from);
     cfg.exit_after = a.exit_after;
     cfg.policy = a.common.policy;
     cfg.capacity = a.up_rate;
-    let (len, pieces) = (manifest.file_len(), manifest.piece_count());
-    let digest = tfttp::manifest::to_hex(manifest.digest());
-    let urls = serve_urls(bound, cfg.serve_name.as_deref(), manifest.digest());
-    let node = Node::origin(cfg, manifest, Instant::now());
+    let total = catalog.total_len();
+    let count = catalog.len();
+    // What serve prints: one file as before; several, a bounded list (`MAX_URLS_SHOWN`).
+    let mut lines = Vec::new();
+    // How the lone file is named in messages: as given, or found in a directory given.
+    let single_name = match (&a.paths[..], many) {
+        ([p], false) if p.is_file() => Some(p.display().to_string()),
+        (_, false) => Some(catalog.get(0).path.display().to_string()),
+        _ => None,
+    };
+    let secret = if a.secret.is_some() {
+        ", swarm secret required"
+    } else {
+        ""
+    };
+    if many {
+        lines.push(format!(
+            "tfttp: serving {count} files ({total} bytes, hashed in {:.2} s) on {bound}{secret}",
+            hashed_in.as_secs_f64()
+        ));
+        for e in catalog.iter().take(MAX_URLS_SHOWN) {
+            let urls = serve_urls(bound, e.name.as_deref(), e.manifest.digest());
+            lines.push(urls[0].clone());
+        }
+        let first = catalog.get(0);
+        let others = serve_urls(bound, first.name.as_deref(), first.manifest.digest());
+        if count > MAX_URLS_SHOWN {
+            lines.push(format!(
+                "tfttp: … and {} more files; {} lists every file with its digest (JSON with \
+                 Accept: application/json)",
+                count - MAX_URLS_SHOWN,
+                listing_url(&others[0])
+            ));
+        }
+        if others.len() > 1 {
+            let hosts: Vec<String> = others[1..].iter().map(|u| listing_url(u)).collect();
+            lines.push(format!(
+                "tfttp: the same files are at {} (the host's other addresses)",
+                hosts.join(", ")
+            ));
+        }
+    } else {
+        let e = catalog.get(0);
+        let m = &e.manifest;
+        let (len, pieces) = (m.file_len(), m.piece_count());
+        let digest = tfttp::manifest::to_hex(m.digest());
+        lines.push(format!(
+            "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}, digest blake3:{digest}{secret}",
+            single_name.as_deref().unwrap_or_default()
+        ));
+        lines.extend(serve_urls(bound, e.name.as_deref(), m.digest()));
+    }
+    let single_len = (!many).then(|| catalog.get(0).manifest.file_len());
     let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
-    opts.source_name = Some(a.file.display().to_string());
-    let mut driver = Driver::new(node, source, Some(listener), opts)
+    opts.source_name = single_name;
+    let mut driver = Driver::origin(catalog, cfg, listener, opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
     start_metrics(&mut driver, &a.common)?;
     write_ready_file(&a.common, bound)?;
     if !a.common.quiet {
-        let secret = if a.secret.is_some() {
-            ", swarm secret required"
-        } else {
-            ""
-        };
-        eprintln!(
-            "tfttp: serving {} ({len} bytes, {pieces} pieces) on {bound}, digest blake3:{digest}{secret}",
-            a.file.display()
-        );
-        for u in &urls {
-            eprintln!("{u}");
+        for l in &lines {
+            eprintln!("{l}");
         }
-        watch(&mut driver, &a.common, progress::Role::Origin);
+        watch(
+            &mut driver,
+            &a.common,
+            progress::Role::Origin { single_len },
+        );
     }
     match driver.run() {
         // Ctrl-C is how a server is normally stopped.
@@ -161,14 +244,24 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         Err(e) => return Err(e.into()),
     }
     if !a.common.quiet {
-        let k = driver.node().counters();
-        let copies = crate::progress::copies(k.uploaded, len);
+        let k = driver.totals();
+        let copies = match single_len {
+            Some(len) => format!(" ({:.2} copies)", crate::progress::copies(k.uploaded, len)),
+            None => String::new(),
+        };
         eprintln!(
-            "tfttp: served {} bytes ({copies:.2} copies), {} clients completed",
+            "tfttp: served {} bytes{copies}, {} clients completed",
             k.uploaded, k.clients_completed
         );
     }
     Ok(())
+}
+
+/// `http://HOST:PORT/` for the tfttp URL `url` (`tfttp://HOST:PORT/NAME#…`): the listing.
+fn listing_url(url: &str) -> String {
+    let rest = url.strip_prefix("tfttp://").unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("http://{host}/")
 }
 
 /// The URLs `serve` prints, one per address a user can hand out: the host's own addresses

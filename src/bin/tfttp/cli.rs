@@ -23,7 +23,8 @@ tfttp: the Tit-for-Tat Transfer Protocol. One origin spreads a large file over a
 clients that trade pieces among themselves.
 
 Usage:
-  tfttp serve FILE [options]                   serve FILE as the origin
+  tfttp serve PATH... [options]                serve files (directories: every file in
+                                               them, by relative path) as the origin
   tfttp get URL -o PATH [options]              download from HOST and its peers (- : stdout);
                                                URL is tfttp://HOST[:PORT]/NAME[#blake3=HEX]
                                                (serve prints it) or HOST:PORT[/NAME]
@@ -40,6 +41,8 @@ Examples:
   tfttp get server.example:6880/big.iso -o big.iso --expect-digest blake3:HEX
                                                       # only the file serve printed HEX for
   tfttp get 'tfttp://server.example/big.iso#blake3=HEX' -o big.iso   # the same, as a URL
+  tfttp serve /srv/releases big.iso                   # many files: releases/… by path
+  tfttp get tfttp://server.example/v2/app.tar -o app.tar  # /srv/releases/v2/app.tar
   tfttp demo --clients 8 --size 128M";
 
 /// Units, shown under the options of the commands that take them.
@@ -69,7 +72,8 @@ const MAX_DEMO_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone)]
 pub struct ServeArgs {
-    pub file: PathBuf,
+    /// Files and directories, as given.
+    pub paths: Vec<PathBuf>,
     pub listen: SocketAddr,
     /// `None`: chosen from the file size (`manifest::auto_piece_size`).
     pub piece_size: Option<u32>,
@@ -269,7 +273,7 @@ fn serve_opts() -> Options {
     o.optopt(
         "",
         "exit-after",
-        "exit once N clients completed and none is still downloading",
+        "exit once N clients completed (over all files) and none is still downloading",
         "N",
     );
     secret_opt(&mut o);
@@ -406,8 +410,16 @@ fn sim_opts() -> Options {
 fn usage(cmd: &str, o: &Options) -> String {
     let (synopsis, what) = match cmd {
         "serve" => (
-            "tfttp serve FILE [options]",
-            "Serve FILE as the origin of a swarm.",
+            "tfttp serve PATH... [options]",
+            "Serve files as the origin of a swarm each. A file PATH is served under its last\n\
+             component (serve /srv/big.iso: tfttp://HOST/big.iso); a directory PATH serves\n\
+             every regular file under it by its path relative to PATH (serve /srv/pub:\n\
+             tfttp://HOST/iso/a.iso for /srv/pub/iso/a.iso). Symlinks inside a directory are\n\
+             followed only to regular files inside it; others are skipped with a line saying\n\
+             why. Two PATHs giving one name are refused. Every file is hashed at start-up;\n\
+             a file's node and mapping are made when a client first asks for it.\n\
+             With one file, tfttp://HOST:PORT (no name) gets it; with several, a client must\n\
+             name one, and http://HOST:PORT/ lists them all.",
         ),
         "get" => (
             "tfttp get URL (--output PATH | --output - | --discard) [options]",
@@ -415,7 +427,8 @@ fn usage(cmd: &str, o: &Options) -> String {
              URL is tfttp://HOST[:PORT]/NAME[#blake3=HEX] (port 6880 by default, an IPv6\n\
              address in [], NAME percent-decoded, #blake3= the same as --expect-digest),\n\
              as serve prints it, or HOST:PORT[/NAME].\n\
-             NAME, if given, must be the served file's name (the server refuses others).\n\
+             NAME names one of the served files (the server refuses others); without it,\n\
+             the server's only file (a server of several files refuses that).\n\
              Writes PATH.part and renames it to PATH once every piece is verified, then keeps\n\
              serving peers for up to --linger seconds (--linger 0: exit at once).\n\
              --output - writes the file to stdout in order as its pieces verify (they wait in\n\
@@ -455,11 +468,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             if m.opt_present("help") {
                 return Ok(Command::Help(usage("serve", &o)));
             }
-            let [file] = &m.free[..] else {
-                return Err("serve takes exactly one FILE".into());
-            };
+            if m.free.is_empty() {
+                return Err("serve needs a FILE or DIRECTORY to serve".into());
+            }
             Ok(Command::Serve(ServeArgs {
-                file: PathBuf::from(file),
+                paths: m.free.iter().map(PathBuf::from).collect(),
                 listen: addr_opt(&m, "listen")?.unwrap_or_else(|| "0.0.0.0:6880".parse().unwrap()),
                 piece_size: opt(&m, "piece-size", piece_size)?,
                 up_rate: opt(&m, "up-rate", rate)?,

@@ -31,8 +31,12 @@ pub enum Role {
         /// The port it accepts peers on, if it listens.
         listen_port: Option<u16>,
     },
-    /// The origin.
-    Origin,
+    /// The origin; `single_len` is its file's length when it serves one (its line then
+    /// counts copies of the file sent).
+    Origin {
+        /// See above.
+        single_len: Option<u64>,
+    },
 }
 
 /// A `Reporter` that prints progress lines.
@@ -138,13 +142,17 @@ impl Progress {
     }
 
     fn origin_line(&mut self, d: &Driver, now: Instant) -> String {
-        let node = d.node();
-        let k = node.counters();
+        let Role::Origin { single_len } = self.role else {
+            unreachable!("an origin's line")
+        };
+        let k = d.totals();
         let (_, up) = self.rates(now, 0, k.uploaded);
-        let len = node.manifest().map_or(0, |m| m.file_len());
-        let copies = copies(k.uploaded, len);
+        let sent = match single_len {
+            Some(len) => format!("{:.2} copies sent", copies(k.uploaded, len)),
+            None => format!("{} sent", size(k.uploaded)),
+        };
         format!(
-            "clients: {} connected, {} completed; {copies:.2} copies sent, up {}",
+            "clients: {} connected, {} completed; {sent}, up {}",
             d.connections(),
             k.clients_completed,
             rate(up)
@@ -174,8 +182,8 @@ impl Progress {
 
 impl Reporter for Progress {
     fn tick(&mut self, d: &Driver, now: Instant) {
-        if let Role::Origin = self.role {
-            let n = d.node().counters().clients_completed;
+        if let Role::Origin { .. } = self.role {
+            let n = d.totals().clients_completed;
             if n > self.completed {
                 self.completed = n;
                 self.say(&format!("a client completed ({n} so far)"));
@@ -193,7 +201,7 @@ impl Reporter for Progress {
         }
         let line = match self.role {
             Role::Client { .. } => self.client_line(d, now),
-            Role::Origin => self.origin_line(d, now),
+            Role::Origin { .. } => self.origin_line(d, now),
         };
         if self.tty {
             self.draw(&line);

@@ -1,4 +1,4 @@
-//! HTTP/1.1 in the node's event loop: the origin answers `GET`/`HEAD` for its file on the
+//! HTTP/1.1 in the node's event loop: the origin answers `GET`/`HEAD` for its files on the
 //! TFTTP port (`server`, docs/PROTOCOL.md §9.1), and the `--metrics` endpoint
 //! (`net::metrics`) reads and answers its scrapes with the same parser and reply builder.
 //! `request` and `response` are sans-IO; `share` is the upload policy for HTTP.
@@ -10,7 +10,7 @@ mod share;
 
 use std::io::{self, Read};
 
-pub(super) use server::HttpServer;
+pub(super) use server::{FIRST_TOKEN, HttpServer, Served};
 
 /// How a `read_some` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! handed back to the driver with that byte still in the socket; an HTTP one stays here:
 //! keep-alive, pipelined requests answered in order, bodies sent from the served file's
 //! mapping (`sendfile`, or a write from the map, as pieces go in `conn.rs`), within the
-//! upload share of `share.rs`.
+//! upload share of `share.rs`. Which files there are, and their mappings, come from the
+//! driver (`Served`): an origin of several files maps one only once a request needs it.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -19,7 +20,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::request::head_end;
-use super::response::{self, Answer, File};
+use super::response::{self, Answer, Files, Listings};
 use super::share::Share;
 use super::{Fill, read_some};
 use crate::net::conn::{TURN_QUANTUM, gather, send_file, send_more};
@@ -78,15 +79,21 @@ struct HttpConn {
     sendfile: bool,
 }
 
+/// What the HTTP side needs of the origin: its files, their mappings and whether TFTTP
+/// clients are downloading.
+pub(in crate::net) trait Served: Files {
+    /// File `k`'s bytes, mapped now if they are not yet; `None` if it cannot be opened.
+    fn storage(&mut self, k: usize) -> Option<&Storage>;
+    /// Whether a TFTTP client still downloads (HTTP then gets only its share).
+    fn downloading(&self) -> bool;
+}
+
 /// The HTTP side of the origin's listener.
 pub(in crate::net) struct HttpServer {
     entries: Slab<Entry>,
     sniffing: usize,
     serving: usize,
-    name: Option<String>,
-    len: u64,
-    digest_hex: String,
-    mtime: i64,
+    listings: Listings,
     share: Share,
     sendfile: SendfileMode,
     next_expire: Instant,
@@ -104,23 +111,17 @@ struct Pumped {
 }
 
 impl HttpServer {
-    /// Serves the file `name` (`len` bytes, root digest `digest_hex`, modified at `mtime`);
-    /// `payload_rate` is the node's upload bucket rate, if capped.
+    /// An HTTP server sharing the upload bucket whose rate is `payload_rate`, if capped.
     pub(in crate::net) fn new(
-        file: (Option<String>, u64, String, i64),
         payload_rate: Option<u64>,
         sendfile: SendfileMode,
         now: Instant,
     ) -> HttpServer {
-        let (name, len, digest_hex, mtime) = file;
         HttpServer {
             entries: Slab::new(),
             sniffing: 0,
             serving: 0,
-            name,
-            len,
-            digest_hex,
-            mtime,
+            listings: Listings::default(),
             share: Share::new(payload_rate, now),
             sendfile,
             next_expire: now,
@@ -237,23 +238,28 @@ impl HttpServer {
         self.serving += 1;
     }
 
+    /// Whether an answer queued or being written reads file `k` (its mapping must stay).
+    pub(in crate::net) fn reads(&self, k: usize) -> bool {
+        self.entries.iter().any(|(_, e)| match e {
+            Entry::Http(c) => c.answers.iter().any(|a| a.file.is_some_and(|f| f.0 == k)),
+            Entry::Sniff { .. } => false,
+        })
+    }
+
     /// One round: every HTTP connection reads its requests and writes answers, the bytes
-    /// within the node's upload bucket `up` and HTTP's share. `downloading` says whether a
-    /// TFTTP client still downloads; `changed` that the served file no longer matches.
+    /// within the node's upload bucket `up` and HTTP's share.
     pub(in crate::net) fn serve(
         &mut self,
         registry: &Registry,
-        storage: &Storage,
-        changed: bool,
+        served: &mut dyn Served,
         up: &mut TokenBucket,
-        downloading: impl FnOnce() -> bool,
         now: Instant,
     ) {
         if self.serving == 0 {
             return;
         }
         if now >= self.next_busy {
-            self.busy = downloading();
+            self.busy = served.downloading();
             self.next_busy = now + BUSY_EVERY;
         }
         let mut budget = self.share.budget(self.busy, now);
@@ -266,13 +272,6 @@ impl HttpServer {
         if keys.is_empty() {
             return;
         }
-        let file = File {
-            name: self.name.as_deref(),
-            len: self.len,
-            digest_hex: &self.digest_hex,
-            mtime: self.mtime,
-            changed,
-        };
         let unix_now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -283,7 +282,8 @@ impl HttpServer {
             let Some(Entry::Http(c)) = self.entries.get_mut(k) else {
                 return false;
             };
-            let p = c.pump(&file, unix_now, storage, up, budget.min(TURN_QUANTUM), now);
+            let limit = budget.min(TURN_QUANTUM);
+            let p = c.pump(served, &mut self.listings, unix_now, up, limit, now);
             budget = budget.saturating_sub(p.moved);
             self.share.consume(p.moved, self.busy);
             !p.keep
@@ -373,9 +373,9 @@ impl HttpConn {
     /// Reads and answers requests, then writes up to `limit` bytes of answers.
     fn pump(
         &mut self,
-        file: &File,
+        served: &mut dyn Served,
+        listings: &mut Listings,
         unix_now: i64,
-        storage: &Storage,
         up: &mut TokenBucket,
         limit: usize,
         now: Instant,
@@ -384,10 +384,10 @@ impl HttpConn {
             moved: 0,
             keep: false,
         };
-        if self.take_requests(file, unix_now, now).is_err() {
+        if self.take_requests(served, listings, unix_now, now).is_err() {
             return gone;
         }
-        let p = self.write_answers(storage, up, limit, now);
+        let p = self.write_answers(served, up, limit, now);
         if p.moved > 0 {
             self.deadline = now + IDLE;
         }
@@ -398,11 +398,17 @@ impl HttpConn {
     }
 
     /// Reads what has arrived and queues an answer per whole request head.
-    fn take_requests(&mut self, file: &File, unix_now: i64, now: Instant) -> io::Result<()> {
+    fn take_requests(
+        &mut self,
+        files: &dyn Files,
+        listings: &mut Listings,
+        unix_now: i64,
+        now: Instant,
+    ) -> io::Result<()> {
         loop {
             while self.answers.len() < MAX_QUEUED && !self.ending() {
                 if let Some(end) = head_end(&self.inbuf) {
-                    let a = response::answer(&self.inbuf[..end], file, unix_now);
+                    let a = response::answer(&self.inbuf[..end], files, listings, unix_now);
                     self.inbuf.drain(..end);
                     self.answers.push_back(a);
                 } else if self.inbuf.len() >= MAX_HEAD {
@@ -430,44 +436,58 @@ impl HttpConn {
     /// Writes the queued answers in order, up to `limit` bytes and what `up` grants.
     fn write_answers(
         &mut self,
-        storage: &Storage,
+        served: &mut dyn Served,
         up: &mut TokenBucket,
         limit: usize,
         now: Instant,
     ) -> Pumped {
         let mut moved = 0;
+        let gone = |moved| Pumped { moved, keep: false };
+        let no_file = Storage::Discard;
         while self.writable {
             let Some(a) = self.answers.front() else { break };
             let allow = (limit - moved).min(up.available(now));
             if allow == 0 {
                 break;
             }
-            let (head_len, close) = (a.bytes.len() as u64, a.close);
-            let (offset, len) = a.file.unwrap_or((0, 0));
+            let (head_len, close) = (a.prefix_len(), a.close);
+            let (k, offset, len) = a.file.unwrap_or((usize::MAX, 0, 0));
+            let storage = match a.file {
+                Some(_) => match served.storage(k) {
+                    Some(s) => s,
+                    // The file cannot be opened any more: the answer cannot be completed.
+                    None => return gone(moved),
+                },
+                None => &no_file,
+            };
             let done = self.sent.saturating_sub(head_len);
             let start = (offset + done) as usize;
             let res = {
-                let head = &a.bytes[(self.sent.min(head_len)) as usize..];
+                let sent = self.sent.min(head_len) as usize;
+                let own = &a.bytes[sent.min(a.bytes.len())..];
+                let shared = a.shared.as_deref().unwrap_or(&[]);
+                let shared = &shared[sent.saturating_sub(a.bytes.len()).min(shared.len())..];
+                let head_left = own.len() + shared.len();
                 let body = &storage.bytes()[start..start + (len - done) as usize];
                 let sock = self.stream.as_raw_fd();
                 match storage.fd().filter(|_| self.sendfile) {
                     // Only file bytes left: from the page cache, no copy.
-                    Some(fd) if head.is_empty() => {
+                    Some(fd) if head_left == 0 => {
                         send_file(sock, fd, start as u64, body.len().min(allow))
                     }
                     // The head, held back (MSG_MORE) to leave with the first file bytes.
                     Some(_) if !body.is_empty() => {
-                        send_more(sock, &[IoSlice::new(&head[..head.len().min(allow)])])
+                        send_more(sock, &[IoSlice::new(&own[..own.len().min(allow)])])
                     }
                     _ => {
                         let mut iov = [IoSlice::new(&[]); 3];
-                        let n = gather([head, body, &[]], allow, &mut iov);
+                        let n = gather([own, shared, body], allow, &mut iov);
                         self.stream.write_vectored(&iov[..n])
                     }
                 }
             };
             let n = match res {
-                Ok(0) => return Pumped { moved, keep: false },
+                Ok(0) => return gone(moved),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
@@ -475,7 +495,7 @@ impl HttpConn {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Pumped { moved, keep: false },
+                Err(_) => return gone(moved),
             };
             up.consume(n);
             moved += n;
@@ -500,10 +520,10 @@ impl HttpConn {
         let Some(a) = self.answers.front() else {
             return;
         };
-        let Some((offset, len)) = a.file.filter(|_| !self.sendfile) else {
+        let Some((_, offset, len)) = a.file.filter(|_| !self.sendfile) else {
             return;
         };
-        let done = self.sent.saturating_sub(a.bytes.len() as u64).min(len);
+        let done = self.sent.saturating_sub(a.prefix_len()).min(len);
         let upto = if done == len { len } else { done / PAGE * PAGE };
         if upto > self.released {
             let from = offset + self.released;

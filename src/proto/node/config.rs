@@ -57,6 +57,9 @@ pub struct Config {
     pub expect_digest: Option<Hash>,
     /// Origin: the name its file answers to in a HELLO's path (besides the empty path).
     pub serve_name: Option<String>,
+    /// Origin: how many files the server serves, each with its own node. With more than
+    /// one, the empty path names none of them and is refused (docs/PROTOCOL.md §4.1).
+    pub served_files: usize,
 }
 
 /// A client's conduct. Only `Honest` is for real use; the others let tests and benchmarks
@@ -93,6 +96,7 @@ impl Config {
             path: String::new(),
             expect_digest: None,
             serve_name: None,
+            served_files: 1,
         }
     }
 }

@@ -192,11 +192,18 @@ impl Node {
         }
     }
 
-    /// Origin: whether a HELLO's `path` names its file (§4.1): empty, or exactly the file's
-    /// name as served (`Config::serve_name`). An unsafe path is refused whatever it names.
+    /// Origin: whether a HELLO's `path` names its file (§4.1): exactly the file's name as
+    /// served (`Config::serve_name`), or empty when the server serves only this file. An
+    /// unsafe path is refused whatever it names.
     fn check_path(&self, path: &str) -> Result<(), String> {
         if path.is_empty() {
-            return Ok(());
+            return match self.cfg.served_files {
+                0 | 1 => Ok(()),
+                n => Err(format!(
+                    "this server serves {n} files: ask for one by name \
+                     (tfttp://HOST:PORT/NAME; http://HOST:PORT/ lists them)"
+                )),
+            };
         }
         if !wire::path_is_safe(path) {
             return Err(format!(

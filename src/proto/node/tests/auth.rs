@@ -291,6 +291,23 @@ fn test_origin_path_empty_or_its_name_accepted() {
 }
 
 #[test]
+fn test_origin_of_many_files_empty_path_gets_error_11_its_name_accepted() {
+    let m = Manifest::build(&file(3 * PIECE as usize), PIECE).unwrap();
+    let mut cfg = origin_cfg(false);
+    cfg.served_files = 2;
+    let (mut o, _) = open(cfg.clone(), Some(m.clone()), Link::Accepted);
+    o.send(peer_hello(Role::Client, 2, false, ""));
+    let out = o.out();
+    assert_eq!(types(&out), vec![ty::ERROR]);
+    let (code, why) = error_code(&out);
+    assert_eq!(code, 11);
+    assert!(why.contains("serves 2 files: ask for one by name"), "{why}");
+    let (mut o, _) = open(cfg, Some(m), Link::Accepted);
+    o.send(peer_hello(Role::Client, 2, false, "big.iso"));
+    assert_eq!(types(&o.out()), vec![ty::MANIFEST, ty::BITFIELD]);
+}
+
+#[test]
 fn test_origin_other_or_unsafe_path_gets_error_11() {
     for path in [
         "small.iso",
