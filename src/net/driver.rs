@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
 use super::socket::{self, SocketOptions};
-use super::storage::{SourceStamp, Storage};
+use super::storage::{Leftover, SourceStamp, Storage};
 use crate::manifest::Manifest;
 use crate::proto::{Event, Link, Node, Slot};
 use crate::stats;
@@ -120,6 +120,9 @@ pub trait Reporter {
     fn complete(&mut self, driver: &Driver, now: Instant);
     /// Once, when `run` returns, before the caller prints its own last lines.
     fn finish(&mut self, driver: &Driver, now: Instant);
+    /// Once, when the manifest arrived and `part` held `left.bytes` bytes from an earlier
+    /// run, of which the pieces `left.verified` verified and are kept.
+    fn resumed(&mut self, _driver: &Driver, _part: &Path, _left: &Leftover) {}
 }
 
 /// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
@@ -757,13 +760,18 @@ impl Driver {
             }
             Event::Manifest => {
                 let m = self.node.manifest().expect("event implies manifest");
-                let resumed = self.storage.prepare(m)?;
+                let left = self.storage.prepare(m)?;
                 let (len, n) = (m.file_len(), m.piece_count());
                 self.log(|| format!("manifest: {len} bytes, {n} pieces"));
-                if !resumed.is_empty() {
-                    let k = resumed.len();
+                if !left.verified.is_empty() {
+                    let k = left.verified.len();
                     self.log(|| format!("resumed: {k} of {n} pieces already in the output"));
-                    self.node.handle_resumed(&resumed, Instant::now());
+                    self.node.handle_resumed(&left.verified, Instant::now());
+                }
+                if left.bytes > 0
+                    && let Some(part) = self.storage.part_name().map(Path::to_path_buf)
+                {
+                    self.report(|r, d| r.resumed(d, &part, &left));
                 }
             }
             Event::Complete => {
