@@ -345,3 +345,73 @@ fn complete_part_left_before_the_rename_is_renamed_without_a_byte_received() {
     let r = rerun(&dir, addr, "r", &src, &["--no-peers"]);
     assert_eq!((r.missing, r.got), (0, 0.0));
 }
+
+/// A `get` whose output has no room for the file (its size limit, RLIMIT_FSIZE, below the
+/// file's size: the same failure to reserve the space as a full disk, EFBIG for ENOSPC;
+/// a full tmpfs was checked by hand, README "Faults and attacks").
+fn get_without_room(
+    dir: &TestDir,
+    addr: SocketAddr,
+    name: &str,
+    room: u64,
+) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let (mut args, _, _) = get_args(dir, addr, name, &["--no-peers"]);
+    args.retain(|a| a != "-q");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: room,
+                rlim_max: room,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = procs::Running(cmd.spawn().unwrap());
+    let (status, err) = procs::wait(&mut child, deadline(20));
+    (status.and_then(|s| s.code()), err)
+}
+
+/// No room for the file: a fresh `get` fails with exit 7 and leaves no `.part`; one with
+/// an earlier run's leftover (here a `.part` cut to a quarter) fails the same way but keeps
+/// the leftover as it was and says so, and once there is room the rerun keeps its pieces.
+#[test]
+fn no_room_for_the_file_keeps_the_leftover_for_a_later_resume() {
+    let dir = TestDir::new("resume-noroom");
+    let src = dir.source("src.bin", SIZE as u64 / 4);
+    let data = std::fs::read(&src).unwrap();
+    let (_origin, addr, _) = origin(&dir, &src, "16M");
+    let room = SIZE as u64 / 8;
+    let (code, err) = get_without_room(&dir, addr, "fresh", room);
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("cannot reserve"), "{err}");
+    assert!(!part_path(&dir.path("fresh.out")).exists(), "{err}");
+
+    let part = part_path(&dir.path("left.out"));
+    let quarter = &data[..data.len() / 4];
+    std::fs::write(&part, quarter).unwrap();
+    let (code, err) = get_without_room(&dir, addr, "left", room);
+    assert_eq!(code, Some(7), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is kept: the same get resumes it",
+            part.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        quarter,
+        "the leftover is as it was"
+    );
+    let r = rerun(&dir, addr, "left", &src, &["--no-peers"]);
+    assert_eq!(r.missing, (data.len() - quarter.len()) as u64);
+}

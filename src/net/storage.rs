@@ -231,6 +231,9 @@ impl Storage {
         // `reserve` sets the length to the manifest's: a longer leftover is cut, a shorter
         // one extended with zeros; either way its first `min` bytes are what it held.
         if let Err(e) = reserve(&pf.file, len) {
+            // Back to what it held (a fresh `.part` to nothing, so `abandon` removes it; a
+            // shorter leftover to its pieces), not a sparse file the size of the download.
+            let _ = pf.file.set_len(leftover.min(len));
             let what = format!("cannot reserve {len} bytes for {}", pf.part.display());
             let err = StorageError::io(StorageErrorKind::Write, what, &e);
             *self = Storage::Pending(pf);
