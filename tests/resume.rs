@@ -415,3 +415,43 @@ fn no_room_for_the_file_keeps_the_leftover_for_a_later_resume() {
     let r = rerun(&dir, addr, "left", &src, &["--no-peers"]);
     assert_eq!(r.missing, (data.len() - quarter.len()) as u64);
 }
+
+/// The origin goes away mid-download: the client stalls (exit 8), keeps its `.part` and
+/// says the same `get` resumes it; against the origin restarted on another port, the rerun
+/// receives only what is missing.
+#[test]
+fn origin_gone_keeps_the_part_and_the_restarted_origin_resumes_it() {
+    let dir = TestDir::new("resume-gone");
+    let src = dir.source("src.bin", SIZE as u64 / 2);
+    let (mut gone, addr, _) = origin(&dir, &src, "8M");
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (mut args, out, stats) = get_args(&dir, addr, "g", &["--no-peers", "--metrics", &metrics]);
+    let k = args.iter().position(|a| a == "--stall-timeout").unwrap();
+    args[k + 1] = "2".into();
+    let mut c = Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    };
+    let n = (SIZE / 2 / PIECE) as f64;
+    scrape_until(port, deadline(20), |p| {
+        sample(p, "tfttp_pieces_verified").is_some_and(|v| v >= n * 0.3)
+    })
+    .expect("the download gets going");
+    gone.child.kill().unwrap();
+    let (status, err) = c.finish(deadline(20));
+    assert_eq!(status.and_then(|s| s.code()), Some(8), "{err}");
+    let part = part_path(&c.out);
+    assert!(
+        err.contains(&format!(
+            "{} is kept: the same get resumes it",
+            part.display()
+        )),
+        "{err}"
+    );
+    let held = held(&part, &std::fs::read(&src).unwrap());
+    assert!(held.iter().filter(|&&h| h).count() as f64 >= n * 0.3);
+    let (_origin, addr, _) = origin(&dir, &src, "16M");
+    rerun(&dir, addr, "g", &src, &["--no-peers"]);
+}

@@ -146,7 +146,19 @@ impl Storage {
             .truncate(false)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&part)
-            .map_err(|e| create_err(&e))?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    StorageError::new(
+                        StorageErrorKind::Create,
+                        format!(
+                            "{} is a symbolic link, which tfttp does not follow; remove it",
+                            part.display()
+                        ),
+                    )
+                } else {
+                    create_err(&e)
+                }
+            })?;
         if !file.metadata().map_err(|e| create_err(&e))?.is_file() {
             return Err(StorageError::new(
                 StorageErrorKind::Create,
@@ -557,6 +569,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, part_path(&out)).unwrap();
         let e = Storage::create_part(&out).err().unwrap();
         assert_eq!(e.kind, StorageErrorKind::Create, "{e}");
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let _ = std::fs::remove_dir_all(&d);
     }
