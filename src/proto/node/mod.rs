@@ -41,7 +41,7 @@ use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 const MAX_OUTBOX: usize = 4 << 20;
 
 /// Most REJECTs waiting for one peer to read them. A peer keeps at most MAX_PIPELINE (64)
-/// requests outstanding, and each gets one answer (docs/PROTOCOL.md §5.4, BEP 6), so one
+/// requests outstanding, and each gets one answer (docs/PROTOCOL.md §5.2, BEP 6), so one
 /// that reads has at most that many REJECTs waiting, or MAX_QUEUED_REQUESTS (256) from a
 /// deeper pipeline; four times that is a peer that floods REQUESTs and does not read the
 /// answers. Closing it there holds its answers to 9 KiB instead of MAX_OUTBOX.
