@@ -455,3 +455,32 @@ fn origin_gone_keeps_the_part_and_the_restarted_origin_resumes_it() {
     let (_origin, addr, _) = origin(&dir, &src, "16M");
     rerun(&dir, addr, "g", &src, &["--no-peers"]);
 }
+
+/// A rerun that fails before the manifest arrives (here nothing listens: exit 4) leaves an
+/// earlier run's `.part` as it was; it removed it, and every verified piece with it.
+#[test]
+fn rerun_that_cannot_reach_the_origin_keeps_the_earlier_part() {
+    let dir = TestDir::new("resume-unreachable");
+    let src = dir.source("src.bin", SIZE as u64 / 4);
+    let data = std::fs::read(&src).unwrap();
+    let out = dir.path("u.out");
+    let part = part_path(&out);
+    std::fs::write(&part, &data[..data.len() / 2]).unwrap();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (code, err) = run(
+        &["get", &nobody, "-o", &out.display().to_string()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is kept: the same get resumes it",
+            part.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), &data[..data.len() / 2]);
+    let (_origin, addr, _) = origin(&dir, &src, "16M");
+    let r = rerun(&dir, addr, "u", &src, &["--no-peers"]);
+    assert_eq!(r.missing, (data.len() / 2) as u64);
+}
