@@ -144,3 +144,47 @@ fn server_still_serves(dir: &TestDir, src: &Path, addr: std::net::SocketAddr) {
     let mut c = get(dir, addr, "c", &["--no-peers"]);
     c.expect_download(src, 30);
 }
+
+/// Issue 13: a client that floods REQUESTs and never reads what it is sent. Its REJECTs
+/// wait in the node's outbox, which closed it only at 4 MiB (MAX_OUTBOX): at this pace
+/// after half a minute, and 500 such connections held 74 MiB of the origin's own memory
+/// (tools/hostile.py). Now it is closed after MAX_UNREAD_REJECTS unread answers.
+#[test]
+fn request_flood_that_never_reads_is_closed_with_bounded_memory() {
+    use common::peer::{client_hello, connect};
+    use tfttp::wire::Message;
+    let dir = TestDir::new("flood");
+    let src = dir.source("src.bin", 1 << 20);
+    let (server, addr) = serve(&dir, &src, &["--piece-size", "16K"]);
+    let pid = server.child.id();
+    let before = proc_status_kib(pid, "RssAnon");
+    let mut s = connect(addr);
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut opening = client_hello(5, 0, 0, false, "");
+    Message::Bitfield(&[0; 8]).emit(&mut opening);
+    Message::Interested(true).emit(&mut opening);
+    s.write_all(&opening).unwrap();
+    // 128 REQUESTs every 10 ms (115 kB/s).
+    let mut batch = Vec::new();
+    for i in 0..128u32 {
+        Message::Request(i % 64).emit(&mut batch);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0usize;
+    let closed = loop {
+        if Instant::now() >= until {
+            break false;
+        }
+        match s.write_all(&batch) {
+            Ok(()) => sent += batch.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break true,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let grown = proc_status_kib(pid, "RssAnon").saturating_sub(before);
+    assert!(closed, "still open after {sent} bytes of REQUESTs");
+    assert!(grown < 4096, "the origin grew by {grown} KiB");
+    server_still_serves(&dir, &src, addr);
+}

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use super::metrics::MetricsServer;
 use super::ratelimit::TokenBucket;
 use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
-use super::storage::Storage;
+use super::storage::{Leftover, Storage};
 use super::swarms::{Swarms, key_of};
 use crate::proto::{Config, Counters, Event, Link, Node, Slot};
 use crate::stats;
@@ -123,6 +123,9 @@ pub trait Reporter {
     fn complete(&mut self, driver: &Driver, now: Instant);
     /// Once, when `run` returns, before the caller prints its own last lines.
     fn finish(&mut self, driver: &Driver, now: Instant);
+    /// Once, when the manifest arrived and `part` held `left.bytes` bytes from an earlier
+    /// run, of which the pieces `left.verified` verified and are kept.
+    fn resumed(&mut self, _driver: &Driver, _part: &Path, _left: &Leftover) {}
 }
 
 /// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
@@ -873,15 +876,21 @@ impl Driver {
             }
             Event::Manifest => {
                 let m = sw.node.manifest().expect("event implies manifest");
-                let resumed = sw.storage.prepare(m)?;
+                let left = sw.storage.prepare(m)?;
                 let (len, n) = (m.file_len(), m.piece_count());
-                if !resumed.is_empty() {
-                    sw.node.handle_resumed(&resumed, Instant::now());
+                if !left.verified.is_empty() {
+                    sw.node.handle_resumed(&left.verified, Instant::now());
                 }
+                let part = sw.storage.part_name().map(Path::to_path_buf);
                 self.log(|| format!("manifest: {len} bytes, {n} pieces"));
-                if !resumed.is_empty() {
-                    let k = resumed.len();
+                if !left.verified.is_empty() {
+                    let k = left.verified.len();
                     self.log(|| format!("resumed: {k} of {n} pieces already in the output"));
+                }
+                if left.bytes > 0
+                    && let Some(part) = part
+                {
+                    self.report(|r, d| r.resumed(d, &part, &left));
                 }
             }
             Event::Complete => {

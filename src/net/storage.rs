@@ -90,16 +90,30 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The pieces of `m` whose bytes in `map` match their BLAKE3 hash: a leftover `OUT.part`
-/// is trusted no more than a peer.
-fn verified_pieces(map: &[u8], m: &Manifest) -> Vec<u32> {
+/// The pieces of `m` that lie within the first `upto` bytes of `map` and match their BLAKE3
+/// hash: a leftover `OUT.part` is trusted no more than a peer. Pieces past `upto` were not in
+/// the leftover (the file was extended with zeros to the manifest's size), so they are
+/// fetched, not checked.
+fn verified_pieces(map: &[u8], m: &Manifest, upto: u64) -> Vec<u32> {
     (0..m.piece_count())
+        .take_while(|&i| m.piece_offset(i) + m.piece_len(i) as u64 <= upto)
         .filter(|&i| {
             let start = m.piece_offset(i) as usize;
             let bytes = &map[start..start + m.piece_len(i) as usize];
             m.verify(i, &manifest::hash(bytes))
         })
         .collect()
+}
+
+/// What `prepare` found in `OUT.part` from an earlier run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftover {
+    /// The leftover's length before it was sized for the manifest; 0 when there was none
+    /// (a fresh download, the temporary file of `--output -`, or a run killed before its
+    /// manifest arrived).
+    pub bytes: u64,
+    /// Its pieces that verify against the manifest, in index order: kept, not fetched.
+    pub verified: Vec<u32>,
 }
 
 impl Storage {
@@ -132,7 +146,19 @@ impl Storage {
             .truncate(false)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&part)
-            .map_err(|e| create_err(&e))?;
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    StorageError::new(
+                        StorageErrorKind::Create,
+                        format!(
+                            "{} is a symbolic link, which tfttp does not follow; remove it",
+                            part.display()
+                        ),
+                    )
+                } else {
+                    create_err(&e)
+                }
+            })?;
         if !file.metadata().map_err(|e| create_err(&e))?.is_file() {
             return Err(StorageError::new(
                 StorageErrorKind::Create,
@@ -196,13 +222,15 @@ impl Storage {
         Err(StorageError::io(StorageErrorKind::Create, what, &e))
     }
 
-    /// Sizes and maps `OUT.part` for the manifest, and returns the pieces already in it that
-    /// verify (a leftover of the same size from an interrupted run: resume). Space is
-    /// reserved up front: a write into a sparse mapping on a full disk would kill the process
-    /// with SIGBUS instead of an error.
-    pub fn prepare(&mut self, m: &Manifest) -> Result<Vec<u32>, StorageError> {
+    /// Sizes and maps `OUT.part` for the manifest, and returns what was already in it: the
+    /// pieces of an interrupted run's leftover that verify (resume). A leftover of another
+    /// length is checked too: a truncated `OUT.part` keeps the pieces of its prefix, and
+    /// another file's holds none that verify (its bytes are overwritten as pieces arrive).
+    /// Space is reserved up front: a write into a sparse mapping on a full disk would kill
+    /// the process with SIGBUS instead of an error.
+    pub fn prepare(&mut self, m: &Manifest) -> Result<Leftover, StorageError> {
         if let Storage::Discard = self {
-            return Ok(Vec::new());
+            return Ok(Leftover::default());
         }
         let Storage::Pending(pf) = std::mem::replace(self, Storage::Empty) else {
             return Err(StorageError::new(
@@ -211,33 +239,29 @@ impl Storage {
             ));
         };
         let len = m.file_len();
-        // A leftover of another size is another file's, or nothing: start it over.
         let leftover = pf.file.metadata().map(|md| md.len()).unwrap_or(0);
-        let resume = leftover == len && len > 0;
-        if !resume && let Err(e) = pf.file.set_len(0) {
-            let what = format!("cannot truncate {}", pf.part.display());
-            let err = StorageError::io(StorageErrorKind::Write, what, &e);
-            *self = Storage::Pending(pf);
-            return Err(err);
-        }
+        // `reserve` sets the length to the manifest's: a longer leftover is cut, a shorter
+        // one extended with zeros; either way its first `min` bytes are what it held.
         if let Err(e) = reserve(&pf.file, len) {
+            // Back to what it held (a fresh `.part` to nothing, so `abandon` removes it; a
+            // shorter leftover to its pieces), not a sparse file the size of the download.
+            let _ = pf.file.set_len(leftover.min(len));
             let what = format!("cannot reserve {len} bytes for {}", pf.part.display());
             let err = StorageError::io(StorageErrorKind::Write, what, &e);
             *self = Storage::Pending(pf);
             return Err(err);
         }
-        // SAFETY: the file is ours (just created, truncated and sized); nothing else
-        // truncates it while the download runs. Writes go through `write_at`, and Linux's
-        // page cache keeps the read-only mapping coherent with them.
+        // SAFETY: the file is ours (created or reopened under our exclusive lock, then
+        // sized); nothing else truncates it while the download runs. Writes go through
+        // `write_at`, and Linux's page cache keeps the read-only mapping coherent with them.
         match unsafe { MmapOptions::new().len(len as usize).map(&pf.file) } {
             Ok(map) => {
-                let verified = if resume {
-                    verified_pieces(&map, m)
-                } else {
-                    Vec::new()
-                };
+                let verified = verified_pieces(&map, m, leftover.min(len));
                 *self = Storage::Part(pf, map);
-                Ok(verified)
+                Ok(Leftover {
+                    bytes: leftover,
+                    verified,
+                })
             }
             Err(e) => {
                 let what = format!("cannot map {}", pf.part.display());
@@ -245,6 +269,14 @@ impl Storage {
                 *self = Storage::Pending(pf);
                 Err(err)
             }
+        }
+    }
+
+    /// `OUT.part`, while a download to a named output runs.
+    pub fn part_name(&self) -> Option<&Path> {
+        match self {
+            Storage::Pending(pf) | Storage::Part(pf, _) if pf.out.is_some() => Some(&pf.part),
+            _ => None,
         }
     }
 
@@ -287,10 +319,12 @@ impl Storage {
     }
 
     /// After a failure: an `OUT.part` that holds nothing yet is removed; one the manifest
-    /// sized is kept, for the next `get` to the same output to resume.
+    /// sized is kept, for the next `get` to the same output to resume, and so is an earlier
+    /// run's leftover that could not be sized (a full disk): its pieces are still good.
     pub fn abandon(self) {
         if let Storage::Pending(pf) = self
             && pf.out.is_some()
+            && pf.file.metadata().is_ok_and(|md| md.len() == 0)
         {
             let _ = std::fs::remove_file(&pf.part);
         }
@@ -387,10 +421,10 @@ impl Storage {
 }
 
 fn reserve(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
     if len == 0 {
         return Ok(());
     }
-    file.set_len(len)?;
     // SAFETY: plain syscall wrapper on a valid, open descriptor.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
     match rc {
@@ -465,7 +499,7 @@ mod tests {
         let data: Vec<u8> = (0..5 * piece).map(|i| (i * 7 % 251) as u8).collect();
         let m = Manifest::build(&data, piece as u32).unwrap();
         let mut first = Storage::create_part(&out).unwrap();
-        assert!(first.prepare(&m).unwrap().is_empty());
+        assert!(first.prepare(&m).unwrap().verified.is_empty());
         // Pieces 0 and 3 written, 1 half written, then the process dies.
         first.write_at(0, &data[..piece]).unwrap();
         first
@@ -476,13 +510,53 @@ mod tests {
             .unwrap();
         drop(first);
         let mut again = Storage::create_part(&out).unwrap();
-        assert_eq!(again.prepare(&m).unwrap(), vec![0, 3]);
+        let left = again.prepare(&m).unwrap();
+        assert_eq!(left.bytes, 5 * piece as u64);
+        assert_eq!(left.verified, vec![0, 3]);
         drop(again);
-        // A leftover of another size is another file's: started over.
-        let other = Manifest::build(&data[..2 * piece], piece as u32).unwrap();
+        // Truncated between runs to 2.5 pieces: the whole pieces of its prefix that verify
+        // are kept (0; 1 is half written), the rest is fetched.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(part_path(&out))
+            .unwrap()
+            .set_len(5 * piece as u64 / 2)
+            .unwrap();
+        let mut cut = Storage::create_part(&out).unwrap();
+        let left = cut.prepare(&m).unwrap();
+        assert_eq!((left.bytes, left.verified), (5 * piece as u64 / 2, vec![0]));
+        assert_eq!(cut.bytes().len(), data.len());
+        drop(cut);
+        // Another file's leftover, longer than this one: none of its pieces verify, and it
+        // is cut to this file's length.
+        let other: Vec<u8> = data[..2 * piece].iter().map(|b| b ^ 0x5a).collect();
+        let other = Manifest::build(&other, piece as u32).unwrap();
         let mut third = Storage::create_part(&out).unwrap();
-        assert!(third.prepare(&other).unwrap().is_empty());
-        assert!(third.bytes().iter().all(|&b| b == 0));
+        let left = third.prepare(&other).unwrap();
+        assert_eq!((left.bytes, left.verified), (5 * piece as u64, vec![]));
+        assert_eq!(third.bytes().len(), 2 * piece);
+        drop(third);
+        // A fresh output has no leftover.
+        let mut fresh = Storage::create_part(&d.join("g.bin")).unwrap();
+        assert_eq!(fresh.prepare(&m).unwrap(), Leftover::default());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A leftover that cannot be sized (here: it is not prepared at all, as when the disk
+    /// is full) is kept by `abandon`; an empty `.part` of a run that never got its manifest
+    /// is removed.
+    #[test]
+    fn test_abandon_keeps_a_leftover_with_bytes_and_removes_an_empty_part() {
+        let d = tmp("abandon");
+        let out = d.join("f.bin");
+        Storage::create_part(&out).unwrap().abandon();
+        assert!(!part_path(&out).exists());
+        std::fs::write(part_path(&out), b"an earlier run's pieces").unwrap();
+        Storage::create_part(&out).unwrap().abandon();
+        assert_eq!(
+            std::fs::read(part_path(&out)).unwrap(),
+            b"an earlier run's pieces"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -495,6 +569,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, part_path(&out)).unwrap();
         let e = Storage::create_part(&out).err().unwrap();
         assert_eq!(e.kind, StorageErrorKind::Create, "{e}");
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -545,7 +620,7 @@ mod tests {
         let mut s = Storage::create_temp(&d).unwrap();
         // Unlinked at once: the directory is empty while the download runs.
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
-        assert!(s.prepare(&m).unwrap().is_empty());
+        assert!(s.prepare(&m).unwrap().verified.is_empty());
         s.write_at(16 * 1024, &data[16 * 1024..]).unwrap();
         s.write_at(0, &data[..16 * 1024]).unwrap();
         s.finish().unwrap();

@@ -64,6 +64,9 @@ pub(super) struct Peer {
     pub backoff_until: Option<Instant>,
     /// Encoded control frames for the driver to send.
     pub outbox: Vec<u8>,
+    /// REJECTs in `outbox`, not yet taken by the driver (which takes it only once the
+    /// socket took what it took before).
+    pub unread_rejects: usize,
     /// Listed in the node's dirty list.
     pub dirty: bool,
     pub last_recv: Instant,
@@ -103,6 +106,7 @@ impl Peer {
             dry: None,
             backoff_until: None,
             outbox: Vec::new(),
+            unread_rejects: 0,
             dirty: false,
             last_recv: now,
             last_data: now,

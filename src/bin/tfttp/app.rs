@@ -3,11 +3,12 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tfttp::net::socket::{self, SocketOptions};
 use tfttp::net::storage::Storage;
-use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, max_conns_client};
+use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, RunError, StorageErrorKind, max_conns_client};
 use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
 
@@ -414,10 +415,30 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             Ok(())
         }
         Err(e) => {
+            // When `PATH` appeared meanwhile, the message already names the complete `.part`.
+            let appeared =
+                matches!(&e, RunError::Storage(s) if s.kind == StorageErrorKind::OutputExists);
+            let part = storage
+                .part_name()
+                .filter(|_| !appeared)
+                .map(Path::to_path_buf);
             storage.abandon();
-            Err(e.into())
+            Err(with_resume_hint(e.into(), part.as_deref()))
         }
     }
+}
+
+/// A failed `get` whose `PATH.part` holds bytes says that it is kept and how to resume it.
+fn with_resume_hint(mut f: Fail, part: Option<&Path>) -> Fail {
+    if let Some(p) = part
+        && std::fs::metadata(p).is_ok_and(|md| md.len() > 0)
+    {
+        f.message.push_str(&format!(
+            "; {} is kept: the same get resumes it",
+            p.display()
+        ));
+    }
+    f
 }
 
 /// The one-line summary goes to stdout, unless stdout carries the file.

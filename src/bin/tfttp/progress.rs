@@ -6,8 +6,11 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tfttp::manifest::Manifest;
+use tfttp::net::storage::Leftover;
 use tfttp::net::{Driver, Reporter};
 
 use crate::cli::Output;
@@ -258,11 +261,50 @@ impl Reporter for Progress {
         }
     }
 
+    fn resumed(&mut self, d: &Driver, part: &Path, left: &Leftover) {
+        if let Some(m) = d.node().manifest() {
+            self.say(&resume_line(part, left, m));
+        }
+    }
+
     fn finish(&mut self, _: &Driver, _: Instant) {
         if self.drawn {
             let _ = std::io::stderr().write_all(b"\r\x1b[K");
             self.drawn = false;
         }
+    }
+}
+
+/// What `get` found in an earlier run's `PATH.part`: how much it keeps and fetches, or that
+/// nothing in it belongs to this file (another file's `.part`, a damaged one, or a run
+/// stopped before its first piece), so a restart from zero is never silent.
+pub fn resume_line(part: &Path, left: &Leftover, m: &Manifest) -> String {
+    let (n, len) = (m.piece_count(), m.file_len());
+    let k = left.verified.len() as u32;
+    let kept: u64 = left.verified.iter().map(|&i| m.piece_len(i) as u64).sum();
+    let was = if left.bytes == len {
+        String::new()
+    } else {
+        format!("; it held {} bytes, the file has {len}", left.bytes)
+    };
+    if k == 0 {
+        format!(
+            "{} holds no piece of this file (none of its {} bytes verify against the \
+             manifest: another file's, damaged, or stopped before a piece arrived); \
+             downloading all {n} pieces ({}){was}",
+            part.display(),
+            left.bytes,
+            size(len)
+        )
+    } else {
+        format!(
+            "resuming {}: {k} of {n} pieces ({}) verified and kept, fetching the other {} \
+             ({}){was}",
+            part.display(),
+            size(kept),
+            n - k,
+            size(len - kept)
+        )
     }
 }
 
@@ -350,5 +392,32 @@ mod tests {
         assert_eq!(duration(9.4), "9 s");
         assert_eq!(duration(187.0), "3m07s");
         assert_eq!(duration(7500.0), "2h05m");
+    }
+
+    #[test]
+    fn test_resume_line_says_what_is_kept_or_that_nothing_is() {
+        let m = Manifest::build(&[7u8; 4 * 16384], 16384).unwrap();
+        let part = Path::new("out.bin.part");
+        let kept = Leftover {
+            bytes: 3 * 16384,
+            verified: vec![0, 2],
+        };
+        assert_eq!(
+            resume_line(part, &kept, &m),
+            "resuming out.bin.part: 2 of 4 pieces (32.0 KiB) verified and kept, fetching the \
+             other 2 (32.0 KiB); it held 49152 bytes, the file has 65536"
+        );
+        let none = Leftover {
+            bytes: 4 * 16384,
+            verified: vec![],
+        };
+        let line = resume_line(part, &none, &m);
+        assert!(
+            line.starts_with("out.bin.part holds no piece of this file")
+                && line.contains("another file's")
+                && line.contains("downloading all 4 pieces (64.0 KiB)")
+                && !line.contains("it held"),
+            "{line}"
+        );
     }
 }

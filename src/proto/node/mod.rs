@@ -40,6 +40,13 @@ use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 /// more means the peer has stopped reading.
 const MAX_OUTBOX: usize = 4 << 20;
 
+/// Most REJECTs waiting for one peer to read them. A peer keeps at most MAX_PIPELINE (64)
+/// requests outstanding, and each gets one answer (docs/PROTOCOL.md §5.2, BEP 6), so one
+/// that reads has at most that many REJECTs waiting, or MAX_QUEUED_REQUESTS (256) from a
+/// deeper pipeline; four times that is a peer that floods REQUESTs and does not read the
+/// answers. Closing it there holds its answers to 9 KiB instead of MAX_OUTBOX.
+const MAX_UNREAD_REJECTS: usize = 4 * requests::MAX_QUEUED_REQUESTS;
+
 /// A connection's index, chosen by the driver (its slab key).
 pub type Slot = usize;
 
@@ -510,6 +517,7 @@ impl Node {
     /// Moves the slot's queued control frames to the end of `out`.
     pub fn take_outbox(&mut self, slot: Slot, out: &mut Vec<u8>) {
         if let Some(p) = self.peer_mut(slot) {
+            p.unread_rejects = 0;
             if out.is_empty() {
                 std::mem::swap(out, &mut p.outbox);
             } else {
@@ -760,10 +768,14 @@ impl Node {
     fn emit(&mut self, slot: Slot, msg: &Message) {
         let now = self.now;
         let Some(p) = self.peer_mut(slot) else { return };
-        if p.outbox.len() > MAX_OUTBOX && !p.closing {
+        if matches!(msg, Message::Reject(_)) {
+            p.unread_rejects += 1;
+        }
+        if (p.outbox.len() > MAX_OUTBOX || p.unread_rejects > MAX_UNREAD_REJECTS) && !p.closing {
             // It sends (requests, say) but does not read what we answer: drop it rather
             // than hold its answers without bound.
             p.outbox.clear();
+            p.unread_rejects = 0;
             return self.close(slot, false, "peer does not read what it is sent");
         }
         msg.emit(&mut p.outbox);

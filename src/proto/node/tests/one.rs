@@ -242,6 +242,36 @@ fn test_origin_serves_no_client_that_never_sent_its_bitfield() {
     assert_eq!(o.node.poll_piece(0), None);
 }
 
+/// Slowloris (issue 13): a connection that sends nothing, or only part of a HELLO (the
+/// driver holds a partial frame; the node sees nothing), is closed with ERROR 8 when the
+/// handshake timer expires, 10 s after it opened; a registered client that then falls
+/// silent is closed after the idle timeout.
+#[test]
+fn test_origin_closes_connection_without_hello_at_handshake_timeout() {
+    let mut o = One::origin(&file(PIECE as usize));
+    let start = o.now;
+    o.node.handle_tick(start + Duration::from_secs(9));
+    assert!(!o.node.is_closing(0));
+    o.node
+        .handle_tick(start + Duration::from_secs(10) + Duration::from_millis(100));
+    assert!(o.node.is_closing(0));
+    let error = o
+        .out()
+        .into_iter()
+        .find(|f| f.0 == wire::ty::ERROR)
+        .unwrap();
+    assert_eq!(u16::from_be_bytes([error.1[0], error.1[1]]), 8);
+    assert!(String::from_utf8_lossy(&error.1[2..]).contains("no HELLO in time"));
+
+    let mut o = One::origin(&file(PIECE as usize));
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Bitfield(&[0]));
+    o.node.handle_tick(start + Duration::from_secs(59));
+    assert!(!o.node.is_closing(0));
+    o.node.handle_tick(start + Duration::from_secs(61));
+    assert!(o.node.is_closing(0), "silent for 60 s");
+}
+
 #[test]
 fn test_peer_that_floods_requests_and_never_reads_is_dropped() {
     let mut o = One::origin(&file(3 * PIECE as usize));
@@ -254,11 +284,31 @@ fn test_peer_that_floods_requests_and_never_reads_is_dropped() {
         n += 1;
     }
     assert!(o.node.is_closing(0), "still open after {n} requests");
-    assert!(n < 600_000, "closed only after {n} requests");
+    // Its answers waiting for it are bounded by count, not only by MAX_OUTBOX (4 MiB, which
+    // 1,000 such peers would make 4 GiB).
+    assert_eq!(
+        n,
+        super::super::MAX_UNREAD_REJECTS + 1,
+        "closed after {n} requests"
+    );
     let closed = o.events().into_iter().any(
         |e| matches!(e, Event::Close { slot: 0, ref why, .. } if why.contains("does not read")),
     );
     assert!(closed);
+}
+
+/// The same REQUESTs from a peer whose answers are taken (the driver wrote them) as they
+/// come: each gets its REJECT and the peer stays.
+#[test]
+fn test_peer_that_reads_its_rejects_is_not_dropped() {
+    let mut o = One::origin(&file(3 * PIECE as usize));
+    o.send(hello(Role::Client, 2, 0));
+    o.send(Message::Bitfield(&[0]));
+    for _ in 0..20_000 {
+        o.send(Message::Request(1));
+        assert_eq!(o.out().last().unwrap().0, wire::ty::REJECT);
+    }
+    assert!(!o.node.is_closing(0));
 }
 
 #[test]

@@ -26,6 +26,9 @@ struct Sim {
     /// Frames received, for assertions: (node, type).
     seen: Vec<(usize, u8)>,
     steps: usize,
+    /// (sender, piece): the next copy of `piece` that `sender` sends arrives with a byte
+    /// flipped (each entry is used once).
+    corrupt: Vec<(usize, u32)>,
 }
 
 impl Sim {
@@ -49,6 +52,7 @@ impl Sim {
             now,
             seen: Vec::new(),
             steps: 0,
+            corrupt: Vec::new(),
         }
     }
 
@@ -193,7 +197,11 @@ impl Sim {
             *budget -= 1;
             let man = self.nodes[n].node.manifest().unwrap().clone();
             let (off, len) = (man.piece_offset(piece) as usize, man.piece_len(piece));
-            let payload = self.nodes[n].data[off..off + len as usize].to_vec();
+            let mut payload = self.nodes[n].data[off..off + len as usize].to_vec();
+            if let Some(k) = self.corrupt.iter().position(|&c| c == (n, piece)) {
+                self.corrupt.swap_remove(k);
+                payload[len as usize / 2] ^= 0x01;
+            }
             let now = self.now;
             let sink = self.nodes[m].node.begin_piece(ms, piece, len, now);
             match sink {
@@ -406,6 +414,25 @@ fn test_client_killed_midway_others_complete() {
     sim.run_until_done(3000);
     assert_eq!(sim.nodes[a].data, data);
     assert_eq!(sim.nodes[c].data, data);
+}
+
+/// Issue 13, case 4: a piece from the origin that fails its hash at the client (flipped in
+/// transit here) is asked for again and sent again. The origin counted it as on its way
+/// and refused the client's wildcards for it, so a lone client sat at 1023/1024 until its
+/// stall timeout; now the refused wildcard makes it ask for the piece by index.
+#[test]
+fn test_origin_piece_that_fails_verification_is_sent_again() {
+    let data = file(8 * PIECE as usize);
+    let mut sim = Sim::new(&data, 1);
+    let c = sim.add_client(2);
+    // Every piece's first copy, so the last one too: only the origin has any of them.
+    sim.corrupt = (0..8).map(|p| (0, p)).collect();
+    sim.run_until_done(2000);
+    assert!(sim.corrupt.is_empty());
+    assert_eq!(sim.nodes[c].data, data);
+    let k = sim.nodes[c].node.counters();
+    assert_eq!((k.corrupt_pieces, k.from_origin), (8, data.len() as u64));
+    assert_eq!(sim.nodes[0].node.counters().uploaded, 2 * data.len() as u64);
 }
 
 #[test]
