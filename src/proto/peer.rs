@@ -53,6 +53,9 @@ pub(super) struct Peer {
     pub sending: bool,
     /// Origin only: pieces sent to this client that it has not announced with HAVE yet.
     pub in_flight: Vec<u32>,
+    /// Origin only: pieces of `in_flight` the client has announced so far; its send
+    /// window grows by each (`Node::send_window`).
+    pub acked: u32,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,
     /// Origin only: the clients (slot, node id) this one was introduced to or told about;
@@ -101,6 +104,7 @@ impl Peer {
             queue: VecDeque::new(),
             sending: false,
             in_flight: Vec::new(),
+            acked: 0,
             registered: false,
             acquaintances: Vec::new(),
             dry: None,

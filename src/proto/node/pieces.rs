@@ -111,6 +111,17 @@ impl Node {
                 }
                 return self.fail(slot, ErrorCode::Corrupt, "piece failed its BLAKE3 hash");
             }
+            // The origin counts the piece as on its way to us, in its send window, until we
+            // announce it: ask for it again by index (docs/PROTOCOL.md §5.2).
+            picker.on_request(r.piece);
+            if let Some(p) = self.peer_mut(slot) {
+                p.asked.push(Asked {
+                    piece: r.piece,
+                    at: now,
+                    cancelled: false,
+                });
+            }
+            self.emit(slot, &Message::Request(r.piece));
             self.fill_requests(slot);
             return;
         }
@@ -152,13 +163,19 @@ impl Node {
                 let was_in_flight = match p.in_flight.iter().position(|&x| x == i) {
                     Some(k) => {
                         p.in_flight.swap_remove(k);
+                        p.acked = p.acked.saturating_add(1);
                         true
                     }
                     None => false,
                 };
+                let queued = !p.queue.is_empty();
                 let full = p.has.is_full();
                 if let Side::Origin(registry) = &mut self.side {
                     registry.note_taker(slot, self.now);
+                }
+                if was_in_flight && queued {
+                    // The send window may have been full.
+                    self.mark_dirty(slot);
                 }
                 if !was_in_flight {
                     // Another client got the piece without the origin: whoever received its

@@ -656,6 +656,32 @@ fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     assert_eq!(o.node.poll_piece(0), Some(0));
 }
 
+/// The origin's send window: a client that asks and never announces what it received gets
+/// two pieces, and each HAVE lets one more go and widens the window by one.
+#[test]
+fn test_origin_sends_no_more_than_its_window_ahead_of_the_client_s_haves() {
+    let data = file(16 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0, 0]);
+    for _ in 0..8 {
+        o.send(Message::Request(WILDCARD));
+    }
+    let first: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    assert_eq!(first.len(), 2, "the initial window");
+    assert!(o.out().is_empty(), "held, not refused");
+    o.send(Message::Have(first[0]));
+    let more: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    assert_eq!(
+        more.len(),
+        2,
+        "one piece acknowledged: one freed, one more of window"
+    );
+    // A piece asked for again by index while on its way (it failed the client's check)
+    // goes out even with the window full.
+    o.send(Message::Request(more[0]));
+    assert_eq!(o.node.poll_piece(0), Some(more[0]));
+    assert_eq!(o.node.poll_piece(0), None);
+}
+
 /// The served file changed under the origin and piece 0 no longer matches the manifest:
 /// a WILDCARD gets the next piece instead, a request by index a REJECT, and piece 0 is
 /// never offered again (it would fail its CRC at every client).
@@ -676,7 +702,13 @@ fn test_origin_withdraws_a_piece_that_no_longer_matches() {
     for _ in 0..3 {
         o.send(Message::Request(WILDCARD));
     }
-    let mut sent: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    // The client announces each piece it receives, which keeps the send window open.
+    o.send(Message::Have(1));
+    let mut sent = Vec::new();
+    while let Some(p) = o.node.poll_piece(0) {
+        o.send(Message::Have(p));
+        sent.push(p);
+    }
     sent.sort();
     assert_eq!(sent, vec![2, 3], "never piece 0 again");
     assert_eq!(
