@@ -56,6 +56,9 @@ pub(super) struct Peer {
     /// Origin only: pieces of `in_flight` the client has announced so far; its send
     /// window grows by each (`Node::send_window`).
     pub acked: u32,
+    /// Origin only: pieces sent again by index, past a full window, since the client last
+    /// announced one on its way; at most `INITIAL_WINDOW_PIECES`.
+    pub resent: u32,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,
     /// Origin only: the clients (slot, node id) this one was introduced to or told about;
@@ -105,6 +108,7 @@ impl Peer {
             sending: false,
             in_flight: Vec::new(),
             acked: 0,
+            resent: 0,
             registered: false,
             acquaintances: Vec::new(),
             dry: None,

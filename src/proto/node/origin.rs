@@ -180,13 +180,19 @@ impl Node {
             if is_origin && p.in_flight.len() >= Node::send_window(p.acked, piece_size) {
                 // The window is full, and the client's next HAVE reopens it (`on_have`). A
                 // piece it asks for again by index while on its way failed its check, and
-                // sending it again adds nothing to the window: that goes first.
+                // sending it again adds nothing to the window: that goes first. But only a
+                // few times between HAVEs: a client asking again and again for the pieces
+                // on their way (and never reading them) would get the window each time.
+                if p.resent >= INITIAL_WINDOW_PIECES {
+                    return None;
+                }
                 let in_flight = &p.in_flight;
                 let again = p
                     .queue
                     .iter()
                     .position(|&r| r != WILDCARD && in_flight.contains(&r));
                 let r = p.queue.remove(again?).expect("found above");
+                p.resent += 1;
                 p.queue.push_front(r);
             }
             let req = p.queue.pop_front()?;

@@ -164,6 +164,7 @@ impl Node {
                     Some(k) => {
                         p.in_flight.swap_remove(k);
                         p.acked = p.acked.saturating_add(1);
+                        p.resent = 0;
                         true
                     }
                     None => false,

@@ -680,6 +680,13 @@ fn test_origin_sends_no_more_than_its_window_ahead_of_the_client_s_haves() {
     o.send(Message::Request(more[0]));
     assert_eq!(o.node.poll_piece(0), Some(more[0]));
     assert_eq!(o.node.poll_piece(0), None);
+    // But not again and again: a client that asks for what is on its way and never reads
+    // it would get the window each time.
+    for _ in 0..4 {
+        o.send(Message::Request(more[1]));
+    }
+    let again: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    assert_eq!(again, vec![more[1]], "two sent again between HAVEs");
 }
 
 /// The served file changed under the origin and piece 0 no longer matches the manifest:
