@@ -45,9 +45,11 @@ impl Node {
     }
 
     /// Connect to known peers we are responsible for dialling. Of two listening clients the
-    /// one with the smaller id dials, so a pair does not open two connections.
+    /// one with the smaller id dials, so a pair does not open two connections. A complete
+    /// client (a seed) dials too: a listening newcomer with a larger id than the seed's
+    /// waits for the seed to dial it, and a seed that dialled nobody never served it.
     pub(super) fn maybe_dial(&mut self, now: Instant) {
-        if !self.cfg.use_peers || self.manifest.is_none() || self.is_complete() {
+        if !self.cfg.use_peers || self.manifest.is_none() {
             return;
         }
         let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());

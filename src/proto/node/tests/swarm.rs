@@ -450,6 +450,30 @@ fn test_late_joiner_completes() {
 }
 
 #[test]
+fn test_seed_dials_a_listening_newcomer_with_a_larger_id() {
+    // Of two listening clients the smaller id dials. A seeds, then B (a larger id) joins:
+    // only A can open their connection, and a seed that dialled nobody left B to the
+    // origin alone.
+    let data = file(32 * PIECE as usize);
+    let mut sim = Sim::new(&data, 1);
+    let a = sim.add_client(4);
+    for _ in 0..2000 {
+        if sim.nodes[a].complete {
+            break;
+        }
+        sim.step();
+    }
+    assert!(sim.nodes[a].complete);
+    let b = sim.add_client(4);
+    sim.run_until_done(3000);
+    assert_eq!(sim.nodes[b].data, data);
+    assert!(
+        sim.nodes[b].node.counters().from_peers > 0,
+        "the seed served the newcomer"
+    );
+}
+
+#[test]
 fn test_empty_file_completes_without_pieces() {
     let mut sim = Sim::new(&[], 1);
     let c = sim.add_client(1);
