@@ -259,8 +259,9 @@ fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
     }
 }
 
-#[test]
-fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
+/// An origin of 10 MB/s whose client 1 broke its promise (40 fresh pieces kept by nobody)
+/// and never passed a byte on, while client 0, which did, asks for nothing.
+fn origin_with_a_lone_promise_breaker() -> (ChokeTable, Me) {
     let me = Me {
         capacity: Some(10_000_000.0),
         ..me_origin()
@@ -269,6 +270,12 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
     settle_credit(&mut t, &[1_000_000, 0]);
     t.rows[1].promised = 40;
     t.rows[0].interested = false;
+    (t, me)
+}
+
+#[test]
+fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
+    let (mut t, me) = origin_with_a_lone_promise_breaker();
     decide(&mut t, Policy::Tft, me);
     assert!(!t.rows[1].choking, "still served: it may finish, last");
     assert_eq!(t.cap(1), Some(10_000_000.0 * NON_CONTRIBUTOR_SHARE));
@@ -284,14 +291,7 @@ fn test_origin_blames_no_broken_promise_while_nobody_else_takes_pieces() {
     // The same client as above, but no other client has announced a piece lately (only
     // seeds, or identities that register and never read, issue 13's hostile load): it
     // could not have passed anything on, so it is served like any client.
-    let me = Me {
-        capacity: Some(10_000_000.0),
-        ..me_origin()
-    };
-    let mut t = table(2);
-    settle_credit(&mut t, &[1_000_000, 0]);
-    t.rows[1].promised = 40;
-    t.rows[0].interested = false;
+    let (mut t, me) = origin_with_a_lone_promise_breaker();
     t.set_others_taking(1, false);
     decide(&mut t, Policy::Tft, me);
     assert!(!t.rows[1].choking);
