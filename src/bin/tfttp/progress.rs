@@ -183,15 +183,9 @@ impl Progress {
     }
 }
 
-impl Reporter for Progress {
-    fn tick(&mut self, d: &Driver, now: Instant) {
-        if let Role::Origin { .. } = self.role {
-            let n = d.totals().clients_completed;
-            if n > self.completed {
-                self.completed = n;
-                self.say(&format!("a client completed ({n} so far)"));
-            }
-        }
+impl Progress {
+    /// Client: says once that its listen port looks unreachable, when it does.
+    fn warn_unreachable(&mut self, d: &Driver) {
         if let Role::Client {
             listen_port: Some(port),
             ..
@@ -202,6 +196,19 @@ impl Reporter for Progress {
             self.warned_unreachable = true;
             self.say(&unreachable_warning(port, u));
         }
+    }
+}
+
+impl Reporter for Progress {
+    fn tick(&mut self, d: &Driver, now: Instant) {
+        if let Role::Origin { .. } = self.role {
+            let n = d.totals().clients_completed;
+            if n > self.completed {
+                self.completed = n;
+                self.say(&format!("a client completed ({n} so far)"));
+            }
+        }
+        self.warn_unreachable(d);
         let line = match self.role {
             Role::Client { .. } => self.client_line(d, now),
             Role::Origin { .. } => self.origin_line(d, now),
@@ -267,11 +274,13 @@ impl Reporter for Progress {
         }
     }
 
-    fn finish(&mut self, _: &Driver, _: Instant) {
+    fn finish(&mut self, d: &Driver, _: Instant) {
         if self.drawn {
             let _ = std::io::stderr().write_all(b"\r\x1b[K");
             self.drawn = false;
         }
+        // A run shorter than a tick still hears it.
+        self.warn_unreachable(d);
     }
 }
 
