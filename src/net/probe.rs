@@ -60,39 +60,47 @@ impl Prober {
         (FIRST_TOKEN..super::router::FIRST_TOKEN).contains(&token.0)
     }
 
-    /// Swarm `swarm`'s node asks for probe `id` of `addr`. Answers that are known at once
-    /// (the connect failed outright) go to `out`.
+    /// Swarm `swarm`'s node asks for probe `id` of `addr`. It starts now if fewer than
+    /// `MAX_OPEN` are open, else when one ends. Answers known at once (the connect failed
+    /// outright) go to `out`.
     pub(super) fn start(
         &mut self,
         registry: &Registry,
-        (swarm, id, addr): (usize, ProbeId, SocketAddr),
+        probe: (usize, ProbeId, SocketAddr),
         now: Instant,
         out: &mut Vec<Answer>,
     ) {
-        if self.open.len() >= MAX_OPEN {
-            self.waiting.push_back((swarm, id, addr));
-            return;
-        }
-        let entry = self.open.vacant_entry();
-        let token = Token(FIRST_TOKEN + entry.key());
-        let res = socket::connect(addr, SocketOptions::default()).and_then(|mut s| {
-            registry.register(&mut s, token, Interest::WRITABLE)?;
-            Ok(s)
-        });
-        match res {
-            Ok(stream) => {
-                entry.insert(Pending {
-                    stream,
+        self.waiting.push_back(probe);
+        self.pump(registry, now, out);
+    }
+
+    /// Opens waiting probes while there is room.
+    fn pump(&mut self, registry: &Registry, now: Instant, out: &mut Vec<Answer>) {
+        while self.open.len() < MAX_OPEN {
+            let Some((swarm, id, addr)) = self.waiting.pop_front() else {
+                return;
+            };
+            let entry = self.open.vacant_entry();
+            let token = Token(FIRST_TOKEN + entry.key());
+            let res = socket::connect(addr, SocketOptions::default()).and_then(|mut s| {
+                registry.register(&mut s, token, Interest::WRITABLE)?;
+                Ok(s)
+            });
+            match res {
+                Ok(stream) => {
+                    entry.insert(Pending {
+                        stream,
+                        swarm,
+                        id,
+                        deadline: now + PROBE_TIMEOUT,
+                    });
+                }
+                Err(_) => out.push(Answer {
                     swarm,
                     id,
-                    deadline: now + PROBE_TIMEOUT,
-                });
+                    reachable: false,
+                }),
             }
-            Err(_) => out.push(Answer {
-                swarm,
-                id,
-                reachable: false,
-            }),
         }
     }
 
@@ -150,8 +158,95 @@ impl Prober {
             id: p.id,
             reachable,
         });
-        if let Some(next) = self.waiting.pop_front() {
-            self.start(registry, next, Instant::now(), out);
+        self.pump(registry, Instant::now(), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll};
+
+    /// Polls until `n` more answers came (at most 5 s).
+    fn answers(poll: &mut Poll, p: &mut Prober, n: usize) -> Vec<Answer> {
+        let mut out = Vec::new();
+        let mut events = Events::with_capacity(16);
+        let until = Instant::now() + Duration::from_secs(5);
+        while out.len() < n && Instant::now() < until {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            for ev in events.iter() {
+                assert!(Prober::owns(ev.token()), "{ev:?}");
+                p.handle(poll.registry(), ev, &mut out);
+            }
         }
+        out
+    }
+
+    #[test]
+    fn test_listening_port_is_reachable_and_closed_port_is_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        // Bound and dropped: nothing listens there now.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut p = Prober::default();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        p.start(poll.registry(), (0, 1, open), now, &mut out);
+        p.start(poll.registry(), (2, 7, closed), now, &mut out);
+        let n = 2 - out.len();
+        out.extend(answers(&mut poll, &mut p, n));
+        out.sort_by_key(|a| a.id);
+        let yes = Answer {
+            swarm: 0,
+            id: 1,
+            reachable: true,
+        };
+        let no = Answer {
+            swarm: 2,
+            id: 7,
+            reachable: false,
+        };
+        assert_eq!(out, vec![yes, no]);
+        assert_eq!(p.next_deadline(), None, "both sockets closed");
+        // The probe reached the listener and was reset without a byte.
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        let got = std::io::Read::read(&mut s, &mut buf);
+        assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    }
+
+    #[test]
+    fn test_probes_past_the_open_limit_wait_and_the_overdue_are_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut p = Prober::default();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for id in 0..=MAX_OPEN as u64 {
+            p.start(poll.registry(), (0, id, addr), now, &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!((p.open.len(), p.waiting.len()), (MAX_OPEN, 1));
+        assert_eq!(p.next_deadline(), Some(now + PROBE_TIMEOUT));
+        // Unanswered at the deadline (never polled): unreachable, and the waiting one opens.
+        p.expire(poll.registry(), now + PROBE_TIMEOUT, &mut out);
+        assert_eq!(out.len(), MAX_OPEN);
+        assert!(out.iter().all(|a| !a.reachable && a.id < MAX_OPEN as u64));
+        assert_eq!((p.open.len(), p.waiting.len()), (1, 0));
+        let last = answers(&mut poll, &mut p, 1);
+        assert_eq!(
+            last,
+            vec![Answer {
+                swarm: 0,
+                id: MAX_OPEN as u64,
+                reachable: true
+            }]
+        );
     }
 }
