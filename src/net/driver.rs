@@ -934,10 +934,10 @@ impl Driver {
     fn give_answers(&mut self) {
         let now = Instant::now();
         for a in std::mem::take(&mut self.answers) {
-            let what = if a.reachable {
-                "reachable"
-            } else {
-                "unreachable"
+            let what = match a.reachable {
+                Some(true) => "reachable",
+                Some(false) => "unreachable",
+                None => "not made (the origin's own error)",
             };
             self.log(|| format!("probe {} of swarm {}: {what}", a.id, a.swarm));
             if let Some(sw) = self.swarms.live.get_mut(a.swarm) {

@@ -36,8 +36,10 @@ pub(super) struct Answer {
     pub(super) swarm: usize,
     /// The node's probe.
     pub(super) id: ProbeId,
-    /// A connection opened within the timeout.
-    pub(super) reachable: bool,
+    /// A connection opened within the timeout (`Some(true)`) or not (`Some(false)`);
+    /// `None` when the origin could not even try (out of descriptors, say): that is no
+    /// verdict on the client's port.
+    pub(super) reachable: Option<bool>,
 }
 
 struct Pending {
@@ -95,10 +97,10 @@ impl Prober {
                         deadline: now + PROBE_TIMEOUT,
                     });
                 }
-                Err(_) => out.push(Answer {
+                Err(e) => out.push(Answer {
                     swarm,
                     id,
-                    reachable: false,
+                    reachable: refused_outright(&e),
                 }),
             }
         }
@@ -127,7 +129,7 @@ impl Prober {
                 Err(_) => false,
             },
         };
-        self.finish(registry, k, reachable, out);
+        self.finish(registry, k, Some(reachable), out);
     }
 
     /// Probes past their deadline are answered unreachable.
@@ -137,7 +139,7 @@ impl Prober {
             .map(|(k, _)| k)
             .collect();
         for k in due {
-            self.finish(registry, k, false, out);
+            self.finish(registry, k, Some(false), out);
         }
     }
 
@@ -147,7 +149,13 @@ impl Prober {
     }
 
     /// Closes probe `k` with a reset, answers it, and starts the next waiting one.
-    fn finish(&mut self, registry: &Registry, k: usize, reachable: bool, out: &mut Vec<Answer>) {
+    fn finish(
+        &mut self,
+        registry: &Registry,
+        k: usize,
+        reachable: Option<bool>,
+        out: &mut Vec<Answer>,
+    ) {
         let mut p = self.open.remove(k);
         let _ = registry.deregister(&mut p.stream);
         // A reset rather than a FIN: nothing was sent, and no TIME_WAIT stays behind.
@@ -159,6 +167,19 @@ impl Prober {
             reachable,
         });
         self.pump(registry, Instant::now(), out);
+    }
+}
+
+/// What a connect that failed at once says about the address: refused or unreachable is a
+/// verdict (`Some(false)`); a failure of the origin's own (no descriptors, no buffers) is
+/// none.
+fn refused_outright(e: &io::Error) -> Option<bool> {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused | ConnectionReset | HostUnreachable | NetworkUnreachable | TimedOut => {
+            Some(false)
+        }
+        _ => None,
     }
 }
 
@@ -204,12 +225,12 @@ mod tests {
         let yes = Answer {
             swarm: 0,
             id: 1,
-            reachable: true,
+            reachable: Some(true),
         };
         let no = Answer {
             swarm: 2,
             id: 7,
-            reachable: false,
+            reachable: Some(false),
         };
         assert_eq!(out, vec![yes, no]);
         assert_eq!(p.next_deadline(), None, "both sockets closed");
@@ -237,7 +258,10 @@ mod tests {
         // Unanswered at the deadline (never polled): unreachable, and the waiting one opens.
         p.expire(poll.registry(), now + PROBE_TIMEOUT, &mut out);
         assert_eq!(out.len(), MAX_OPEN);
-        assert!(out.iter().all(|a| !a.reachable && a.id < MAX_OPEN as u64));
+        assert!(
+            out.iter()
+                .all(|a| a.reachable == Some(false) && a.id < MAX_OPEN as u64)
+        );
         assert_eq!((p.open.len(), p.waiting.len()), (1, 0));
         let last = answers(&mut poll, &mut p, 1);
         assert_eq!(
@@ -245,7 +269,7 @@ mod tests {
             vec![Answer {
                 swarm: 0,
                 id: MAX_OPEN as u64,
-                reachable: true
+                reachable: Some(true)
             }]
         );
     }

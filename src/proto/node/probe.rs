@@ -85,9 +85,10 @@ impl Node {
     }
 
     /// Origin: the driver's answer to `Event::Probe { id, .. }`: whether a TCP connection
-    /// to the address opened within its timeout. The client, if still connected, is told
-    /// with REACHABILITY, and the next waiting probe starts.
-    pub fn handle_probe_result(&mut self, id: ProbeId, reachable: bool, now: Instant) {
+    /// to the address opened within its timeout, or `None` when the driver could not try
+    /// (its own error, no verdict on the client's port). The client, if still connected, is
+    /// told a verdict with REACHABILITY, and the next waiting probe starts.
+    pub fn handle_probe_result(&mut self, id: ProbeId, reachable: Option<bool>, now: Instant) {
         self.now = now;
         let Side::Origin(r) = &mut self.side else {
             return;
@@ -99,7 +100,7 @@ impl Node {
         let same = self
             .peer(slot)
             .is_some_and(|p| p.registered && !p.closing && p.node_id() == Some(node_id));
-        if same {
+        if same && let Some(reachable) = reachable {
             if !reachable {
                 self.counters.clients_unreachable += 1;
             }

@@ -121,7 +121,7 @@ impl Sim {
                 let reachable = self.accepts_at(h, addr);
                 let now = self.instant();
                 if let Some(node) = self.hosts[h].node.as_mut() {
-                    node.handle_probe_result(id, reachable, now);
+                    node.handle_probe_result(id, Some(reachable), now);
                 }
             }
             Event::Close { slot, flush, why } => {

@@ -1013,13 +1013,13 @@ fn test_origin_registered_listening_client_is_probed_and_told() {
     };
     assert_eq!(addr, SocketAddr::new(addr_of(9).ip(), 7002));
     assert_eq!(o.node.probes_in_flight(), 1);
-    o.node.handle_probe_result(id, false, o.now);
+    o.node.handle_probe_result(id, Some(false), o.now);
     let out = o.out();
     assert_eq!(out, vec![(wire::ty::REACHABILITY, vec![0])]);
     assert_eq!(o.node.counters().clients_unreachable, 1);
     assert_eq!(o.node.probes_in_flight(), 0);
     // The same answer again (a driver bug) changes nothing.
-    o.node.handle_probe_result(id, true, o.now);
+    o.node.handle_probe_result(id, Some(true), o.now);
     assert!(o.out().is_empty());
 }
 
@@ -1030,7 +1030,7 @@ fn test_origin_reachable_client_is_told_so() {
     o.send(Message::Bitfield(&[0]));
     let (id, _) = probes(&mut o)[0];
     o.out();
-    o.node.handle_probe_result(id, true, o.now);
+    o.node.handle_probe_result(id, Some(true), o.now);
     assert_eq!(o.out(), vec![(wire::ty::REACHABILITY, vec![1])]);
     assert_eq!(o.node.counters().clients_unreachable, 0);
 }
@@ -1058,9 +1058,9 @@ fn test_origin_probe_answer_after_the_client_left_goes_nowhere() {
     let (id3, _) = probes(&mut o)[0];
     assert_ne!(id, id3);
     o.out();
-    o.node.handle_probe_result(id, false, o.now);
+    o.node.handle_probe_result(id, Some(false), o.now);
     assert!(o.out().is_empty(), "the old client's answer");
-    o.node.handle_probe_result(id3, true, o.now);
+    o.node.handle_probe_result(id3, Some(true), o.now);
     assert_eq!(o.out(), vec![(wire::ty::REACHABILITY, vec![1])]);
 }
 
@@ -1079,7 +1079,7 @@ fn test_origin_crowd_of_registrations_probes_at_most_64_at_once() {
     // One that waits leaves: it is skipped when room comes.
     o.node.handle_closed(65, "gone", o.now);
     for (id, _) in &first[..10] {
-        o.node.handle_probe_result(*id, true, o.now);
+        o.node.handle_probe_result(*id, Some(true), o.now);
     }
     let next = probes(&mut o);
     assert_eq!(next.len(), 10, "one starts for each answer");
@@ -1190,4 +1190,17 @@ fn test_peer_address_that_refuses_is_dialled_twice_then_dropped() {
     }
     assert_eq!(dials, 2, "MAX_DIAL_ATTEMPTS counts each dial and each loss");
     assert_eq!(c.node.counters().peer_dials_failed, 2);
+}
+
+#[test]
+fn test_origin_probe_it_could_not_make_tells_the_client_nothing() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    o.send(hello_listening(2, 7002));
+    o.send(Message::Bitfield(&[0]));
+    let (id, _) = probes(&mut o)[0];
+    o.out();
+    o.node.handle_probe_result(id, None, o.now);
+    assert!(o.out().is_empty());
+    assert_eq!(o.node.probes_in_flight(), 0, "its place is free");
+    assert_eq!(o.node.counters().clients_unreachable, 0);
 }

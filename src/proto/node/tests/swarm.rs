@@ -164,7 +164,7 @@ impl Sim {
                     let to = (addr.port() - 1000) as usize;
                     let ok = self.nodes.get(to).is_some_and(|n| n.alive);
                     let now = self.now;
-                    self.nodes[n].node.handle_probe_result(id, ok, now);
+                    self.nodes[n].node.handle_probe_result(id, Some(ok), now);
                 }
                 Event::Manifest => {
                     let len = self.nodes[n].node.manifest().unwrap().file_len();
