@@ -31,6 +31,13 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         Role::Origin => "origin",
         Role::Client => "client",
     };
+    // Client: the origin's connect-back verdict, else `false` once the inference found the
+    // port unreachable; `null` when neither said (and on the origin).
+    let reachable = match (node.origin_reach_verdict(), node.listen_unreachable()) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(_)) => "false".into(),
+        (None, None) => "null".into(),
+    };
     let mut s = String::with_capacity(512);
     let _ = write!(
         s,
@@ -38,7 +45,8 @@ pub fn to_json(node: &Node, now: Instant) -> String {
          \"pieces\":{total},\"have_pieces\":{have},\"elapsed_s\":{:.6},\"complete_s\":{complete},\
          \"bytes_from_origin\":{},\"bytes_from_peers\":{},\"bytes_uploaded\":{},\
          \"bytes_discarded\":{},\"bytes_discarded_from_origin\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
-         \"peer_dials_failed\":{},\"clients_completed\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
+         \"peer_dials_failed\":{},\"listen_reachable\":{reachable},\"clients_completed\":{},\
+         \"clients_unreachable\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
          \"p99\":{},\"max\":{}}}}}",
         node.node_id(),
         since(now),
@@ -51,6 +59,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         k.peers_connected,
         k.peer_dials_failed,
         k.clients_completed,
+        k.clients_unreachable,
         lat.len(),
         q(0.5),
         q(0.9),
@@ -77,12 +86,13 @@ pub fn many_json(
     format!(
         "{{\"role\":\"origin\",\"node_id\":{},\"files\":{files},\"live_swarms\":{live},\
          \"elapsed_s\":{elapsed:.6},\"bytes_uploaded\":{},\"clients_completed\":{},\
-         \"promises_made\":{},\"promises_kept\":{}}}\n",
+         \"promises_made\":{},\"promises_kept\":{},\"clients_unreachable\":{}}}\n",
         first.node_id(),
         totals.uploaded,
         totals.clients_completed,
         totals.promises_made,
         totals.promises_kept,
+        totals.clients_unreachable,
     )
 }
 

@@ -226,3 +226,149 @@ fn no_listen_and_listen_together_is_a_usage_error() {
     );
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// Starts `get` from `server` listening on `listen`, not quiet, with stderr read line by line
+/// as it comes; returns the child, its stats path and the lines with the time each arrived.
+fn get_watched(
+    dir: &TestDir,
+    server: std::net::SocketAddr,
+    name: &str,
+    listen: &str,
+) -> (
+    procs::Running,
+    std::path::PathBuf,
+    mpsc::Receiver<(Instant, String)>,
+) {
+    let (mut args, _, stats) = get_args(dir, server, name, &["--linger", "0"]);
+    args.retain(|a| a != "-q");
+    let at = args.iter().position(|a| a == "--listen").unwrap();
+    args[at + 1] = listen.to_string();
+    let mut child = procs::spawn(&bin(), &args).unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx.send((Instant::now(), l)).is_err() {
+                break;
+            }
+        }
+    });
+    (child, stats, rx)
+}
+
+/// Every line `rx` delivers until the child exits (bounded by `secs`), with its arrival.
+fn lines_until_exit(
+    child: &mut procs::Running,
+    rx: &mpsc::Receiver<(Instant, String)>,
+    secs: u64,
+) -> (Option<std::process::ExitStatus>, Vec<(Instant, String)>) {
+    let (status, _) = procs::wait(child, deadline(secs));
+    // The reader thread ends at EOF, once the child is gone.
+    let lines = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(2)).ok()).collect();
+    (status, lines)
+}
+
+/// The `--stats` file's `listen_reachable`: true, false, or null.
+fn listen_reachable(stats: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(stats).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    v["listen_reachable"].clone()
+}
+
+/// Issue 14, NAT: a client whose advertised port nobody can reach is told so by the origin's
+/// connect-back probe within a few seconds, even as the swarm's only client (the client's
+/// own inference needs a newcomer and 10 s). On loopback, a client listening on 127.0.0.2
+/// connects from 127.0.0.1, so the origin probes 127.0.0.1:PORT, where nothing listens.
+#[test]
+fn origin_tells_a_client_with_an_unreachable_port_and_it_warns_once() {
+    let dir = TestDir::new("reach-no");
+    // About 3 s at 1 MB/s: time for the warning while it runs.
+    let src = dir.source("src.bin", 3 << 20);
+    let (mut server, addr) = serve_slow(&dir, &src, "1M", 1);
+    let started = Instant::now();
+    let (mut c, stats, rx) = get_watched(&dir, addr, "c", "127.0.0.2:0");
+    let (status, lines) = lines_until_exit(&mut c, &rx, 30);
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(status.is_some_and(|s| s.success()), "{text:#?}");
+    assert_same(&src, &dir.path("c.out"));
+    let warnings: Vec<&(Instant, String)> = lines
+        .iter()
+        .filter(|(_, l)| l.contains("warning:"))
+        .collect();
+    let [(at, line)] = warnings[..] else {
+        panic!("one warning line: {text:#?}")
+    };
+    assert!(
+        line.contains("the server could not connect back to this client's listen port")
+            && line.contains("--no-listen"),
+        "{line}"
+    );
+    let took = at.duration_since(started);
+    assert!(took < Duration::from_secs(5), "warned after {took:?}");
+    assert_eq!(listen_reachable(&stats), serde_json::Value::Bool(false));
+    server.expect_exit_ok(15);
+    assert_eq!(server.stat("clients_unreachable"), 1.0);
+}
+
+/// The other half: a client the origin can reach is told so, prints no warning, and the
+/// probe's connection (closed before any HELLO) leaves no line in its log.
+#[test]
+fn origin_tells_a_reachable_client_so_and_it_prints_nothing_about_it() {
+    let dir = TestDir::new("reach-yes");
+    let src = dir.source("src.bin", 3 << 20);
+    let (mut server, addr) = serve_slow(&dir, &src, "1M", 1);
+    let (mut c, stats, rx) = get_watched(&dir, addr, "c", "127.0.0.1:0");
+    let (status, lines) = lines_until_exit(&mut c, &rx, 30);
+    let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(status.is_some_and(|s| s.success()), "{text:#?}");
+    assert_same(&src, &dir.path("c.out"));
+    for l in &text {
+        assert!(
+            !l.contains("warning") && !l.contains("error") && !l.contains("refused"),
+            "{text:#?}"
+        );
+    }
+    assert_eq!(listen_reachable(&stats), serde_json::Value::Bool(true));
+    server.expect_exit_ok(15);
+    assert_eq!(server.stat("clients_unreachable"), 0.0);
+}
+
+/// With `-q` the warning is not printed, and a `--no-listen` client is never probed.
+#[test]
+fn quiet_or_no_listen_client_prints_no_reachability_warning() {
+    let dir = TestDir::new("reach-quiet");
+    let src = dir.source("src.bin", 2 << 20);
+    let (mut server, addr) = serve_slow(&dir, &src, "2M", 2);
+    let (mut args, out, stats) = get_args(&dir, addr, "q", &["--linger", "0"]);
+    let at = args.iter().position(|a| a == "--listen").unwrap();
+    args[at + 1] = "127.0.0.2:0".to_string();
+    let mut q = Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    };
+    let (mut args, out, stats) = get_args(&dir, addr, "n", &["--linger", "0"]);
+    let at = args.iter().position(|a| a == "--listen").unwrap();
+    args.splice(at..at + 2, ["--no-listen".to_string()]);
+    args.retain(|a| a != "-q");
+    let mut n = Node {
+        child: procs::spawn(&bin(), &args).unwrap(),
+        stats,
+        out,
+    };
+    let (status, err) = q.finish(deadline(30));
+    assert!(status.is_some_and(|s| s.success()), "{err}");
+    assert!(err.is_empty(), "-q prints nothing: {err}");
+    assert_eq!(listen_reachable(&q.stats), serde_json::Value::Bool(false));
+    let (status, err) = n.finish(deadline(30));
+    assert!(status.is_some_and(|s| s.success()), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(listen_reachable(&n.stats), serde_json::Value::Null);
+    server.expect_exit_ok(15);
+    assert_eq!(
+        server.stat("clients_unreachable"),
+        1.0,
+        "only the listening one"
+    );
+}

@@ -28,6 +28,7 @@ use super::error::{RunError, StorageError, StorageErrorKind};
 use super::http::HttpServer;
 use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
+use super::probe::{Answer, Prober};
 use super::ratelimit::TokenBucket;
 use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
@@ -195,6 +196,10 @@ pub struct Driver {
     http: Option<HttpServer>,
     /// `--output -`: where the verified file goes in order.
     out: Option<InOrder>,
+    /// Origin: connect-back probes of clients' listen ports (`Event::Probe`).
+    probes: Prober,
+    /// Probe answers not yet given to their nodes.
+    answers: Vec<Answer>,
 }
 
 impl Driver {
@@ -277,6 +282,8 @@ impl Driver {
             metrics: None,
             http: None,
             out: None,
+            probes: Prober::default(),
+            answers: Vec::new(),
         })
     }
 
@@ -407,6 +414,9 @@ impl Driver {
             if let Some(r) = self.router.as_mut() {
                 r.expire(self.poll.registry(), now);
             }
+            self.probes
+                .expire(self.poll.registry(), now, &mut self.answers);
+            self.give_answers();
             if self.exit_by.is_none() && self.swarms.exit_due() {
                 self.exit(now);
             }
@@ -437,6 +447,10 @@ impl Driver {
                     t if MetricsServer::owns(t) => self.on_metrics(t),
                     t if HttpServer::owns(t) => self.on_http(ev),
                     t if Router::owns(t) => self.on_router(t),
+                    t if Prober::owns(t) => {
+                        self.probes
+                            .handle(self.poll.registry(), ev, &mut self.answers)
+                    }
                     Token(t) => self.mark_ready(t - FIRST_CONN, ev),
                 }
             }
@@ -444,6 +458,7 @@ impl Driver {
                 self.accept_retry = None;
                 self.accept_all();
             }
+            self.give_answers();
             let now = Instant::now();
             for (_, sw) in self.swarms.live.iter_mut() {
                 if now >= sw.node.poll_timeout() {
@@ -497,6 +512,9 @@ impl Driver {
         at = at.min(self.next_stats);
         if let Some(retry) = self.accept_retry {
             at = at.min(retry);
+        }
+        if let Some(t) = self.probes.next_deadline() {
+            at = at.min(t);
         }
         if self.reporter.is_some() {
             at = at.min(self.next_report);
@@ -859,6 +877,13 @@ impl Driver {
         let sw = &mut self.swarms.live[k];
         match ev {
             Event::Connect { addr, link } => self.dial(addr, link),
+            Event::Probe { id, addr } => {
+                self.log(|| format!("probing {addr} (is the client's listen port reachable?)"));
+                let now = Instant::now();
+                let (reg, answers) = (self.poll.registry(), &mut self.answers);
+                self.probes.start(reg, (k, id, addr), now, answers);
+                self.give_answers();
+            }
             Event::Close { slot, flush, why } => {
                 let Some(key) = key_of(sw, slot) else {
                     // Never opened in the driver (its dial failed): the node forgets it.
@@ -902,6 +927,23 @@ impl Driver {
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }
         Ok(())
+    }
+
+    /// Hands finished probes to the nodes that asked; what they send is drained with the
+    /// rest of their output.
+    fn give_answers(&mut self) {
+        let now = Instant::now();
+        for a in std::mem::take(&mut self.answers) {
+            let what = match a.reachable {
+                Some(true) => "reachable",
+                Some(false) => "unreachable",
+                None => "not made (the origin's own error)",
+            };
+            self.log(|| format!("probe {} of swarm {}: {what}", a.id, a.swarm));
+            if let Some(sw) = self.swarms.live.get_mut(a.swarm) {
+                sw.node.handle_probe_result(a.id, a.reachable, now);
+            }
+        }
     }
 
     /// Exits once the queued control frames are out (or `FLUSH_GRACE` passed).

@@ -9,6 +9,7 @@ mod http;
 mod inorder;
 mod limits;
 mod metrics;
+mod probe;
 mod ratelimit;
 mod router;
 pub mod socket;

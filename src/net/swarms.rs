@@ -194,6 +194,8 @@ impl Swarms {
                     && s.conns.is_empty()
                     && now.saturating_duration_since(s.idle_since) >= IDLE_DROP
                     && !s.file.is_some_and(&in_use)
+                    // Its probe answers must find it (a swarm's index is reused).
+                    && s.node.probes_in_flight() == 0
             })
             .map(|(k, _)| k)
             .collect();
@@ -294,6 +296,7 @@ fn add(into: &mut Counters, k: &Counters) {
     into.clients_completed += k.clients_completed;
     into.promises_made += k.promises_made;
     into.promises_kept += k.promises_kept;
+    into.clients_unreachable += k.clients_unreachable;
 }
 
 /// A slot's connection key in its swarm (for mapping a node's output to the driver).

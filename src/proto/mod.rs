@@ -6,7 +6,8 @@
 //! `handle_open` → (`handle_frame` | `begin_piece` … `end_piece`)* → `handle_closed`;
 //! after any input: drain `poll_event`, then for each slot from `poll_dirty` flush
 //! `take_outbox` and, while the socket takes data, `poll_piece` / `handle_piece_sent`.
-//! `handle_tick` runs at `poll_timeout`.
+//! `handle_tick` runs at `poll_timeout`. An origin's `Event::Probe` is answered, once, with
+//! `handle_probe_result`.
 
 mod auth;
 mod choke;
@@ -21,7 +22,7 @@ pub use auth::{MIN_SECRET_LEN, SwarmKey};
 pub use choke::Policy;
 pub use node::{
     Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node,
-    PeerStates, Sink, Slot, Unreachable,
+    PeerStates, ProbeId, Sink, Slot, Unreachable,
 };
 #[cfg(test)]
 pub(crate) use rng::Rng;

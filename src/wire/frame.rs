@@ -5,7 +5,8 @@
 
 use super::{
     AUTH_TAG_LEN, HASH_LEN, MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE,
-    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, RECEIPT_ENTRY_LEN, WireError, be_u32, ty,
+    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, REACHABILITY_LEN, RECEIPT_ENTRY_LEN,
+    WireError, be_u32, ty,
 };
 
 /// Bytes of the length prefix.
@@ -95,6 +96,7 @@ impl Limits {
             ty::PEERS => MAX_PEERS_LEN,
             ty::ERROR => MAX_ERROR_LEN,
             ty::RECEIPT => MAX_RECEIPT_LEN,
+            ty::REACHABILITY => REACHABILITY_LEN,
             // Unknown extensions; unknown mandatory types never get this far.
             _ => MAX_EXTENSION_LEN,
         };
@@ -219,6 +221,7 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         ty::CANCEL => "CANCEL",
         ty::AUTH => "AUTH",
         ty::RECEIPT => "RECEIPT",
+        ty::REACHABILITY => "REACHABILITY",
         _ => return None,
     })
 }
@@ -306,6 +309,7 @@ mod tests {
             (ty::REJECT, 4),
             (ty::CANCEL, 4),
             (ty::AUTH, 32),
+            (ty::REACHABILITY, 1),
         ] {
             accepts(t, n, &l);
             refuses(t, n + 1, &l);

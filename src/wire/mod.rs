@@ -49,6 +49,8 @@ pub const MAX_PEER_ENTRIES: usize = 256;
 pub const MAX_RECEIPT_ENTRIES: usize = 256;
 /// Longest reason text in an ERROR frame; longer reasons are truncated by the sender.
 pub const MAX_REASON_LEN: usize = 256;
+/// Bytes of a REACHABILITY body: one flag, 0 (unreachable) or 1 (reachable), §4.8.
+pub const REACHABILITY_LEN: usize = 1;
 
 /// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
 /// know them skips (docs/PROTOCOL.md §7).
@@ -91,6 +93,8 @@ pub mod ty {
     pub const FIRST_EXTENSION: u8 = 0x80;
     /// Extension: a client's per-peer transfer counters, for the origin's promise ledger.
     pub const RECEIPT: u8 = 0x80;
+    /// Extension: the origin's connect-back verdict on the client's listen port (§4.8).
+    pub const REACHABILITY: u8 = 0x81;
 }
 
 /// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
@@ -329,6 +333,9 @@ pub enum Message<'a> {
     Receipt(Vec<ReceiptEntry>),
     /// AUTH: the sender's tag over both nonces and both node ids (§4.7).
     Auth([u8; AUTH_TAG_LEN]),
+    /// Extension 0x81, origin to client: whether the origin could open a TCP connection
+    /// to the client's listen port (§4.8).
+    Reachability(bool),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -428,6 +435,14 @@ impl<'a> Message<'a> {
                 exact(AUTH_TAG_LEN)?;
                 Message::Auth(body.try_into().expect("checked length"))
             }
+            ty::REACHABILITY => {
+                exact(REACHABILITY_LEN)?;
+                match body[0] {
+                    0 => Message::Reachability(false),
+                    1 => Message::Reachability(true),
+                    _ => return Err(WireError::BadField(ty)),
+                }
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -507,6 +522,10 @@ impl<'a> Message<'a> {
             Message::Auth(tag) => {
                 out.push(ty::AUTH);
                 out.extend_from_slice(tag);
+            }
+            Message::Reachability(yes) => {
+                out.push(ty::REACHABILITY);
+                out.push(*yes as u8);
             }
             Message::Extension(t) => out.push(*t),
         }

@@ -69,6 +69,45 @@ fn test_roundtrip_every_message() {
         code: ErrorCode::WrongFile,
         reason: "wrong file",
     });
+    roundtrip(Message::Reachability(true));
+    roundtrip(Message::Reachability(false));
+}
+
+#[test]
+fn test_reachability_fixed_bytes_both_ways() {
+    for (yes, flag) in [(false, 0u8), (true, 1)] {
+        let bytes = [0, 0, 0, 2, 0x81, flag];
+        let mut buf = Vec::new();
+        Message::Reachability(yes).emit(&mut buf);
+        assert_eq!(buf, bytes);
+        let h = FrameHead::parse_within(&bytes, &Limits::EARLY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Message::parse(h.ty, &bytes[HEAD_SIZE..]),
+            Ok(Message::Reachability(yes))
+        );
+    }
+}
+
+#[test]
+fn test_reachability_of_wrong_length_or_flag_refused() {
+    for body in [&[][..], &[1, 0], &[0, 0, 0, 0]] {
+        assert_eq!(
+            Message::parse(ty::REACHABILITY, body),
+            Err(WireError::BadBody(ty::REACHABILITY)),
+            "{body:?}"
+        );
+    }
+    assert_eq!(
+        Message::parse(ty::REACHABILITY, &[2]),
+        Err(WireError::BadField(ty::REACHABILITY))
+    );
+    // The head alone refuses a longer body, before it is buffered.
+    let e = FrameHead::parse(&[0, 0, 0, 3, ty::REACHABILITY]).unwrap_err();
+    assert!(e.to_string().contains("REACHABILITY"), "{e}");
+    // Another extension type is still skipped whole.
+    assert_eq!(Message::parse(0x82, &[9; 5]), Ok(Message::Extension(0x82)));
 }
 
 #[test]

@@ -183,15 +183,9 @@ impl Progress {
     }
 }
 
-impl Reporter for Progress {
-    fn tick(&mut self, d: &Driver, now: Instant) {
-        if let Role::Origin { .. } = self.role {
-            let n = d.totals().clients_completed;
-            if n > self.completed {
-                self.completed = n;
-                self.say(&format!("a client completed ({n} so far)"));
-            }
-        }
+impl Progress {
+    /// Client: says once that its listen port looks unreachable, when it does.
+    fn warn_unreachable(&mut self, d: &Driver) {
         if let Role::Client {
             listen_port: Some(port),
             ..
@@ -202,6 +196,19 @@ impl Reporter for Progress {
             self.warned_unreachable = true;
             self.say(&unreachable_warning(port, u));
         }
+    }
+}
+
+impl Reporter for Progress {
+    fn tick(&mut self, d: &Driver, now: Instant) {
+        if let Role::Origin { .. } = self.role {
+            let n = d.totals().clients_completed;
+            if n > self.completed {
+                self.completed = n;
+                self.say(&format!("a client completed ({n} so far)"));
+            }
+        }
+        self.warn_unreachable(d);
         let line = match self.role {
             Role::Client { .. } => self.client_line(d, now),
             Role::Origin { .. } => self.origin_line(d, now),
@@ -267,11 +274,13 @@ impl Reporter for Progress {
         }
     }
 
-    fn finish(&mut self, _: &Driver, _: Instant) {
+    fn finish(&mut self, d: &Driver, _: Instant) {
         if self.drawn {
             let _ = std::io::stderr().write_all(b"\r\x1b[K");
             self.drawn = false;
         }
+        // A run shorter than a tick still hears it.
+        self.warn_unreachable(d);
     }
 }
 
@@ -366,22 +375,57 @@ pub fn copies(uploaded: u64, len: u64) -> f64 {
     }
 }
 
-/// The one line a client prints when peers could not reach its listen port
-/// (`Node::listen_unreachable`): what happened, what it costs, what to do.
+/// The one line a client prints when its listen port looks unreachable
+/// (`Node::listen_unreachable`): who found it, what it costs, what to do.
 fn unreachable_warning(port: u16, u: tfttp::proto::Unreachable) -> String {
+    use tfttp::proto::Unreachable;
+    let found = match u {
+        Unreachable::Origin => format!(
+            "the server could not connect back to this client's listen port {port} \
+             (NAT or a firewall?), so peers cannot dial it either"
+        ),
+        Unreachable::Inferred { expected, waited } => format!(
+            "no peer reached this client's listen port {port} in {} s though {expected} \
+             should have dialled it (NAT or a firewall?)",
+            waited.as_secs()
+        ),
+    };
     format!(
-        "warning: no peer reached this client's listen port {port} in {} s though {} \
-         should have dialled it (NAT or a firewall?); it trades only with the peers it dials, \
-         so it gets less from peers and gives less. Forward TCP port {port} to this host \
-         (and keep it with --listen 0.0.0.0:{port}), or use --no-listen",
-        u.waited.as_secs(),
-        u.expected
+        "warning: {found}; it trades only with the peers it dials, so it gets less from \
+         peers and gives less. Forward TCP port {port} to this host (and keep it with \
+         --listen 0.0.0.0:{port}), or use --no-listen"
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_unreachable_warning_is_one_line_naming_who_found_it() {
+        use tfttp::proto::Unreachable;
+        let origin = unreachable_warning(43407, Unreachable::Origin);
+        assert!(
+            origin.starts_with(
+                "warning: the server could not connect back to this client's \
+                 listen port 43407"
+            ) && origin.contains("--listen 0.0.0.0:43407"),
+            "{origin}"
+        );
+        let inferred = Unreachable::Inferred {
+            expected: 1,
+            waited: Duration::from_secs(10),
+        };
+        let inferred = unreachable_warning(43407, inferred);
+        assert!(
+            inferred.starts_with(
+                "warning: no peer reached this client's listen port 43407 in \
+                 10 s though 1 should have dialled it"
+            ),
+            "{inferred}"
+        );
+        assert!(!origin.contains('\n') && !inferred.contains('\n'));
+    }
 
     #[test]
     fn test_units_read_like_the_options() {

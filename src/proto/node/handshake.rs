@@ -308,6 +308,7 @@ impl Node {
                     self.counters.clients_completed += 1;
                 }
                 self.introduce(slot);
+                self.queue_probe(slot);
                 self.update_swarm_done();
             }
             Role::Client => {

@@ -24,6 +24,7 @@ mod failure;
 mod handshake;
 mod origin;
 mod pieces;
+mod probe;
 mod reach;
 mod requests;
 mod timers;
@@ -32,6 +33,7 @@ use client::{ClientSide, Known};
 pub use config::{Behaviour, Config, DEFAULT_LINGER};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
+pub use probe::ProbeId;
 pub use reach::Unreachable;
 use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 
@@ -96,6 +98,15 @@ pub enum Event {
         /// The reason, for the log.
         why: String,
     },
+    /// Origin: check once whether `addr` (a registered client's listen address) accepts a
+    /// TCP connection, within a bounded time, closing it at once without sending anything;
+    /// report with `handle_probe_result(id, reachable, now)` (docs/PROTOCOL.md §4.8).
+    Probe {
+        /// Passed back in `handle_probe_result`.
+        id: ProbeId,
+        /// The client's listen address as the origin advertises it.
+        addr: SocketAddr,
+    },
     /// Client: the manifest arrived; size and map the output before any payload arrives.
     Manifest,
     /// Client: every piece is verified; make the output durable and final.
@@ -137,6 +148,8 @@ pub struct Counters {
     /// Origin: of those, pieces another client announced without the origin sending them:
     /// the promise was kept.
     pub promises_kept: u64,
+    /// Origin: clients whose listen port its connect-back probe could not reach (§4.8).
+    pub clients_unreachable: u64,
 }
 
 /// Open connections by state (`Node::peer_states`), for the metrics endpoint.
@@ -352,11 +365,18 @@ impl Node {
         }
     }
 
-    /// Client: peers that were told our listen address and should have dialled us have not
-    /// (`reach`): its port is probably unreachable (NAT, a firewall). `None` on the origin,
-    /// on a client that does not listen, and until the evidence is in.
+    /// Client: our listen port is unreachable: the origin's connect-back probe said so
+    /// (REACHABILITY), or, from an origin that sends none, peers that were told our address
+    /// and should have dialled us have not (`reach`). `None` on the origin, on a client that
+    /// does not listen, and until the evidence is in.
     pub fn listen_unreachable(&self) -> Option<Unreachable> {
         self.client_side().and_then(|c| c.reach.verdict())
+    }
+
+    /// Client: the origin's connect-back verdict on our listen port (REACHABILITY): `None`
+    /// until one arrived, and from an origin that does not probe.
+    pub fn origin_reach_verdict(&self) -> Option<bool> {
+        self.client_side().and_then(|c| c.reach.origin_verdict())
     }
 
     /// Client: the verified pieces; `None` on the origin and before the manifest.
@@ -733,6 +753,7 @@ impl Node {
                 }
             }
             Message::Error { code, reason } => self.on_error(slot, code, reason),
+            Message::Reachability(yes) => self.on_reachability(slot, yes),
             Message::Receipt(entries) => {
                 let id = self.peer(slot).and_then(|p| p.node_id());
                 let file_len = self.manifest.as_ref().map_or(0, |m| m.file_len());

@@ -46,6 +46,8 @@ pub(super) struct Registry {
     /// The two clients whose HAVEs arrived last, newest first, and when: whether some
     /// client other than one is taking pieces, in constant time.
     takers: [Option<(Slot, Instant)>; 2],
+    /// Connect-back probes of clients' listen ports (`probe.rs`).
+    pub(super) probes: super::probe::Probes,
 }
 
 impl Registry {
@@ -56,6 +58,7 @@ impl Registry {
             ids: HashMap::new(),
             withdrawn: Bitfield::new(pieces),
             takers: [None; 2],
+            probes: Default::default(),
         }
     }
 

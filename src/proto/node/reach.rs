@@ -2,10 +2,14 @@
 //! nobody can connect to: it still trades through the peers it dials, but the half of its
 //! peers whose dial rule says "they dial us" (docs/PROTOCOL.md §5.1: of two listening
 //! clients the smaller id dials) never connect, so it gets less from peers and gives less.
-//! Nothing on the wire says so (no protocol change): the client infers it from what it was
-//! told and what arrived, and says so once (`Node::listen_unreachable`).
+//! The client says so once (`Node::listen_unreachable`).
 //!
-//! The rule, deterministic and local:
+//! An origin that probes (`probe.rs`, docs/PROTOCOL.md §4.8) says which it is with
+//! REACHABILITY, within seconds of registration; its verdict decides, either way, and the
+//! inference below is not consulted again. An origin that does not (an older tfttp) sends
+//! nothing, and the client infers it from what it was told and what arrived.
+//!
+//! The inference, deterministic and local:
 //! - The origin introduces a newcomer in one PEERS frame (up to `MAX_ADVERTISED` = 64
 //!   clients, within one frame's `MAX_PEER_ENTRIES`) and names the newcomer to each of them
 //!   in a PEERS of its own. So the first PEERS a client receives is its introduction (its
@@ -15,7 +19,9 @@
 //! - Each such newcomer with a smaller node id than ours is *expected* to dial us.
 //! - If `REACH_WAIT` after the first expected dialler was named no peer has ever opened a
 //!   connection to us, our listen port is taken as unreachable. One accepted connection,
-//!   whatever came of it, proves the port reachable and settles the question for good.
+//!   whatever came of it, proves the port reachable and settles the question for good. The
+//!   origin's probe is such a connection (it closes before any HELLO): it proves the port
+//!   reachable from the origin's side, which is what the origin's REACHABILITY says anyway.
 //!
 //! It can be wrong when every expected dialler was already at `--max-peers`, or left within
 //! the wait; it misses a client that is the swarm's first (the first newcomer's PEERS is
@@ -39,17 +45,24 @@ pub(super) struct Reach {
     expected_since: Option<Instant>,
     /// Connections peers opened to us, over the whole run.
     inbound: u32,
-    /// The verdict, set once.
+    /// The inference's verdict, set once.
     unreachable: Option<Unreachable>,
+    /// The origin's REACHABILITY, the first one (true: reachable).
+    origin: Option<bool>,
 }
 
-/// Peers that should have reached our listen port did not (`Node::listen_unreachable`).
+/// Our listen port looks unreachable (`Node::listen_unreachable`), and who says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreachable {
-    /// Peers that were told our address and should have dialled us.
-    pub expected: u32,
-    /// How long they had.
-    pub waited: Duration,
+pub enum Unreachable {
+    /// The origin's connect-back probe could not connect to it (REACHABILITY 0).
+    Origin,
+    /// Peers that should have reached it did not (the inference).
+    Inferred {
+        /// Peers that were told our address and should have dialled us.
+        expected: u32,
+        /// How long they had.
+        waited: Duration,
+    },
 }
 
 impl Reach {
@@ -70,15 +83,25 @@ impl Reach {
         self.inbound += 1;
     }
 
+    /// The origin's REACHABILITY. The first one counts: an origin probes once per
+    /// connection, and a reconnection's verdict adds nothing the user must hear twice.
+    pub(super) fn on_origin_verdict(&mut self, reachable: bool) {
+        self.origin.get_or_insert(reachable);
+    }
+
+    pub(super) fn origin_verdict(&self) -> Option<bool> {
+        self.origin
+    }
+
     /// Once per tick: decides, once, when the wait is over.
     pub(super) fn check(&mut self, now: Instant) {
-        if self.unreachable.is_some() || self.inbound > 0 {
+        if self.unreachable.is_some() || self.inbound > 0 || self.origin.is_some() {
             return;
         }
         if let Some(since) = self.expected_since
             && now >= since + REACH_WAIT
         {
-            self.unreachable = Some(Unreachable {
+            self.unreachable = Some(Unreachable::Inferred {
                 expected: self.expected,
                 waited: now - since,
             });
@@ -86,8 +109,15 @@ impl Reach {
     }
 
     pub(super) fn verdict(&self) -> Option<Unreachable> {
-        // An inbound connection after the verdict withdraws it.
-        self.unreachable.filter(|_| self.inbound == 0)
+        // The origin's verdict decides when there is one; it tried the port itself. A
+        // peer's connection arriving after it does not withdraw it: a warning printed is
+        // not unprinted, and one peer on the same network can reach what others cannot.
+        match self.origin {
+            Some(true) => None,
+            Some(false) => Some(Unreachable::Origin),
+            // An inbound connection after the inferred verdict withdraws it.
+            None => self.unreachable.filter(|_| self.inbound == 0),
+        }
     }
 }
 
@@ -113,11 +143,43 @@ mod tests {
         r.check(t + Duration::from_secs(11));
         assert_eq!(
             r.verdict(),
-            Some(Unreachable {
+            Some(Unreachable::Inferred {
                 expected: 1,
                 waited: REACH_WAIT
             })
         );
+    }
+
+    #[test]
+    fn test_origin_says_unreachable_at_once_without_newcomers() {
+        let mut r = Reach::default();
+        r.on_origin_verdict(false);
+        assert_eq!(r.verdict(), Some(Unreachable::Origin));
+        assert_eq!(r.origin_verdict(), Some(false));
+    }
+
+    #[test]
+    fn test_origin_says_reachable_the_inference_never_fires() {
+        let (mut r, t) = (Reach::default(), Instant::now());
+        r.on_peers(0, t);
+        r.on_peers(3, t);
+        r.on_origin_verdict(true);
+        r.check(t + REACH_WAIT * 3);
+        assert_eq!(r.verdict(), None);
+        // A later verdict (a reconnection's) does not change the first.
+        r.on_origin_verdict(false);
+        assert_eq!(r.verdict(), None);
+    }
+
+    #[test]
+    fn test_origin_verdict_after_the_inference_replaces_it() {
+        let (mut r, t) = (Reach::default(), Instant::now());
+        r.on_peers(0, t);
+        r.on_peers(1, t);
+        r.check(t + REACH_WAIT);
+        assert!(matches!(r.verdict(), Some(Unreachable::Inferred { .. })));
+        r.on_origin_verdict(true);
+        assert_eq!(r.verdict(), None, "the origin tried the port itself");
     }
 
     #[test]

@@ -114,6 +114,16 @@ impl Sim {
     pub(super) fn on_event(&mut self, h: usize, ev: Event) {
         match ev {
             Event::Connect { addr, link } => self.dial(h, addr, link),
+            Event::Probe { id, addr } => {
+                // Answered at once, with no connection and nothing on the agenda: the
+                // REACHABILITY frame joins the control bytes of the same instant, so a
+                // swarm of listening clients runs as it did before probes existed.
+                let reachable = self.accepts_at(h, addr);
+                let now = self.instant();
+                if let Some(node) = self.hosts[h].node.as_mut() {
+                    node.handle_probe_result(id, Some(reachable), now);
+                }
+            }
             Event::Close { slot, flush, why } => {
                 if let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() {
                     let k = self.conns[c].end_of(h);

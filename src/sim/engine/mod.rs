@@ -485,6 +485,33 @@ impl Sim {
 mod tests {
     use super::*;
 
+    /// The origin's connect-back probe is answered in the simulator too: each listening
+    /// client hears it is reachable, from the first seconds of its download.
+    #[test]
+    fn test_probes_answered_and_clients_told_they_are_reachable() {
+        let sc = Scenario::from_json(
+            r#"{"file_size": 1048576, "piece_size": null, "seed": 3, "policy": "tft",
+              "origin": {"up": 1000000, "down": null, "rtt_ms": 5},
+              "clients": [{"up": 500000, "down": 5000000, "arrive_s": 0, "leave": "linger",
+                           "behave": "honest", "rtt_ms": 5, "count": 2}]}"#,
+        )
+        .unwrap();
+        let mut sim = Sim::new(&sc).unwrap();
+        while sim.now < 0.5 {
+            let (at_ns, ev) = sim.agenda.pop().expect("events until 0.5 s");
+            sim.now = at_ns as f64 / 1e9;
+            sim.now_ns = at_ns;
+            sim.handle(ev);
+        }
+        for h in 1..=2 {
+            let node = sim.hosts[h].node.as_ref().unwrap();
+            assert_eq!(node.origin_reach_verdict(), Some(true), "client {h}");
+        }
+        let origin = sim.hosts[ORIGIN].node.as_ref().unwrap();
+        assert_eq!(origin.probes_in_flight(), 0);
+        assert_eq!(origin.counters().clients_unreachable, 0);
+    }
+
     #[test]
     fn test_full_queue_delay_matches_tbf_limit() {
         // 20 Mbit/s: three 96 KiB bursts at 2.5 MB/s.

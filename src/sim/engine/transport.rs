@@ -62,10 +62,7 @@ impl Sim {
             node.handle_open(slot, link, addr, now);
         }
         let r = ConnRef { id, generation };
-        let reachable = target.is_some_and(|t| {
-            let host = &self.hosts[t];
-            host.presence == Presence::Here && host.listen && addr.port() == addr_of(t).port()
-        });
+        let reachable = self.accepts_at(h, addr);
         let (rtt_ns, owd_ns) = (self.conns[id].rtt_ns, self.conns[id].owd_ns);
         if reachable {
             self.agenda.at_ns(self.now_ns + rtt_ns, Ev::Established(r));
@@ -74,6 +71,16 @@ impl Sim {
         } else {
             self.agenda.at_ns(self.now_ns + rtt_ns, Ev::Refused(r));
         }
+    }
+
+    /// Whether a dial from host `h` to `addr` finds a listener: a present host, other than
+    /// `h`, that listens on that port.
+    pub(super) fn accepts_at(&self, h: usize, addr: SocketAddr) -> bool {
+        let target = host_of(addr).filter(|&t| t < self.hosts.len() && t != h);
+        target.is_some_and(|t| {
+            let host = &self.hosts[t];
+            host.presence == Presence::Here && host.listen && addr.port() == addr_of(t).port()
+        })
     }
 
     pub(super) fn accept(&mut self, r: ConnRef) {

@@ -136,6 +136,23 @@ fn test_origin_with_secret_valid_auth_gets_manifest() {
     assert!(o.node.is_admitted(0));
 }
 
+/// The connect-back probe (§4.8) is for registered clients only: a stranger that says
+/// HELLO, with a port, cannot make the origin dial an address of its choosing.
+#[test]
+fn test_origin_with_secret_probes_only_after_auth_and_bitfield() {
+    let is_probe = |e: &Event| matches!(e, Event::Probe { .. });
+    let (mut o, _) = origin(true);
+    o.send(peer_hello(Role::Client, 2, true, ""));
+    o.send(Message::Bitfield(&[0]));
+    assert!(!o.events().iter().any(is_probe), "refused before AUTH");
+    let (mut o, nonce2) = origin(true);
+    o.send(peer_hello(Role::Client, 2, true, ""));
+    o.send(Message::Auth(key().tag(&nonce2, &PEER_NONCE, 2, 1)));
+    assert!(!o.events().iter().any(is_probe), "not before BITFIELD");
+    o.send(Message::Bitfield(&[0]));
+    assert_eq!(o.events().iter().filter(|e| is_probe(e)).count(), 1);
+}
+
 #[test]
 fn test_origin_with_secret_wrong_tag_gets_error_10_and_nothing_else() {
     let (mut o, nonce) = origin(true);

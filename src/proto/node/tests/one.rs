@@ -339,7 +339,12 @@ fn test_origin_swarm_done_and_exit_after() {
     o.send(Message::Bitfield(&[0]));
     o.send(Message::Have(0));
     assert!(o.out().iter().any(|f| f.0 == wire::ty::SWARM_DONE));
-    assert_eq!(o.events(), vec![Event::Exit]);
+    // Its registration asked for a probe of its listen port; exiting does not wait for it.
+    let probe = Event::Probe {
+        id: 0,
+        addr: SocketAddr::new(addr_of(9).ip(), 7000),
+    };
+    assert_eq!(o.events(), vec![probe, Event::Exit]);
 }
 
 #[test]
@@ -965,7 +970,169 @@ fn test_listening_client_nobody_dials_warns_after_the_wait() {
     assert_eq!(c.node.listen_unreachable(), None, "not before 10 s");
     wait(&mut c, 2);
     let u = c.node.listen_unreachable().expect("a verdict after 10 s");
-    assert_eq!(u.expected, 1);
+    assert!(
+        matches!(u, Unreachable::Inferred { expected: 1, .. }),
+        "{u:?}"
+    );
+}
+
+/// The probes the node asked its driver for, among the events since the last call.
+fn probes(o: &mut One) -> Vec<(ProbeId, SocketAddr)> {
+    o.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Probe { id, addr } => Some((id, addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A HELLO from client `id` listening on `port`.
+fn hello_listening(id: u64, port: u16) -> Message<'static> {
+    match hello(Role::Client, id, 0) {
+        Message::Hello(h) => Message::Hello(Hello {
+            listen_port: port,
+            ..h
+        }),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn test_origin_registered_listening_client_is_probed_and_told() {
+    let data = file(2 * PIECE as usize);
+    let mut o = One::origin(&data);
+    o.send(hello_listening(2, 7002));
+    assert!(probes(&mut o).is_empty(), "not before it registers");
+    o.out();
+    o.send(Message::Bitfield(&[0]));
+    // The address it connected from (addr_of(9)), with its listen port.
+    let asked = probes(&mut o);
+    let [(id, addr)] = asked[..] else {
+        panic!("one probe: {asked:?}")
+    };
+    assert_eq!(addr, SocketAddr::new(addr_of(9).ip(), 7002));
+    assert_eq!(o.node.probes_in_flight(), 1);
+    o.node.handle_probe_result(id, Some(false), o.now);
+    let out = o.out();
+    assert_eq!(out, vec![(wire::ty::REACHABILITY, vec![0])]);
+    assert_eq!(o.node.counters().clients_unreachable, 1);
+    assert_eq!(o.node.probes_in_flight(), 0);
+    // The same answer again (a driver bug) changes nothing.
+    o.node.handle_probe_result(id, Some(true), o.now);
+    assert!(o.out().is_empty());
+}
+
+#[test]
+fn test_origin_reachable_client_is_told_so() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    o.send(hello_listening(2, 7002));
+    o.send(Message::Bitfield(&[0]));
+    let (id, _) = probes(&mut o)[0];
+    o.out();
+    o.node.handle_probe_result(id, Some(true), o.now);
+    assert_eq!(o.out(), vec![(wire::ty::REACHABILITY, vec![1])]);
+    assert_eq!(o.node.counters().clients_unreachable, 0);
+}
+
+#[test]
+fn test_origin_client_without_listen_port_is_not_probed() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    o.send(hello_listening(2, 0));
+    o.send(Message::Bitfield(&[0]));
+    assert!(probes(&mut o).is_empty());
+    assert_eq!(o.node.probes_in_flight(), 0);
+}
+
+#[test]
+fn test_origin_probe_answer_after_the_client_left_goes_nowhere() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    o.send(hello_listening(2, 7002));
+    o.send(Message::Bitfield(&[0]));
+    let (id, _) = probes(&mut o)[0];
+    o.node.handle_closed(0, "gone", o.now);
+    // Another client on the same slot: the old probe's answer is not its verdict.
+    o.node.handle_open(0, Link::Accepted, addr_of(8), o.now);
+    o.send(hello_listening(3, 7003));
+    o.send(Message::Bitfield(&[0]));
+    let (id3, _) = probes(&mut o)[0];
+    assert_ne!(id, id3);
+    o.out();
+    o.node.handle_probe_result(id, Some(false), o.now);
+    assert!(o.out().is_empty(), "the old client's answer");
+    o.node.handle_probe_result(id3, Some(true), o.now);
+    assert_eq!(o.out(), vec![(wire::ty::REACHABILITY, vec![1])]);
+}
+
+#[test]
+fn test_origin_crowd_of_registrations_probes_at_most_64_at_once() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    for s in 1..=100u16 {
+        let slot = s as Slot;
+        o.node.handle_open(slot, Link::Accepted, addr_of(9), o.now);
+        o.send_on(slot, hello_listening(1000 + s as u64, 7000 + s));
+        o.send_on(slot, Message::Bitfield(&[0]));
+    }
+    let first = probes(&mut o);
+    assert_eq!(first.len(), 64);
+    assert_eq!(o.node.probes_in_flight(), 64);
+    // One that waits leaves: it is skipped when room comes.
+    o.node.handle_closed(65, "gone", o.now);
+    for (id, _) in &first[..10] {
+        o.node.handle_probe_result(*id, Some(true), o.now);
+    }
+    let next = probes(&mut o);
+    assert_eq!(next.len(), 10, "one starts for each answer");
+    assert!(
+        next.iter().all(|(_, a)| a.port() != 7065),
+        "the client that left is not probed"
+    );
+    assert_eq!(next[0].1.port(), 7066, "the oldest waiting first");
+    assert_eq!(o.node.probes_in_flight(), 64);
+}
+
+#[test]
+fn test_client_told_unreachable_by_origin_warns_at_once() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.listen_port = 7005);
+    assert_eq!(c.node.listen_unreachable(), None);
+    c.out();
+    c.send(Message::Reachability(false));
+    assert!(c.out().is_empty(), "nothing to answer");
+    assert_eq!(c.node.listen_unreachable(), Some(Unreachable::Origin));
+    assert_eq!(c.node.origin_reach_verdict(), Some(false));
+}
+
+#[test]
+fn test_client_told_reachable_never_infers_otherwise() {
+    let mut c = listening_client_introduced();
+    c.send(Message::Reachability(true));
+    // A newcomer that should dial us and never does: the origin's word stands.
+    c.send(Message::Peers(vec![add(3, 3)]));
+    wait(&mut c, 20);
+    assert_eq!(c.node.listen_unreachable(), None);
+    assert_eq!(c.node.origin_reach_verdict(), Some(true));
+}
+
+#[test]
+fn test_client_reachability_from_a_peer_is_ignored() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.listen_port = 7005);
+    c.node.handle_open(1, Link::Accepted, addr_of(3), c.now);
+    c.send_on(1, hello(Role::Client, 3, c.node.manifest().unwrap().id()));
+    c.send_on(1, Message::Reachability(false));
+    assert_eq!(c.node.listen_unreachable(), None);
+    assert_eq!(c.node.origin_reach_verdict(), None);
+}
+
+#[test]
+fn test_client_malformed_reachability_from_origin_is_a_protocol_error() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest_and(&data, |cfg| cfg.listen_port = 7005);
+    c.send_raw(wire::ty::REACHABILITY, &[7]);
+    let out = c.out();
+    assert_eq!(out.last().map(|f| f.0), Some(wire::ty::ERROR), "{out:?}");
+    assert_eq!(c.node.origin_reach_verdict(), None);
 }
 
 #[test]
@@ -1023,4 +1190,17 @@ fn test_peer_address_that_refuses_is_dialled_twice_then_dropped() {
     }
     assert_eq!(dials, 2, "MAX_DIAL_ATTEMPTS counts each dial and each loss");
     assert_eq!(c.node.counters().peer_dials_failed, 2);
+}
+
+#[test]
+fn test_origin_probe_it_could_not_make_tells_the_client_nothing() {
+    let mut o = One::origin(&file(2 * PIECE as usize));
+    o.send(hello_listening(2, 7002));
+    o.send(Message::Bitfield(&[0]));
+    let (id, _) = probes(&mut o)[0];
+    o.out();
+    o.node.handle_probe_result(id, None, o.now);
+    assert!(o.out().is_empty());
+    assert_eq!(o.node.probes_in_flight(), 0, "its place is free");
+    assert_eq!(o.node.counters().clients_unreachable, 0);
 }

@@ -159,6 +159,13 @@ impl Sim {
                         self.nodes[n].node.handle_closed(slot, "closed", now);
                     }
                 }
+                Event::Probe { id, addr } => {
+                    // Reachable when the node it names is up: its port listens.
+                    let to = (addr.port() - 1000) as usize;
+                    let ok = self.nodes.get(to).is_some_and(|n| n.alive);
+                    let now = self.now;
+                    self.nodes[n].node.handle_probe_result(id, Some(ok), now);
+                }
                 Event::Manifest => {
                     let len = self.nodes[n].node.manifest().unwrap().file_len();
                     self.nodes[n].data = vec![0; len as usize];
