@@ -13,9 +13,9 @@
 //! - The origin introduces a newcomer in one PEERS frame (up to `MAX_ADVERTISED` = 64
 //!   clients, within one frame's `MAX_PEER_ENTRIES`) and names the newcomer to each of them
 //!   in a PEERS of its own. So the first PEERS a client receives is its introduction (its
-//!   peers may be complete seeds, which dial nobody), and every `add` after it names a client
-//!   that just arrived: it is downloading, it listens (the origin names only clients that
-//!   do), and it was told about us.
+//!   peers may be seeds, which tfttp before c422973 never dialled from), and every `add` after
+//!   it names a client that just arrived: it is downloading, it listens (the origin names
+//!   only clients that do), and it was told about us.
 //! - Each such newcomer with a smaller node id than ours is *expected* to dial us.
 //! - If `REACH_WAIT` after the first expected dialler was named no peer has ever opened a
 //!   connection to us, our listen port is taken as unreachable. One accepted connection,

@@ -1147,7 +1147,7 @@ fn test_listening_client_dialled_once_never_warns() {
 #[test]
 fn test_introduction_and_larger_newcomers_expect_no_dial() {
     let mut c = listening_client_introduced();
-    // Introduced to smaller ids too (they may be seeds, which dial nobody), and a newcomer
+    // Introduced to smaller ids too (they may be seeds, which older versions never dial from), and a newcomer
     // with a larger id is ours to dial.
     let mut c2 =
         One::client_with_manifest_and(&file(4 * PIECE as usize), |cfg| cfg.listen_port = 7005);
