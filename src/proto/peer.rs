@@ -61,6 +61,9 @@ pub(super) struct Peer {
     pub resent: u32,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,
+    /// Origin only: the connect-back probe of its listen port failed, so it is named to no
+    /// one, like a client that does not listen (`listen_addr`).
+    pub unreachable: bool,
     /// Origin only: the clients (slot, node id) this one was introduced to or told about;
     /// they hear when it leaves.
     pub acquaintances: Vec<(usize, u64)>,
@@ -110,6 +113,7 @@ impl Peer {
             acked: 0,
             resent: 0,
             registered: false,
+            unreachable: false,
             acquaintances: Vec::new(),
             dry: None,
             backoff_until: None,
@@ -135,9 +139,10 @@ impl Peer {
         self.hello.map(|h| h.node_id)
     }
 
-    /// Where the remote accepts peers: its address with the port from its HELLO.
+    /// Where the remote accepts peers: its address with the port from its HELLO, unless
+    /// it does not listen or the origin found that port unreachable.
     pub(super) fn listen_addr(&self) -> Option<SocketAddr> {
         let port = self.hello?.listen_port;
-        (port != 0).then(|| SocketAddr::new(self.remote.ip(), port))
+        (port != 0 && !self.unreachable).then(|| SocketAddr::new(self.remote.ip(), port))
     }
 }

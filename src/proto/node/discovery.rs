@@ -54,10 +54,11 @@ impl Node {
         }
         let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
         let my_id = self.cfg.node_id;
-        let listening = self.cfg.listen_port != 0;
         let Side::Client(c) = &mut self.side else {
             return;
         };
+        // A port the origin could not reach is no port: dial every peer, as without one.
+        let listening = self.cfg.listen_port != 0 && c.reach.origin_verdict() != Some(false);
         let banned = &c.banned;
         for k in c.known.iter_mut().filter(|k| !banned.contains(&k.node_id)) {
             if room == 0 {

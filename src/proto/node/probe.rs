@@ -103,6 +103,11 @@ impl Node {
         if same && let Some(reachable) = reachable {
             if !reachable {
                 self.counters.clients_unreachable += 1;
+                // From now on it is named to no newcomer (they would dial in vain), and it
+                // dials every peer it is told about (`maybe_dial`), as `--no-listen` does.
+                if let Some(p) = self.peer_mut(slot) {
+                    p.unreachable = true;
+                }
             }
             self.emit(slot, &Message::Reachability(reachable));
         }
@@ -127,5 +132,7 @@ impl Node {
         if let Some(c) = self.client_side_mut() {
             c.reach.on_origin_verdict(reachable);
         }
+        // Unreachable, it dials the peers it left to dial it (`maybe_dial`).
+        self.maybe_dial(self.now);
     }
 }

@@ -1023,6 +1023,48 @@ fn test_origin_registered_listening_client_is_probed_and_told() {
     assert!(o.out().is_empty());
 }
 
+/// After its probe failed, a client is named to no newcomer (each would dial in vain), and
+/// still hears of them, to dial them itself.
+#[test]
+fn test_origin_names_an_unreachable_client_to_no_newcomer() {
+    for reachable in [true, false] {
+        let mut o = One::origin(&file(2 * PIECE as usize));
+        o.send(hello_listening(2, 7002));
+        o.send(Message::Bitfield(&[0]));
+        let (id, _) = probes(&mut o)[0];
+        o.node.handle_probe_result(id, Some(reachable), o.now);
+        o.out();
+        o.node.handle_open(1, Link::Accepted, addr_of(8), o.now);
+        o.send_on(1, hello_listening(3, 7003));
+        o.send_on(1, Message::Bitfield(&[0]));
+        let mut buf = Vec::new();
+        o.node.take_outbox(1, &mut buf);
+        let introduced = frames(&buf).iter().any(|f| f.0 == wire::ty::PEERS);
+        assert_eq!(
+            introduced, reachable,
+            "the newcomer told of it: reachable {reachable}"
+        );
+        let told = o.out().iter().any(|f| f.0 == wire::ty::PEERS);
+        assert!(told, "it hears of the newcomer either way");
+    }
+}
+
+#[test]
+fn test_client_told_unreachable_dials_the_peers_that_were_to_dial_it() {
+    let mut c = listening_client_introduced();
+    // Id 3 is below ours (5): by the dial rule it dials us, so we do not.
+    c.send(Message::Peers(vec![add(3, 3)]));
+    let dials = |c: &mut One| {
+        c.events()
+            .iter()
+            .filter(|e| matches!(e, Event::Connect { .. }))
+            .count()
+    };
+    assert_eq!(dials(&mut c), 0);
+    c.send(Message::Reachability(false));
+    assert_eq!(dials(&mut c), 1, "it cannot be dialled: it dials");
+}
+
 #[test]
 fn test_origin_reachable_client_is_told_so() {
     let mut o = One::origin(&file(2 * PIECE as usize));
