@@ -9,7 +9,8 @@ cover these axes, runs `tfttp sim` on each and scores the results:
   capacity mix  homogeneous; bimodal; four classes spanning 20x; ADSL-like (down = 10x up);
                 long-tailed (Pareto up caps on a 1-2-5 grid); origin up 0.5x-10x the median
   misbehaviour  none; 5-20% free riders, liars or both, anywhere in the arrival order, and
-                some scenarios with a free rider first
+                some scenarios with a free rider first; a quarter of the scenarios also
+                hold a colluding pair (`behave: colluder`), one of them first in a third
   churn         none; some clients leaving a fixed time after arrival; some leaving on
                 completion
   RTT           per-host rtt_ms uniform in [0, R] with R from 1 ms (LAN) to 300 ms
@@ -68,6 +69,9 @@ MIB = 1 << 20
 ARRIVALS = ("at-once", "poisson", "burst")
 MIXES = ("homog", "bimodal", "spread20", "adsl", "pareto")
 MISBEHAVIOURS = ("none", "fr", "liar", "mixed", "fr-first")
+# A quarter of the scenarios also hold a colluding pair (drawn from a stream of its own, so the
+# other scenarios are the ones the suite had before colluders).
+COLLUSIONS = ("none", "none", "none", "pair")
 CHURNS = ("none", "early", "none", "on-complete")  # half the scenarios without churn
 RTT_MAX_MS = (1, 20, 50, 100, 300)
 UP_RATES = ("none", "none", "link", "0.8x")  # what clients are told of their uplink (--up-rate)
@@ -181,6 +185,21 @@ def misbehaviour(rng, kind, n):
     return behave
 
 
+def collusion(rng, kind, behave):
+    """For 'pair': two honest clients (one the first arrival in a third of the cases, if it
+    is honest) become colluders, when at least two honest ones would remain."""
+    honest = [j for j, b in enumerate(behave) if b == "honest"]
+    if kind != "pair" or len(honest) < 4:
+        return behave
+    pair = rng.sample(honest, 2)
+    if behave[0] == "honest" and 0 not in pair and rng.random() < 1 / 3:
+        pair[0] = 0
+    out = list(behave)
+    for j in pair:
+        out[j] = "colluder"
+    return out
+
+
 def leaves(rng, kind, n, t_min):
     """Per-client `leave`: 'linger'; for 'early' 10-30% leave 0.2-1.5x T_min seconds after
     arriving; for 'on-complete' 30-100% leave on completion."""
@@ -219,9 +238,11 @@ def misbehaviour_tag(behave):
     n = len(behave)
     fr = behave.count("free-rider")
     liar = behave.count("liar")
-    if fr + liar == 0:
+    col = behave.count("colluder")
+    if fr + liar + col == 0:
         return "honest"
     tag = (f"fr{round(100 * fr / n)}" if fr else "") + (f"liar{round(100 * liar / n)}" if liar else "")
+    tag += f"col{col}" if col else ""
     return tag + ("first" if behave[0] != "honest" else "")
 
 
@@ -242,6 +263,7 @@ def make_scenario(rng, i, axes, file_size, policy):
     t_min, t_cs = bounds(file_size, origin_up, ups, downs)
     arrive, arrival_desc = arrival_times(rng, axes["arrival"], n, t_cs)
     behave = misbehaviour(rng, axes["misbehave"], n)
+    behave = collusion(random.Random(f"collusion {i}"), axes.get("collude", "none"), behave)
     leave = leaves(rng, axes["churn"], n, t_min)
     rtt_max = axes["rtt_max_ms"]
     told = axes.get("up_rate", "none")
@@ -269,7 +291,8 @@ def make_scenario(rng, i, axes, file_size, policy):
     desc = (f"{arrival_desc}; {n} clients, {mix_desc}, down "
             f"{'unlimited' if down_mult is None else f'{down_mult}x up'}; origin up "
             f"{origin_up / MBIT:.1f} Mbit/s; {behave.count('free-rider')} free riders, "
-            f"{behave.count('liar')} liars{' (one first)' if behave[0] != 'honest' else ''}; "
+            f"{behave.count('liar')} liars, {behave.count('colluder')} colluders"
+            f"{' (one first)' if behave[0] != 'honest' else ''}; "
             f"churn {axes['churn']}; rtt 0-{rtt_max} ms; clients' --up-rate {told}; "
             f"T_min~{t_min:.1f} s, t_cs~{t_cs:.1f} s")
     return name, scenario, {"axes": axes, "desc": desc}
@@ -288,6 +311,7 @@ def generate(seed, count, max_clients, file_size, policy, arrivals=ARRIVALS, mix
     }
     # Drawn from a stream of its own, so adding the axis left every other draw as it was.
     columns["up_rate"] = stratified(random.Random(seed ^ 0x5EED_0F_0A7E), UP_RATES, count)
+    columns["collude"] = stratified(random.Random(seed ^ 0xC011_0DE5), COLLUSIONS, count)
     out = []
     for i in range(count):
         axes = {k: v[i] for k, v in columns.items()}
@@ -419,6 +443,23 @@ def free_rider_order(result):
     return median, bad
 
 
+def riders_early(result):
+    """The issue's target for misbehaving clients: each must finish after at least 90% of the
+    honest clients and at no less than 1.5x their median (complete_s, from its own
+    arrival). Returns ([misbehaving clients], [those that finished earlier]); a client that
+    never completed is never early."""
+    honest = sorted(c["complete_s"] for c in result["clients"]
+                    if c["behave"] == "honest" and c["complete_s"] is not None)
+    bad = [c for c in result["clients"] if c["behave"] != "honest"]
+    if not honest:
+        return bad, []
+    median = statistics.median(honest)
+    p90 = honest[min(len(honest) - 1, math.ceil(0.9 * len(honest)) - 1)]
+    early = [c for c in bad if c["complete_s"] is not None
+             and (c["complete_s"] < 1.5 * median or c["complete_s"] < p90)]
+    return bad, early
+
+
 def up_classes(result):
     """Honest clients by identical `up`: [(up, mean complete_s, completed, members)],
     slowest up first; classes where nobody completed are left out."""
@@ -446,13 +487,14 @@ def incentive_violations(result, tolerance=IC_TOLERANCE):
 
 def never_completed(scenario, result):
     """Clients with no complete_s whose `leave` was not a number of seconds (early leavers
-    may rightly never complete)."""
+    may rightly never complete), colluders aside: the origin sends no client a piece it
+    claimed to hold, so a colluder whose partner's claims it repeated may never complete."""
     specs = expand_clients(scenario)
     out = []
     for c in result["clients"]:
         spec = specs[c["i"]] if c["i"] < len(specs) else {}
         leave = spec.get("leave", "linger")
-        if c["complete_s"] is None and isinstance(leave, str):
+        if c["complete_s"] is None and isinstance(leave, str) and c["behave"] != "colluder":
             out.append({"i": c["i"], "behave": c["behave"], "leave": leave,
                         "arrive_s": c["arrive_s"], "left_s": c.get("left_s"),
                         "failed": c.get("failed")})
@@ -534,7 +576,19 @@ def score_free_riders(ok):
                                        "complete_s": c["complete_s"]} for c in bad]})
     with_misbehaviour = sum(1 for r in ok if any(c["behave"] != "honest"
                                                  for c in r["result"]["clients"]))
-    return {"scenarios_with_misbehaviour": with_misbehaviour, "count": len(out), "list": out}
+    early = collections.Counter()
+    total = collections.Counter()
+    from_origin = collections.defaultdict(list)
+    for r in ok:
+        bad, soon = riders_early(r["result"])
+        total.update(c["behave"] for c in bad)
+        early.update(c["behave"] for c in soon)
+        for c in r["result"]["clients"]:
+            # Origin bytes per client as a share of the file, by behaviour.
+            from_origin[c["behave"]].append(c["from_origin"] / r["result"]["file_size"])
+    return {"scenarios_with_misbehaviour": with_misbehaviour, "count": len(out), "list": out,
+            "early": {b: [early[b], total[b]] for b in sorted(total)},
+            "from_origin_files": {b: statistics.fmean(v) for b, v in sorted(from_origin.items())}}
 
 
 def score_incentive(ok):
@@ -632,6 +686,12 @@ def render_free_riders(card):
            "own arrival) than the median honest client.", "",
            f"**{fr['count']}** of {fr['scenarios_with_misbehaviour']} scenarios with free "
            f"riders or liars.", ""]
+    if fr.get("early"):
+        out += ["Misbehaving clients that finished before 90% of the honest ones or before "
+                "1.5x their median (issue 12's target): " +
+                ", ".join(f"{b} {e} of {t}" for b, (e, t) in fr["early"].items()) + ".", "",
+                "Mean bytes from the origin per client, in files: " +
+                ", ".join(f"{b} {x:.3f}" for b, x in fr["from_origin_files"].items()) + ".", ""]
     for x in fr["list"][:MD_LIST_MAX]:
         offenders = ", ".join(f"#{c['i']} {c['behave']} {c['complete_s']:.1f} s"
                               for c in x["offenders"])
@@ -908,11 +968,16 @@ class GeneratorTest(unittest.TestCase):
             ups = sorted(c["up"] for c in clients)
             med = statistics.median(ups)
             self.assertTrue(0.5 * med - 1 <= s["origin"]["up"] <= 10 * med + 1, name)
-            bad = sum(c["behave"] != "honest" for c in clients)
+            bad = sum(c["behave"] in ("free-rider", "liar") for c in clients)
             self.assertLessEqual(bad, max(1, len(clients) // 5), name)
             self.assertEqual(bad == 0, axes["misbehave"] == "none", name)
+            colluders = sum(c["behave"] == "colluder" for c in clients)
+            self.assertIn(colluders, (0, 2), name)
+            if axes["collude"] == "none":
+                self.assertEqual(colluders, 0, name)
+            self.assertGreaterEqual(len(clients) - bad - colluders, 2 if colluders else 0, name)
             for c in clients:
-                self.assertIn(c["behave"], ("honest", "free-rider", "liar"))
+                self.assertIn(c["behave"], ("honest", "free-rider", "liar", "colluder"))
                 self.assertGreater(c["up"], 0)
                 self.assertIsInstance(c["up"], int)
                 self.assertTrue(c["down"] is None or c["down"] >= c["up"])

@@ -60,12 +60,12 @@ def spread20(told=None):
     return [dict(up=u, down=150, **extra) for u in (5, 10, 25, 100) for _ in range(6)]
 
 
-def free_rider_first():
+def free_rider_first(behave="free-rider"):
     """The crowd with its first arrival (20 Mbit/s) and a 50 Mbit/s client in mid-order free
-    riding (arrivals follow list order)."""
+    riding (arrivals follow list order), or misbehaving as `behave` says."""
     c = [dict(up=20 if i % 2 == 0 else 50, down=200) for i in range(16)]
     for i in (0, 7):
-        c[i] = dict(c[i], behave="free-rider")
+        c[i] = dict(c[i], behave=behave)
     return c
 
 
@@ -84,6 +84,10 @@ SCENARIOS = {
                            for i, c in enumerate(crowd())]),
     "frfirst": dict(size_mib=64, server=dict(up=100, down=1000), clients=free_rider_first(),
                     spread=0.5),
+    # The same places taken by a colluding pair (docs/PROTOCOL.md 5.6): compare the origin
+    # bytes and completion times with frfirst's free riders.
+    "colluders": dict(size_mib=64, server=dict(up=100, down=1000),
+                      clients=free_rider_first("colluder"), spread=0.5),
     "spread20": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20()),
     "spread20-uprate": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20(1.0)),
     "spread20-uprate08": dict(size_mib=64, server=dict(up=80, down=1000),
@@ -171,8 +175,11 @@ def tfttp_system(net, server, hosts, sc, work, src):
     net.wait([sp], timeout=30)
     times = {}
     for i, (rc, _, at) in res.items():
-        st = json.load(open(os.path.join(work, f"c{i}.json"))) if rc == 0 else {}
-        times[i] = (rc, st.get("complete_s"), at)
+        path = os.path.join(work, f"c{i}.json")
+        # A failed get writes its stats too: a misbehaving client's origin bytes count.
+        st = json.load(open(path)) if os.path.exists(path) else {}
+        times[i] = (rc, st.get("complete_s") if rc == 0 else None, at,
+                    dict(from_origin=st.get("bytes_from_origin")))
     return times
 
 

@@ -43,6 +43,32 @@ pub(super) struct Ledger {
     pairs: HashMap<(u64, u64), Pair>,
     /// Origin: confirmed upload per client.
     credit: HashMap<u64, u64>,
+    /// Origin: per client, its two receivers with the most confirmed upload.
+    top: HashMap<u64, TopTwo>,
+}
+
+/// The largest confirmed upload of one client to any receiver (and to whom), and the
+/// second largest. Confirmed figures only grow, which is what keeps this exact.
+#[derive(Debug, Clone, Copy, Default)]
+struct TopTwo {
+    first: u64,
+    first_to: u64,
+    second: u64,
+}
+
+impl TopTwo {
+    /// `receiver`'s confirmed figure grew to `bytes`.
+    fn update(&mut self, receiver: u64, bytes: u64) {
+        if receiver == self.first_to {
+            self.first = bytes;
+        } else if bytes > self.first {
+            self.second = self.first;
+            self.first = bytes;
+            self.first_to = receiver;
+        } else {
+            self.second = self.second.max(bytes);
+        }
+    }
 }
 
 impl Ledger {
@@ -56,6 +82,16 @@ impl Ledger {
         let c = self.mine.entry(peer).or_default();
         c.sent += bytes;
         c.dirty = true;
+    }
+
+    /// Colluder: claim that at least `bytes` went each way between us and `peer`.
+    pub(super) fn vouch(&mut self, peer: u64, bytes: u64) {
+        let c = self.mine.entry(peer).or_default();
+        if c.received < bytes || c.sent < bytes {
+            c.received = c.received.max(bytes);
+            c.sent = c.sent.max(bytes);
+            c.dirty = true;
+        }
     }
 
     /// Entries changed since the last call; `lie` inflates the sent counts.
@@ -116,14 +152,30 @@ impl Ledger {
         f(p);
         let gained = p.confirmed() - before;
         if gained > 0 {
+            let confirmed = p.confirmed();
             let c = self.credit.entry(key.0).or_default();
             *c = c.saturating_add(gained);
+            self.top.entry(key.0).or_default().update(key.1, confirmed);
         }
     }
 
     /// Origin: confirmed bytes `node` uploaded to other clients.
     pub(super) fn credit(&self, node: u64) -> u64 {
         self.credit.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Origin: the part of `node`'s credit that `witnesses` receivers (at most 2) confirm:
+    /// with two, no receiver counts for more than the second largest does. A partner
+    /// confirms anything, so a pair of identities that vouch for each other earns nothing;
+    /// an honest uploader to several peers loses only what its largest receiver got beyond
+    /// the next one (all but its largest receiver's part cost small swarms up to 8%).
+    pub(super) fn trusted_credit(&self, node: u64, witnesses: usize) -> u64 {
+        let credit = self.credit(node);
+        if witnesses < 2 {
+            return credit;
+        }
+        let top = self.top.get(&node).copied().unwrap_or_default();
+        credit - (top.first - top.second)
     }
 }
 
@@ -154,6 +206,50 @@ mod tests {
         for id in 1..=3 {
             assert_eq!(l.credit(id), 2 * file, "client {id}");
         }
+    }
+
+    #[test]
+    fn test_a_pair_vouching_for_each_other_earns_no_trusted_credit() {
+        let mut l = Ledger::default();
+        let file = 64 << 20;
+        for (a, b) in [(1, 2), (2, 1)] {
+            l.handle_receipt(a, &[entry(b, file, file)], file, |_| true);
+        }
+        assert_eq!(l.credit(1), file);
+        assert_eq!(
+            l.trusted_credit(1, 1),
+            file,
+            "a lone other client is witness enough"
+        );
+        assert_eq!(
+            l.trusted_credit(1, 2),
+            0,
+            "with more there, one witness is not"
+        );
+        // An honest uploader to three receivers loses its largest receiver's part.
+        for (r, bytes) in [(4, 100), (5, 300), (6, 200)] {
+            l.handle_receipt(3, &[entry(r, 0, bytes)], file, |_| true);
+            l.handle_receipt(r, &[entry(3, bytes, 0)], file, |_| true);
+        }
+        assert_eq!(l.credit(3), 600);
+        assert_eq!(
+            l.trusted_credit(3, 2),
+            500,
+            "client 5 counts for client 6's 200"
+        );
+        // A receiver that overtakes the largest moves the cut to itself.
+        l.handle_receipt(3, &[entry(4, 0, 500)], file, |_| true);
+        l.handle_receipt(4, &[entry(3, 500, 0)], file, |_| true);
+        assert_eq!(l.credit(3), 1000);
+        assert_eq!(
+            l.trusted_credit(3, 2),
+            800,
+            "client 4 counts for client 5's 300"
+        );
+        // The largest growing further changes nothing.
+        l.handle_receipt(3, &[entry(4, 0, 900)], file, |_| true);
+        l.handle_receipt(4, &[entry(3, 900, 0)], file, |_| true);
+        assert_eq!(l.trusted_credit(3, 2), 800);
     }
 
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {

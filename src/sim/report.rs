@@ -25,6 +25,7 @@ fn behave_name(b: Behaviour) -> &'static str {
         Behaviour::Honest => "honest",
         Behaviour::FreeRider => "free-rider",
         Behaviour::Liar => "liar",
+        Behaviour::Colluder => "colluder",
     }
 }
 

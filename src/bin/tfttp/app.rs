@@ -348,6 +348,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     cfg.policy = a.common.policy;
     cfg.capacity = a.up_rate;
     cfg.behaviour = a.behaviour;
+    cfg.node_id = a.behaviour.node_id(cfg.node_id);
     let node = Node::client(cfg, Instant::now());
     let opts = driver_options(
         &a.common,

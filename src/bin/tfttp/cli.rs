@@ -101,8 +101,9 @@ fn parse_behaviour(s: &str) -> Result<Behaviour, String> {
         "honest" => Ok(Behaviour::Honest),
         "free-rider" => Ok(Behaviour::FreeRider),
         "liar" => Ok(Behaviour::Liar),
+        "colluder" => Ok(Behaviour::Colluder),
         _ => Err(format!(
-            "unknown behaviour '{s}' (honest, free-rider, liar)"
+            "unknown behaviour '{s}' (honest, free-rider, liar, colluder)"
         )),
     }
 }
@@ -330,7 +331,7 @@ fn get_opts(hidden: bool) -> Options {
         o.optopt(
             "",
             "behave",
-            "honest (default), free-rider (never uploads), liar (free rider that claims uploads)",
+            "honest (default), free-rider (never uploads), liar (free rider that claims uploads), colluder (free rider that vouches for other colluders)",
             "HOW",
         );
     }

@@ -110,6 +110,9 @@ struct Row {
     optimistic_at: Option<u64>,
     /// Origin: confirmed bytes this client uploaded to other clients (receipts).
     credit: u64,
+    /// Origin: the part of `credit` that two receivers vouch for (§5.6): what a partner's
+    /// receipts alone cannot raise.
+    witnessed: u64,
     last_credit: u64,
     /// Origin: smoothed confirmed upload rate of the client, bytes per second.
     contribution: f64,
@@ -141,6 +144,7 @@ impl Default for Row {
             cap: None,
             optimistic_at: None,
             credit: 0,
+            witnessed: 0,
             last_credit: 0,
             contribution: 0.0,
             promised: 0,
@@ -223,8 +227,9 @@ impl ChokeTable {
     }
 
     /// Origin: the client's confirmed upload to other clients so far.
-    pub(super) fn set_credit(&mut self, slot: usize, credit: u64) {
+    pub(super) fn set_credit(&mut self, slot: usize, credit: u64, witnessed: u64) {
         self.rows[slot].credit = credit;
+        self.rows[slot].witnessed = witnessed;
     }
 
     /// Origin: whether a client other than `slot` takes pieces (announced one lately).

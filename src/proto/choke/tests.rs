@@ -37,11 +37,12 @@ fn me_origin() -> Me {
 }
 
 /// Origin view: ages every row past the newcomer window with the given per-round
-/// confirmed uploads (receipts).
+/// confirmed uploads (receipts), each vouched for by two receivers.
 fn settle_credit(t: &mut ChokeTable, per_round: &[u64]) {
     for _ in 0..NEWCOMER_ROUNDS {
         for (s, &c) in per_round.iter().enumerate() {
             t.rows[s].credit += c;
+            t.rows[s].witnessed += c;
         }
         t.end_round(1.0);
     }
@@ -279,9 +280,14 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
     decide(&mut t, Policy::Tft, me);
     assert!(!t.rows[1].choking, "still served: it may finish, last");
     assert_eq!(t.cap(1), Some(10_000_000.0 * NON_CONTRIBUTOR_SHARE));
-    // A client that passed something on keeps a work-conserving share when alone.
-    t.rows[1].credit = 1;
+    // Receipts that one receiver alone writes (a partner's) do not lift the cap...
+    t.rows[1].credit = 50_000_000;
     t.end_round(1.0);
+    decide(&mut t, Policy::Tft, me);
+    assert_eq!(t.cap(1), Some(10_000_000.0 * NON_CONTRIBUTOR_SHARE));
+    // ...a client that passed something on, as two receivers say, keeps a work-conserving
+    // share when alone.
+    t.rows[1].witnessed = 1;
     decide(&mut t, Policy::Tft, me);
     assert_eq!(t.cap(1), None);
 }

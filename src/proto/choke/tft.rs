@@ -36,8 +36,8 @@ pub(super) const BROKEN_PROMISE_FACTOR: f64 = 0.05;
 /// Origin: every client keeps at least this fraction of the mean weight, so the origin
 /// never idles while anyone wants data (work conservation).
 pub(super) const ORIGIN_FLOOR: f64 = 0.01;
-/// Origin: a client that broke its promise and never passed a byte on (no confirmed upload)
-/// gets at most this share of the origin's upload, even when nobody else is asking: the
+/// Origin: a client that broke its promise and never passed a byte on (no upload that two
+/// receivers confirm) gets at most this share of the origin's upload, even when nobody else is asking: the
 /// origin's upload is the swarm's scarcest resource, and serving a free rider at full rate
 /// once the others are done would let it finish with them.
 pub(super) const NON_CONTRIBUTOR_SHARE: f64 = 0.02;
@@ -163,7 +163,10 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         if !r.others_taking {
             return false;
         }
-        let slack = (r.contribution * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
+        // Only a contribution that two receivers vouch for widens it: a pair of identities
+        // that confirm each other's uploads bought dozens of pieces with receipts alone.
+        let rate = if r.witnessed > 0 { r.contribution } else { 0.0 };
+        let slack = (rate * PROMISE_SECS / piece).max(PROMISE_SLACK_PIECES as f64);
         r.promised.saturating_sub(r.kept) as f64 > slack
     };
     let capacity = me.capacity.unwrap_or(peak_up);
@@ -184,7 +187,7 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
     };
     for (&s, &w) in established.iter().zip(&weights) {
         rows[s].weight = w.max(ORIGIN_FLOOR * mean);
-        if rows[s].credit == 0 && broken(&rows[s]) {
+        if rows[s].witnessed == 0 && broken(&rows[s]) {
             rows[s].cap = Some(capacity * NON_CONTRIBUTOR_SHARE);
         }
     }

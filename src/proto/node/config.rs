@@ -72,6 +72,37 @@ pub enum Behaviour {
     FreeRider,
     /// A free rider that also claims, in its receipts, uploads it never made.
     Liar,
+    /// A free rider in a group of identities that vouch for each other: to the origin it
+    /// confirms in its receipts that every partner uploaded to it (and it to them) as much
+    /// as it has downloaded, and announces with HAVE each piece a partner announces to it.
+    /// Partners know each other by `COLLUDER_TAG` in their node ids (real colluders would
+    /// agree out of band; the tag spares tests a side channel).
+    Colluder,
+}
+
+/// The top 16 bits of a colluder's node id (`Behaviour::Colluder`).
+const COLLUDER_TAG: u64 = 0xC011 << 48;
+const TAG_MASK: u64 = 0xFFFF << 48;
+
+impl Behaviour {
+    /// The node id a node of this behaviour uses, from a random or seeded `raw` one:
+    /// colluders carry the tag their partners recognise.
+    pub fn node_id(self, raw: u64) -> u64 {
+        match self {
+            Behaviour::Colluder => COLLUDER_TAG | (raw & !TAG_MASK) | 1,
+            _ => raw,
+        }
+    }
+
+    /// Whether `id` is a colluder's (see `node_id`).
+    pub fn is_colluder_id(id: u64) -> bool {
+        id & TAG_MASK == COLLUDER_TAG
+    }
+
+    /// Chokes every peer: free riders, liars and colluders alike.
+    pub fn uploads_nothing(self) -> bool {
+        self != Behaviour::Honest
+    }
 }
 
 impl Config {

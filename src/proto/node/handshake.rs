@@ -323,11 +323,16 @@ impl Node {
                         useful += 1;
                     }
                 }
+                let held: Vec<u32> = match self.cfg.behaviour {
+                    Behaviour::Colluder => bits.ones().collect(),
+                    _ => Vec::new(),
+                };
                 let p = self.peer_mut(slot).expect("checked above");
                 p.has = bits;
                 p.useful = useful;
                 p.ready = true;
                 self.update_interest(slot);
+                self.vouch_for_holdings(slot, &held);
                 self.fill_requests(slot);
             }
         }

@@ -18,6 +18,7 @@ use crate::manifest::{Hash, Manifest};
 use crate::wire::{self, ErrorCode, Hello, Message, PeerEntry, PeerOp, Role, WILDCARD, WireError};
 
 mod client;
+mod collusion;
 mod config;
 mod discovery;
 mod failure;

@@ -22,6 +22,15 @@ pub(super) const TAKER_WINDOW: Duration = Duration::from_secs(10);
 const INITIAL_WINDOW_PIECES: u32 = 2;
 /// The send window's ceiling: enough for a gigabit a second over 500 ms of round trip.
 const MAX_WINDOW_BYTES: u64 = 64 << 20;
+/// How many other clients must confirm what a client did before the origin believes it:
+/// announce a fresh piece it got first (its promise is then kept), or confirm in receipts
+/// that it uploaded to them (fewer when there are fewer other clients). One confirmation
+/// is a partner's to give: two
+/// identities that announce each other's pieces with HAVE, while passing nothing on,
+/// kept every promise and took 27 and 31 MiB of a 64 MiB file from the origin, against
+/// 3.5 MiB for a free rider (the simulator on issue 12's crowd). Two confirmations need a
+/// client outside such a pair (docs/PROTOCOL.md §5.6, the threat model).
+const WITNESSES: usize = 2;
 /// Most peers the origin names to a newcomer.
 pub(super) const MAX_ADVERTISED: usize = 64;
 /// Most pieces one `poll_piece_checked` call finds changed before it answers a WILDCARD with
@@ -34,9 +43,11 @@ const MAX_FAILED_CHECKS: u32 = 4;
 #[derive(Debug)]
 pub(super) struct Registry {
     pub(super) striper: Striper,
-    /// The client that received each piece's first copy, until another client announces
-    /// the piece (the promise is then kept).
-    fresh_holder: Vec<Option<Slot>>,
+    /// Each piece's promise: the client that received its first copy, until enough other
+    /// clients announce the piece (the promise is then kept).
+    fresh: Vec<Option<Promise>>,
+    /// Registered clients that lack some piece: those a fresh piece can be passed on to.
+    incomplete: usize,
     /// Node ids of the registered clients (with their connection count, as a client may
     /// reconnect before its old connection is gone): receipts may speak of these only.
     ids: HashMap<u64, u32>,
@@ -54,7 +65,8 @@ impl Registry {
     pub(super) fn new(pieces: u32) -> Registry {
         Registry {
             striper: Striper::new(pieces),
-            fresh_holder: vec![None; pieces as usize],
+            fresh: vec![None; pieces as usize],
+            incomplete: 0,
             ids: HashMap::new(),
             withdrawn: Bitfield::new(pieces),
             takers: [None; 2],
@@ -81,7 +93,29 @@ impl Registry {
     /// Client `id` registered holding `bits`.
     pub(super) fn register(&mut self, id: u64, bits: &Bitfield) {
         *self.ids.entry(id).or_default() += 1;
+        if !bits.is_full() {
+            self.incomplete += 1;
+        }
         self.add_holdings(bits);
+    }
+
+    /// How many other clients must announce a fresh piece for its promise to be kept:
+    /// `WITNESSES`, or as many other clients as download if fewer (seeds announce nothing).
+    fn promise_witnesses(&self) -> usize {
+        WITNESSES.min(self.incomplete.saturating_sub(1))
+    }
+
+    /// How many receivers must confirm a client's uploads for the origin to credit them:
+    /// `WITNESSES`, or as many other clients as are registered if fewer. Seeds count: they
+    /// may have been receivers, and counting only downloaders would let the last pair of
+    /// downloaders vouch for each other alone once everyone else is done.
+    pub(super) fn credit_witnesses(&self) -> usize {
+        WITNESSES.min(self.ids.len().saturating_sub(1))
+    }
+
+    /// A registered client announced its last piece.
+    pub(super) fn completed(&mut self) {
+        self.incomplete = self.incomplete.saturating_sub(1);
     }
 
     /// `id` is a registered client.
@@ -95,26 +129,33 @@ impl Registry {
         }
     }
 
-    /// The origin sends `piece` to `slot`; true if it is the first copy in the swarm and
-    /// another client is registered to pass it to (the client now owes passing it on; a
-    /// client alone in the swarm owes nothing).
+    /// The origin sends `piece` to `slot` (which lacks it, so is among the incomplete);
+    /// true if it is the first copy in the swarm and other clients download (the client now
+    /// owes passing it on; a client alone, or among seeds, owes nothing).
     pub(super) fn send_copy(&mut self, slot: Slot, piece: u32) -> bool {
-        let first = self.striper.copies(piece) == 0 && self.ids.len() > 1;
+        let owed = self.promise_witnesses();
+        let first = self.striper.copies(piece) == 0 && owed > 0;
         // A second copy before the first holder passed it on: that promise lapses unkept.
-        self.fresh_holder[piece as usize] = first.then_some(slot);
+        self.fresh[piece as usize] = first.then_some(Promise {
+            holder: slot,
+            owed: owed as u8,
+        });
         self.striper.add_copy(piece);
         first
     }
 
     /// `slot` announced `piece`, which it did not get from the origin. Returns the client
-    /// whose promise this keeps, if another one holds the piece's first copy.
+    /// whose promise this keeps, if another one holds the piece's first copy and this is
+    /// the last announcement it owed.
     pub(super) fn announced(&mut self, slot: Slot, piece: u32) -> Option<Slot> {
         self.striper.add_copy(piece);
-        let holder = &mut self.fresh_holder[piece as usize];
-        match *holder {
-            Some(h) if h != slot => holder.take(),
-            _ => None,
+        let entry = &mut self.fresh[piece as usize];
+        let promise = entry.as_mut().filter(|p| p.holder != slot)?;
+        promise.owed -= 1;
+        if promise.owed > 0 {
+            return None;
         }
+        entry.take().map(|p| p.holder)
     }
 
     /// The client on `slot` left holding `has` and with `in_flight` on its way: its copies
@@ -134,14 +175,21 @@ impl Registry {
                 self.ids.remove(&id);
             }
         }
+        if !has.is_full() {
+            self.incomplete = self.incomplete.saturating_sub(1);
+        }
         for i in has.ones() {
             self.striper.remove_copy(i);
         }
         for &i in in_flight {
             self.striper.remove_copy(i);
         }
-        for h in self.fresh_holder.iter_mut().filter(|h| **h == Some(slot)) {
-            *h = None;
+        for p in self
+            .fresh
+            .iter_mut()
+            .filter(|p| p.is_some_and(|p| p.holder == slot))
+        {
+            *p = None;
         }
         for t in &mut self.takers {
             if t.is_some_and(|(s, _)| s == slot) {
@@ -149,6 +197,13 @@ impl Registry {
             }
         }
     }
+}
+
+/// A fresh piece's first holder and the announcements by other clients it still needs.
+#[derive(Debug, Clone, Copy)]
+struct Promise {
+    holder: Slot,
+    owed: u8,
 }
 
 impl Node {
@@ -435,6 +490,48 @@ mod tests {
             "a first copy with another client there is a promise"
         );
         assert!(!r.send_copy(1, 1), "a second copy is not fresh");
+    }
+
+    #[test]
+    fn test_a_promise_is_kept_by_two_other_clients() {
+        let mut r = Registry::new(4);
+        for id in 1..=4 {
+            r.register(id, &Bitfield::new(4));
+        }
+        assert!(r.send_copy(0, 0));
+        assert_eq!(
+            r.announced(0, 0),
+            None,
+            "its own announcement keeps nothing"
+        );
+        // One partner's word is not enough: a pair of identities would vouch for each other.
+        assert_eq!(r.announced(1, 0), None);
+        assert_eq!(r.announced(2, 0), Some(0), "a second client keeps it");
+        assert_eq!(r.announced(3, 0), None, "kept once");
+    }
+
+    #[test]
+    fn test_a_promise_asks_no_more_announcements_than_there_are_downloaders() {
+        let mut r = Registry::new(4);
+        for id in 1..=3 {
+            r.register(id, &Bitfield::new(4));
+        }
+        assert_eq!(r.promise_witnesses(), 2);
+        // Client 3 completes (from its peers): only client 2 is left to confirm the piece.
+        r.completed();
+        assert_eq!(r.promise_witnesses(), 1);
+        assert_eq!(r.credit_witnesses(), 2, "a seed may have been a receiver");
+        assert!(r.send_copy(0, 0));
+        assert_eq!(r.announced(1, 0), Some(0));
+        // Client 2 completes too: nobody is left to pass a piece to.
+        r.completed();
+        assert!(!r.send_copy(0, 1), "every other client holds the file");
+        let mut full = Bitfield::new(4);
+        (0..4).for_each(|i| _ = full.set(i));
+        r.forget(0, Some(1), &Bitfield::new(4), &[]);
+        r.forget(1, Some(2), &full, &[]);
+        assert_eq!(r.promise_witnesses(), 0);
+        assert_eq!(r.credit_witnesses(), 0, "client 3 is alone");
     }
 
     #[test]

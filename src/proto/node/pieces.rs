@@ -189,6 +189,9 @@ impl Node {
                     }
                 }
                 if full {
+                    if let Side::Origin(registry) = &mut self.side {
+                        registry.completed();
+                    }
                     self.counters.clients_completed += 1;
                     self.update_swarm_done();
                 }
@@ -203,6 +206,7 @@ impl Node {
                     self.peer_mut(slot).expect("checked").useful += 1;
                     self.update_interest(slot);
                     self.fill_requests(slot);
+                    self.vouch_for_holdings(slot, &[i]);
                 }
             }
         }
@@ -210,13 +214,10 @@ impl Node {
 
     /// Client: report per-peer counters to the origin (RECEIPT, docs/PROTOCOL.md §5.6).
     pub(super) fn send_receipts(&mut self) {
-        let Some(origin) = self
-            .client_side()
-            .and_then(|c| c.origin.slot)
-            .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
-        else {
+        let Some(origin) = self.ready_origin_slot() else {
             return;
         };
+        self.vouch_for_uploads();
         let entries = self
             .ledger
             .take_receipt(self.cfg.behaviour == Behaviour::Liar);

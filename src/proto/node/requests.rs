@@ -33,7 +33,10 @@ impl Node {
         // The origin serves registered clients only: one that never sent its BITFIELD has
         // no holdings the striper could count, nor copies it could forget when it leaves.
         let unregistered = is_origin && !p.registered;
-        if choking || !held || unregistered || p.queue.len() >= MAX_QUEUED_REQUESTS {
+        // A piece the peer announced is one it holds: an honest node never asks for it, and
+        // one whose announcements were false gets nothing for them (§5.6).
+        let announced = i != WILDCARD && p.has.get(i);
+        if choking || !held || unregistered || announced || p.queue.len() >= MAX_QUEUED_REQUESTS {
             return self.emit(slot, &Message::Reject(i));
         }
         p.queue.push_back(i);

@@ -117,8 +117,10 @@ impl Node {
             if let Some(p) = self.peers[s].as_ref() {
                 let missing = p.has.len() - p.has.count();
                 self.table.set_round_facts(s, !p.asked.is_empty(), missing);
-                if let Some(id) = p.node_id() {
-                    self.table.set_credit(s, self.ledger.credit(id));
+                if let (Some(id), Side::Origin(registry)) = (p.node_id(), &self.side) {
+                    let witnesses = registry.credit_witnesses();
+                    let trusted = self.ledger.trusted_credit(id, witnesses);
+                    self.table.set_credit(s, self.ledger.credit(id), trusted);
                 }
                 if let Side::Origin(registry) = &self.side {
                     self.table
@@ -139,7 +141,7 @@ impl Node {
         let me = Me {
             is_origin: self.cfg.role == Role::Origin,
             complete: self.is_complete(),
-            free_rider: self.cfg.behaviour != Behaviour::Honest,
+            free_rider: self.cfg.behaviour.uploads_nothing(),
             capacity: self.cfg.capacity.map(|c| payload_rate(c) as f64),
             piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
         };

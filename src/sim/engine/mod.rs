@@ -359,8 +359,11 @@ impl Sim {
             hosts.push(host);
             agenda.at(c.arrive, Ev::Arrive(h));
         }
-        // Node ids are drawn in host order so they do not depend on arrival order.
-        let client_ids: Vec<u64> = (1..hosts.len()).map(&mut node_id).collect();
+        // Node ids are drawn in host order so they do not depend on arrival order;
+        // colluders' carry the tag their partners know them by.
+        let client_ids: Vec<u64> = (1..hosts.len())
+            .map(|h| hosts[h].behave.node_id(node_id(h)))
+            .collect();
         let mut sim = Sim {
             t0,
             now: 0.0,

@@ -353,12 +353,13 @@ fn client(o: &Obj<'_>) -> Result<(ClientSpec, u64), ScenarioError> {
         },
         None => Leave::Linger,
     };
-    const BEHAVE: &str = "honest, free-rider, liar";
+    const BEHAVE: &str = "honest, free-rider, liar, colluder";
     let behave = match o.opt("behave") {
-        Some(f) => match f.name("one of \"honest\", \"free-rider\", \"liar\"")? {
+        Some(f) => match f.name("one of \"honest\", \"free-rider\", \"liar\", \"colluder\"")? {
             "honest" => Behaviour::Honest,
             "free-rider" => Behaviour::FreeRider,
             "liar" => Behaviour::Liar,
+            "colluder" => Behaviour::Colluder,
             _ => return Err(f.unknown_name(BEHAVE)),
         },
         None => Behaviour::Honest,

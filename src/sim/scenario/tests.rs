@@ -235,7 +235,7 @@ fn test_behave_unknown_rejected() {
     let msg = refused(|v| v["clients"][0]["behave"] = json!("saint"));
     assert_eq!(
         msg,
-        "clients[0].behave: unknown value \"saint\" (honest, free-rider, liar)"
+        "clients[0].behave: unknown value \"saint\" (honest, free-rider, liar, colluder)"
     );
 }
 
@@ -244,7 +244,7 @@ fn test_behave_not_string_rejected() {
     let msg = refused(|v| v["clients"][0]["behave"] = json!(1));
     assert_has(
         &msg,
-        "clients[0].behave: must be one of \"honest\", \"free-rider\", \"liar\", got 1",
+        "clients[0].behave: must be one of \"honest\", \"free-rider\", \"liar\", \"colluder\", got 1",
     );
 }
 

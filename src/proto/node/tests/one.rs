@@ -661,6 +661,29 @@ fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     assert_eq!(o.node.poll_piece(0), Some(0));
 }
 
+/// A client that asks for a piece it announced gets nothing for the announcement: HAVEs
+/// repeated for a partner (collusion, docs/PROTOCOL.md §5.6) buy no copy of the piece.
+#[test]
+fn test_origin_rejects_a_request_for_a_piece_the_client_announced() {
+    let data = file(3 * PIECE as usize);
+    // Piece 0 in the BITFIELD (bit 7 of the first byte), piece 2 by HAVE.
+    let mut o = One::origin_with_interested_client(&data, &[0x80]);
+    o.send(Message::Have(2));
+    o.out();
+    o.send(Message::Request(0));
+    o.send(Message::Request(2));
+    o.send(Message::Request(1));
+    let rejects: Vec<_> = o
+        .out()
+        .into_iter()
+        .filter(|f| f.0 == wire::ty::REJECT)
+        .collect();
+    assert_eq!(rejects.len(), 2, "pieces 0 and 2 were announced");
+    assert_eq!(o.node.poll_piece(0), Some(1));
+    assert_eq!(o.node.poll_piece(0), None);
+    assert!(!o.node.is_closing(0), "an answer, not a protocol error");
+}
+
 /// The origin's send window: a client that asks and never announces what it received gets
 /// two pieces, and each HAVE lets one more go and widens the window by one.
 #[test]

@@ -62,7 +62,7 @@ impl Sim {
 
     fn add_client_as(&mut self, budget: usize, behaviour: Behaviour) -> usize {
         let idx = self.nodes.len();
-        let mut cfg = Config::new(Role::Client, 100 + idx as u64);
+        let mut cfg = Config::new(Role::Client, behaviour.node_id(100 + idx as u64));
         cfg.behaviour = behaviour;
         cfg.listen_port = addr_of(idx).port();
         cfg.server = Some(addr_of(0));
@@ -343,6 +343,49 @@ fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
     assert_eq!(t.promises(rider - 1).1, 0, "a free rider passes nothing on");
     // Nobody received anything from the rider, and it uploaded nothing.
     assert_eq!(sim.nodes[rider].node.counters().uploaded, 0);
+}
+
+/// A swarm of three honest clients and two clients of `behaviour`, run until the honest
+/// ones complete; the origin bytes each of the two received, and the origin's (promises,
+/// kept) for each.
+fn two_misbehaving(behaviour: Behaviour) -> Vec<(u64, (u32, u32))> {
+    let data = file(96 * PIECE as usize);
+    let mut sim = Sim::new(&data, 1);
+    let first = sim.add_client_as(2, behaviour);
+    let honest: Vec<usize> = (0..3).map(|_| sim.add_client(2)).collect();
+    let second = sim.add_client_as(2, behaviour);
+    for _ in 0..20_000 {
+        sim.step();
+        if honest.iter().all(|&c| sim.nodes[c].complete) {
+            break;
+        }
+    }
+    for &c in &honest {
+        assert_eq!(sim.nodes[c].data, data, "client {c}");
+    }
+    let t = sim.nodes[0].node.table();
+    [first, second]
+        .iter()
+        .map(|&c| (sim.nodes[c].node.counters().from_origin, t.promises(c - 1)))
+        .collect()
+}
+
+#[test]
+fn test_a_colluding_pair_gets_no_more_from_the_origin_than_free_riders() {
+    // Colluders confirm each other's uploads in receipts and repeat each other's HAVEs to
+    // the origin. A partner's HAVE alone keeps no promise (two other clients must announce
+    // a fresh piece), and receipts neither lift the breach cap nor widen the allowance.
+    let riders = two_misbehaving(Behaviour::FreeRider);
+    let colluders = two_misbehaving(Behaviour::Colluder);
+    for &(_, (promised, kept)) in &colluders {
+        assert!(promised > 0, "the colluders were given fresh pieces");
+        assert_eq!(kept, 0, "a partner's word keeps no promise");
+    }
+    let total = |v: &[(u64, (u32, u32))]| v.iter().map(|x| x.0).sum::<u64>();
+    assert!(
+        total(&colluders) <= total(&riders),
+        "colluders {colluders:?}, free riders {riders:?}"
+    );
 }
 
 #[test]
