@@ -5,8 +5,8 @@
 
 use super::{
     AUTH_TAG_LEN, HASH_LEN, MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE,
-    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, REACHABILITY_LEN, RECEIPT_ENTRY_LEN,
-    WireError, be_u32, ty,
+    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, MAX_STANDING_ENTRIES, REACHABILITY_LEN,
+    RECEIPT_ENTRY_LEN, STANDING_ENTRY_LEN, WireError, be_u32, ty,
 };
 
 /// Bytes of the length prefix.
@@ -30,6 +30,8 @@ pub const MAX_ERROR_LEN: usize = 2 + MAX_REASON_LEN;
 pub const MAX_PEERS_LEN: usize = 2 + MAX_PEER_ENTRIES * MAX_PEER_ENTRY_LEN;
 /// Longest RECEIPT body: the count and MAX_RECEIPT_ENTRIES entries.
 pub const MAX_RECEIPT_LEN: usize = 2 + MAX_RECEIPT_ENTRIES * RECEIPT_ENTRY_LEN;
+/// Longest STANDING body: the count and MAX_STANDING_ENTRIES entries.
+pub const MAX_STANDING_LEN: usize = 2 + MAX_STANDING_ENTRIES * STANDING_ENTRY_LEN;
 /// Longest body of an extension this version does not know. It is the single bound every
 /// receiver applied to control frames before per-type limits (7,235 − 1), so an extension
 /// within it reaches every version 1 node.
@@ -97,6 +99,7 @@ impl Limits {
             ty::ERROR => MAX_ERROR_LEN,
             ty::RECEIPT => MAX_RECEIPT_LEN,
             ty::REACHABILITY => REACHABILITY_LEN,
+            ty::STANDING => MAX_STANDING_LEN,
             // Unknown extensions; unknown mandatory types never get this far.
             _ => MAX_EXTENSION_LEN,
         };
@@ -222,6 +225,7 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         ty::AUTH => "AUTH",
         ty::RECEIPT => "RECEIPT",
         ty::REACHABILITY => "REACHABILITY",
+        ty::STANDING => "STANDING",
         _ => return None,
     })
 }
@@ -325,9 +329,11 @@ mod tests {
         assert_eq!(MAX_PEERS_LEN, 2 + 256 * 28);
         assert_eq!(MAX_RECEIPT_LEN, 2 + 256 * 24);
         assert_eq!(MAX_ERROR_LEN, 258);
+        assert_eq!(MAX_STANDING_LEN, 2 + 256 * 9);
         for (t, n) in [
             (ty::PEERS, MAX_PEERS_LEN),
             (ty::RECEIPT, MAX_RECEIPT_LEN),
+            (ty::STANDING, MAX_STANDING_LEN),
             (ty::ERROR, MAX_ERROR_LEN),
             (ty::HELLO, MAX_HELLO_LEN),
             (0x90, MAX_EXTENSION_LEN),

@@ -15,8 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use frame::{
     FrameHead, HEAD_SIZE, LEN_SIZE, Limits, MANIFEST_HEAD_LEN, MAX_EARLY_LEN, MAX_ERROR_LEN,
-    MAX_EXTENSION_LEN, MAX_HELLO_LEN, MAX_PEERS_LEN, MAX_RECEIPT_LEN, PIECE_HEAD_SIZE, PieceHead,
-    type_name,
+    MAX_EXTENSION_LEN, MAX_HELLO_LEN, MAX_PEERS_LEN, MAX_RECEIPT_LEN, MAX_STANDING_LEN,
+    PIECE_HEAD_SIZE, PieceHead, type_name,
 };
 pub use hello::{FLAG_AUTH, HELLO_FIXED_LEN, Hello, MAX_PATH_LEN, NONCE_LEN, Role, path_is_safe};
 
@@ -51,6 +51,8 @@ pub const MAX_RECEIPT_ENTRIES: usize = 256;
 pub const MAX_REASON_LEN: usize = 256;
 /// Bytes of a REACHABILITY body: one flag, 0 (unreachable) or 1 (reachable), §4.8.
 pub const REACHABILITY_LEN: usize = 1;
+/// Most entries in one STANDING frame; more are sent in several frames (§4.9).
+pub const MAX_STANDING_ENTRIES: usize = 256;
 
 /// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
 /// know them skips (docs/PROTOCOL.md §7).
@@ -95,6 +97,8 @@ pub mod ty {
     pub const RECEIPT: u8 = 0x80;
     /// Extension: the origin's connect-back verdict on the client's listen port (§4.8).
     pub const REACHABILITY: u8 = 0x81;
+    /// Extension: the origin names clients that take without giving, or no longer (§4.9).
+    pub const STANDING: u8 = 0x82;
 }
 
 /// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
@@ -262,6 +266,18 @@ pub struct ReceiptEntry {
 
 const RECEIPT_ENTRY_LEN: usize = 24;
 
+/// One entry of STANDING: what the origin now says of a client (docs/PROTOCOL.md §4.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandingEntry {
+    /// The client this is about.
+    pub node_id: u64,
+    /// It broke its promise and passed nothing on that two receivers confirm: it takes
+    /// without giving. `false` withdraws an earlier `true`.
+    pub takes_without_giving: bool,
+}
+
+pub(crate) const STANDING_ENTRY_LEN: usize = 9;
+
 /// One PEERS entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerEntry {
@@ -336,6 +352,9 @@ pub enum Message<'a> {
     /// Extension 0x81, origin to client: whether the origin could open a TCP connection
     /// to the client's listen port (§4.8).
     Reachability(bool),
+    /// Extension 0x82, origin to client: clients that take without giving, or no longer
+    /// (§4.9).
+    Standing(Vec<StandingEntry>),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -443,6 +462,27 @@ impl<'a> Message<'a> {
                     _ => return Err(WireError::BadField(ty)),
                 }
             }
+            ty::STANDING => {
+                if body.len() < 2 {
+                    return Err(WireError::BadBody(ty));
+                }
+                let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+                if n > MAX_STANDING_ENTRIES || body.len() != 2 + n * STANDING_ENTRY_LEN {
+                    return Err(WireError::BadBody(ty));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for e in body[2..].chunks_exact(STANDING_ENTRY_LEN) {
+                    entries.push(StandingEntry {
+                        node_id: be_u64(&e[0..8]),
+                        takes_without_giving: match e[8] {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(WireError::BadField(ty)),
+                        },
+                    });
+                }
+                Message::Standing(entries)
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -526,6 +566,15 @@ impl<'a> Message<'a> {
             Message::Reachability(yes) => {
                 out.push(ty::REACHABILITY);
                 out.push(*yes as u8);
+            }
+            Message::Standing(entries) => {
+                out.push(ty::STANDING);
+                let n = entries.len().min(MAX_STANDING_ENTRIES);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+                for e in &entries[..n] {
+                    out.extend_from_slice(&e.node_id.to_be_bytes());
+                    out.push(e.takes_without_giving as u8);
+                }
             }
             Message::Extension(t) => out.push(*t),
         }

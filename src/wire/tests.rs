@@ -71,6 +71,48 @@ fn test_roundtrip_every_message() {
     });
     roundtrip(Message::Reachability(true));
     roundtrip(Message::Reachability(false));
+    roundtrip(Message::Standing(vec![
+        StandingEntry {
+            node_id: 9,
+            takes_without_giving: true,
+        },
+        StandingEntry {
+            node_id: u64::MAX,
+            takes_without_giving: false,
+        },
+    ]));
+}
+
+#[test]
+fn test_standing_bytes_and_malformed_bodies() {
+    let mut buf = Vec::new();
+    Message::Standing(vec![StandingEntry {
+        node_id: 0x0102_0304_0506_0708,
+        takes_without_giving: true,
+    }])
+    .emit(&mut buf);
+    assert_eq!(buf, [0, 0, 0, 12, 0x82, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 1]);
+    for body in [
+        &[][..],
+        &[0][..],
+        &[0, 1, 0, 0, 0, 0, 0, 0, 0, 9][..],
+        &[1, 1],
+    ] {
+        assert_eq!(
+            Message::parse(ty::STANDING, body),
+            Err(WireError::BadBody(ty::STANDING)),
+            "{body:?}"
+        );
+    }
+    assert_eq!(
+        Message::parse(ty::STANDING, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 2]),
+        Err(WireError::BadField(ty::STANDING)),
+        "a flag other than 0 or 1"
+    );
+    assert_eq!(
+        Message::parse(ty::STANDING, &[0, 0]),
+        Ok(Message::Standing(vec![]))
+    );
 }
 
 #[test]
@@ -107,7 +149,7 @@ fn test_reachability_of_wrong_length_or_flag_refused() {
     let e = FrameHead::parse(&[0, 0, 0, 3, ty::REACHABILITY]).unwrap_err();
     assert!(e.to_string().contains("REACHABILITY"), "{e}");
     // Another extension type is still skipped whole.
-    assert_eq!(Message::parse(0x82, &[9; 5]), Ok(Message::Extension(0x82)));
+    assert_eq!(Message::parse(0x83, &[9; 5]), Ok(Message::Extension(0x83)));
 }
 
 #[test]

@@ -122,6 +122,10 @@ struct Row {
     /// Origin: another client announced a piece lately (set by the node before each
     /// round): only then could this one have passed its fresh pieces on.
     others_taking: bool,
+    /// Takes without giving (§4.9): at the origin, a client it broke its promise and has
+    /// no witnessed credit (kept until it has some); at a client, a peer the origin named
+    /// so. Such a peer is nobody's newcomer or optimistic peer.
+    named: bool,
 }
 
 impl Default for Row {
@@ -150,6 +154,7 @@ impl Default for Row {
             promised: 0,
             kept: 0,
             others_taking: true,
+            named: false,
         }
     }
 }
@@ -230,6 +235,16 @@ impl ChokeTable {
     pub(super) fn set_credit(&mut self, slot: usize, credit: u64, witnessed: u64) {
         self.rows[slot].credit = credit;
         self.rows[slot].witnessed = witnessed;
+    }
+
+    /// Client: whether the origin names the peer on `slot` as taking without giving.
+    pub(super) fn set_named(&mut self, slot: usize, named: bool) {
+        self.rows[slot].named = named;
+    }
+
+    /// Origin: whether it names the client on `slot` as taking without giving.
+    pub(super) fn is_named(&self, slot: usize) -> bool {
+        self.rows[slot].named
     }
 
     /// Origin: whether a client other than `slot` takes pieces (announced one lately).

@@ -151,6 +151,38 @@ fn test_tft_bootstrap_shares_equally_among_newcomers() {
 }
 
 #[test]
+fn test_tft_a_named_peer_gets_nothing_but_for_what_it_gives() {
+    // Slot 0 gives; slot 1 is a newcomer the origin named; slot 2 is a plain newcomer.
+    let mut t = table(3);
+    settle(&mut t, &[1000, 0, 0]);
+    t.set_named(1, true);
+    for round in 0..3 * OPTIMISTIC_RETRY_ROUNDS {
+        let mut changed = Vec::new();
+        t.decide(
+            Policy::Tft,
+            me_client(),
+            true,
+            &mut Rng::new(round),
+            &mut changed,
+        );
+        assert!(
+            t.rows[1].choking,
+            "round {round}: neither newcomer nor optimistic"
+        );
+        assert!(!t.rows[2].choking);
+    }
+    // Nor is it served by a seed's spare upload.
+    let mut seed = me_client();
+    seed.complete = true;
+    decide(&mut t, Policy::Tft, seed);
+    assert!(t.rows[1].choking);
+    // What it gives is still answered.
+    settle(&mut t, &[1000, 1000, 0]);
+    decide(&mut t, Policy::Tft, me_client());
+    assert!(!t.rows[1].choking);
+}
+
+#[test]
 fn test_snubbing_peer_loses_its_share() {
     let mut t = table(2);
     settle(&mut t, &[100, 100]);

@@ -14,6 +14,8 @@ pub(super) struct ClientSide {
     pub(super) banned: HashSet<u64>,
     /// Whether peers reach our listen port.
     pub(super) reach: Reach,
+    /// Peers the origin names as taking without giving (STANDING).
+    pub(super) named: super::standing::Named,
 }
 
 /// The client's connection to its origin, across reconnections.

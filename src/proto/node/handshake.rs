@@ -186,6 +186,7 @@ impl Node {
                 if let Some(c) = self.client_side_mut() {
                     c.connected(h.node_id, slot);
                 }
+                self.recall_standing(slot, h.node_id);
                 self.counters.peers_connected += 1;
                 self.send_bitfield(slot);
             }
@@ -308,6 +309,7 @@ impl Node {
                     self.counters.clients_completed += 1;
                 }
                 self.introduce(slot);
+                self.send_standing(slot);
                 self.queue_probe(slot);
                 self.update_swarm_done();
             }

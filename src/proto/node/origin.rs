@@ -48,6 +48,9 @@ pub(super) struct Registry {
     fresh: Vec<Option<Promise>>,
     /// Registered clients that lack some piece: those a fresh piece can be passed on to.
     incomplete: usize,
+    /// How many of those the origin names as taking without giving (as of the last
+    /// round): nobody passes them anything, so they keep no promise and witness nothing.
+    pub(super) named_incomplete: usize,
     /// Node ids of the registered clients (with their connection count, as a client may
     /// reconnect before its old connection is gone): receipts may speak of these only.
     ids: HashMap<u64, u32>,
@@ -59,6 +62,8 @@ pub(super) struct Registry {
     takers: [Option<(Slot, Instant)>; 2],
     /// Connect-back probes of clients' listen ports (`probe.rs`).
     pub(super) probes: super::probe::Probes,
+    /// Clients named as taking without giving (STANDING), as last told to everyone.
+    pub(super) named: super::standing::Named,
 }
 
 impl Registry {
@@ -67,10 +72,12 @@ impl Registry {
             striper: Striper::new(pieces),
             fresh: vec![None; pieces as usize],
             incomplete: 0,
+            named_incomplete: 0,
             ids: HashMap::new(),
             withdrawn: Bitfield::new(pieces),
             takers: [None; 2],
             probes: Default::default(),
+            named: Default::default(),
         }
     }
 
@@ -102,7 +109,8 @@ impl Registry {
     /// How many other clients must announce a fresh piece for its promise to be kept:
     /// `WITNESSES`, or as many other clients as download if fewer (seeds announce nothing).
     fn promise_witnesses(&self) -> usize {
-        WITNESSES.min(self.incomplete.saturating_sub(1))
+        let others = self.incomplete.saturating_sub(1 + self.named_incomplete);
+        WITNESSES.min(others)
     }
 
     /// How many receivers must confirm a client's uploads for the origin to credit them:
@@ -110,7 +118,8 @@ impl Registry {
     /// may have been receivers, and counting only downloaders would let the last pair of
     /// downloaders vouch for each other alone once everyone else is done.
     pub(super) fn credit_witnesses(&self) -> usize {
-        WITNESSES.min(self.ids.len().saturating_sub(1))
+        let others = self.ids.len().saturating_sub(1 + self.named_incomplete);
+        WITNESSES.min(others)
     }
 
     /// A registered client announced its last piece.

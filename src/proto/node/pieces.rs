@@ -171,7 +171,10 @@ impl Node {
                 };
                 let queued = !p.queue.is_empty();
                 let full = p.has.is_full();
-                if let Side::Origin(registry) = &mut self.side {
+                // A named client is passed nothing: nobody could keep a promise to it.
+                if let Side::Origin(registry) = &mut self.side
+                    && !self.table.is_named(slot)
+                {
                     registry.note_taker(slot, self.now);
                 }
                 if was_in_flight && queued {

@@ -130,6 +130,7 @@ impl Node {
         }
         self.table.end_round(secs);
         self.decide_chokes(true);
+        self.publish_standing();
         if self.cfg.role == Role::Client {
             self.send_receipts();
         }

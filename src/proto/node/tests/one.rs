@@ -1269,3 +1269,43 @@ fn test_origin_probe_it_could_not_make_tells_the_client_nothing() {
     assert_eq!(o.node.probes_in_flight(), 0, "its place is free");
     assert_eq!(o.node.counters().clients_unreachable, 0);
 }
+
+/// STANDING counts from the origin only, and a peer it names is nobody's newcomer: a peer
+/// could otherwise name anyone.
+#[test]
+fn test_client_takes_standing_from_the_origin_only() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let id = c.node.manifest().unwrap().id();
+    // Two newcomers that lack everything; we hold nothing either, so give them a piece.
+    c.node.handle_resumed(&[0], c.now);
+    for slot in [1, 2] {
+        c.node
+            .handle_open(slot, Link::Accepted, addr_of(slot + 10), c.now);
+        c.send_on(slot, hello(Role::Client, 70 + slot as u64, id));
+        c.send_on(slot, Message::Bitfield(&[0]));
+        c.send_on(slot, Message::Interested(true));
+    }
+    let naming = |node_id| {
+        Message::Standing(vec![wire::StandingEntry {
+            node_id,
+            takes_without_giving: true,
+        }])
+    };
+    // Peer 2 names peer 1: ignored.
+    c.send_on(2, naming(71));
+    assert!(!c.node.table.is_choking(1), "a newcomer is unchoked");
+    // The origin names peer 1: choked, and peer 2 still served.
+    c.send(naming(71));
+    assert!(
+        c.node.table.is_choking(1),
+        "a named peer is nobody's newcomer"
+    );
+    assert!(!c.node.table.is_choking(2));
+    // Withdrawn: a newcomer again.
+    c.send(Message::Standing(vec![wire::StandingEntry {
+        node_id: 71,
+        takes_without_giving: false,
+    }]));
+    assert!(!c.node.table.is_choking(1));
+}

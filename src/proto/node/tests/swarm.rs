@@ -343,6 +343,17 @@ fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
     assert_eq!(t.promises(rider - 1).1, 0, "a free rider passes nothing on");
     // Nobody received anything from the rider, and it uploaded nothing.
     assert_eq!(sim.nodes[rider].node.counters().uploaded, 0);
+    // The origin named it (STANDING), and every honest client heard so.
+    let id = sim.nodes[rider].node.node_id();
+    assert!(t.is_named(rider - 1));
+    for &c in &honest {
+        let side = sim.nodes[c].node.client_side().expect("a client");
+        assert!(side.named.contains(id), "client {c} was not told");
+        for &h in &honest {
+            let hid = sim.nodes[h].node.node_id();
+            assert!(!side.named.contains(hid), "honest client {h} named");
+        }
+    }
 }
 
 /// A swarm of three honest clients and two clients of `behaviour`, run until the honest
