@@ -433,15 +433,7 @@ impl<'a> Message<'a> {
                 Message::Error { code, reason }
             }
             ty::RECEIPT => {
-                if body.len() < 2 {
-                    return Err(WireError::BadBody(ty));
-                }
-                let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-                if n > MAX_RECEIPT_ENTRIES || body.len() != 2 + n * RECEIPT_ENTRY_LEN {
-                    return Err(WireError::BadBody(ty));
-                }
-                let entries = body[2..]
-                    .chunks_exact(RECEIPT_ENTRY_LEN)
+                let entries = fixed_entries(ty, body, RECEIPT_ENTRY_LEN, MAX_RECEIPT_ENTRIES)?
                     .map(|e| ReceiptEntry {
                         node_id: be_u64(&e[0..8]),
                         received: be_u64(&e[8..16]),
@@ -463,15 +455,8 @@ impl<'a> Message<'a> {
                 }
             }
             ty::STANDING => {
-                if body.len() < 2 {
-                    return Err(WireError::BadBody(ty));
-                }
-                let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-                if n > MAX_STANDING_ENTRIES || body.len() != 2 + n * STANDING_ENTRY_LEN {
-                    return Err(WireError::BadBody(ty));
-                }
-                let mut entries = Vec::with_capacity(n);
-                for e in body[2..].chunks_exact(STANDING_ENTRY_LEN) {
+                let mut entries = Vec::new();
+                for e in fixed_entries(ty, body, STANDING_ENTRY_LEN, MAX_STANDING_ENTRIES)? {
                     entries.push(StandingEntry {
                         node_id: be_u64(&e[0..8]),
                         takes_without_giving: match e[8] {
@@ -581,6 +566,23 @@ impl<'a> Message<'a> {
         let len = (out.len() - start - LEN_SIZE) as u32;
         out[start..start + LEN_SIZE].copy_from_slice(&len.to_be_bytes());
     }
+}
+
+/// The entries of a body that is a `u16` count and that many entries of `len` bytes each,
+/// at most `max` of them; any other shape is a bad body of type `ty`.
+fn fixed_entries(
+    ty: u8,
+    body: &[u8],
+    len: usize,
+    max: usize,
+) -> Result<std::slice::ChunksExact<'_, u8>, WireError> {
+    let bad = WireError::BadBody(ty);
+    let (count, rest) = body.split_first_chunk::<2>().ok_or(bad)?;
+    let n = u16::from_be_bytes(*count) as usize;
+    if n > max || rest.len() != n * len {
+        return Err(bad);
+    }
+    Ok(rest.chunks_exact(len))
 }
 
 fn parse_peers(body: &[u8]) -> Result<Vec<PeerEntry>, WireError> {
