@@ -307,6 +307,11 @@ impl Node {
                 p.registered = true;
                 if full {
                     self.counters.clients_completed += 1;
+                } else if let Side::Origin(registry) = &mut self.side {
+                    for holder in registry.activate_dormant() {
+                        self.table.promise(holder);
+                        self.counters.promises_made += 1;
+                    }
                 }
                 self.introduce(slot);
                 self.send_standing(slot);
