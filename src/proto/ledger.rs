@@ -45,6 +45,8 @@ pub(super) struct Ledger {
     credit: HashMap<u64, u64>,
     /// Origin: per client, its two receivers with the most confirmed upload.
     top: HashMap<u64, TopTwo>,
+    /// Origin: confirmed bytes each client received from other clients.
+    taken: HashMap<u64, u64>,
 }
 
 /// The largest confirmed upload of one client to any receiver (and to whom), and the
@@ -156,12 +158,19 @@ impl Ledger {
             let c = self.credit.entry(key.0).or_default();
             *c = c.saturating_add(gained);
             self.top.entry(key.0).or_default().update(key.1, confirmed);
+            let t = self.taken.entry(key.1).or_default();
+            *t = t.saturating_add(gained);
         }
     }
 
     /// Origin: confirmed bytes `node` uploaded to other clients.
     pub(super) fn credit(&self, node: u64) -> u64 {
         self.credit.get(&node).copied().unwrap_or(0)
+    }
+
+    /// Origin: confirmed bytes `node` received from other clients.
+    pub(super) fn taken(&self, node: u64) -> u64 {
+        self.taken.get(&node).copied().unwrap_or(0)
     }
 
     /// Origin: the part of `node`'s credit that `witnesses` receivers (at most 2) confirm:
@@ -250,6 +259,20 @@ mod tests {
         l.handle_receipt(3, &[entry(4, 0, 900)], file, |_| true);
         l.handle_receipt(4, &[entry(3, 900, 0)], file, |_| true);
         assert_eq!(l.trusted_credit(3, 2), 800);
+    }
+
+    #[test]
+    fn test_taken_counts_what_both_ends_confirm_was_received() {
+        let mut l = Ledger::default();
+        // Client 1 says it sent 500 to client 2, which says it received 300.
+        l.handle_receipt(1, &[entry(2, 0, 500)], FILE, |_| true);
+        assert_eq!(l.taken(2), 0, "an uploader's word alone frames nobody");
+        l.handle_receipt(2, &[entry(1, 300, 0)], FILE, |_| true);
+        assert_eq!(l.taken(2), 300);
+        l.handle_receipt(3, &[entry(2, 0, 100)], FILE, |_| true);
+        l.handle_receipt(2, &[entry(3, 100, 0)], FILE, |_| true);
+        assert_eq!(l.taken(2), 400);
+        assert_eq!(l.credit(2), 0);
     }
 
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {

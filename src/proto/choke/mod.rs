@@ -126,6 +126,12 @@ struct Row {
     /// no witnessed credit (kept until it has some); at a client, a peer the origin named
     /// so. Such a peer is nobody's newcomer or optimistic peer.
     named: bool,
+    /// Origin: the client is named for breaking its promise (until witnessed credit), and
+    /// for taking much from peers with no upload confirmed at all (until one is).
+    named_breach: bool,
+    named_taking: bool,
+    /// Origin: other clients confirm sending it `TOOK_MUCH` of the file or more.
+    took_much: bool,
 }
 
 impl Default for Row {
@@ -155,6 +161,9 @@ impl Default for Row {
             kept: 0,
             others_taking: true,
             named: false,
+            named_breach: false,
+            named_taking: false,
+            took_much: false,
         }
     }
 }
@@ -232,9 +241,11 @@ impl ChokeTable {
     }
 
     /// Origin: the client's confirmed upload to other clients so far.
-    pub(super) fn set_credit(&mut self, slot: usize, credit: u64, witnessed: u64) {
-        self.rows[slot].credit = credit;
-        self.rows[slot].witnessed = witnessed;
+    pub(super) fn set_credit(&mut self, slot: usize, credit: u64, witnessed: u64, took: bool) {
+        let row = &mut self.rows[slot];
+        row.credit = credit;
+        row.witnessed = witnessed;
+        row.took_much = took;
     }
 
     /// Client: whether the origin names the peer on `slot` as taking without giving.

@@ -325,6 +325,29 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
 }
 
 #[test]
+fn test_origin_names_a_client_that_took_much_and_gave_nothing() {
+    let (mut t, me) = origin_with_a_lone_promise_breaker();
+    t.rows[1].promised = 0;
+    decide(&mut t, Policy::Tft, me);
+    assert!(!t.is_named(1), "no breach, and it took little");
+    t.rows[1].took_much = true;
+    decide(&mut t, Policy::Tft, me);
+    assert!(
+        t.is_named(1),
+        "it took much from its peers and gave nothing"
+    );
+    assert_eq!(
+        t.cap(1),
+        None,
+        "the origin's cap is for a broken promise only"
+    );
+    // One upload that a receiver confirms ends it.
+    t.rows[1].credit = 1;
+    decide(&mut t, Policy::Tft, me);
+    assert!(!t.is_named(1));
+}
+
+#[test]
 fn test_origin_blames_no_broken_promise_while_nobody_else_takes_pieces() {
     // The same client as above, but no other client has announced a piece lately (only
     // seeds, or identities that register and never read, issue 13's hostile load): it

@@ -204,11 +204,21 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         // to the end made them crawl for minutes, and a burst of honest clients arriving
         // meanwhile took twice as long: a simulator run, 63 clients.)
         if r.witnessed > 0 {
-            r.named = false;
+            r.named_breach = false;
         } else if broken(r) {
-            r.named = true;
+            r.named_breach = true;
             r.cap = Some(capacity * NON_CONTRIBUTOR_SHARE);
         }
+        // A client that took much from its peers while others took pieces, and passed on
+        // nothing any receiver confirms, takes without giving too, whatever it took from
+        // the origin: in large crowds a rider gets too few fresh pieces to break a
+        // promise and lives on its peers.
+        if r.credit > 0 {
+            r.named_taking = false;
+        } else if r.took_much && r.others_taking {
+            r.named_taking = true;
+        }
+        r.named = r.named_breach || r.named_taking;
     }
     for &s in cands {
         if is_newcomer(&rows[s]) {

@@ -24,6 +24,9 @@ pub(super) const DIAL_RETRY: Duration = Duration::from_secs(2);
 pub(super) const MAX_DIAL_ATTEMPTS: u32 = 3;
 /// Wait between attempts to reconnect to an origin lost after the manifest arrived.
 pub(super) const ORIGIN_RETRY: Duration = Duration::from_secs(2);
+/// Origin: a client that other clients confirm sending a fifth of the file or more, with no
+/// upload of its own confirmed by any receiver, takes without giving (`choke::tft`).
+const TOOK_MUCH_DIVISOR: u64 = 5;
 
 /// True once `after` has passed since `since`. A deadline beyond what `Instant` can hold
 /// never passes: `--linger 18446744073709551615` means "as long as the swarm wants", where
@@ -120,7 +123,10 @@ impl Node {
                 if let (Some(id), Side::Origin(registry)) = (p.node_id(), &self.side) {
                     let witnesses = registry.credit_witnesses();
                     let trusted = self.ledger.trusted_credit(id, witnesses);
-                    self.table.set_credit(s, self.ledger.credit(id), trusted);
+                    let file_len = self.manifest.as_ref().map_or(u64::MAX, |m| m.file_len());
+                    let took = self.ledger.taken(id) >= file_len / TOOK_MUCH_DIVISOR;
+                    self.table
+                        .set_credit(s, self.ledger.credit(id), trusted, took);
                 }
                 if let Side::Origin(registry) = &self.side {
                     self.table
