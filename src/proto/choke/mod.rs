@@ -249,8 +249,11 @@ impl ChokeTable {
     }
 
     /// Client: whether the origin names the peer on `slot` as taking without giving.
+    /// Origin: a client named on an earlier connection stays named until it has witnessed
+    /// credit (as for a broken promise).
     pub(super) fn set_named(&mut self, slot: usize, named: bool) {
         self.rows[slot].named = named;
+        self.rows[slot].named_breach = named;
     }
 
     /// Origin: whether it names the client on `slot` as taking without giving.

@@ -331,6 +331,11 @@ fn test_origin_names_a_client_that_took_much_and_gave_nothing() {
     decide(&mut t, Policy::Tft, me);
     assert!(!t.is_named(1), "no breach, and it took little");
     t.rows[1].took_much = true;
+    t.rows[1].age = NEWCOMER_ROUNDS - 1;
+    decide(&mut t, Policy::Tft, me);
+    assert!(!t.is_named(1), "its receipts may not have arrived yet");
+    t.rows[1].age = NEWCOMER_ROUNDS;
+    t.rows[1].took_much = true;
     decide(&mut t, Policy::Tft, me);
     assert!(
         t.is_named(1),

@@ -212,10 +212,12 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         // A client that took much from its peers while others took pieces, and passed on
         // nothing any receiver confirms, takes without giving too, whatever it took from
         // the origin: in large crowds a rider gets too few fresh pieces to break a
-        // promise and lives on its peers.
+        // promise and lives on its peers. Not before its receipts have had a few rounds to
+        // arrive: on a fast link an honest client takes a fifth of a small file before its
+        // first upload is confirmed.
         if r.credit > 0 {
             r.named_taking = false;
-        } else if r.took_much && r.others_taking {
+        } else if r.took_much && r.others_taking && r.age >= NEWCOMER_ROUNDS {
             r.named_taking = true;
         }
         r.named = r.named_breach || r.named_taking;
