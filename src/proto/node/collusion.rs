@@ -52,11 +52,4 @@ impl Node {
             }
         }
     }
-
-    /// The origin connection, once its handshake is done.
-    pub(super) fn ready_origin_slot(&self) -> Option<Slot> {
-        self.client_side()
-            .and_then(|c| c.origin.slot)
-            .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
-    }
 }

@@ -494,6 +494,13 @@ impl Node {
         }
     }
 
+    /// Client: the origin connection, once its handshake is done.
+    fn ready_origin_slot(&self) -> Option<Slot> {
+        self.client_side()
+            .and_then(|c| c.origin.slot)
+            .filter(|&s| self.peer(s).is_some_and(|p| p.ready))
+    }
+
     fn client_side_mut(&mut self) -> Option<&mut ClientSide> {
         match &mut self.side {
             Side::Client(c) => Some(c),

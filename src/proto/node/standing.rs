@@ -1,7 +1,7 @@
 //! Who takes without giving (STANDING, docs/PROTOCOL.md §4.9). The origin names the clients
-//! its policy caps as non-contributors: they broke their promise and passed nothing on
-//! that two receivers confirm. A client gives a named peer nothing but in return for what
-//! it gives (`choke::tft`).
+//! its policy judges so (`choke::tft`): they broke their promise and passed nothing on
+//! that two receivers confirm, or took a fifth of the file from peers and passed nothing on
+//! at all. A client gives a named peer nothing but in return for what it gives.
 
 use std::collections::BTreeSet;
 
