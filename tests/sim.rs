@@ -110,6 +110,37 @@ fn test_sim_same_scenario_and_seed_give_identical_json() {
     assert_eq!(skipped, VARYING.len(), "{a_text}");
 }
 
+/// `--timeline` writes every host's counts each second as CSV, and the run is the same.
+#[test]
+fn test_sim_timeline_is_csv_per_host_per_second_and_changes_nothing() {
+    let dir = TestDir::new("sim-timeline");
+    let csv = dir.path("timeline.csv").display().to_string();
+    let (plain, _) = sim(&dir, "a", SMALL, &[]);
+    let (timed, _) = sim(&dir, "b", SMALL, &["--timeline", &csv]);
+    assert_eq!(without(&plain, &VARYING), without(&timed, &VARYING));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("t_s,host,uploaded,received"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|f| f.parse().unwrap()).collect())
+        .collect();
+    let hosts = 1 + clients(&plain).len();
+    let samples = num(&plain, "/summary/end_s").floor() as usize + 1;
+    assert_eq!(rows.len(), hosts * samples, "{text}");
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], (k / hosts) as f64);
+        assert_eq!(row[1], (k % hosts) as f64);
+    }
+    // The last sample's uploads add up to at most what the run reports.
+    let last = &rows[rows.len() - hosts..];
+    let reported: u64 = clients(&plain)
+        .iter()
+        .map(|c| int(c, "/uploaded"))
+        .sum::<u64>()
+        + int(&plain, "/origin/uploaded");
+    assert!(last.iter().map(|r| r[2] as u64).sum::<u64>() <= reported);
+}
+
 #[test]
 fn test_sim_different_seed_gives_different_run() {
     let dir = TestDir::new("sim-other-seed");

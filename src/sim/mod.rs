@@ -8,6 +8,6 @@ mod network;
 mod report;
 pub mod scenario;
 
-pub use engine::{ClientOutcome, Outcome, Sim};
+pub use engine::{ClientOutcome, Outcome, Sample, Sim};
 pub use report::Report;
 pub use scenario::Scenario;

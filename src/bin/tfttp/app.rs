@@ -497,7 +497,11 @@ pub fn sim(a: &SimArgs) -> Result<(), Fail> {
         scenario.seed = seed;
     }
     let started = Instant::now();
-    let outcome = Sim::new(&scenario).map_err(|e| usage(e.to_string()))?.run();
+    let mut sim = Sim::new(&scenario).map_err(|e| usage(e.to_string()))?;
+    if a.timeline.is_some() {
+        sim = sim.sample(1.0);
+    }
+    let outcome = sim.run();
     let report = Report {
         scenario: &scenario,
         outcome: &outcome,
@@ -509,8 +513,23 @@ pub fn sim(a: &SimArgs) -> Result<(), Fail> {
         text.push('\n');
         std::fs::write(out, text).map_err(local(format!("cannot write {}", out.display())))?;
     }
+    if let Some(out) = &a.timeline {
+        write_timeline(out, &outcome.timeline)?;
+    }
     if !a.quiet {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// The simulator's timeline as CSV, one line per host per sample.
+fn write_timeline(out: &std::path::Path, samples: &[tfttp::sim::Sample]) -> Result<(), Fail> {
+    use std::fmt::Write as _;
+    let mut text = String::from("t_s,host,uploaded,received\n");
+    for s in samples {
+        for (h, (up, got)) in s.uploaded.iter().zip(&s.received).enumerate() {
+            let _ = writeln!(text, "{},{h},{up},{got}", s.t);
+        }
+    }
+    std::fs::write(out, text).map_err(local(format!("cannot write {}", out.display())))
 }

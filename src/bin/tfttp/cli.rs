@@ -181,6 +181,8 @@ pub struct SimArgs {
     pub json: Option<PathBuf>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// Write every host's byte counts each second of virtual time here (CSV).
+    pub timeline: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -401,6 +403,13 @@ fn sim_opts() -> Options {
     let mut o = Options::new();
     o.optopt("", "json", "write the result as JSON to PATH", "PATH");
     o.optopt("", "seed", "use this seed instead of the scenario's", "N");
+    o.optopt(
+        "",
+        "timeline",
+        "write each host's uploaded and received bytes every second of virtual time \
+         to PATH (CSV: t_s,host,uploaded,received; host 0 is the origin)",
+        "PATH",
+    );
     o.optflag("q", "quiet", "print nothing but errors");
     o.optflag("h", "help", "print this help");
     o
@@ -569,6 +578,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 scenario: PathBuf::from(scenario),
                 json: m.opt_str("json").map(PathBuf::from),
                 seed: opt(&m, "seed", parse_num)?,
+                timeline: m.opt_str("timeline").map(PathBuf::from),
                 quiet: m.opt_present("quiet"),
             }))
         }

@@ -57,6 +57,19 @@ pub struct Outcome {
     pub events: u64,
     /// Virtual time the run ended, seconds.
     pub end: f64,
+    /// Every host's byte counts at regular virtual times, if asked for (`Sim::sample`).
+    pub timeline: Vec<Sample>,
+}
+
+/// Every host's cumulative byte counts at one virtual time, host 0 the origin.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Virtual time, seconds.
+    pub t: f64,
+    /// Piece payload each host finished sending.
+    pub uploaded: Vec<u64>,
+    /// Verified piece payload each host received (0 for the origin).
+    pub received: Vec<u64>,
 }
 
 /// How one client fared.
@@ -279,6 +292,10 @@ pub struct Sim {
     /// Control buffers that arrived, kept to carry the next ones (no allocation per frame
     /// batch).
     spare: Vec<Vec<u8>>,
+    /// Sampling interval of the timeline, seconds, and the next sample's time.
+    sample_every: Option<f64>,
+    next_sample: f64,
+    timeline: Vec<Sample>,
 }
 
 /// SplitMix64: node ids and piece hashes from the scenario's seed.
@@ -382,6 +399,9 @@ impl Sim {
             changed: Vec::new(),
             client_ids,
             spare: Vec::new(),
+            sample_every: None,
+            next_sample: 0.0,
+            timeline: Vec::new(),
         };
         let first_tick = sim.node_timeout(ORIGIN);
         sim.agenda.at(first_tick, Ev::Tick(ORIGIN));
@@ -398,6 +418,7 @@ impl Sim {
                 break;
             };
             let at = at_ns as f64 / 1e9;
+            self.sample_until(at.min(self.time_limit));
             if at > self.time_limit {
                 self.now = self.time_limit;
                 break;
@@ -408,6 +429,40 @@ impl Sim {
             self.handle(ev);
         }
         self.finish()
+    }
+
+    /// Records the timeline up to virtual time `t` (nothing changes between events, so a
+    /// sample due before the next event sees the counts as they are now).
+    fn sample_until(&mut self, t: f64) {
+        let Some(every) = self.sample_every else {
+            return;
+        };
+        while self.next_sample <= t {
+            let counters = |h: &Host| match &h.node {
+                Some(node) => (node.counters().uploaded, {
+                    let c = node.counters();
+                    c.from_origin + c.from_peers
+                }),
+                None => (
+                    h.counters.uploaded,
+                    h.counters.from_origin + h.counters.from_peers,
+                ),
+            };
+            let (uploaded, received) = self.hosts.iter().map(counters).unzip();
+            self.timeline.push(Sample {
+                t: self.next_sample,
+                uploaded,
+                received,
+            });
+            self.next_sample += every;
+        }
+    }
+
+    /// Records every host's byte counts each `every_s` seconds of virtual time
+    /// (`Outcome::timeline`). Observing changes nothing in the run.
+    pub fn sample(mut self, every_s: f64) -> Sim {
+        self.sample_every = Some(every_s.max(1e-3));
+        self
     }
 
     fn instant(&self) -> Instant {
@@ -513,6 +568,48 @@ mod tests {
         let origin = sim.hosts[ORIGIN].node.as_ref().unwrap();
         assert_eq!(origin.probes_in_flight(), 0);
         assert_eq!(origin.counters().clients_unreachable, 0);
+    }
+
+    /// The timeline samples every host each interval and changes nothing in the run.
+    #[test]
+    fn test_timeline_samples_each_interval_without_changing_the_run() {
+        let sc = Scenario::from_json(
+            r#"{"file_size": 4194304, "piece_size": null, "seed": 5, "policy": "tft",
+              "origin": {"up": 1000000, "down": null, "rtt_ms": 5},
+              "clients": [{"up": 500000, "down": 5000000, "arrive_s": 0.3, "leave": "linger",
+                           "behave": "honest", "rtt_ms": 5, "count": 3}]}"#,
+        )
+        .unwrap();
+        let plain = Sim::new(&sc).unwrap().run();
+        let sampled = Sim::new(&sc).unwrap().sample(0.5).run();
+        assert!(plain.timeline.is_empty());
+        assert_eq!(plain.events, sampled.events);
+        assert_eq!(plain.end, sampled.end);
+        let done = |o: &Outcome| o.clients.iter().map(|c| c.complete).collect::<Vec<_>>();
+        assert_eq!(done(&plain), done(&sampled));
+        let tl = &sampled.timeline;
+        assert_eq!(tl.len(), (sampled.end / 0.5).floor() as usize + 1);
+        for (k, pair) in tl.windows(2).enumerate() {
+            assert_eq!(pair[1].t, 0.5 * (k + 1) as f64);
+            for h in 0..4 {
+                assert!(pair[1].uploaded[h] >= pair[0].uploaded[h]);
+                assert!(pair[1].received[h] >= pair[0].received[h]);
+            }
+        }
+        // Nothing before the first arrival; the origin receives nothing.
+        assert!(
+            tl[0]
+                .uploaded
+                .iter()
+                .chain(&tl[0].received)
+                .all(|&b| b == 0)
+        );
+        assert!(tl.iter().all(|s| s.received[ORIGIN] == 0));
+        let last = tl.last().unwrap();
+        for (c, client) in sampled.clients.iter().enumerate() {
+            let got = client.counters.from_origin + client.counters.from_peers;
+            assert!(last.received[c + 1] <= got && got <= 4194304 + last.received[c + 1]);
+        }
     }
 
     #[test]

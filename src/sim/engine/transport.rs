@@ -392,6 +392,7 @@ impl Sim {
             clients,
             events: self.events,
             end: self.now,
+            timeline: std::mem::take(&mut self.timeline),
         }
     }
 }
