@@ -120,7 +120,10 @@ fn test_sim_timeline_is_csv_per_host_per_second_and_changes_nothing() {
     assert_eq!(without(&plain, &VARYING), without(&timed, &VARYING));
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("t_s,host,uploaded,received"));
+    assert_eq!(
+        lines.next(),
+        Some("t_s,host,uploaded,received,queued,asked,unchoked")
+    );
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').map(|f| f.parse().unwrap()).collect())
         .collect();

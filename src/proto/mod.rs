@@ -21,7 +21,7 @@ mod striper;
 pub use auth::{MIN_SECRET_LEN, SwarmKey};
 pub use choke::Policy;
 pub use node::{
-    Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Node,
+    Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Load, Node,
     PeerStates, ProbeId, Sink, Slot, Unreachable,
 };
 #[cfg(test)]

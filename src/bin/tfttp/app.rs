@@ -525,10 +525,15 @@ pub fn sim(a: &SimArgs) -> Result<(), Fail> {
 /// The simulator's timeline as CSV, one line per host per sample.
 fn write_timeline(out: &std::path::Path, samples: &[tfttp::sim::Sample]) -> Result<(), Fail> {
     use std::fmt::Write as _;
-    let mut text = String::from("t_s,host,uploaded,received\n");
+    let mut text = String::from("t_s,host,uploaded,received,queued,asked,unchoked\n");
     for s in samples {
-        for (h, (up, got)) in s.uploaded.iter().zip(&s.received).enumerate() {
-            let _ = writeln!(text, "{},{h},{up},{got}", s.t);
+        for h in 0..s.uploaded.len() {
+            let (up, got, load) = (s.uploaded[h], s.received[h], s.load[h]);
+            let _ = writeln!(
+                text,
+                "{},{h},{up},{got},{},{},{}",
+                s.t, load.queued, load.asked, load.unchoked
+            );
         }
     }
     std::fs::write(out, text).map_err(local(format!("cannot write {}", out.display())))

@@ -407,7 +407,7 @@ fn sim_opts() -> Options {
         "",
         "timeline",
         "write each host's uploaded and received bytes every second of virtual time \
-         to PATH (CSV: t_s,host,uploaded,received; host 0 is the origin)",
+         to PATH (CSV: t_s,host,uploaded,received,queued,asked,unchoked; host 0 is the origin)",
         "PATH",
     );
     o.optflag("q", "quiet", "print nothing but errors");

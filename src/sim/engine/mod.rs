@@ -25,7 +25,7 @@ use super::network::{FlowId, Network};
 use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
 use crate::manifest::Manifest;
 use crate::net::{MAX_CONNS_ORIGIN, max_conns_client, quantum};
-use crate::proto::{Behaviour, Config, Counters, Event, Link, Node, Sink, Slot};
+use crate::proto::{Behaviour, Config, Counters, Event, Link, Load, Node, Sink, Slot};
 use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
 
 /// TCP's initial window (RFC 6928: 10 segments of 1448 payload bytes).
@@ -70,6 +70,8 @@ pub struct Sample {
     pub uploaded: Vec<u64>,
     /// Verified piece payload each host received (0 for the origin).
     pub received: Vec<u64>,
+    /// Each host's load at that time (`Node::load`); the default for a host not present.
+    pub load: Vec<Load>,
 }
 
 /// How one client fared.
@@ -449,10 +451,16 @@ impl Sim {
                 ),
             };
             let (uploaded, received) = self.hosts.iter().map(counters).unzip();
+            let load = self
+                .hosts
+                .iter()
+                .map(|h| h.node.as_ref().map(Node::load).unwrap_or_default())
+                .collect();
             self.timeline.push(Sample {
                 t: self.next_sample,
                 uploaded,
                 received,
+                load,
             });
             self.next_sample += every;
         }
