@@ -131,7 +131,26 @@ impl Peer {
     }
 
     /// When we started waiting on them: our oldest request unanswered or arriving.
+    ///
+    /// O(1), as every tick asks it of every peer: `asked` is oldest first (each request is
+    /// pushed at the node's current time, which never goes back, and removals keep the
+    /// order), so its first entry is its oldest. Equal to `waiting_since_scan`.
     pub(super) fn waiting_since(&self) -> Option<Instant> {
+        debug_assert!(
+            self.asked.is_sorted_by_key(|a| a.at),
+            "asked is oldest first"
+        );
+        let asked = self.asked.first().map(|a| a.at);
+        let receiving = self.receiving.map(|a| a.at);
+        match (asked, receiving) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
+    }
+
+    /// `waiting_since` by a scan of every request: what the O(1) version must equal.
+    #[cfg(test)]
+    fn waiting_since_scan(&self) -> Option<Instant> {
         self.asked.iter().chain(&self.receiving).map(|a| a.at).min()
     }
 
@@ -144,5 +163,51 @@ impl Peer {
     pub(super) fn listen_addr(&self) -> Option<SocketAddr> {
         let port = self.hello?.listen_port;
         (port != 0 && !self.unreachable).then(|| SocketAddr::new(self.remote.ip(), port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Requests pushed as the node does (at its current time, which only moves on) and
+    /// removed from anywhere, with a piece arriving or not: the O(1) `waiting_since` always
+    /// equals the scan of every request.
+    #[test]
+    fn test_waiting_since_equals_scan_of_all_requests() {
+        let t0 = Instant::now();
+        let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
+        let mut p = Peer::new(Link::ToOrigin, addr, [0; NONCE_LEN], t0);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut now = t0;
+        assert_eq!(p.waiting_since(), None);
+        for step in 0..10_000u32 {
+            now += Duration::from_millis(next(3));
+            match next(5) {
+                0 | 1 if p.asked.len() < 40 => p.asked.push(Asked {
+                    piece: step,
+                    at: now,
+                    cancelled: false,
+                }),
+                2 if !p.asked.is_empty() => {
+                    // A PIECE begins: its request moves to `receiving` (pieces.rs).
+                    let a = p.asked.remove(next(p.asked.len() as u64) as usize);
+                    p.receiving = Some(a);
+                }
+                3 if !p.asked.is_empty() => {
+                    // A REJECT, or the request answered by another copy.
+                    p.asked.remove(next(p.asked.len() as u64) as usize);
+                }
+                _ => p.receiving = None,
+            }
+            assert_eq!(p.waiting_since(), p.waiting_since_scan(), "step {step}");
+        }
     }
 }
