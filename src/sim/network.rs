@@ -60,6 +60,9 @@ struct Host {
     level: f64,
     /// Sum of the rates of the upload flows.
     sending: f64,
+    /// Something its upload sharing reads (a flow's cap or weight, a receiver's level)
+    /// moved since it last shared: until then `refresh` would change nothing, and skips it.
+    reshare: bool,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +90,7 @@ impl Network {
             offered_in: 0.0,
             level: f64::INFINITY,
             sending: 0.0,
+            reshare: false,
         });
         self.hosts.len() - 1
     }
@@ -183,12 +187,20 @@ impl Network {
         let changed = f.cap != cap || f.weight != weight;
         f.cap = cap;
         f.weight = weight;
+        if changed {
+            self.hosts[f.sender].reshare = true;
+        }
         changed
     }
 
     /// Shares `host`'s upload again (on its tick: picks up its receivers' current levels).
+    ///
+    /// Skipped when nothing it reads moved since it last shared (`Host::reshare`): the same
+    /// offers again would leave every rate as it is (each receiver whose offers moved since
+    /// its own last sharing has an infinite level and rates equal to those offers; any other
+    /// receiver would share the same offers to the same level).
     pub(super) fn refresh(&mut self, host: usize, now: f64) {
-        if !self.hosts[host].up_flows.is_empty() {
+        if self.hosts[host].reshare && !self.hosts[host].up_flows.is_empty() {
             self.share_upload(host, now);
         }
     }
@@ -266,6 +278,8 @@ impl Network {
 
     /// The sender's water-filling, then each receiver whose offers moved.
     fn share_upload(&mut self, sender: usize, now: f64) {
+        // Cleared first: the receivers' sharing below may move a level this sender reads.
+        self.hosts[sender].reshare = false;
         let host = &self.hosts[sender];
         let weighted = host.weighted;
         let mut items = std::mem::take(&mut self.scratch);
@@ -327,11 +341,16 @@ impl Network {
             water_level(down, &mut items)
         };
         let h = &mut self.hosts[receiver];
+        let moved = h.level != level;
         h.level = level;
         for k in 0..h.down_flows.len() {
             let id = self.hosts[receiver].down_flows[k];
             let rate = self.flows[id].offer.min(level);
             self.set_rate(id, rate, now);
+            if moved {
+                let sender = self.flows[id].sender;
+                self.hosts[sender].reshare = true;
+            }
         }
     }
 }
@@ -457,6 +476,92 @@ mod tests {
         assert_eq!((n.rate(f1), n.rate(f2)), (5.0, 95.0));
         n.set_limits(f1, f64::INFINITY, 1.0, 0.0);
         assert_eq!((n.rate(f1), n.rate(f2)), (50.0, 50.0));
+    }
+
+    /// Everything a run can observe of a network, bit for bit.
+    fn state(n: &Network) -> Vec<u64> {
+        let mut v = vec![n.next_generation];
+        for (id, f) in &n.flows {
+            v.push(id as u64);
+            for x in [f.cap, f.weight, f.offer, f.rate, f.remaining, f.settled_at] {
+                v.push(x.to_bits());
+            }
+            v.push(f.generation);
+        }
+        for h in &n.hosts {
+            for x in [h.offered_in, h.level, h.sending] {
+                v.push(x.to_bits());
+            }
+        }
+        v
+    }
+
+    /// Skipping a `refresh` that `reshare` says would change nothing changes nothing: random
+    /// flows, limits and refreshes on senders sharing slow receivers leave a network that
+    /// skips exactly as one that always shares.
+    #[test]
+    fn test_skipped_refresh_changes_nothing() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut skips, mut always) = (Network::default(), Network::default());
+        for h in 0..8 {
+            let up = 50.0 + 37.0 * h as f64;
+            let down = if h % 2 == 0 {
+                60.0 + 11.0 * h as f64
+            } else {
+                f64::INFINITY
+            };
+            for n in [&mut skips, &mut always] {
+                n.add_host(up, down, h % 3 == 0);
+            }
+        }
+        let (mut flows, mut skipped) = (Vec::new(), 0);
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        for step in 0..20_000u32 {
+            let now = step as f64 * 0.01;
+            match next(10) {
+                0 if flows.len() < 24 => {
+                    let (s, r) = (next(8) as usize, next(8) as usize);
+                    if s != r {
+                        let cap = [5.0, 20.0, f64::INFINITY][next(3) as usize];
+                        let a = skips.start(s, r, 1e6, cap, 1.0, now);
+                        let b = always.start(s, r, 1e6, cap, 1.0, now);
+                        assert_eq!(a, b);
+                        flows.push(a);
+                    }
+                }
+                1 if !flows.is_empty() => {
+                    let f = flows.swap_remove(next(flows.len() as u64) as usize);
+                    skips.stop(f, now);
+                    always.stop(f, now);
+                }
+                2 | 3 if !flows.is_empty() => {
+                    // A tick's new limits: often the same ones.
+                    let f = flows[next(flows.len() as u64) as usize];
+                    let cap = [5.0, 20.0, f64::INFINITY][next(3) as usize];
+                    let weight = (1 + next(2)) as f64;
+                    skips.record_limits(f, cap, weight);
+                    always.record_limits(f, cap, weight);
+                }
+                _ => {
+                    let h = next(8) as usize;
+                    skipped += !skips.hosts[h].reshare as u32;
+                    skips.refresh(h, now);
+                    always.hosts[h].reshare = true;
+                    always.refresh(h, now);
+                }
+            }
+            assert_eq!(state(&skips), state(&always), "step {step}");
+            skips.take_changed(&mut out_a);
+            always.take_changed(&mut out_b);
+            assert_eq!(out_a, out_b, "step {step}");
+        }
+        assert!(skipped > 1000, "the test skips refreshes ({skipped})");
     }
 
     #[test]
