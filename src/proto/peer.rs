@@ -179,13 +179,8 @@ mod tests {
         let t0 = Instant::now();
         let addr = SocketAddr::from(([10, 0, 0, 1], 6881));
         let mut p = Peer::new(Link::ToOrigin, addr, [0; NONCE_LEN], t0);
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = super::super::rng::Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| rng.below(n as u32) as u64;
         let mut now = t0;
         assert_eq!(p.waiting_since(), None);
         for step in 0..10_000u32 {

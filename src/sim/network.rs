@@ -501,13 +501,8 @@ mod tests {
     /// skips exactly as one that always shares.
     #[test]
     fn test_skipped_refresh_changes_nothing() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = crate::proto::Rng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| rng.below(n as u32) as u64;
         let (mut skips, mut always) = (Network::default(), Network::default());
         for h in 0..8 {
             let up = 50.0 + 37.0 * h as f64;

@@ -551,17 +551,24 @@ impl Sim {
 mod tests {
     use super::*;
 
+    /// A 1 MB/s origin and `count` clients at 0.5 MB/s up, 5 MB/s down, arriving at
+    /// `arrive_s`; every host 5 ms from the switch.
+    fn small(file_size: u64, seed: u64, arrive_s: f64, count: u32) -> Scenario {
+        Scenario::from_json(&format!(
+            r#"{{"file_size": {file_size}, "piece_size": null, "seed": {seed}, "policy": "tft",
+              "origin": {{"up": 1000000, "down": null, "rtt_ms": 5}},
+              "clients": [{{"up": 500000, "down": 5000000, "arrive_s": {arrive_s},
+                           "leave": "linger", "behave": "honest", "rtt_ms": 5,
+                           "count": {count}}}]}}"#
+        ))
+        .unwrap()
+    }
+
     /// The origin's connect-back probe is answered in the simulator too: each listening
     /// client hears it is reachable, from the first seconds of its download.
     #[test]
     fn test_probes_answered_and_clients_told_they_are_reachable() {
-        let sc = Scenario::from_json(
-            r#"{"file_size": 1048576, "piece_size": null, "seed": 3, "policy": "tft",
-              "origin": {"up": 1000000, "down": null, "rtt_ms": 5},
-              "clients": [{"up": 500000, "down": 5000000, "arrive_s": 0, "leave": "linger",
-                           "behave": "honest", "rtt_ms": 5, "count": 2}]}"#,
-        )
-        .unwrap();
+        let sc = small(1048576, 3, 0.0, 2);
         let mut sim = Sim::new(&sc).unwrap();
         while sim.now < 0.5 {
             let (at_ns, ev) = sim.agenda.pop().expect("events until 0.5 s");
@@ -581,13 +588,7 @@ mod tests {
     /// The timeline samples every host each interval and changes nothing in the run.
     #[test]
     fn test_timeline_samples_each_interval_without_changing_the_run() {
-        let sc = Scenario::from_json(
-            r#"{"file_size": 4194304, "piece_size": null, "seed": 5, "policy": "tft",
-              "origin": {"up": 1000000, "down": null, "rtt_ms": 5},
-              "clients": [{"up": 500000, "down": 5000000, "arrive_s": 0.3, "leave": "linger",
-                           "behave": "honest", "rtt_ms": 5, "count": 3}]}"#,
-        )
-        .unwrap();
+        let sc = small(4194304, 5, 0.3, 3);
         let plain = Sim::new(&sc).unwrap().run();
         let sampled = Sim::new(&sc).unwrap().sample(0.5).run();
         assert!(plain.timeline.is_empty());
