@@ -140,12 +140,12 @@ impl Peer {
             self.asked.is_sorted_by_key(|a| a.at),
             "asked is oldest first"
         );
-        let asked = self.asked.first().map(|a| a.at);
-        let receiving = self.receiving.map(|a| a.at);
-        match (asked, receiving) {
-            (Some(a), Some(r)) => Some(a.min(r)),
-            (a, r) => a.or(r),
-        }
+        self.asked
+            .first()
+            .into_iter()
+            .chain(&self.receiving)
+            .map(|a| a.at)
+            .min()
     }
 
     /// `waiting_since` by a scan of every request: what the O(1) version must equal.

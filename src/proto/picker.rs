@@ -13,7 +13,10 @@ const NO_CLAIM: u32 = u32::MAX;
 const MAX_ENDGAME_REQUESTS: u8 = 2;
 /// How many of the latest pieces to become free the picker remembers. A peer found with
 /// nothing to pick needs a new scan only if one of those is a piece it has; a peer whose
-/// mark is older than the log is scanned again.
+/// mark is older than the log is scanned again. Pieces come free on a REJECT, a CANCEL or a
+/// lost connection, a few per tick at most, and every peer is visited each 100 ms tick, so
+/// 64 covers the gap between two visits with room to spare; the check costs one bit test
+/// per logged piece.
 const FREED_LOG: usize = 64;
 
 #[derive(Debug, Clone)]
@@ -39,8 +42,8 @@ pub(super) struct Picker {
     /// that had nothing to pick can have something again only after this moves or the
     /// peer announces a piece.
     freed: u64,
-    /// The last `FREED_LOG` pieces to become free: piece number `freed - k` (k ≥ 1) at
-    /// `(freed - k) % FREED_LOG`.
+    /// The last `FREED_LOG` pieces to become free: the (freed − k)-th piece freed, for k in
+    /// 1..=FREED_LOG, is at index (freed − k) % FREED_LOG.
     freed_log: [u32; FREED_LOG],
 }
 
@@ -297,14 +300,27 @@ mod tests {
         assert_eq!(p.pick(&peer, &mut scan_rng), None);
         assert_eq!(rng.below(1000), scan_rng.below(1000));
         assert_eq!(dry, Some(6));
-        // More pieces freed than the log holds: scanned again, still nothing.
-        for i in 10..10 + FREED_LOG as u32 + 1 {
-            p.on_request_done(i);
-        }
-        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
         // Its piece comes free among others: found.
         p.on_request_done(3);
         p.on_request_done(150);
+        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), Some(3));
+    }
+
+    #[test]
+    fn test_dry_peer_is_scanned_again_once_the_log_no_longer_reaches_its_mark() {
+        let mut p = Picker::new(Bitfield::new(200));
+        let peer = bits(200, &[3]);
+        let (mut rng, mut dry) = (Rng::new(1), None);
+        for i in 0..200 {
+            p.on_request(i);
+        }
+        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
+        // Its piece comes free first, then more pieces than the log holds: the log no
+        // longer shows piece 3, so only a scan finds it.
+        p.on_request_done(3);
+        for i in 10..10 + FREED_LOG as u32 {
+            p.on_request_done(i);
+        }
         assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), Some(3));
     }
 

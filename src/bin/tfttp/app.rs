@@ -522,19 +522,24 @@ pub fn sim(a: &SimArgs) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The simulator's timeline as CSV, one line per host per sample.
+/// The simulator's timeline as CSV, one line per host per sample, written as it goes: at
+/// 10,000 hosts a long run's text would be hundreds of megabytes.
 fn write_timeline(out: &std::path::Path, samples: &[tfttp::sim::Sample]) -> Result<(), Fail> {
-    use std::fmt::Write as _;
-    let mut text = String::from("t_s,host,uploaded,received,queued,asked,unchoked\n");
-    for s in samples {
-        for h in 0..s.uploaded.len() {
-            let (up, got, load) = (s.uploaded[h], s.received[h], s.load[h]);
-            let _ = writeln!(
-                text,
-                "{},{h},{up},{got},{},{},{}",
-                s.t, load.queued, load.asked, load.unchoked
-            );
+    use std::io::Write as _;
+    let write = || -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+        writeln!(w, "t_s,host,uploaded,received,queued,asked,unchoked")?;
+        for s in samples {
+            for h in 0..s.uploaded.len() {
+                let (up, got, load) = (s.uploaded[h], s.received[h], s.load[h]);
+                writeln!(
+                    w,
+                    "{},{h},{up},{got},{},{},{}",
+                    s.t, load.queued, load.asked, load.unchoked
+                )?;
+            }
         }
-    }
-    std::fs::write(out, text).map_err(local(format!("cannot write {}", out.display())))
+        w.flush()
+    };
+    write().map_err(local(format!("cannot write {}", out.display())))
 }

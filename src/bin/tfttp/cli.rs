@@ -181,7 +181,7 @@ pub struct SimArgs {
     pub json: Option<PathBuf>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
-    /// Write every host's byte counts each second of virtual time here (CSV).
+    /// Write every host's byte counts and load each second of virtual time here (CSV).
     pub timeline: Option<PathBuf>,
     pub quiet: bool,
 }

@@ -294,9 +294,9 @@ pub struct Sim {
     /// Control buffers that arrived, kept to carry the next ones (no allocation per frame
     /// batch).
     spare: Vec<Vec<u8>>,
-    /// Sampling interval of the timeline, seconds, and the next sample's time.
+    /// Sampling interval of the timeline, seconds, and how many samples were taken at it.
     sample_every: Option<f64>,
-    next_sample: f64,
+    samples_taken: u64,
     timeline: Vec<Sample>,
 }
 
@@ -402,7 +402,7 @@ impl Sim {
             client_ids,
             spare: Vec::new(),
             sample_every: None,
-            next_sample: 0.0,
+            samples_taken: 0,
             timeline: Vec::new(),
         };
         let first_tick = sim.node_timeout(ORIGIN);
@@ -430,6 +430,7 @@ impl Sim {
             self.events += 1;
             self.handle(ev);
         }
+        self.sample_end();
         self.finish()
     }
 
@@ -439,31 +440,38 @@ impl Sim {
         let Some(every) = self.sample_every else {
             return;
         };
-        while self.next_sample <= t {
-            let counters = |h: &Host| match &h.node {
-                Some(node) => (node.counters().uploaded, {
-                    let c = node.counters();
-                    c.from_origin + c.from_peers
-                }),
-                None => (
-                    h.counters.uploaded,
-                    h.counters.from_origin + h.counters.from_peers,
-                ),
-            };
-            let (uploaded, received) = self.hosts.iter().map(counters).unzip();
-            let load = self
-                .hosts
-                .iter()
-                .map(|h| h.node.as_ref().map(Node::load).unwrap_or_default())
-                .collect();
-            self.timeline.push(Sample {
-                t: self.next_sample,
-                uploaded,
-                received,
-                load,
-            });
-            self.next_sample += every;
+        // The k-th sample at k times the interval: adding it up would drift (0.1 s).
+        while self.samples_taken as f64 * every <= t {
+            self.take_sample(self.samples_taken as f64 * every);
+            self.samples_taken += 1;
         }
+    }
+
+    /// The last sample, at the end of the run, unless one was just taken then: the
+    /// timeline ends with the counts the summary reports.
+    fn sample_end(&mut self) {
+        if self.sample_every.is_some() && self.timeline.last().is_none_or(|s| s.t < self.now) {
+            self.take_sample(self.now);
+        }
+    }
+
+    fn take_sample(&mut self, t: f64) {
+        let counters = |h: &Host| {
+            let c = h.node.as_ref().map_or(&h.counters, Node::counters);
+            (c.uploaded, c.from_origin + c.from_peers)
+        };
+        let (uploaded, received) = self.hosts.iter().map(counters).unzip();
+        let load = self
+            .hosts
+            .iter()
+            .map(|h| h.node.as_ref().map(Node::load).unwrap_or_default())
+            .collect();
+        self.timeline.push(Sample {
+            t,
+            uploaded,
+            received,
+            load,
+        });
     }
 
     /// Records every host's byte counts each `every_s` seconds of virtual time
@@ -597,9 +605,13 @@ mod tests {
         let done = |o: &Outcome| o.clients.iter().map(|c| c.complete).collect::<Vec<_>>();
         assert_eq!(done(&plain), done(&sampled));
         let tl = &sampled.timeline;
-        assert_eq!(tl.len(), (sampled.end / 0.5).floor() as usize + 1);
-        for (k, pair) in tl.windows(2).enumerate() {
-            assert_eq!(pair[1].t, 0.5 * (k + 1) as f64);
+        // Each half second, and once more at the end.
+        assert_eq!(tl.len(), (sampled.end / 0.5).floor() as usize + 2);
+        assert_eq!(tl.last().unwrap().t, sampled.end);
+        for (k, s) in tl[..tl.len() - 1].iter().enumerate() {
+            assert_eq!(s.t, 0.5 * k as f64);
+        }
+        for pair in tl.windows(2) {
             for h in 0..4 {
                 assert!(pair[1].uploaded[h] >= pair[0].uploaded[h]);
                 assert!(pair[1].received[h] >= pair[0].received[h]);
@@ -614,10 +626,13 @@ mod tests {
                 .all(|&b| b == 0)
         );
         assert!(tl.iter().all(|s| s.received[ORIGIN] == 0));
+        // The last sample holds what the run reports.
         let last = tl.last().unwrap();
+        assert_eq!(last.uploaded[ORIGIN], sampled.origin.uploaded);
         for (c, client) in sampled.clients.iter().enumerate() {
             let got = client.counters.from_origin + client.counters.from_peers;
-            assert!(last.received[c + 1] <= got && got <= 4194304 + last.received[c + 1]);
+            assert_eq!(last.received[c + 1], got);
+            assert_eq!(last.uploaded[c + 1], client.counters.uploaded);
         }
     }
 
