@@ -281,8 +281,8 @@ mod tests {
         assert_eq!(dry, None);
     }
 
-    #[test]
-    fn test_dry_peer_stays_dry_when_only_pieces_it_lacks_are_freed() {
+    /// 200 pieces, each requested somewhere, and a peer holding only piece 3, found dry.
+    fn dry_peer_holding_piece_3() -> (Picker, Bitfield, Rng, Option<u64>) {
         let mut p = Picker::new(Bitfield::new(200));
         let peer = bits(200, &[3]);
         let (mut rng, mut dry) = (Rng::new(1), None);
@@ -290,6 +290,12 @@ mod tests {
             p.on_request(i);
         }
         assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
+        (p, peer, rng, dry)
+    }
+
+    #[test]
+    fn test_dry_peer_stays_dry_when_only_pieces_it_lacks_are_freed() {
+        let (mut p, peer, mut rng, mut dry) = dry_peer_holding_piece_3();
         // Pieces the peer lacks come free: it still has nothing to offer, without a scan
         // (the picks and the random draws are those of a scan all the same).
         for i in 4..10 {
@@ -308,13 +314,7 @@ mod tests {
 
     #[test]
     fn test_dry_peer_is_scanned_again_once_the_log_no_longer_reaches_its_mark() {
-        let mut p = Picker::new(Bitfield::new(200));
-        let peer = bits(200, &[3]);
-        let (mut rng, mut dry) = (Rng::new(1), None);
-        for i in 0..200 {
-            p.on_request(i);
-        }
-        assert_eq!(p.pick_unless_dry(&peer, &mut dry, &mut rng), None);
+        let (mut p, peer, mut rng, mut dry) = dry_peer_holding_piece_3();
         // Its piece comes free first, then more pieces than the log holds: the log no
         // longer shows piece 3, so only a scan finds it.
         p.on_request_done(3);
