@@ -271,8 +271,9 @@ const RECEIPT_ENTRY_LEN: usize = 24;
 pub struct StandingEntry {
     /// The client this is about.
     pub node_id: u64,
-    /// It broke its promise and passed nothing on that two receivers confirm: it takes
-    /// without giving. `false` withdraws an earlier `true`.
+    /// The origin judges that it takes without giving (it broke its promise and passed
+    /// nothing on that two receivers confirm, or took a fifth of the file from peers with
+    /// no upload confirmed at all). `false` withdraws an earlier `true`.
     pub takes_without_giving: bool,
 }
 
@@ -536,9 +537,7 @@ impl<'a> Message<'a> {
             }
             Message::Receipt(entries) => {
                 out.push(ty::RECEIPT);
-                let n = entries.len().min(MAX_RECEIPT_ENTRIES);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-                for e in &entries[..n] {
+                for e in put_count(out, entries, MAX_RECEIPT_ENTRIES) {
                     out.extend_from_slice(&e.node_id.to_be_bytes());
                     out.extend_from_slice(&e.received.to_be_bytes());
                     out.extend_from_slice(&e.sent.to_be_bytes());
@@ -554,9 +553,7 @@ impl<'a> Message<'a> {
             }
             Message::Standing(entries) => {
                 out.push(ty::STANDING);
-                let n = entries.len().min(MAX_STANDING_ENTRIES);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-                for e in &entries[..n] {
+                for e in put_count(out, entries, MAX_STANDING_ENTRIES) {
                     out.extend_from_slice(&e.node_id.to_be_bytes());
                     out.push(e.takes_without_giving as u8);
                 }
@@ -583,6 +580,14 @@ fn fixed_entries(
         return Err(bad);
     }
     Ok(rest.chunks_exact(len))
+}
+
+/// Writes the `u16` count of a counted body (the layout `fixed_entries` reads) and returns
+/// the entries that fit under `max`, for the caller to write after it.
+fn put_count<'e, T>(out: &mut Vec<u8>, entries: &'e [T], max: usize) -> &'e [T] {
+    let n = entries.len().min(max);
+    out.extend_from_slice(&(n as u16).to_be_bytes());
+    &entries[..n]
 }
 
 fn parse_peers(body: &[u8]) -> Result<Vec<PeerEntry>, WireError> {

@@ -116,6 +116,8 @@ impl Node {
     pub(super) fn end_round(&mut self, now: Instant) {
         let secs = now.saturating_duration_since(self.last_round).as_secs_f64();
         self.last_round = now;
+        let took_much =
+            self.manifest.as_ref().map_or(u64::MAX, |m| m.file_len()) / TOOK_MUCH_DIVISOR;
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
                 let missing = p.has.len() - p.has.count();
@@ -123,8 +125,7 @@ impl Node {
                 if let (Some(id), Side::Origin(registry)) = (p.node_id(), &self.side) {
                     let witnesses = registry.credit_witnesses();
                     let trusted = self.ledger.trusted_credit(id, witnesses);
-                    let file_len = self.manifest.as_ref().map_or(u64::MAX, |m| m.file_len());
-                    let took = self.ledger.taken(id) >= file_len / TOOK_MUCH_DIVISOR;
+                    let took = self.ledger.taken(id) >= took_much;
                     self.table
                         .set_credit(s, self.ledger.credit(id), trusted, took);
                 }
