@@ -14,8 +14,9 @@ cover these axes, runs `tfttp sim` on each and scores the results:
   churn         none; some clients leaving a fixed time after arrival; some leaving on
                 completion
   RTT           per-host rtt_ms uniform in [0, R] with R from 1 ms (LAN) to 300 ms
-  up_rate       clients told nothing of their uplink (half), told its rate (`--up-rate` =
-                link), or told 0.8x of it
+  up_rate       clients told nothing of their uplink (half: they run the default,
+                `--up-rate auto`, the pacer), told its rate (`--up-rate` = link), or told
+                0.8x of it
 
 What the scorecard measures (DIR/scorecard.md and DIR/scorecard.json, also printed):
   * last/T_min: the latest honest completion after the first arrival (honest_last_s) over
@@ -317,6 +318,13 @@ def generate(seed, count, max_clients, file_size, policy, arrivals=ARRIVALS, mix
         axes = {k: v[i] for k, v in columns.items()}
         out.append(make_scenario(random.Random(rng.randrange(2**63)), i, axes, file_size, policy))
     return out
+
+
+def set_pace(scenario, pace):
+    """`up_rate: pace` for the origin and every client not told its uplink."""
+    scenario["origin"]["up_rate"] = pace
+    for c in scenario["clients"]:
+        c.setdefault("up_rate", pace)
 
 
 def write_scenarios(out_dir, generated):
@@ -799,6 +807,9 @@ def parse_args(argv):
     p.add_argument("--max-clients", type=int, default=500)
     p.add_argument("--file-size", type=int, default=16 * MIB, help="bytes")
     p.add_argument("--policy", default="tft", choices=("tft", "bittorrent", "all"))
+    p.add_argument("--pace", choices=("auto", "off"),
+                   help="--up-rate of the origin and of the clients not told their uplink "
+                        "(default: the node's default)")
     p.add_argument("--rescore", action="store_true",
                    help="score the scenarios and results already in --out")
     p.add_argument("--self-test", action="store_true", help="run the unit tests")
@@ -832,6 +843,10 @@ def main(argv):
     else:
         generated = generate(a.seed, a.count, a.max_clients, a.file_size, a.policy,
                              a.arrivals, a.mixes)
+        if a.pace:
+            suite["pace"] = a.pace
+            for _, scenario, _ in generated:
+                set_pace(scenario, a.pace)
         index = write_scenarios(a.out, generated)
         runs = run_all(a.tfttp, a.out, index, a.jobs, a.timeout)
         suite["wall_s"] = time.monotonic() - start

@@ -151,6 +151,33 @@ fn test_sim_timeline_is_csv_per_host_per_second_and_changes_nothing() {
     }
 }
 
+/// `up_rate: "auto"` runs each client's pacer: deterministic, and not the same run as
+/// `"off"` (SMALL's clients fill their uplinks, so the pacer acts).
+#[test]
+fn test_sim_paced_clients_run_their_pacer_deterministically() {
+    let dir = TestDir::new("sim-pace");
+    let with = |pace: &str| {
+        SMALL.replace(
+            r#""behave": "honest","#,
+            &format!(r#""behave": "honest", "up_rate": "{pace}","#),
+        )
+    };
+    let (off, _) = sim(&dir, "off", &with("off"), &[]);
+    let (plain, _) = sim(&dir, "plain", SMALL, &[]);
+    assert_eq!(
+        without(&off, &VARYING),
+        without(&plain, &VARYING),
+        "off is the default"
+    );
+    let (a, _) = sim(&dir, "a", &with("auto"), &[]);
+    let (b, _) = sim(&dir, "b", &with("auto"), &[]);
+    assert_eq!(without(&a, &VARYING), without(&b, &VARYING));
+    assert_ne!(without(&a, &VARYING), without(&off, &VARYING));
+    for c in clients(&a) {
+        assert!(c["complete_s"].is_number(), "{c}");
+    }
+}
+
 #[test]
 fn test_sim_different_seed_gives_different_run() {
     let dir = TestDir::new("sim-other-seed");

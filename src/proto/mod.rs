@@ -13,6 +13,7 @@ mod auth;
 mod choke;
 mod ledger;
 mod node;
+mod pacer;
 mod peer;
 mod picker;
 mod rng;
@@ -24,5 +25,6 @@ pub use node::{
     Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Load, Node,
     PeerStates, ProbeId, Sink, Slot, Unreachable,
 };
+pub use pacer::{Pacer, QUEUE_TARGET};
 #[cfg(test)]
 pub(crate) use rng::Rng;

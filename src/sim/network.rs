@@ -60,6 +60,9 @@ struct Host {
     level: f64,
     /// Sum of the rates of the upload flows.
     sending: f64,
+    /// Bytes the uplink carried up to `carried_at` (what TCP would count as acknowledged).
+    carried: f64,
+    carried_at: f64,
     /// Something its upload sharing reads (a flow's cap or weight, a receiver's level)
     /// moved since it last shared: until then `refresh` would change nothing, and skips it.
     reshare: bool,
@@ -90,6 +93,8 @@ impl Network {
             offered_in: 0.0,
             level: f64::INFINITY,
             sending: 0.0,
+            carried: 0.0,
+            carried_at: 0.0,
             reshare: false,
         });
         self.hosts.len() - 1
@@ -153,6 +158,7 @@ impl Network {
     /// Removes a flow (finished or cut) and shares its capacity among the rest.
     pub(super) fn stop(&mut self, id: FlowId, now: f64) {
         let f = self.flows.remove(id);
+        self.settle_carried(f.sender, now);
         let s = &mut self.hosts[f.sender];
         s.sending -= f.rate;
         if s.up_flows.len() == 1 {
@@ -266,8 +272,31 @@ impl Network {
         f.settled_at = now;
         let old = std::mem::replace(&mut f.rate, rate);
         let sender = f.sender;
+        self.settle_carried(sender, now);
         self.hosts[sender].sending += rate - old;
         self.mark(id);
+    }
+
+    /// Brings `carried` up to `now` at the current sending rate, before that rate moves.
+    fn settle_carried(&mut self, host: usize, now: f64) {
+        let h = &mut self.hosts[host];
+        h.carried += h.sending * (now - h.carried_at);
+        h.carried_at = now;
+    }
+
+    /// Bytes `host`'s uplink has carried by `now`.
+    pub(super) fn carried(&self, host: usize, now: f64) -> f64 {
+        let h = &self.hosts[host];
+        h.carried + h.sending * (now - h.carried_at)
+    }
+
+    /// A new upload capacity for `host` (its node's pacer moved), shared by weight while
+    /// the node's own pace is below the link; takes effect at the next `refresh`.
+    pub(super) fn set_uplink(&mut self, host: usize, up: f64, weighted: bool) {
+        let h = &mut self.hosts[host];
+        h.up = up;
+        h.weighted = weighted;
+        h.reshare = true;
     }
 
     /// The host's upload is used to capacity: a queue builds at its bottleneck.

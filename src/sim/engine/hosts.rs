@@ -11,7 +11,7 @@ impl Sim {
         cfg.server = Some(addr_of(ORIGIN));
         cfg.policy = self.policy;
         cfg.behaviour = host.behave;
-        cfg.capacity = host.up_rate.map(|r| r as u64);
+        cfg.capacity = host.up_rate.told().map(|r| r as u64);
         if host.leave == Leave::OnComplete {
             cfg.linger = Duration::ZERO;
         }
@@ -23,6 +23,7 @@ impl Sim {
         let now = self.instant();
         let host = &mut self.hosts[h];
         host.node = Some(Node::client(cfg, now));
+        host.start_pacer(now);
         host.presence = Presence::Here;
         if let Leave::After(secs) = host.leave {
             self.agenda.at(self.now + secs, Ev::Depart(h));
@@ -68,11 +69,30 @@ impl Sim {
             node.handle_payload(slot, now);
         }
         node.handle_tick(now);
+        self.pace(h);
         self.update_limits(h);
         self.net.refresh(h, self.now);
         self.drain(h);
         let t = self.node_timeout(h);
         self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// The node's pacer sees what its uplink carried and its queue's delay; a new pace
+    /// becomes the host's upload capacity, shared by the node's weights while below the
+    /// link (its driver's DRR), equally at the link (the kernel's).
+    fn pace(&mut self, h: usize) {
+        let now = self.instant();
+        let delay = Duration::from_nanos(self.queue_delay(h));
+        let carried = self.net.carried(h, self.now) as u64;
+        let host = &mut self.hosts[h];
+        let Some(pacer) = host.pacer.as_mut() else {
+            return;
+        };
+        if pacer.sample(now, carried, Some(delay)) {
+            let link = host.link_up;
+            let pace = pacer.rate().filter(|&r| r < link);
+            self.net.set_uplink(h, pace.unwrap_or(link), pace.is_some());
+        }
     }
 
     /// The node's per-connection caps and weights onto its flows; the tick shares the

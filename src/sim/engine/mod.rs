@@ -22,10 +22,10 @@ use transport::{flow_limits, queue_ns};
 
 use super::agenda::Agenda;
 use super::network::{FlowId, Network};
-use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT};
+use super::scenario::{BASE_RTT, Leave, LinkSpec, Scenario, TCP_GOODPUT, UpRate};
 use crate::manifest::Manifest;
 use crate::net::{MAX_CONNS_ORIGIN, max_conns_client, quantum};
-use crate::proto::{Behaviour, Config, Counters, Event, Link, Load, Node, Sink, Slot};
+use crate::proto::{Behaviour, Config, Counters, Event, Link, Load, Node, Pacer, Sink, Slot};
 use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
 
 /// TCP's initial window (RFC 6928: 10 segments of 1448 payload bytes).
@@ -210,6 +210,8 @@ struct Host {
     rtt: f64,
     /// Upload capacity in payload bytes per second (for window limits).
     up: f64,
+    /// The link's upload in payload bytes per second, whatever the node's pace.
+    link_up: f64,
     /// Delay of a full uplink queue, nanoseconds.
     queue_ns: u64,
     listen: bool,
@@ -217,7 +219,9 @@ struct Host {
     behave: Behaviour,
     leave: Leave,
     arrive: f64,
-    up_rate: Option<f64>,
+    up_rate: UpRate,
+    /// The node's pacer, while it is here and runs one (`UpRate::Auto`).
+    pacer: Option<Pacer>,
     /// Slot → connection; freed slots are reused last-freed first, as a slab does.
     slots: Vec<Option<usize>>,
     /// Per slot: a piece is streaming in (the tick counts it as payload read). Kept beside
@@ -234,22 +238,24 @@ struct Host {
 impl Host {
     /// A host on `link` that has not arrived yet (the caller makes the origin present), its
     /// links added to `net`.
-    fn new(link: &LinkSpec, up_rate: Option<f64>, sc: &Scenario, net: &mut Network) -> Host {
+    fn new(link: &LinkSpec, up_rate: UpRate, sc: &Scenario, net: &mut Network) -> Host {
         let goodput = if sc.goodput { TCP_GOODPUT } else { 1.0 };
         let up = link.up * goodput;
         // The node's own limit, when not above the link, is what its flows share: it paces
         // payload at the goodput of its rate, so at the link's rate it binds first.
-        let effective = up_rate.map_or(up, |r| (r * goodput).min(up));
+        let told = up_rate.told();
+        let effective = told.map_or(up, |r| (r * goodput).min(up));
         net.add_host(
             effective,
             link.down.map_or(f64::INFINITY, |d| d * goodput),
-            up_rate.is_some_and(|r| r <= link.up),
+            told.is_some_and(|r| r <= link.up),
         );
         Host {
             node: None,
             presence: Presence::NotYet,
             rtt: link.rtt,
             up: effective,
+            link_up: up,
             queue_ns: queue_ns(link.up, sc.uplink_queue),
             listen: true,
             max_conns: max_conns_client(Config::new(Role::Client, 0).max_peers),
@@ -257,6 +263,7 @@ impl Host {
             leave: Leave::Linger,
             arrive: 0.0,
             up_rate,
+            pacer: None,
             slots: Vec::new(),
             streaming_in: Vec::new(),
             free: Vec::new(),
@@ -265,6 +272,15 @@ impl Host {
             left: None,
             counters: Counters::default(),
             failed: None,
+        }
+    }
+}
+
+impl Host {
+    /// The node just started: it paces itself if it runs a pacer.
+    fn start_pacer(&mut self, now: Instant) {
+        if self.up_rate == UpRate::Auto {
+            self.pacer = Some(Pacer::new(now));
         }
     }
 }
@@ -362,8 +378,9 @@ impl Sim {
         let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
         cfg.listen_port = ORIGIN_PORT;
         cfg.policy = sc.policy;
-        cfg.capacity = sc.origin_up_rate.map(|r| r as u64);
+        cfg.capacity = sc.origin_up_rate.told().map(|r| r as u64);
         origin.node = Some(Node::origin(cfg, manifest.clone(), t0));
+        origin.start_pacer(t0);
         origin.presence = Presence::Here;
         origin.max_conns = MAX_CONNS_ORIGIN;
         origin.complete = Some(0.0);

@@ -85,8 +85,32 @@ pub struct ClientSpec {
     pub leave: Leave,
     /// How it treats its peers (`behave`: honest, free-rider or liar).
     pub behave: Behaviour,
-    /// The node's configured upload capacity (`--up-rate`), bytes per second, if any.
-    pub up_rate: Option<f64>,
+    /// How the node's upload is paced (`--up-rate`).
+    pub up_rate: UpRate,
+}
+
+/// A node's `--up-rate`: what paces its upload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UpRate {
+    /// The link (`off`): the node sends as fast as its sockets take.
+    Off,
+    /// The node's pacer (`auto`): a little below the link, measured (`proto::Pacer`).
+    Auto,
+    /// A rate the node is told, bytes per second; the policy is told it too.
+    Fixed(f64),
+}
+
+impl UpRate {
+    /// What a node runs when the scenario says nothing, as `tfttp` does without the option.
+    pub const DEFAULT: UpRate = UpRate::Off;
+
+    /// The rate the node is told, if any.
+    pub fn told(self) -> Option<f64> {
+        match self {
+            UpRate::Fixed(r) => Some(r),
+            UpRate::Off | UpRate::Auto => None,
+        }
+    }
 }
 
 /// A checked scenario: the file, the policy every node runs, the origin's link and the
@@ -104,8 +128,8 @@ pub struct Scenario {
     pub policy: Policy,
     /// The origin's link.
     pub origin: LinkSpec,
-    /// The origin's configured upload capacity (`--up-rate`), if any.
-    pub origin_up_rate: Option<f64>,
+    /// How the origin's upload is paced (`--up-rate`).
+    pub origin_up_rate: UpRate,
     /// Clients in file order with `count` expanded.
     pub clients: Vec<ClientSpec>,
     /// Multiply link rates by TCP/IP goodput over a 1500-byte MTU (1448 of 1514 bytes).
@@ -305,7 +329,7 @@ impl Scenario {
 }
 
 /// The keys origin and clients share: the link and the configured upload rate.
-fn link(o: &Obj<'_>) -> Result<(LinkSpec, Option<f64>), ScenarioError> {
+fn link(o: &Obj<'_>) -> Result<(LinkSpec, UpRate), ScenarioError> {
     const RATE: &str = "a positive number of bytes per second";
     let up = o.req("up")?.number(false, RATE)?;
     let down = match o.opt("down") {
@@ -326,12 +350,16 @@ fn link(o: &Obj<'_>) -> Result<(LinkSpec, Option<f64>), ScenarioError> {
         None => 0.0,
     };
     let up_rate = match o.opt("up_rate") {
-        Some(f) if f.v.as_str() == Some("link") => Some(up),
-        Some(f) => Some(f.number(
-            false,
-            "null, \"link\" or a positive number of bytes per second",
-        )?),
-        None => None,
+        Some(f) => match f.v.as_str() {
+            Some("link") => UpRate::Fixed(up),
+            Some("auto") => UpRate::Auto,
+            Some("off") => UpRate::Off,
+            _ => UpRate::Fixed(f.number(
+                false,
+                "null, \"auto\", \"off\", \"link\" or a positive number of bytes per second",
+            )?),
+        },
+        None => UpRate::DEFAULT,
     };
     Ok((LinkSpec { up, down, rtt }, up_rate))
 }

@@ -52,7 +52,7 @@ fn test_example_parses_to_struct() {
         arrive: 0.0,
         leave: Leave::Linger,
         behave: Behaviour::Honest,
-        up_rate: None,
+        up_rate: UpRate::DEFAULT,
     };
     let want = Scenario {
         file_size: 64 << 20,
@@ -64,7 +64,7 @@ fn test_example_parses_to_struct() {
             down: None,
             rtt: 0.0,
         },
-        origin_up_rate: None,
+        origin_up_rate: UpRate::DEFAULT,
         clients: vec![client; 8],
         goodput: true,
         uplink_queue: true,
@@ -85,7 +85,7 @@ fn test_absent_optional_keys_take_defaults() {
     assert_eq!(s.time_limit, DEFAULT_TIME_LIMIT);
     assert_eq!(s.origin.down, None);
     assert_eq!(s.origin.rtt, 0.0);
-    assert_eq!(s.origin_up_rate, None);
+    assert_eq!(s.origin_up_rate, UpRate::DEFAULT);
     let c = &s.clients[0];
     assert_eq!(s.clients.len(), 1);
     assert_eq!(c.link.down, None);
@@ -93,7 +93,7 @@ fn test_absent_optional_keys_take_defaults() {
     assert_eq!(c.arrive, 0.0);
     assert_eq!(c.leave, Leave::Linger);
     assert_eq!(c.behave, Behaviour::Honest);
-    assert_eq!(c.up_rate, None);
+    assert_eq!(c.up_rate, UpRate::DEFAULT);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn test_every_key_set_parses() {
         rtt: 0.010,
     };
     assert_eq!(s.origin, o);
-    assert_eq!(s.origin_up_rate, Some(2e6));
+    assert_eq!(s.origin_up_rate, UpRate::Fixed(2e6));
     let c = ClientSpec {
         link: LinkSpec {
             up: 1e5,
@@ -149,7 +149,7 @@ fn test_every_key_set_parses() {
         arrive: 2.5,
         leave: Leave::OnComplete,
         behave: Behaviour::Liar,
-        up_rate: Some(5e4),
+        up_rate: UpRate::Fixed(5e4),
     };
     assert_eq!(s.clients, vec![c.clone(), c]);
 }
@@ -176,9 +176,22 @@ fn test_up_rate_link_takes_own_up() {
         v["clients"] = json!([{"up": 7e5, "up_rate": "link"}, {"up": 9e5, "up_rate": 1e5}]);
     })
     .unwrap();
-    assert_eq!(s.origin_up_rate, Some(1e6));
-    assert_eq!(s.clients[0].up_rate, Some(7e5));
-    assert_eq!(s.clients[1].up_rate, Some(1e5));
+    assert_eq!(s.origin_up_rate, UpRate::Fixed(1e6));
+    assert_eq!(s.clients[0].up_rate, UpRate::Fixed(7e5));
+    assert_eq!(s.clients[1].up_rate, UpRate::Fixed(1e5));
+}
+
+#[test]
+fn test_up_rate_auto_and_off_name_the_pacer() {
+    let s = with(|v| {
+        v["origin"]["up_rate"] = json!("off");
+        v["clients"] = json!([{"up": 7e5, "up_rate": "auto"}, {"up": 9e5, "up_rate": null}]);
+    })
+    .unwrap();
+    assert_eq!(s.origin_up_rate, UpRate::Off);
+    assert_eq!(s.clients[0].up_rate, UpRate::Auto);
+    assert_eq!(s.clients[1].up_rate, UpRate::DEFAULT);
+    assert_eq!(UpRate::Auto.told(), None);
 }
 
 #[test]
@@ -186,7 +199,7 @@ fn test_up_rate_other_string_rejected() {
     let msg = refused(|v| v["clients"][0]["up_rate"] = json!("fast"));
     assert_has(
         &msg,
-        "clients[0].up_rate: must be null, \"link\" or a positive number",
+        "clients[0].up_rate: must be null, \"auto\", \"off\", \"link\" or a positive number",
     );
     assert_has(&msg, "got \"fast\"");
 }
