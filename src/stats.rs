@@ -9,8 +9,30 @@ use std::time::Instant;
 use crate::proto::{Counters, Node};
 use crate::wire::Role;
 
+/// The node's upload pace (`--up-rate`), which the event loop knows and the node does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pace {
+    /// TCP payload bytes per second the upload bucket lets through now: `--up-rate`'s
+    /// share for payload, or the pacer's rate; `None` while nothing limits the upload.
+    pub rate: Option<f64>,
+    /// The uplink's payload rate as the pacer last measured it (`--up-rate auto`), if it did.
+    pub capacity: Option<f64>,
+}
+
+impl Pace {
+    /// `"pace_rate":…,"pace_capacity":…`, whole bytes per second or `null`.
+    fn json_fields(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.0}"));
+        format!(
+            "\"pace_rate\":{},\"pace_capacity\":{}",
+            num(self.rate),
+            num(self.capacity)
+        )
+    }
+}
+
 /// Renders the node's counters as JSON (keys documented in README.md "Stats file").
-pub fn to_json(node: &Node, now: Instant) -> String {
+pub fn to_json(node: &Node, pace: &Pace, now: Instant) -> String {
     let k = node.counters();
     let (have, total) = node.progress();
     let file_bytes = node.manifest().map_or(0, |m| m.file_len());
@@ -46,7 +68,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
          \"bytes_from_origin\":{},\"bytes_from_peers\":{},\"bytes_uploaded\":{},\
          \"bytes_discarded\":{},\"bytes_discarded_from_origin\":{},\"corrupt_pieces\":{},\"peers_connected\":{},\
          \"peer_dials_failed\":{},\"listen_reachable\":{reachable},\"clients_completed\":{},\
-         \"clients_unreachable\":{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
+         \"clients_unreachable\":{},{},\"latency_us\":{{\"count\":{},\"p50\":{},\"p90\":{},\
          \"p99\":{},\"max\":{}}}}}",
         node.node_id(),
         since(now),
@@ -60,6 +82,7 @@ pub fn to_json(node: &Node, now: Instant) -> String {
         k.peer_dials_failed,
         k.clients_completed,
         k.clients_unreachable,
+        pace.json_fields(),
         lat.len(),
         q(0.5),
         q(0.9),
@@ -78,6 +101,7 @@ pub fn many_json(
     totals: &Counters,
     files: usize,
     live: usize,
+    pace: &Pace,
     now: Instant,
 ) -> String {
     let elapsed = now
@@ -86,19 +110,20 @@ pub fn many_json(
     format!(
         "{{\"role\":\"origin\",\"node_id\":{},\"files\":{files},\"live_swarms\":{live},\
          \"elapsed_s\":{elapsed:.6},\"bytes_uploaded\":{},\"clients_completed\":{},\
-         \"promises_made\":{},\"promises_kept\":{},\"clients_unreachable\":{}}}\n",
+         \"promises_made\":{},\"promises_kept\":{},\"clients_unreachable\":{},{}}}\n",
         first.node_id(),
         totals.uploaded,
         totals.clients_completed,
         totals.promises_made,
         totals.promises_kept,
         totals.clients_unreachable,
+        pace.json_fields(),
     )
 }
 
-/// One line of the `--timeline` file: seconds since start, cumulative byte counters and the
-/// node's instantaneous load, so a run can be replayed second by second.
-pub fn timeline_row(node: &Node, now: Instant) -> String {
+/// One line of the `--timeline` file: seconds since start, cumulative byte counters, the
+/// node's instantaneous load and its upload pace, so a run can be replayed second by second.
+pub fn timeline_row(node: &Node, pace: &Pace, now: Instant) -> String {
     let k = node.counters();
     let l = node.load();
     let t = now
@@ -107,7 +132,7 @@ pub fn timeline_row(node: &Node, now: Instant) -> String {
     format!(
         "{{\"t\":{t:.3},\"have\":{},\"from_origin\":{},\"from_peers\":{},\"uploaded\":{},\
          \"discarded\":{},\"discarded_from_origin\":{},\"asked\":{},\"queued\":{},\
-         \"unchoking_us\":{},\"unchoked\":{},\"receiving\":{},\"oldest_ask_s\":{:.3}}}\n",
+         \"unchoking_us\":{},\"unchoked\":{},\"receiving\":{},\"oldest_ask_s\":{:.3},{}}}\n",
         node.progress().0,
         k.from_origin,
         k.from_peers,
@@ -120,6 +145,7 @@ pub fn timeline_row(node: &Node, now: Instant) -> String {
         l.unchoked,
         l.receiving,
         l.oldest_ask.as_secs_f64(),
+        pace.json_fields(),
     )
 }
 
@@ -173,7 +199,11 @@ mod tests {
         use crate::proto::{Config, Node};
         let t0 = Instant::now();
         let node = Node::client(Config::new(Role::Client, 3), t0);
-        let row = timeline_row(&node, t0 + std::time::Duration::from_millis(1500));
+        let pace = Pace {
+            rate: Some(593_750.4),
+            capacity: None,
+        };
+        let row = timeline_row(&node, &pace, t0 + std::time::Duration::from_millis(1500));
         assert!(row.ends_with("}\n") && row.lines().count() == 1, "{row}");
         let v: serde_json::Value = serde_json::from_str(&row).expect("the row is JSON");
         assert_eq!(v["t"], 1.5);
@@ -187,5 +217,28 @@ mod tests {
         ] {
             assert_eq!(v[key], 0, "{key} in {row}");
         }
+        assert_eq!(v["pace_rate"], 593_750, "{row}");
+        assert!(v["pace_capacity"].is_null(), "{row}");
+    }
+
+    #[test]
+    fn test_stats_show_the_pace_or_null() {
+        use crate::proto::{Config, Node};
+        let t0 = Instant::now();
+        let node = Node::client(Config::new(Role::Client, 3), t0);
+        let parse = |s: String| -> serde_json::Value { serde_json::from_str(&s).expect("JSON") };
+        let open = parse(to_json(&node, &Pace::default(), t0));
+        assert!(open["pace_rate"].is_null() && open["pace_capacity"].is_null());
+        let paced = Pace {
+            rate: Some(475_000.0),
+            capacity: Some(500_000.0),
+        };
+        let v = parse(to_json(&node, &paced, t0));
+        assert_eq!(
+            (v["pace_rate"].clone(), v["pace_capacity"].clone()),
+            (475_000.into(), 500_000.into())
+        );
+        let many = parse(many_json(&node, node.counters(), 2, 1, &paced, t0));
+        assert_eq!(many["pace_rate"], 475_000);
     }
 }

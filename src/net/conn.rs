@@ -145,6 +145,10 @@ pub(super) struct Conn {
     cap: Option<(f64, TokenBucket)>,
     /// Send payloads with `sendfile` instead of writing them from the map.
     sendfile: bool,
+    /// `TCP_INFO`'s bytes acknowledged at the pacer's last reading (`pacing.rs`), so that
+    /// each sample counts only what this connection delivered since; `None` until its first
+    /// reading, which is its baseline (the handshake counts differently on either side).
+    pub last_acked: Option<u64>,
 }
 
 impl Conn {
@@ -179,7 +183,13 @@ impl Conn {
             deficit: 0,
             cap: None,
             sendfile,
+            last_acked: None,
         }
+    }
+
+    /// The socket's descriptor, for `getsockopt`.
+    pub(super) fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
     /// Control bytes queued here but not yet written.

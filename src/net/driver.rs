@@ -7,7 +7,8 @@
 //! connection and consumed in turns of at most `TURN_QUANTUM` bytes from two run queues, so
 //! one busy peer cannot starve the rest and a rate limit can pause a connection without
 //! losing its readiness. The poll timeout is the node's next timer or the rate limiter's
-//! refill, whichever is first.
+//! refill, whichever is first. Without a fixed `--up-rate`, the upload bucket's rate is the
+//! uplink pacer's (`pacing.rs`), sampled every 100 ms.
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,6 +29,7 @@ use super::error::{RunError, StorageError, StorageErrorKind};
 use super::http::HttpServer;
 use super::inorder::{InOrder, OUT_TOKEN};
 use super::metrics::MetricsServer;
+use super::pacing::Pacing;
 use super::probe::{Answer, Prober};
 use super::ratelimit::TokenBucket;
 use super::router::{Route, Router};
@@ -133,8 +135,12 @@ pub trait Reporter {
 /// builds it; the node's own settings are in `proto::Config`.
 pub struct Options {
     /// Upload limit for the whole node in bytes per second on the wire (`--up-rate`), so
-    /// payload moves at `TCP_GOODPUT` of it; `None` is unlimited.
+    /// payload moves at `TCP_GOODPUT` of it; `None` is unlimited, or paced (`pace`).
     pub up_rate: Option<u64>,
+    /// Without an `up_rate`: measure the uplink and pace the upload a little below it, so
+    /// no queue stands in front of the node's control frames and ACKs (`--up-rate auto`,
+    /// `proto::Pacer`). `false`: the link sets the pace (`--up-rate off`).
+    pub pace: bool,
     /// Download limit for the whole node in bytes per second on the wire (`--down-rate`);
     /// `None` is unlimited.
     pub down_rate: Option<u64>,
@@ -169,8 +175,11 @@ pub struct Driver {
     router: Option<Router>,
     /// Destination for payloads the node discards.
     scratch: Vec<u8>,
+    /// Upload limit: `--up-rate`'s, the pacer's, or none.
     up: TokenBucket,
     down: TokenBucket,
+    /// The uplink pacer that sets `up`'s rate (`Options::pace`).
+    pacing: Option<Pacing>,
     read_q: VecDeque<Slot>,
     write_q: VecDeque<Slot>,
     /// Connections waiting for their own upload cap, with the time to resume.
@@ -263,6 +272,7 @@ impl Driver {
             // The buckets count payload; the rates are the link's (what tbf and ISPs count).
             up: TokenBucket::new(opts.up_rate.map(payload_rate), now),
             down: TokenBucket::new(opts.down_rate.map(payload_rate), now),
+            pacing: (opts.pace && opts.up_rate.is_none()).then(|| Pacing::new(now)),
             read_q: VecDeque::new(),
             write_q: VecDeque::new(),
             paused: Vec::new(),
@@ -430,6 +440,7 @@ impl Driver {
                 self.next_report = now + self.report_every;
                 self.report(|r, d| r.tick(d, now));
             }
+            self.pace(now);
             let timeout = self.timeout(now);
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -524,6 +535,12 @@ impl Driver {
         }
         if let Some(t) = self.http.as_ref().and_then(|h| h.next_round(now)) {
             at = at.min(t.max(self.up.ready_at()));
+        }
+        // With no connection nothing is delivered: an idle node need not wake to sample.
+        if let Some(p) = &self.pacing
+            && !self.conns.is_empty()
+        {
+            at = at.min(p.next_at());
         }
         at.saturating_duration_since(now)
     }
@@ -837,6 +854,9 @@ impl Driver {
         if c.closing.is_some() {
             self.closing -= 1;
         }
+        if let Some(p) = self.pacing.as_mut() {
+            p.closing(&mut c);
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.log(|| format!("slot {key} {} closed: {why}", c.remote));
         let now = Instant::now();
@@ -995,21 +1015,54 @@ impl Driver {
         m.handle(self.poll.registry(), token, Instant::now(), &mut page);
     }
 
+    /// Samples the uplink when due and gives the upload bucket the pacer's new rate.
+    fn pace(&mut self, now: Instant) {
+        let Some(p) = self.pacing.as_mut() else {
+            return;
+        };
+        if now < p.next_at() {
+            return;
+        }
+        let Some(rate) = p.sample(&mut self.conns, now) else {
+            return;
+        };
+        self.up.set_rate(rate, now);
+        let capacity = p.capacity();
+        self.log(|| {
+            let mb = |r: Option<f64>| r.map_or("-".into(), |r| format!("{:.3} MB/s", r / 1e6));
+            format!(
+                "pace: {} (uplink measured at {})",
+                rate.map_or("unlimited".into(), |r| mb(Some(r))),
+                mb(capacity)
+            )
+        });
+    }
+
+    /// The upload pace for the stats: the bucket's rate and the pacer's measure.
+    fn pace_stats(&self) -> stats::Pace {
+        stats::Pace {
+            rate: self.up.rate(),
+            capacity: self.pacing.as_ref().and_then(Pacing::capacity),
+        }
+    }
+
     /// Rewrites the stats file (and a timeline row): one node's, or for an origin of
     /// several files, the totals over all of them.
     fn write_stats(&mut self) {
         let node = self.swarms.first();
+        let pace = self.pace_stats();
         if let Some(f) = self.timeline.as_mut() {
             use std::io::Write;
-            let _ = f.write_all(stats::timeline_row(node, Instant::now()).as_bytes());
+            let _ = f.write_all(stats::timeline_row(node, &pace, Instant::now()).as_bytes());
         }
         if let Some(path) = &self.opts.stats_path {
             let json = match &self.swarms.catalog {
                 Some(c) if self.swarms.routed() => {
                     let live = self.swarms.live.len() - 1;
-                    stats::many_json(node, &self.swarms.totals(), c.len(), live, Instant::now())
+                    let totals = self.swarms.totals();
+                    stats::many_json(node, &totals, c.len(), live, &pace, Instant::now())
                 }
-                _ => stats::to_json(node, Instant::now()),
+                _ => stats::to_json(node, &pace, Instant::now()),
             };
             if let Err(e) = stats::write_atomic(path, &json) {
                 eprintln!("tfttp: cannot write stats to {}: {e}", path.display());

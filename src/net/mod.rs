@@ -9,12 +9,14 @@ mod http;
 mod inorder;
 mod limits;
 mod metrics;
+mod pacing;
 mod probe;
 mod ratelimit;
 mod router;
 pub mod socket;
 pub mod storage;
 mod swarms;
+mod tcpinfo;
 pub mod tree;
 
 pub use driver::{

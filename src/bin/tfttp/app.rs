@@ -12,7 +12,7 @@ use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, RunError, StorageErrorKind, 
 use tfttp::proto::{Config, Link, Node};
 use tfttp::wire::Role;
 
-use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
+use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs, UpRate};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
 use crate::{ifaddrs, url};
@@ -46,9 +46,10 @@ fn new_config(role: Role) -> Config {
     cfg
 }
 
-fn driver_options(c: &Common, up: Option<u64>, down: Option<u64>, max_conns: usize) -> Options {
+fn driver_options(c: &Common, up: UpRate, down: Option<u64>, max_conns: usize) -> Options {
     Options {
-        up_rate: up,
+        up_rate: up.told(),
+        pace: up == UpRate::Auto,
         down_rate: down,
         sock: SocketOptions { buffer: c.sock_buf },
         sendfile: c.sendfile,
@@ -168,7 +169,8 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     cfg.secret = a.secret.clone();
     cfg.exit_after = a.exit_after;
     cfg.policy = a.common.policy;
-    cfg.capacity = a.up_rate;
+    // Only a told rate: the pacer's measure is the driver's, and the policy estimates its own.
+    cfg.capacity = a.up_rate.told();
     let total = catalog.total_len();
     let count = catalog.len();
     // What serve prints: one file as before; several, a bounded list (`MAX_URLS_SHOWN`).
@@ -346,7 +348,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     cfg.linger = a.linger;
     cfg.stall_timeout = a.stall_timeout;
     cfg.policy = a.common.policy;
-    cfg.capacity = a.up_rate;
+    cfg.capacity = a.up_rate.told();
     cfg.behaviour = a.behaviour;
     cfg.node_id = a.behaviour.node_id(cfg.node_id);
     let node = Node::client(cfg, Instant::now());

@@ -77,10 +77,47 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// `None`: chosen from the file size (`manifest::auto_piece_size`).
     pub piece_size: Option<u32>,
-    pub up_rate: Option<u64>,
+    pub up_rate: UpRate,
     pub exit_after: Option<u32>,
     pub secret: Option<SwarmKey>,
     pub common: Common,
+}
+
+/// `--up-rate`: what paces the node's upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpRate {
+    /// `auto`: the node measures its uplink and paces a little below it, so no queue stands
+    /// in front of its control frames (`proto::Pacer`).
+    Auto,
+    /// `off`, the default: no pacing; the sockets take what they can and the link's queue
+    /// sets the pace. (`auto` won in the simulator but not yet on the emulated network,
+    /// README "The node's own uplink queue".)
+    Off,
+    /// A RATE, bytes per second on the wire: the uplink's rate as told; the node paces at
+    /// it and its policy is told it.
+    Fixed(u64),
+}
+
+impl UpRate {
+    pub const DEFAULT: UpRate = UpRate::Off;
+
+    /// The rate the user gave, if a RATE.
+    pub fn told(self) -> Option<u64> {
+        match self {
+            UpRate::Fixed(r) => Some(r),
+            UpRate::Auto | UpRate::Off => None,
+        }
+    }
+}
+
+fn parse_up_rate(s: &str) -> Result<UpRate, String> {
+    match s {
+        "auto" => Ok(UpRate::Auto),
+        "off" => Ok(UpRate::Off),
+        _ => rate(s)
+            .map(UpRate::Fixed)
+            .map_err(|e| format!("{e}; or auto, or off")),
+    }
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -132,7 +169,7 @@ pub struct GetArgs {
     pub expect_digest: Option<Hash>,
     pub output: Output,
     pub listen: Option<SocketAddr>,
-    pub up_rate: Option<u64>,
+    pub up_rate: UpRate,
     pub down_rate: Option<u64>,
     pub use_peers: bool,
     /// `--no-listen`: trade with peers by dialling them only (HELLO listen = 0), for a
@@ -272,7 +309,7 @@ fn serve_opts() -> Options {
         "piece size (default: about 1024 pieces, a power of two)",
         "SIZE",
     );
-    o.optopt("", "up-rate", "cap the server's upload", "RATE");
+    up_rate_opt(&mut o);
     o.optopt(
         "",
         "exit-after",
@@ -282,6 +319,17 @@ fn serve_opts() -> Options {
     secret_opt(&mut o);
     common_opts(&mut o);
     o
+}
+
+/// `--up-rate`, on serve and get alike.
+fn up_rate_opt(o: &mut Options) {
+    o.optopt(
+        "",
+        "up-rate",
+        "pace the upload: RATE (the uplink's rate: payload at 95.6% of it), auto (measure \
+         the uplink and pace just below it) or off (default: the link's queue sets the pace)",
+        "RATE|auto|off",
+    );
 }
 
 /// `--secret-file`, on serve and get alike.
@@ -316,7 +364,7 @@ fn get_opts(hidden: bool) -> Options {
         "address to accept peers on (default 0.0.0.0:0, any port)",
         "ADDR:PORT",
     );
-    o.optopt("", "up-rate", "cap this client's upload", "RATE");
+    up_rate_opt(&mut o);
     o.optopt("", "down-rate", "cap this client's download", "RATE");
     o.optflag(
         "",
@@ -485,7 +533,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 paths: m.free.iter().map(PathBuf::from).collect(),
                 listen: addr_opt(&m, "listen")?.unwrap_or_else(|| "0.0.0.0:6880".parse().unwrap()),
                 piece_size: opt(&m, "piece-size", piece_size)?,
-                up_rate: opt(&m, "up-rate", rate)?,
+                up_rate: opt(&m, "up-rate", parse_up_rate)?.unwrap_or(UpRate::DEFAULT),
                 exit_after: opt(&m, "exit-after", parse_count)?,
                 secret: opt(&m, "secret-file", read_secret)?,
                 common: common(&m)?,
@@ -530,7 +578,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 expect_digest,
                 output,
                 listen: addr_opt(&m, "listen")?,
-                up_rate: opt(&m, "up-rate", rate)?,
+                up_rate: opt(&m, "up-rate", parse_up_rate)?.unwrap_or(UpRate::DEFAULT),
                 down_rate: opt(&m, "down-rate", rate)?,
                 use_peers: !m.opt_present("no-peers"),
                 no_listen,
@@ -728,9 +776,35 @@ mod tests {
         ))
         .unwrap();
         let Command::Get(g) = c else { panic!() };
-        assert_eq!(g.up_rate, Some(10_000_000));
+        assert_eq!(g.up_rate, UpRate::Fixed(10_000_000));
         assert!(!g.use_peers);
         assert_eq!(g.linger, Duration::ZERO);
+    }
+
+    #[test]
+    fn test_up_rate_takes_a_rate_auto_or_off_and_defaults_to_auto() {
+        let up = |s: &str| match parse(&args(s)) {
+            Ok(Command::Get(g)) => Ok(g.up_rate),
+            Ok(Command::Serve(a)) => Ok(a.up_rate),
+            Ok(_) => panic!("not get or serve"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(up("get h:1 -o x"), Ok(UpRate::Off));
+        assert_eq!(up("serve f"), Ok(UpRate::Off));
+        assert_eq!(up("get h:1 -o x --up-rate auto"), Ok(UpRate::Auto));
+        assert_eq!(up("serve f --up-rate off"), Ok(UpRate::Off));
+        assert_eq!(up("serve f --up-rate 40Mbit"), Ok(UpRate::Fixed(5_000_000)));
+        assert_eq!(UpRate::Fixed(7).told(), Some(7));
+        assert_eq!(UpRate::Auto.told(), None);
+        assert_eq!(UpRate::Off.told(), None);
+        for bad in ["Auto", "on", "0", "fast"] {
+            let e = up(&format!("get h:1 -o x --up-rate {bad}")).unwrap_err();
+            assert!(
+                e.starts_with("--up-rate") && e.contains("auto"),
+                "{bad}: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged and its round-trip times,
+//! what the uplink pacer (`proto::Pacer`, through `pacing.rs`) observes the link by. See
+//! tcp(7) and `struct tcp_info` in linux/tcp.h.
+
+use std::io;
+use std::mem::{offset_of, size_of};
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Bytes of `tcp_info` up to and including `tcpi_min_rtt`, the last field read here
+/// (Linux 4.10). A kernel returns only the prefix it knows; one that returns less lacks a
+/// field this needs, and zeros there would read as "nothing delivered, no RTT".
+const NEEDED: usize = offset_of!(libc::tcp_info, tcpi_min_rtt) + size_of::<u32>();
+
+/// The kernel's `tcpi_min_rtt` before the first RTT sample (its min filter starts at ~0U).
+const NO_RTT_SAMPLE: u32 = u32::MAX;
+
+/// What the pacer reads of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TcpInfo {
+    /// Bytes the peer has acknowledged since the connection opened (RFC 4898's
+    /// tcpEStatsAppHCThruOctetsAcked): the payload, and on a dialled connection one more
+    /// for its SYN (an accepted one does not count its SYN-ACK), so only differences count.
+    pub bytes_acked: u64,
+    /// The smoothed RTT (RFC 6298's SRTT).
+    pub rtt: Duration,
+    /// The smallest RTT seen over the kernel's window (about 5 minutes), the path without
+    /// queues; equal to `rtt` before the first sample.
+    pub min_rtt: Duration,
+}
+
+impl TcpInfo {
+    /// How long this connection's segments wait in queues now, against a round trip of
+    /// `base` without them: the smoothed RTT above it.
+    pub(super) fn delay_over(&self, base: Duration) -> Duration {
+        self.rtt.saturating_sub(base)
+    }
+}
+
+/// Reads `TCP_INFO` of the TCP socket `fd`. Fails if `fd` is not a TCP socket, or if the
+/// kernel is too old to return every field used (`ErrorKind::Unsupported`).
+pub(super) fn read(fd: RawFd) -> io::Result<TcpInfo> {
+    // SAFETY: tcp_info is plain integers, for which all zeros is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, and the kernel writes at most `len` and
+    // says how many in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (len as usize) < NEEDED {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("TCP_INFO returned {len} bytes; tcpi_min_rtt needs {NEEDED} (Linux 4.10)"),
+        ));
+    }
+    let rtt = Duration::from_micros(info.tcpi_rtt.into());
+    let min_rtt = match info.tcpi_min_rtt {
+        NO_RTT_SAMPLE => rtt,
+        us => Duration::from_micros(us.into()),
+    };
+    Ok(TcpInfo {
+        bytes_acked: info.tcpi_bytes_acked,
+        rtt,
+        min_rtt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    /// A connected loopback pair: (the dialled end, the accepted end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn test_bytes_acked_reaches_what_the_peer_read() {
+        const N: usize = 1 << 20;
+        let (mut tx, mut rx) = pair();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut got = 0;
+            rx.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            while got < N {
+                match rx.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let before = read(tx.as_raw_fd()).unwrap();
+        assert!(before.bytes_acked <= 1, "the SYN at most: {before:?}");
+        let n = before.bytes_acked + N as u64;
+        tx.write_all(&vec![7u8; N]).unwrap();
+        assert_eq!(reader.join().unwrap(), N);
+        // The last ACK may still be on its way: wait for it, boundedly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut info = read(tx.as_raw_fd()).unwrap();
+        while info.bytes_acked < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            info = read(tx.as_raw_fd()).unwrap();
+        }
+        assert_eq!(info.bytes_acked, n, "{info:?}");
+        assert!(info.rtt > Duration::ZERO, "{info:?}");
+        assert!(info.min_rtt <= info.rtt, "{info:?}");
+        assert!(
+            info.delay_over(info.min_rtt) < Duration::from_secs(1),
+            "{info:?}"
+        );
+    }
+
+    #[test]
+    fn test_a_fresh_connection_has_acknowledged_only_its_handshake() {
+        let (tx, rx) = pair();
+        for s in [&tx, &rx] {
+            let info = read(s.as_raw_fd()).unwrap();
+            assert!(info.bytes_acked <= 1, "the SYN at most: {info:?}");
+            assert!(info.min_rtt <= info.rtt, "{info:?}");
+        }
+    }
+
+    #[test]
+    fn test_a_file_is_not_a_socket() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let e = read(f.as_raw_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{e}");
+    }
+}
