@@ -15,8 +15,8 @@ cover these axes, runs `tfttp sim` on each and scores the results:
                 completion
   RTT           per-host rtt_ms uniform in [0, R] with R from 1 ms (LAN) to 300 ms
   up_rate       clients told nothing of their uplink (half: they run the default,
-                `--up-rate auto`, the pacer), told its rate (`--up-rate` = link), or told
-                0.8x of it
+                `--up-rate off`, or the pacer with --pace auto), told its rate
+                (`--up-rate` = link), or told 0.8x of it
 
 What the scorecard measures (DIR/scorecard.md and DIR/scorecard.json, also printed):
   * last/T_min: the latest honest completion after the first arrival (honest_last_s) over

@@ -7,7 +7,7 @@
 //! connection and consumed in turns of at most `TURN_QUANTUM` bytes from two run queues, so
 //! one busy peer cannot starve the rest and a rate limit can pause a connection without
 //! losing its readiness. The poll timeout is the node's next timer or the rate limiter's
-//! refill, whichever is first. Without a fixed `--up-rate`, the upload bucket's rate is the
+//! refill, whichever is first. With `--up-rate auto` the upload bucket's rate is the
 //! uplink pacer's (`pacing.rs`), sampled every 100 ms.
 
 use std::collections::VecDeque;

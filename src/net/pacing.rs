@@ -9,7 +9,8 @@
 //! from the smallest RTT any connection of the node has seen, not each connection's own
 //! minimum: a connection opened while the uplink was already queued (a swarm starts all at
 //! once) has that queue in its minimum, and on the emulated network the 5 Mbit/s clients'
-//! own minimums were 120-240 ms, hiding the whole queue.
+//! own minimums were 110-190 ms, hiding the whole queue. The cost: with peers near and
+//! far, a far peer's RTT alone reads as a queue (the pacer's undo then raises its floor).
 
 use std::time::{Duration, Instant};
 
@@ -56,8 +57,9 @@ impl Tally {
             return;
         }
         self.delivered += grew;
-        let d = info.delay_over(base);
-        self.delay = Some(self.delay.map_or(d, |m| m.min(d)));
+        if let Some(d) = info.delay_over(base) {
+            self.delay = Some(self.delay.map_or(d, |m| m.min(d)));
+        }
     }
 }
 
@@ -89,7 +91,10 @@ impl Pacing {
         let mut tally = Tally::default();
         for (_, c) in conns.iter_mut().filter(|(_, c)| c.connected) {
             if let Ok(info) = tcpinfo::read(c.fd()) {
-                self.base_rtt = self.base_rtt.min(info.min_rtt);
+                // A connection with no RTT sample yet (its tcpi_rtt is 0) must not set it.
+                if let Some(m) = info.min_rtt {
+                    self.base_rtt = self.base_rtt.min(m);
+                }
                 tally.add(&mut c.last_acked, &info, self.base_rtt);
             }
         }
@@ -123,7 +128,7 @@ mod tests {
         TcpInfo {
             bytes_acked,
             rtt: Duration::from_millis(rtt_ms),
-            min_rtt: Duration::from_millis(min_ms),
+            min_rtt: Some(Duration::from_millis(min_ms)),
         }
     }
 
@@ -152,6 +157,16 @@ mod tests {
         let mut t = Tally::default();
         t.add(&mut last, &info(10_000, 160, 150), ms(1));
         assert_eq!(t.delay, Some(ms(159)));
+    }
+
+    #[test]
+    fn test_a_reading_without_an_rtt_sample_counts_bytes_not_delay() {
+        let mut last = Some(0);
+        let mut t = Tally::default();
+        let mut no_sample = info(5_000, 0, 0);
+        no_sample.min_rtt = None;
+        t.add(&mut last, &no_sample, ms(1));
+        assert_eq!((t.delivered, t.delay), (5_000, None));
     }
 
     #[test]

@@ -24,16 +24,16 @@ pub(super) struct TcpInfo {
     pub bytes_acked: u64,
     /// The smoothed RTT (RFC 6298's SRTT).
     pub rtt: Duration,
-    /// The smallest RTT seen over the kernel's window (about 5 minutes), the path without
-    /// queues; equal to `rtt` before the first sample.
-    pub min_rtt: Duration,
+    /// The smallest RTT seen over the kernel's window (about 5 minutes); `None` before the
+    /// first RTT sample (then `rtt` is 0 and says nothing either).
+    pub min_rtt: Option<Duration>,
 }
 
 impl TcpInfo {
     /// How long this connection's segments wait in queues now, against a round trip of
-    /// `base` without them: the smoothed RTT above it.
-    pub(super) fn delay_over(&self, base: Duration) -> Duration {
-        self.rtt.saturating_sub(base)
+    /// `base` without them: the smoothed RTT above it. `None` without an RTT sample.
+    pub(super) fn delay_over(&self, base: Duration) -> Option<Duration> {
+        self.min_rtt.map(|_| self.rtt.saturating_sub(base))
     }
 }
 
@@ -65,8 +65,9 @@ pub(super) fn read(fd: RawFd) -> io::Result<TcpInfo> {
     }
     let rtt = Duration::from_micros(info.tcpi_rtt.into());
     let min_rtt = match info.tcpi_min_rtt {
-        NO_RTT_SAMPLE => rtt,
-        us => Duration::from_micros(us.into()),
+        _ if info.tcpi_rtt == 0 => None,
+        NO_RTT_SAMPLE => None,
+        us => Some(Duration::from_micros(us.into())),
     };
     Ok(TcpInfo {
         bytes_acked: info.tcpi_bytes_acked,
@@ -121,9 +122,10 @@ mod tests {
         }
         assert_eq!(info.bytes_acked, n, "{info:?}");
         assert!(info.rtt > Duration::ZERO, "{info:?}");
-        assert!(info.min_rtt <= info.rtt, "{info:?}");
+        let min = info.min_rtt.expect("an RTT sample after 1 MiB");
+        assert!(min <= info.rtt, "{info:?}");
         assert!(
-            info.delay_over(info.min_rtt) < Duration::from_secs(1),
+            info.delay_over(min).unwrap() < Duration::from_secs(1),
             "{info:?}"
         );
     }
@@ -134,7 +136,7 @@ mod tests {
         for s in [&tx, &rx] {
             let info = read(s.as_raw_fd()).unwrap();
             assert!(info.bytes_acked <= 1, "the SYN at most: {info:?}");
-            assert!(info.min_rtt <= info.rtt, "{info:?}");
+            assert!(info.min_rtt.is_none_or(|m| m <= info.rtt), "{info:?}");
         }
     }
 

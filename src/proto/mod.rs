@@ -23,8 +23,8 @@ pub use auth::{MIN_SECRET_LEN, SwarmKey};
 pub use choke::Policy;
 pub use node::{
     Behaviour, Config, Counters, DEFAULT_LINGER, Event, Failure, FailureKind, Link, Load, Node,
-    PeerStates, ProbeId, Sink, Slot, Unreachable,
+    PeerStates, ProbeId, Sink, Slot, Unreachable, UpRate,
 };
-pub use pacer::{Pacer, QUEUE_TARGET};
+pub use pacer::Pacer;
 #[cfg(test)]
 pub(crate) use rng::Rng;

@@ -14,9 +14,14 @@
 //!
 //! - `Open`: no limit. A queue above the target through a whole sample means the link was
 //!   busy all that time, so what it delivered is its rate: drain.
-//! - `Draining`: half the rate until the queue is gone, then `Paced`. If halving the rate
-//!   did not shrink it, the delay is not this node's (a peer's queue delays its ACKs): that
-//!   level becomes the floor the target is counted from, and the pacer opens again.
+//! - `Draining`: half the rate until the queue is gone, or has shrunk by the target and
+//!   stopped shrinking (what is left is others': the new floor), then `Paced`. If halving
+//!   the rate did not shrink it, the delay is not this node's (a peer's queue delays its
+//!   ACKs): that level becomes the floor the target is counted from, and the pacer goes
+//!   back to the mode and capacity it had before.
+//!
+//! The drain and the probe gain of 1.25 follow BBR's (Cardwell et al., 2016); the target,
+//! the headroom and the probe period were chosen on the simulator's suite (README).
 //! - `Paced`: `HEADROOM` of the rate. A queue standing again means the link slowed: measure
 //!   and drain again. Every `PROBE_EVERY`, `Probing`.
 //! - `Probing`: `PROBE_GAIN` of the rate for `PROBE_FOR`, to find a link that got faster:
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// A queue delay above this (over the floor) is a standing queue worth pacing away. Below
 /// it a queue costs little: at 100 Mbit/s tbf's whole queue is 25 ms.
-pub const QUEUE_TARGET: Duration = Duration::from_millis(40);
+const QUEUE_TARGET: Duration = Duration::from_millis(40);
 /// Shorter samples are folded into the next: their rates are noise.
 const MIN_SAMPLE: Duration = Duration::from_millis(80);
 /// Paced at this fraction of the measured capacity: no queue stands, and the link loses
@@ -35,7 +40,9 @@ const MIN_SAMPLE: Duration = Duration::from_millis(80);
 const HEADROOM: f64 = 0.98;
 /// Draining sends at this fraction: a queue of delay D empties in about 2·D.
 const DRAIN_GAIN: f64 = 0.5;
-/// A drain that takes longer than this, or than twice the delay plus this, did not work.
+/// A drain is given twice the excess delay (what half the rate needs to empty it) plus
+/// this slack for the readings to follow, and at most `MAX_DRAIN`; a delay still standing
+/// then is not the node's.
 const DRAIN_SLACK: Duration = Duration::from_millis(300);
 const MAX_DRAIN: Duration = Duration::from_secs(3);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -115,7 +122,8 @@ impl Pacer {
         Some(self.capacity * gain)
     }
 
-    /// The link's rate as last measured while it was full, if it ever was.
+    /// The link's rate as last measured while it was full; `None` while open and after a
+    /// drain from open was undone.
     pub fn capacity(&self) -> Option<f64> {
         (self.capacity > 0.0).then_some(self.capacity)
     }
@@ -147,8 +155,9 @@ impl Pacer {
         let queued = delay > self.floor + QUEUE_TARGET;
         // A queue at both ends of the sample kept the link busy all through it: what it
         // delivered is its rate.
-        let full = queued && std::mem::replace(&mut self.queued, queued) && rate >= MIN_CAPACITY;
+        let was_queued = self.queued;
         self.queued = queued;
+        let full = queued && was_queued && rate >= MIN_CAPACITY;
         self.mode = match self.mode {
             Mode::Open if full => self.drain(now, delay, rate, PROBE_SOON, UndoMode::Open),
             Mode::Paced { .. } if full => self.drain(now, delay, rate, PROBE_SOON, UndoMode::Paced),
@@ -264,6 +273,11 @@ mod tests {
             let out = (self.queued + sent).min(self.link * dt);
             self.queued = self.queued + sent - out;
             self.delivered += out;
+            self.delay()
+        }
+
+        /// What the node would measure now: its own queue and what others add.
+        fn delay(&self) -> Duration {
             Duration::from_secs_f64(self.queued / self.link) + self.foreign
         }
     }
@@ -350,7 +364,7 @@ mod tests {
         for _ in 0..200 {
             l.step(p.rate(), 0.1);
             t += STEP;
-            p.sample(t, l.delivered as u64, Some(l.step(Some(0.0), 0.0)));
+            p.sample(t, l.delivered as u64, Some(l.delay()));
             own.push(l.queued / l.link);
         }
         let used = (l.delivered - before) / (625_000.0 * 20.0);

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tfttp::net::socket::{self, SocketOptions};
 use tfttp::net::storage::Storage;
 use tfttp::net::{Driver, MAX_CONNS_ORIGIN, Options, RunError, StorageErrorKind, max_conns_client};
-use tfttp::proto::{Config, Link, Node};
+use tfttp::proto::{Config, Link, Node, UpRate};
 use tfttp::wire::Role;
 
-use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs, UpRate};
+use crate::cli::{Common, GetArgs, Output, ServeArgs, SimArgs};
 use crate::exit::{Exit, Fail};
 use crate::progress::{self, Progress};
 use crate::{ifaddrs, url};

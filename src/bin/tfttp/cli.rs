@@ -10,7 +10,7 @@ use getopts::{Matches, Options};
 
 use tfttp::manifest::{self, Hash};
 use tfttp::net::{MAX_CONNS_ORIGIN, SendfileMode};
-use tfttp::proto::{Behaviour, DEFAULT_LINGER, MIN_SECRET_LEN, Policy, SwarmKey};
+use tfttp::proto::{Behaviour, DEFAULT_LINGER, MIN_SECRET_LEN, Policy, SwarmKey, UpRate};
 use tfttp::wire::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
 
 use crate::exit::Exit;
@@ -81,33 +81,6 @@ pub struct ServeArgs {
     pub exit_after: Option<u32>,
     pub secret: Option<SwarmKey>,
     pub common: Common,
-}
-
-/// `--up-rate`: what paces the node's upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpRate {
-    /// `auto`: the node measures its uplink and paces a little below it, so no queue stands
-    /// in front of its control frames (`proto::Pacer`).
-    Auto,
-    /// `off`, the default: no pacing; the sockets take what they can and the link's queue
-    /// sets the pace. (`auto` won in the simulator but not yet on the emulated network,
-    /// README "The node's own uplink queue".)
-    Off,
-    /// A RATE, bytes per second on the wire: the uplink's rate as told; the node paces at
-    /// it and its policy is told it.
-    Fixed(u64),
-}
-
-impl UpRate {
-    pub const DEFAULT: UpRate = UpRate::Off;
-
-    /// The rate the user gave, if a RATE.
-    pub fn told(self) -> Option<u64> {
-        match self {
-            UpRate::Fixed(r) => Some(r),
-            UpRate::Auto | UpRate::Off => None,
-        }
-    }
 }
 
 fn parse_up_rate(s: &str) -> Result<UpRate, String> {
@@ -782,7 +755,7 @@ mod tests {
     }
 
     #[test]
-    fn test_up_rate_takes_a_rate_auto_or_off_and_defaults_to_auto() {
+    fn test_up_rate_takes_a_rate_auto_or_off_and_defaults_to_off() {
         let up = |s: &str| match parse(&args(s)) {
             Ok(Command::Get(g)) => Ok(g.up_rate),
             Ok(Command::Serve(a)) => Ok(a.up_rate),

@@ -131,3 +131,29 @@ impl Config {
         }
     }
 }
+
+/// What paces a node's upload (`--up-rate`, the simulator's `up_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpRate {
+    /// `off`: nothing; the sockets take what they can and the link's queue sets the pace.
+    Off,
+    /// `auto`: the node's `proto::Pacer`, a little below the link as it measures it.
+    Auto,
+    /// A rate the node is told, bytes per second on the wire: it paces its payload at the
+    /// goodput of it, and its policy is told it as its capacity.
+    Fixed(u64),
+}
+
+impl UpRate {
+    /// `off`: `auto` gains in the simulator but not yet on the emulated network (README,
+    /// "The node's own uplink queue").
+    pub const DEFAULT: UpRate = UpRate::Off;
+
+    /// The rate the node is told, if any.
+    pub fn told(self) -> Option<u64> {
+        match self {
+            UpRate::Fixed(r) => Some(r),
+            UpRate::Off | UpRate::Auto => None,
+        }
+    }
+}

@@ -32,7 +32,7 @@ mod standing;
 mod timers;
 
 use client::{ClientSide, Known};
-pub use config::{Behaviour, Config, DEFAULT_LINGER};
+pub use config::{Behaviour, Config, DEFAULT_LINGER, UpRate};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
 pub use probe::ProbeId;

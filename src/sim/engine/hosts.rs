@@ -11,7 +11,7 @@ impl Sim {
         cfg.server = Some(addr_of(ORIGIN));
         cfg.policy = self.policy;
         cfg.behaviour = host.behave;
-        cfg.capacity = host.up_rate.told().map(|r| r as u64);
+        cfg.capacity = host.up_rate.told();
         if host.leave == Leave::OnComplete {
             cfg.linger = Duration::ZERO;
         }
@@ -52,6 +52,7 @@ impl Sim {
             host.counters = node.counters().clone();
         }
         host.presence = Presence::Gone;
+        host.pacer = None;
         host.left = Some(self.now);
         if host.complete.is_none() && h != ORIGIN {
             self.unfinished -= 1;

@@ -244,11 +244,11 @@ impl Host {
         // The node's own limit, when not above the link, is what its flows share: it paces
         // payload at the goodput of its rate, so at the link's rate it binds first.
         let told = up_rate.told();
-        let effective = told.map_or(up, |r| (r * goodput).min(up));
+        let effective = told.map_or(up, |r| (r as f64 * goodput).min(up));
         net.add_host(
             effective,
             link.down.map_or(f64::INFINITY, |d| d * goodput),
-            told.is_some_and(|r| r <= link.up),
+            told.is_some_and(|r| r as f64 <= link.up),
         );
         Host {
             node: None,
@@ -378,7 +378,7 @@ impl Sim {
         let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
         cfg.listen_port = ORIGIN_PORT;
         cfg.policy = sc.policy;
-        cfg.capacity = sc.origin_up_rate.told().map(|r| r as u64);
+        cfg.capacity = sc.origin_up_rate.told();
         origin.node = Some(Node::origin(cfg, manifest.clone(), t0));
         origin.start_pacer(t0);
         origin.presence = Presence::Here;

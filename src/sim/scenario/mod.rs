@@ -8,6 +8,7 @@ use std::ops::RangeInclusive;
 use serde_json::{Map, Value};
 
 use crate::manifest::{ManifestError, auto_piece_size, piece_count_for};
+pub use crate::proto::UpRate;
 use crate::proto::{Behaviour, Policy};
 use crate::wire::{MAX_PIECE_SIZE, MAX_PIECES, MIN_PIECE_SIZE};
 
@@ -87,30 +88,6 @@ pub struct ClientSpec {
     pub behave: Behaviour,
     /// How the node's upload is paced (`--up-rate`).
     pub up_rate: UpRate,
-}
-
-/// A node's `--up-rate`: what paces its upload.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum UpRate {
-    /// The link (`off`): the node sends as fast as its sockets take.
-    Off,
-    /// The node's pacer (`auto`): a little below the link, measured (`proto::Pacer`).
-    Auto,
-    /// A rate the node is told, bytes per second; the policy is told it too.
-    Fixed(f64),
-}
-
-impl UpRate {
-    /// What a node runs when the scenario says nothing, as `tfttp` does without the option.
-    pub const DEFAULT: UpRate = UpRate::Off;
-
-    /// The rate the node is told, if any.
-    pub fn told(self) -> Option<f64> {
-        match self {
-            UpRate::Fixed(r) => Some(r),
-            UpRate::Off | UpRate::Auto => None,
-        }
-    }
 }
 
 /// A checked scenario: the file, the policy every node runs, the origin's link and the
@@ -351,17 +328,23 @@ fn link(o: &Obj<'_>) -> Result<(LinkSpec, UpRate), ScenarioError> {
     };
     let up_rate = match o.opt("up_rate") {
         Some(f) => match f.v.as_str() {
-            Some("link") => UpRate::Fixed(up),
+            Some("link") => UpRate::Fixed(whole_rate(up)),
             Some("auto") => UpRate::Auto,
             Some("off") => UpRate::Off,
-            _ => UpRate::Fixed(f.number(
+            _ => UpRate::Fixed(whole_rate(f.number(
                 false,
                 "null, \"auto\", \"off\", \"link\" or a positive number of bytes per second",
-            )?),
+            )?)),
         },
         None => UpRate::DEFAULT,
     };
     Ok((LinkSpec { up, down, rtt }, up_rate))
+}
+
+/// A told rate in whole bytes per second, as the command line takes it (at least 1);
+/// rounded down, so `"link"` is never above the link.
+fn whole_rate(r: f64) -> u64 {
+    r.floor().max(1.0) as u64
 }
 
 /// One entry of `clients` and its `count`.

@@ -139,7 +139,7 @@ fn test_every_key_set_parses() {
         rtt: 0.010,
     };
     assert_eq!(s.origin, o);
-    assert_eq!(s.origin_up_rate, UpRate::Fixed(2e6));
+    assert_eq!(s.origin_up_rate, UpRate::Fixed(2_000_000));
     let c = ClientSpec {
         link: LinkSpec {
             up: 1e5,
@@ -149,7 +149,7 @@ fn test_every_key_set_parses() {
         arrive: 2.5,
         leave: Leave::OnComplete,
         behave: Behaviour::Liar,
-        up_rate: UpRate::Fixed(5e4),
+        up_rate: UpRate::Fixed(50_000),
     };
     assert_eq!(s.clients, vec![c.clone(), c]);
 }
@@ -176,9 +176,9 @@ fn test_up_rate_link_takes_own_up() {
         v["clients"] = json!([{"up": 7e5, "up_rate": "link"}, {"up": 9e5, "up_rate": 1e5}]);
     })
     .unwrap();
-    assert_eq!(s.origin_up_rate, UpRate::Fixed(1e6));
-    assert_eq!(s.clients[0].up_rate, UpRate::Fixed(7e5));
-    assert_eq!(s.clients[1].up_rate, UpRate::Fixed(1e5));
+    assert_eq!(s.origin_up_rate, UpRate::Fixed(1_000_000));
+    assert_eq!(s.clients[0].up_rate, UpRate::Fixed(700_000));
+    assert_eq!(s.clients[1].up_rate, UpRate::Fixed(100_000));
 }
 
 #[test]
