@@ -507,6 +507,45 @@ mod tests {
         assert_eq!((n.rate(f1), n.rate(f2)), (50.0, 50.0));
     }
 
+    #[test]
+    fn test_carried_integrates_the_rates_through_every_change() {
+        let mut n = Network::default();
+        let s = n.add_host(100.0, f64::INFINITY, false);
+        let r1 = n.add_host(1.0, f64::INFINITY, false);
+        let r2 = n.add_host(1.0, f64::INFINITY, false);
+        let f1 = n.start(s, r1, 1e6, f64::INFINITY, 1.0, 0.0);
+        assert_eq!(n.carried(s, 1.0), 100.0);
+        let f2 = n.start(s, r2, 1e6, 30.0, 1.0, 1.0); // 70 + 30 from t = 1
+        n.set_limits(f2, 10.0, 1.0, 2.0); // 90 + 10 from t = 2
+        n.stop(f1, 3.0); // 10 from t = 3
+        assert_eq!(n.carried(s, 4.0), 100.0 + 100.0 + 100.0 + 10.0);
+        n.stop(f2, 4.0);
+        assert_eq!(n.carried(s, 9.0), 310.0, "nothing carried without flows");
+        assert_eq!(n.carried(r1, 9.0), 0.0);
+    }
+
+    #[test]
+    fn test_set_uplink_takes_effect_at_refresh_and_shares_by_weight() {
+        let mut n = Network::default();
+        let s = n.add_host(90.0, f64::INFINITY, false);
+        let r1 = n.add_host(1.0, f64::INFINITY, false);
+        let r2 = n.add_host(1.0, f64::INFINITY, false);
+        let f1 = n.start(s, r1, 1e6, f64::INFINITY, 2.0, 0.0);
+        let f2 = n.start(s, r2, 1e6, f64::INFINITY, 1.0, 0.0);
+        assert_eq!(
+            (n.rate(f1), n.rate(f2)),
+            (45.0, 45.0),
+            "equal shares at the link"
+        );
+        assert!(n.uplink_full(s));
+        n.set_uplink(s, 60.0, true);
+        assert_eq!(n.rate(f1), 45.0, "not before the refresh");
+        n.refresh(s, 1.0);
+        assert_eq!((n.rate(f1), n.rate(f2)), (40.0, 20.0));
+        assert!(n.is_weighted(s));
+        assert_eq!(n.carried(s, 2.0), 90.0 + 60.0);
+    }
+
     /// Everything a run can observe of a network, bit for bit.
     fn state(n: &Network) -> Vec<u64> {
         let mut v = vec![n.next_generation];

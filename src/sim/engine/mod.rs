@@ -610,6 +610,41 @@ mod tests {
         assert_eq!(origin.counters().clients_unreachable, 0);
     }
 
+    /// A client running its pacer gets its uplink set to the pace once its queue stood:
+    /// below the link, shared by weight, and with no queue delay on what it sends.
+    #[test]
+    fn test_paced_client_uplink_is_its_pace_without_a_queue() {
+        let mut sc = small(8388608, 4, 0.0, 4);
+        for c in &mut sc.clients {
+            c.up_rate = UpRate::Auto;
+        }
+        let mut sim = Sim::new(&sc).unwrap();
+        let mut paced = 0;
+        while sim.now < 3.0 {
+            let (at_ns, ev) = sim.agenda.pop().expect("events until 3 s");
+            sim.now = at_ns as f64 / 1e9;
+            sim.now_ns = at_ns;
+            sim.handle(ev);
+            for h in 1..=4 {
+                let host = &sim.hosts[h];
+                let pace = host.pacer.as_ref().and_then(Pacer::rate);
+                if let Some(pace) = pace.filter(|&p| p < host.link_up) {
+                    paced += 1;
+                    assert!(sim.net.is_weighted(h));
+                    assert_eq!(sim.queue_delay(h), 0);
+                    assert!(pace > 0.45 * host.link_up, "{pace} of {}", host.link_up);
+                }
+            }
+        }
+        assert!(paced > 0, "no client paced itself");
+        // The uploading clients settled just below their links.
+        let settled = (1..=4)
+            .filter_map(|h| sim.hosts[h].pacer.as_ref().and_then(Pacer::rate))
+            .filter(|&p| p > 0.9 * sim.hosts[1].link_up && p < sim.hosts[1].link_up)
+            .count();
+        assert!(settled > 0);
+    }
+
     /// The timeline samples every host each interval and changes nothing in the run.
     #[test]
     fn test_timeline_samples_each_interval_without_changing_the_run() {
