@@ -589,6 +589,14 @@ mod tests {
         .unwrap()
     }
 
+    /// Handles the next event on the agenda, as `run` does.
+    fn step(sim: &mut Sim) {
+        let (at_ns, ev) = sim.agenda.pop().expect("the run goes on");
+        sim.now = at_ns as f64 / 1e9;
+        sim.now_ns = at_ns;
+        sim.handle(ev);
+    }
+
     /// The origin's connect-back probe is answered in the simulator too: each listening
     /// client hears it is reachable, from the first seconds of its download.
     #[test]
@@ -596,10 +604,7 @@ mod tests {
         let sc = small(1048576, 3, 0.0, 2);
         let mut sim = Sim::new(&sc).unwrap();
         while sim.now < 0.5 {
-            let (at_ns, ev) = sim.agenda.pop().expect("events until 0.5 s");
-            sim.now = at_ns as f64 / 1e9;
-            sim.now_ns = at_ns;
-            sim.handle(ev);
+            step(&mut sim);
         }
         for h in 1..=2 {
             let node = sim.hosts[h].node.as_ref().unwrap();
@@ -621,10 +626,7 @@ mod tests {
         let mut sim = Sim::new(&sc).unwrap();
         let mut paced = 0;
         while sim.now < 3.0 {
-            let (at_ns, ev) = sim.agenda.pop().expect("events until 3 s");
-            sim.now = at_ns as f64 / 1e9;
-            sim.now_ns = at_ns;
-            sim.handle(ev);
+            step(&mut sim);
             for h in 1..=4 {
                 let host = &sim.hosts[h];
                 let pace = host.pacer.as_ref().and_then(Pacer::rate);
