@@ -36,7 +36,7 @@ use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
 use super::storage::{Leftover, Storage};
 use super::swarms::{Swarms, key_of};
-use crate::proto::{Config, Counters, Event, Link, Node, Slot};
+use crate::proto::{Config, Counters, Event, Link, Node, Slot, UpRate};
 use crate::stats;
 
 /// Wait before trying the listener's backlog again after `accept` failed.
@@ -134,13 +134,10 @@ pub trait Reporter {
 /// How a `Driver` runs: link limits, socket tuning and where it reports. The command line
 /// builds it; the node's own settings are in `proto::Config`.
 pub struct Options {
-    /// Upload limit for the whole node in bytes per second on the wire (`--up-rate`), so
-    /// payload moves at `TCP_GOODPUT` of it; `None` is unlimited, or paced (`pace`).
-    pub up_rate: Option<u64>,
-    /// Without an `up_rate`: measure the uplink and pace the upload a little below it, so
-    /// no queue stands in front of the node's control frames and ACKs (`--up-rate auto`,
-    /// `proto::Pacer`). `false`: the link sets the pace (`--up-rate off`).
-    pub pace: bool,
+    /// What paces the node's upload (`--up-rate`): a rate on the wire, so payload moves at
+    /// `TCP_GOODPUT` of it; the pacer (`auto`: a little below the uplink as measured, so no
+    /// queue stands in front of the node's control frames and ACKs); or nothing (`off`).
+    pub up_rate: UpRate,
     /// Download limit for the whole node in bytes per second on the wire (`--down-rate`);
     /// `None` is unlimited.
     pub down_rate: Option<u64>,
@@ -247,7 +244,7 @@ impl Driver {
             Swarms::many(catalog, cfg, now)
         };
         let mut d = Driver::with(swarms, Some(listener), opts)?;
-        let rate = d.opts.up_rate.map(payload_rate);
+        let rate = d.opts.up_rate.told().map(payload_rate);
         d.http = Some(HttpServer::new(rate, d.opts.sendfile, now));
         if d.swarms.routed() {
             d.router = Some(Router::new(now));
@@ -270,9 +267,9 @@ impl Driver {
             router: None,
             scratch: Vec::new(),
             // The buckets count payload; the rates are the link's (what tbf and ISPs count).
-            up: TokenBucket::new(opts.up_rate.map(payload_rate), now),
+            up: TokenBucket::new(opts.up_rate.told().map(payload_rate), now),
             down: TokenBucket::new(opts.down_rate.map(payload_rate), now),
-            pacing: (opts.pace && opts.up_rate.is_none()).then(|| Pacing::new(now)),
+            pacing: (opts.up_rate == UpRate::Auto).then(|| Pacing::new(now)),
             read_q: VecDeque::new(),
             write_q: VecDeque::new(),
             paused: Vec::new(),

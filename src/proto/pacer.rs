@@ -74,14 +74,8 @@ struct Drain {
     last: Duration,
     /// How long after the drain the first probe comes.
     probe_in: Duration,
-    /// The capacity and mode before it.
-    undo: (f64, UndoMode),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum UndoMode {
-    Open,
-    Paced,
+    /// The capacity before it: 0 when it began from `Open` (the only mode without one).
+    undo: f64,
 }
 
 /// The uplink pacer: feed it `sample`s, read its `rate`.
@@ -159,11 +153,10 @@ impl Pacer {
         self.queued = queued;
         let full = queued && was_queued && rate >= MIN_CAPACITY;
         self.mode = match self.mode {
-            Mode::Open if full => self.drain(now, delay, rate, PROBE_SOON, UndoMode::Open),
-            Mode::Paced { .. } if full => self.drain(now, delay, rate, PROBE_SOON, UndoMode::Paced),
+            Mode::Open | Mode::Paced { .. } if full => self.drain(now, delay, rate, PROBE_SOON),
             Mode::Probing { .. } if full => {
                 let capacity = rate.max(self.capacity);
-                self.drain(now, delay, capacity, PROBE_EVERY, UndoMode::Paced)
+                self.drain(now, delay, capacity, PROBE_EVERY)
             }
             Mode::Open => Mode::Open,
             // Gone, or shrunk by more than the target and no longer shrinking: the queue
@@ -185,12 +178,13 @@ impl Pacer {
                 // Half the rate did not shrink it: not this node's queue. Back to where it
                 // was, counting from this level.
                 self.floor = delay;
-                self.capacity = d.undo.0;
-                match d.undo.1 {
-                    UndoMode::Open => Mode::Open,
-                    UndoMode::Paced => Mode::Paced {
+                self.capacity = d.undo;
+                if d.undo > 0.0 {
+                    Mode::Paced {
                         probe_at: now + PROBE_EVERY,
-                    },
+                    }
+                } else {
+                    Mode::Open
                 }
             }
             Mode::Draining(d) => Mode::Draining(Drain { last: delay, ..d }),
@@ -214,16 +208,8 @@ impl Pacer {
     }
 
     /// A queue stands: the link is full, delivering `capacity`.
-    fn drain(
-        &mut self,
-        now: Instant,
-        delay: Duration,
-        capacity: f64,
-        probe_in: Duration,
-        undo: UndoMode,
-    ) -> Mode {
-        let undo = (self.capacity, undo);
-        self.capacity = capacity;
+    fn drain(&mut self, now: Instant, delay: Duration, capacity: f64, probe_in: Duration) -> Mode {
+        let undo = std::mem::replace(&mut self.capacity, capacity);
         let excess = delay.saturating_sub(self.floor);
         Mode::Draining(Drain {
             until: now + (excess * 2 + DRAIN_SLACK).min(MAX_DRAIN),

@@ -48,8 +48,7 @@ fn new_config(role: Role) -> Config {
 
 fn driver_options(c: &Common, up: UpRate, down: Option<u64>, max_conns: usize) -> Options {
     Options {
-        up_rate: up.told(),
-        pace: up == UpRate::Auto,
+        up_rate: up,
         down_rate: down,
         sock: SocketOptions { buffer: c.sock_buf },
         sendfile: c.sendfile,
