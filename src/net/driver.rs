@@ -8,7 +8,8 @@
 //! one busy peer cannot starve the rest and a rate limit can pause a connection without
 //! losing its readiness. The poll timeout is the node's next timer or the rate limiter's
 //! refill, whichever is first. With `--up-rate auto` the upload bucket's rate is the
-//! uplink pacer's (`pacing.rs`), sampled every 100 ms.
+//! uplink pacer's (`pacing.rs`), sampled every 100 ms. Before each tick the node gets each
+//! connection's smoothed RTT from `TCP_INFO`, which its request pipelines cover.
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,6 +37,7 @@ use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
 use super::storage::{Leftover, Storage};
 use super::swarms::{Swarms, key_of};
+use super::tcpinfo;
 use crate::proto::{Config, Counters, Event, Link, Node, Slot, UpRate};
 use crate::stats;
 
@@ -470,6 +472,7 @@ impl Driver {
             let now = Instant::now();
             for (_, sw) in self.swarms.live.iter_mut() {
                 if now >= sw.node.poll_timeout() {
+                    feed_rtts(&mut sw.node, &sw.conns, &self.conns);
                     sw.node.handle_tick(now);
                 }
             }
@@ -1097,4 +1100,20 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
         return MIN_QUANTUM;
     }
     ((TURN_QUANTUM as f64 * weight / max) as usize).clamp(MIN_QUANTUM, TURN_QUANTUM)
+}
+
+/// Gives `node` each connected socket's smoothed RTT from `TCP_INFO`, which its request
+/// pipelines cover. A socket without an RTT sample yet, or whose reading fails, keeps the
+/// last one.
+fn feed_rtts(node: &mut Node, slots: &Slab<usize>, conns: &Slab<Conn>) {
+    for (slot, &key) in slots.iter() {
+        let Some(c) = conns.get(key).filter(|c| c.connected) else {
+            continue;
+        };
+        if let Ok(info) = tcpinfo::read(c.fd())
+            && info.min_rtt.is_some()
+        {
+            node.handle_rtt(slot, info.rtt);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged and its round-trip times,
-//! what the uplink pacer (`proto::Pacer`, through `pacing.rs`) observes the link by. See
-//! tcp(7) and `struct tcp_info` in linux/tcp.h.
+//! what the uplink pacer (`proto::Pacer`, through `pacing.rs`) observes the link by, and the
+//! round trip the node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and
+//! `struct tcp_info` in linux/tcp.h.
 
 use std::io;
 use std::mem::{offset_of, size_of};

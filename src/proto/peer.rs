@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::node::Link;
 use crate::bitfield::Bitfield;
@@ -82,6 +82,9 @@ pub(super) struct Peer {
     /// Last payload bytes from them (any piece, also one we discard).
     pub last_data: Instant,
     pub last_send: Instant,
+    /// The transport's smoothed round-trip time on this connection (`Node::handle_rtt`):
+    /// what a request waits in both directions' queues and wires before its answer starts.
+    pub rtt: Duration,
 }
 
 impl Peer {
@@ -118,6 +121,7 @@ impl Peer {
             dry: None,
             backoff_until: None,
             outbox: Vec::new(),
+            rtt: Duration::ZERO,
             unread_rejects: 0,
             dirty: false,
             last_recv: now,

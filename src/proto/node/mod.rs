@@ -44,11 +44,11 @@ use timers::{DIAL_RETRY, MAX_DIAL_ATTEMPTS, TICK, passed};
 /// more means the peer has stopped reading.
 const MAX_OUTBOX: usize = 4 << 20;
 
-/// Most REJECTs waiting for one peer to read them. A peer keeps at most MAX_PIPELINE (64)
-/// requests outstanding, and each gets one answer (docs/PROTOCOL.md §5.2, BEP 6), so one
-/// that reads has at most that many REJECTs waiting, or MAX_QUEUED_REQUESTS (256) from a
-/// deeper pipeline; four times that is a peer that floods REQUESTs and does not read the
-/// answers. Closing it there holds its answers to 9 KiB instead of MAX_OUTBOX.
+/// Most REJECTs waiting for one peer to read them. A peer keeps at most MAX_QUEUED_REQUESTS
+/// (256) requests outstanding, and each gets one answer (docs/PROTOCOL.md §5.2, BEP 6), so
+/// one that reads has at most that many REJECTs waiting; four times that is a peer that
+/// floods REQUESTs and does not read the answers. Closing it there holds its answers to
+/// 9 KiB instead of MAX_OUTBOX.
 const MAX_UNREAD_REJECTS: usize = 4 * requests::MAX_QUEUED_REQUESTS;
 
 /// A connection's index, chosen by the driver (its slab key).
@@ -463,6 +463,11 @@ impl Node {
         self.cfg.serve_name.as_deref()
     }
 
+    /// The round trip last given for `slot` (`handle_rtt`); zero before the first.
+    pub fn rtt(&self, slot: Slot) -> Option<Duration> {
+        self.peer(slot).map(|p| p.rtt)
+    }
+
     /// The largest upload weight of any slot.
     pub fn max_upload_weight(&self) -> f64 {
         self.table.max_weight()
@@ -697,6 +702,17 @@ impl Node {
                 }
                 self.check_exit();
             }
+        }
+    }
+
+    /// The transport's smoothed round-trip time on `slot` (TCP's SRTT, from `TCP_INFO` or
+    /// the simulator's model). Request pipelines cover it (`requests.rs`): a request waits
+    /// in our uplink's queue and the answer in the peer's, which on a slow or saturated
+    /// link is far longer than the wire's round trip. Optional: without it a pipeline holds
+    /// `PIPELINE_SECS` of the connection's rate.
+    pub fn handle_rtt(&mut self, slot: Slot, rtt: Duration) {
+        if let Some(p) = self.peer_mut(slot) {
+            p.rtt = rtt;
         }
     }
 

@@ -4,14 +4,16 @@
 use super::*;
 
 /// Most requests a node queues for one peer; more are rejected. Our own pipelines are at most
-/// MAX_PIPELINE deep, so only a misbehaving peer reaches it.
+/// MAX_PIPELINE deep, so only a misbehaving peer goes past it.
 pub(super) const MAX_QUEUED_REQUESTS: usize = 256;
-/// Request pipelines hold this much time of the link's current rate (plus MIN_PIPELINE), so a
-/// peer never idles waiting for our next request; libtorrent's `request_queue_time` is the
-/// same idea.
+/// Request pipelines hold the connection's current rate for its round trip and this much
+/// longer (plus MIN_PIPELINE), so a peer never idles waiting for our next request;
+/// libtorrent's `request_queue_time` is the same idea.
 pub(super) const PIPELINE_SECS: f64 = 0.5;
 pub(super) const MIN_PIPELINE: usize = 2;
-pub(super) const MAX_PIPELINE: usize = 64;
+/// As many as a peer queues (`MAX_QUEUED_REQUESTS`): at 16 KiB pieces that is 4 MiB, a
+/// 600 ms round trip at 7 MB/s.
+pub(super) const MAX_PIPELINE: usize = MAX_QUEUED_REQUESTS;
 /// Endgame: a peer is asked for pieces already requested elsewhere only while fewer than this
 /// many of our requests wait at it, so duplicates use a peer's idle time and no more.
 pub(super) const ENDGAME_PIPELINE: usize = 2;
@@ -101,10 +103,15 @@ impl Node {
         self.fill_all();
     }
 
+    /// Requests to keep outstanding on `slot`. Without its round trip in it, a pipeline
+    /// caps the rate at what it holds per round trip, and the rate it is sized from then
+    /// never grows: over a 600 ms round trip (or a slow uplink's full queue) a connection
+    /// stalled at a few pieces per second.
     pub(super) fn pipeline_depth(&self, slot: Slot) -> usize {
         let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size().max(1)) as f64;
         let rate = self.table.down_rate(slot);
-        let want = (rate * PIPELINE_SECS / piece).ceil() as usize + MIN_PIPELINE;
+        let rtt = self.peer(slot).map_or(0.0, |p| p.rtt.as_secs_f64());
+        let want = (rate * (rtt + PIPELINE_SECS) / piece).ceil() as usize + MIN_PIPELINE;
         want.clamp(MIN_PIPELINE, MAX_PIPELINE)
     }
 

@@ -69,6 +69,8 @@ impl Sim {
         for (slot, _) in host.streaming_in.iter().enumerate().filter(|(_, s)| **s) {
             node.handle_payload(slot, now);
         }
+        self.feed_rtts(h);
+        let node = self.hosts[h].node.as_mut().expect("checked above");
         node.handle_tick(now);
         self.pace(h);
         self.update_limits(h);
@@ -76,6 +78,26 @@ impl Sim {
         self.drain(h);
         let t = self.node_timeout(h);
         self.agenda.at(t, Ev::Tick(h));
+    }
+
+    /// Each connection's round trip as its TCP would smooth it: the wires' both ways, what
+    /// a segment waits in this host's uplink queue, and what its ACK waits in the far
+    /// host's (ACKs share the uplink with that host's data).
+    pub(super) fn feed_rtts(&mut self, h: usize) {
+        let mine = self.queue_delay(h);
+        for slot in 0..self.hosts[h].slots.len() {
+            let Some(c) = self.hosts[h].slots[slot] else {
+                continue;
+            };
+            let conn = &self.conns[c];
+            let far = conn
+                .far_host(conn.end_of(h))
+                .map_or(0, |f| self.queue_delay(f));
+            let rtt = Duration::from_nanos(conn.rtt_ns + mine + far);
+            if let Some(node) = self.hosts[h].node.as_mut() {
+                node.handle_rtt(slot, rtt);
+            }
+        }
     }
 
     /// The node's pacer sees what its uplink carried and its queue's delay; a new pace

@@ -690,6 +690,33 @@ mod tests {
         }
     }
 
+    /// Each node hears its connections' round trips as TCP smooths them: the wires', plus
+    /// its own uplink's full queue and the far host's, where the ACKs wait.
+    #[test]
+    fn test_nodes_hear_round_trips_with_both_ends_queues() {
+        let sc = small(8388608, 6, 0.0, 4);
+        let mut sim = Sim::new(&sc).unwrap();
+        let mut queued = 0;
+        while sim.now < 3.0 {
+            step(&mut sim);
+            for h in 0..=4 {
+                sim.feed_rtts(h);
+                for (slot, c) in sim.hosts[h].slots.iter().enumerate() {
+                    let Some(c) = *c else { continue };
+                    let conn = &sim.conns[c];
+                    let far = conn
+                        .far_host(conn.end_of(h))
+                        .map_or(0, |f| sim.queue_delay(f));
+                    let want = conn.rtt_ns + sim.queue_delay(h) + far;
+                    let node = sim.hosts[h].node.as_ref().unwrap();
+                    assert_eq!(node.rtt(slot), Some(Duration::from_nanos(want)));
+                    queued += usize::from(want > conn.rtt_ns);
+                }
+            }
+        }
+        assert!(queued > 0, "no uplink was ever saturated");
+    }
+
     #[test]
     fn test_full_queue_delay_matches_tbf_limit() {
         // 20 Mbit/s: three 96 KiB bursts at 2.5 MB/s.

@@ -1309,3 +1309,39 @@ fn test_client_takes_standing_from_the_origin_only() {
     }]));
     assert!(!c.node.table.is_choking(1));
 }
+
+#[test]
+fn test_pipeline_holds_the_rate_for_the_round_trip_as_well() {
+    let data = file(256 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let mut asked = peer_unchokes(&mut c, 1, &[0xff; 32]);
+    asked.reverse();
+    // The peer answers 4 requests every 100 ms for 5 s (as many as we asked for while our
+    // pipeline ramps up): then 40 pieces a second.
+    for _ in 0..50 {
+        for _ in 0..4 {
+            let Some(p) = asked.pop() else { break };
+            let o = p as usize * PIECE as usize;
+            c.node.begin_piece(1, p, PIECE, c.now).unwrap();
+            let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+            c.node.end_piece(1, Some(hash), c.now);
+        }
+        c.now += TICK;
+        c.node.handle_tick(c.now);
+        let mut more = requests_on(&mut c, 1);
+        more.reverse();
+        asked.splice(0..0, more);
+    }
+    let per_sec = c.node.table.down_rate(1) / PIECE as f64;
+    assert!((38.0..=40.0).contains(&per_sec), "{per_sec} pieces/s");
+    let no_rtt = c.node.pipeline_depth(1);
+    // 0.5 s of the rate, and MIN_PIPELINE.
+    assert_eq!(no_rtt, (per_sec * 0.5).ceil() as usize + 2);
+    // A 600 ms round trip (a slow uplink's queue, say): 0.6 s of the rate more.
+    c.node.handle_rtt(1, Duration::from_millis(600));
+    let with_rtt = c.node.pipeline_depth(1);
+    assert_eq!(with_rtt, (per_sec * 1.1).ceil() as usize + 2);
+    // And never past what a peer queues for us.
+    c.node.handle_rtt(1, Duration::from_secs(60));
+    assert_eq!(c.node.pipeline_depth(1), requests::MAX_QUEUED_REQUESTS);
+}
