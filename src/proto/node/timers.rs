@@ -14,7 +14,9 @@ pub(super) const KEEPALIVE_AFTER: Duration = Duration::from_secs(15);
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Close a connection we have been waiting on this long without a byte of payload from it:
 /// a serving peer trickles at least its smallest share, so silence means it is stuck, and
-/// its pieces are better fetched elsewhere.
+/// its pieces are better fetched elsewhere. Only while we lack pieces: a complete node
+/// waits for nothing it needs (the answers to its cancelled endgame requests), and closing
+/// would cut off the piece it may be sending that peer.
 pub(super) const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drop a connection whose handshake (HELLO, and AUTH in a swarm with a secret) is not done
 /// in time.
@@ -48,6 +50,7 @@ impl Node {
         if now >= self.last_round + ROUND {
             self.end_round(now);
         }
+        let complete = self.is_complete();
         for slot in 0..self.peers.len() {
             let Some(p) = self.peer(slot) else { continue };
             if p.closing {
@@ -58,9 +61,9 @@ impl Node {
                 self.fail(slot, ErrorCode::Timeout, &format!("no {what} in time"));
             } else if now >= p.last_recv + IDLE_TIMEOUT {
                 self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
-            } else if p
-                .waiting_since()
-                .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
+            } else if !complete
+                && p.waiting_since()
+                    .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
             {
                 self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
             } else if now >= p.last_send + KEEPALIVE_AFTER {

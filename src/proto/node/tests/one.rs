@@ -1345,3 +1345,25 @@ fn test_pipeline_holds_the_rate_for_the_round_trip_as_well() {
     c.node.handle_rtt(1, Duration::from_secs(60));
     assert_eq!(c.node.pipeline_depth(1), requests::MAX_QUEUED_REQUESTS);
 }
+
+#[test]
+fn test_complete_client_does_not_drop_a_peer_over_answers_it_no_longer_needs() {
+    let data = file(2 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let t0 = c.now;
+    // The peer holds piece 0 and unchokes us: we ask it for 0. The origin answers our
+    // wildcards with 0 (the request at the peer is cancelled, its answer still due) and 1.
+    assert_eq!(peer_unchokes(&mut c, 1, &[0x80]), vec![0]);
+    c.send(Message::Unchoke);
+    for p in [0u32, 1] {
+        assert!(requests_on(&mut c, 0).contains(&WILDCARD));
+        let o = p as usize * PIECE as usize;
+        c.node.begin_piece(0, p, PIECE, c.now).unwrap();
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(hash), c.now);
+    }
+    assert!(c.node.is_complete());
+    // The peer never answers: a complete client waits for nothing it needs.
+    c.node.handle_tick(t0 + Duration::from_secs(30));
+    assert!(!c.node.is_closing(1));
+}
