@@ -40,6 +40,7 @@ use super::swarms::{Swarms, key_of};
 use super::tcpinfo;
 use crate::proto::{Config, Counters, Event, Link, Node, Slot, UpRate};
 use crate::stats;
+use crate::wire::Role;
 
 /// Wait before trying the listener's backlog again after `accept` failed.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -472,7 +473,9 @@ impl Driver {
             let now = Instant::now();
             for (_, sw) in self.swarms.live.iter_mut() {
                 if now >= sw.node.poll_timeout() {
-                    feed_rtts(&mut sw.node, &sw.conns, &self.conns);
+                    if sw.node.role() == Role::Client {
+                        feed_rtts(&mut sw.node, &sw.conns, &self.conns);
+                    }
                     sw.node.handle_tick(now);
                 }
             }
@@ -1104,7 +1107,7 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
 
 /// Gives `node` each connected socket's smoothed RTT from `TCP_INFO`, which its request
 /// pipelines cover. A socket without an RTT sample yet, or whose reading fails, keeps the
-/// last one.
+/// last one. Clients only: an origin requests nothing, and may hold thousands of sockets.
 fn feed_rtts(node: &mut Node, slots: &Slab<usize>, conns: &Slab<Conn>) {
     for (slot, &key) in slots.iter() {
         let Some(c) = conns.get(key).filter(|c| c.connected) else {

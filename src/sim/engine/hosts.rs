@@ -82,8 +82,12 @@ impl Sim {
 
     /// Each connection's round trip as its TCP would smooth it: the wires' both ways, what
     /// a segment waits in this host's uplink queue, and what its ACK waits in the far
-    /// host's (ACKs share the uplink with that host's data).
+    /// host's (ACKs share the uplink with that host's data). Clients only, as the driver
+    /// does: an origin requests nothing.
     pub(super) fn feed_rtts(&mut self, h: usize) {
+        if h == ORIGIN {
+            return;
+        }
         let mine = self.queue_delay(h);
         for slot in 0..self.hosts[h].slots.len() {
             let Some(c) = self.hosts[h].slots[slot] else {

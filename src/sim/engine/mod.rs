@@ -690,16 +690,22 @@ mod tests {
         }
     }
 
-    /// Each node hears its connections' round trips as TCP smooths them: the wires', plus
-    /// its own uplink's full queue and the far host's, where the ACKs wait.
+    /// Each client hears its connections' round trips as TCP smooths them: the wires',
+    /// plus its own uplink's full queue and the far host's, where the ACKs wait. The
+    /// origin, which requests nothing, is told none.
     #[test]
-    fn test_nodes_hear_round_trips_with_both_ends_queues() {
+    fn test_clients_hear_round_trips_with_both_ends_queues() {
         let sc = small(8388608, 6, 0.0, 4);
         let mut sim = Sim::new(&sc).unwrap();
         let mut queued = 0;
         while sim.now < 3.0 {
             step(&mut sim);
-            for h in 0..=4 {
+            sim.feed_rtts(ORIGIN);
+            let origin = sim.hosts[ORIGIN].node.as_ref().unwrap();
+            for slot in (0..sim.hosts[ORIGIN].slots.len()).filter(|&s| origin.rtt(s).is_some()) {
+                assert_eq!(origin.rtt(slot), Some(Duration::ZERO));
+            }
+            for h in 1..=4 {
                 sim.feed_rtts(h);
                 for (slot, c) in sim.hosts[h].slots.iter().enumerate() {
                     let Some(c) = *c else { continue };
