@@ -192,6 +192,11 @@ impl Conn {
         self.stream.as_raw_fd()
     }
 
+    /// A PIECE payload is arriving.
+    pub(super) fn receiving_piece(&self) -> bool {
+        matches!(self.rx, Rx::Payload { .. })
+    }
+
     /// Control bytes queued here but not yet written.
     pub(super) fn has_unsent_control(&self) -> bool {
         self.ctrl_off < self.ctrl.len()

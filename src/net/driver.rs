@@ -8,8 +8,9 @@
 //! one busy peer cannot starve the rest and a rate limit can pause a connection without
 //! losing its readiness. The poll timeout is the node's next timer or the rate limiter's
 //! refill, whichever is first. With `--up-rate auto` the upload bucket's rate is the
-//! uplink pacer's (`pacing.rs`), sampled every 100 ms. Before each tick the node gets each
-//! connection's smoothed RTT from `TCP_INFO`, which its request pipelines cover.
+//! uplink pacer's (`pacing.rs`), sampled every 100 ms. Before each tick a client's node
+//! gets the smoothed RTT from `TCP_INFO` of each connection a piece is arriving on, which
+//! its request pipelines cover.
 
 use std::collections::VecDeque;
 use std::io;
@@ -1105,12 +1106,14 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
     ((TURN_QUANTUM as f64 * weight / max) as usize).clamp(MIN_QUANTUM, TURN_QUANTUM)
 }
 
-/// Gives `node` each connected socket's smoothed RTT from `TCP_INFO`, which its request
-/// pipelines cover. A socket without an RTT sample yet, or whose reading fails, keeps the
-/// last one. Clients only: an origin requests nothing, and may hold thousands of sockets.
+/// Gives `node` the smoothed RTT from `TCP_INFO` of each socket a piece is arriving on,
+/// which its request pipelines cover (they scale the rate from that peer, so the others
+/// need none; the simulator does the same). A socket without an RTT sample yet, or whose
+/// reading fails, keeps the last one. Clients only: an origin requests nothing, and may
+/// hold thousands of sockets.
 fn feed_rtts(node: &mut Node, slots: &Slab<usize>, conns: &Slab<Conn>) {
     for (slot, &key) in slots.iter() {
-        let Some(c) = conns.get(key).filter(|c| c.connected) else {
+        let Some(c) = conns.get(key).filter(|c| c.receiving_piece()) else {
             continue;
         };
         if let Ok(info) = tcpinfo::read(c.fd())

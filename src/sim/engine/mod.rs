@@ -690,9 +690,9 @@ mod tests {
         }
     }
 
-    /// Each client hears its connections' round trips as TCP smooths them: the wires',
-    /// plus its own uplink's full queue and the far host's, where the ACKs wait. The
-    /// origin, which requests nothing, is told none.
+    /// Each client hears the round trips of the connections pieces stream in on, as TCP
+    /// smooths them: the wires', plus its own uplink's full queue and the far host's,
+    /// where the ACKs wait. The origin, which requests nothing, is told none.
     #[test]
     fn test_clients_hear_round_trips_with_both_ends_queues() {
         let sc = small(8388608, 6, 0.0, 4);
@@ -708,7 +708,9 @@ mod tests {
             for h in 1..=4 {
                 sim.feed_rtts(h);
                 for (slot, c) in sim.hosts[h].slots.iter().enumerate() {
-                    let Some(c) = *c else { continue };
+                    let (Some(c), true) = (*c, sim.hosts[h].streaming_in[slot]) else {
+                        continue;
+                    };
                     let conn = &sim.conns[c];
                     let far = conn
                         .far_host(conn.end_of(h))
