@@ -41,7 +41,6 @@ use super::swarms::{Swarms, key_of};
 use super::tcpinfo;
 use crate::proto::{Config, Counters, Event, Link, Node, Slot, UpRate};
 use crate::stats;
-use crate::wire::Role;
 
 /// Wait before trying the listener's backlog again after `accept` failed.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -474,9 +473,7 @@ impl Driver {
             let now = Instant::now();
             for (_, sw) in self.swarms.live.iter_mut() {
                 if now >= sw.node.poll_timeout() {
-                    if sw.node.role() == Role::Client {
-                        feed_rtts(&mut sw.node, &sw.conns, &self.conns);
-                    }
+                    feed_rtts(&mut sw.node, &sw.conns, &self.conns);
                     sw.node.handle_tick(now);
                 }
             }
@@ -1108,18 +1105,15 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
 
 /// Gives `node` the smoothed RTT from `TCP_INFO` of each socket a piece is arriving on,
 /// which its request pipelines cover (they scale the rate from that peer, so the others
-/// need none; the simulator does the same). A socket without an RTT sample yet, or whose
-/// reading fails, keeps the last one. Clients only: an origin requests nothing, and may
-/// hold thousands of sockets.
+/// need none, and an origin, which receives no pieces, reads no socket; the simulator does
+/// the same). A socket without an RTT sample yet, or whose reading fails, keeps the last one.
 fn feed_rtts(node: &mut Node, slots: &Slab<usize>, conns: &Slab<Conn>) {
     for (slot, &key) in slots.iter() {
         let Some(c) = conns.get(key).filter(|c| c.receiving_piece()) else {
             continue;
         };
-        if let Ok(info) = tcpinfo::read(c.fd())
-            && info.min_rtt.is_some()
-        {
-            node.handle_rtt(slot, info.rtt);
+        if let Some(rtt) = tcpinfo::read(c.fd()).ok().and_then(|i| i.srtt()) {
+            node.handle_rtt(slot, rtt);
         }
     }
 }

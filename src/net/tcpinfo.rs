@@ -31,6 +31,11 @@ pub(super) struct TcpInfo {
 }
 
 impl TcpInfo {
+    /// The smoothed RTT, `None` before the first RTT sample.
+    pub(super) fn srtt(&self) -> Option<Duration> {
+        self.min_rtt.map(|_| self.rtt)
+    }
+
     /// How long this connection's segments wait in queues now, against a round trip of
     /// `base` without them: the smoothed RTT above it. `None` without an RTT sample.
     pub(super) fn delay_over(&self, base: Duration) -> Option<Duration> {
@@ -129,6 +134,19 @@ mod tests {
             info.delay_over(min).unwrap() < Duration::from_secs(1),
             "{info:?}"
         );
+    }
+
+    #[test]
+    fn test_srtt_is_known_only_after_an_rtt_sample() {
+        let mut info = TcpInfo {
+            bytes_acked: 0,
+            rtt: Duration::ZERO,
+            min_rtt: None,
+        };
+        assert_eq!(info.srtt(), None);
+        info.rtt = Duration::from_millis(30);
+        info.min_rtt = Some(Duration::from_millis(20));
+        assert_eq!(info.srtt(), Some(Duration::from_millis(30)));
     }
 
     #[test]

@@ -82,14 +82,11 @@ impl Sim {
 
     /// Each connection's round trip as its TCP would smooth it: the wires' both ways, what
     /// a segment waits in this host's uplink queue, and what its ACK waits in the far
-    /// host's (ACKs share the uplink with that host's data). Clients only, as the driver
-    /// does: an origin requests nothing. And only where a piece is streaming in: a
-    /// pipeline's depth scales the rate from that peer, and visiting every slot of 10,000
-    /// clients at each tick made their first 15 s cost 31–39 s of CPU instead of 29 s.
+    /// host's (ACKs share the uplink with that host's data). Only where a piece is
+    /// streaming in, as the driver does: a pipeline's depth scales the rate from that peer
+    /// (so the origin, which receives nothing, hears none), and visiting every slot of
+    /// 10,000 clients at each tick made their first 15 s cost 31–39 s of CPU instead of 29 s.
     pub(super) fn feed_rtts(&mut self, h: usize) {
-        if h == ORIGIN {
-            return;
-        }
         let mine = self.queue_delay(h);
         for slot in 0..self.hosts[h].slots.len() {
             let (Some(c), true) = (self.hosts[h].slots[slot], self.hosts[h].streaming_in[slot])
