@@ -9,6 +9,9 @@ use super::node::Link;
 use crate::bitfield::Bitfield;
 use crate::wire::{Hello, NONCE_LEN};
 
+/// Weight of the newest piece in `Peer::piece_secs`.
+const PIECE_TIME_ALPHA: f64 = 0.5;
+
 /// One request we sent and have not had answered.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Asked {
@@ -85,6 +88,12 @@ pub(super) struct Peer {
     /// The transport's smoothed round-trip time on this connection (`Node::handle_rtt`):
     /// what a request waits in both directions' queues and wires before its answer starts.
     pub rtt: Duration,
+    /// How long a piece from them takes once they start on it, smoothed: from our request,
+    /// or from the end of their previous piece to us if later, to its last byte. `None`
+    /// until the first piece arrives.
+    pub piece_secs: Option<f64>,
+    /// When their last piece to us ended.
+    pub last_piece_end: Option<Instant>,
 }
 
 impl Peer {
@@ -122,12 +131,34 @@ impl Peer {
             backoff_until: None,
             outbox: Vec::new(),
             rtt: Duration::ZERO,
+            piece_secs: None,
+            last_piece_end: None,
             unread_rejects: 0,
             dirty: false,
             last_recv: now,
             last_data: now,
             last_send: now,
         }
+    }
+
+    /// A piece we asked for at `asked_at` ended now: fold its time into `piece_secs`.
+    pub(super) fn note_piece_time(&mut self, asked_at: Instant, now: Instant) {
+        let start = self
+            .last_piece_end
+            .map_or(asked_at, |end| end.max(asked_at));
+        let took = now.saturating_duration_since(start).as_secs_f64();
+        self.piece_secs = Some(match self.piece_secs {
+            Some(s) => s + PIECE_TIME_ALPHA * (took - s),
+            None => took,
+        });
+        self.last_piece_end = Some(now);
+    }
+
+    /// When a request sent to them now would end: after the pieces asked before it, each
+    /// at their recent pace; `None` while their pace is unknown.
+    pub(super) fn expected_secs(&self) -> Option<f64> {
+        let ahead = self.asked.len() + self.receiving.is_some() as usize + 1;
+        self.piece_secs.map(|s| ahead as f64 * s)
     }
 
     pub(super) fn is_origin_link(&self) -> bool {

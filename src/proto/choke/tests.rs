@@ -422,3 +422,33 @@ fn test_tft_leecher_that_got_nothing_lately_repays_past_givers() {
     assert!((w0 / w1 - 3.0).abs() < 1e-9, "{w0} vs {w1}");
     assert_eq!(t.rows[0].cap, None);
 }
+
+#[test]
+fn test_tft_seed_spares_its_upload_for_those_furthest_from_done() {
+    // A seed of 2 MB/s whose one giver takes 0.9 MB/s: the 1.1 MB/s left serves two 256 KiB
+    // pieces per EXTRA_TURN_SECS, so the two non-givers that lack most get it, halved,
+    // though all four are past their newcomer pieces and a leecher would give them only
+    // optimistic turns.
+    let mut t = table(5);
+    settle(&mut t, &[500, 0, 0, 0, 0]);
+    let piece = me_client().piece_size as u64;
+    for (s, missing) in [(1, 10), (2, 50), (3, 30), (4, 40)] {
+        t.record_up(s, NEWCOMER_PIECES * piece);
+        t.rows[s].missing = missing;
+    }
+    t.rows[0].up.set_rate(900_000.0);
+    let seed = Me {
+        complete: true,
+        capacity: Some(2_000_000.0),
+        ..me_client()
+    };
+    let served = |t: &ChokeTable| (1..5).filter(|&s| t.weight(s) > 0.0).collect::<Vec<_>>();
+    decide(&mut t, Policy::Tft, seed);
+    assert_eq!(served(&t), vec![2, 4]);
+    assert_eq!(t.cap(2), Some(550_000.0));
+    assert!(t.weight(0) > t.weight(2));
+    // A peer the origin names gets none of it: the next furthest from done does.
+    t.set_named(2, true);
+    decide(&mut t, Policy::Tft, seed);
+    assert_eq!(served(&t), vec![3, 4]);
+}

@@ -135,6 +135,9 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     let capacity = me.capacity.unwrap_or(turn.peak_up).max(1.0);
     let givers_use: f64 = givers.iter().map(|&s| rows[s].up.rate()).sum();
     let spare = (capacity - givers_use).max(0.0);
+    if me.complete {
+        return seed_spare(rows, cands, &givers, capacity, spare, me.piece_size);
+    }
     let extra_share = (capacity * OPTIMISTIC_SHARE).max(spare * SPARE_TO_NON_GIVERS);
     // Each non-giver given a turn gets at least a piece per EXTRA_TURN_SECS: a share cut
     // finer than that trickles, and a piece trickling to a peer is a piece that peer
@@ -150,6 +153,33 @@ pub(super) fn decide_client(rows: &mut [Row], cands: &[usize], me: Me, turn: &mu
     for &s in &extra {
         rows[s].weight = OPTIMISTIC_SHARE / extra.len() as f64;
         rows[s].cap = Some(extra_share / extra.len() as f64);
+    }
+}
+
+/// A seed has nothing left to gain from anyone: what its givers leave goes to every other
+/// peer that lacks pieces (but those the origin names), the furthest from done first, as
+/// many at a time as get a piece each `EXTRA_TURN_SECS`.
+fn seed_spare(
+    rows: &mut [Row],
+    cands: &[usize],
+    givers: &[usize],
+    capacity: f64,
+    spare: f64,
+    piece_size: u32,
+) {
+    let share = spare.max(capacity * OPTIMISTIC_SHARE);
+    let per_turn = piece_size.max(1) as f64 / EXTRA_TURN_SECS;
+    let turns = ((share / per_turn) as usize).max(1);
+    let mut others: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|s| !givers.contains(s) && !rows[*s].named)
+        .collect();
+    others.sort_by_key(|&s| (std::cmp::Reverse(rows[s].missing), rows[s].up.total()));
+    others.truncate(turns);
+    for &s in &others {
+        rows[s].weight = OPTIMISTIC_SHARE / others.len() as f64;
+        rows[s].cap = Some(share / others.len() as f64);
     }
 }
 

@@ -84,6 +84,7 @@ impl Node {
         let Some(r) = peer.receiving.take() else {
             return;
         };
+        peer.note_piece_time(r.at, now);
         let from_origin = peer.is_origin_link();
         let (Some(m), Some(picker)) = (&self.manifest, self.picker.as_mut()) else {
             return;

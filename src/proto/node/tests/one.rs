@@ -796,6 +796,39 @@ fn test_endgame_asks_idle_peer_for_longest_waiting_piece() {
     assert_eq!(third, oldest);
 }
 
+/// A client fetching `pieces` pieces from two peers that hold them all: peer 2 sends a
+/// piece in 0.1 s, peer 1 takes 7 s over its first. What the client asks peer 1 for then.
+fn requests_after_slow_piece(pieces: usize) -> Vec<u32> {
+    let data = file(pieces * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let all = vec![0xff; pieces.div_ceil(8)];
+    let t0 = c.now;
+    let slow = peer_unchokes(&mut c, 1, &all);
+    let mut fast = peer_unchokes(&mut c, 2, &all);
+    let deliver = |c: &mut One, slot: Slot, p: u32, at: Instant| {
+        let o = p as usize * PIECE as usize;
+        c.node.begin_piece(slot, p, PIECE, at).unwrap();
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(slot, Some(hash), at);
+    };
+    for k in 1..=2 {
+        let p = fast.remove(0);
+        deliver(&mut c, 2, p, t0 + Duration::from_millis(100 * k));
+        fast.extend(requests_on(&mut c, 2));
+    }
+    deliver(&mut c, 1, slow[0], t0 + Duration::from_secs(7));
+    requests_on(&mut c, 1)
+}
+
+#[test]
+fn test_slow_peer_gets_no_request_it_would_hold_past_the_end() {
+    // 8 pieces: the client lacks 5, which its sources bring in about 0.5 s; another
+    // request at peer 1 would end in 14 s (behind the one it holds). Not asked.
+    assert_eq!(requests_after_slow_piece(8), Vec::<u32>::new());
+    // 256 pieces: 25 s to go, so peer 1's pace is no bottleneck: its pipeline is refilled.
+    assert_eq!(requests_after_slow_piece(256).len(), 1);
+}
+
 #[test]
 fn test_peer_that_stops_sending_is_dropped() {
     let data = file(2 * PIECE as usize);
