@@ -434,7 +434,20 @@ impl Conn {
     }
 
     /// Follows the policy's cap for this connection, keeping the bucket if it is unchanged.
+    /// A lower cap applies from the next piece, as a choke does (docs/PROTOCOL.md §5.3):
+    /// a piece trickling at the new cap would hold every control frame behind it. (An
+    /// origin that cut a lone first client to a trickle as the others arrived held its
+    /// introduction to them for 2 s, until they were done.)
     fn update_cap(&mut self, cap: Option<f64>, now: Instant) {
+        let started = self.tx.as_ref().is_some_and(|t| t.sent > 0);
+        let lower = match (cap, &self.cap) {
+            (Some(r), Some((old, _))) => r < *old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if started && lower {
+            return;
+        }
         match (cap, &self.cap) {
             (None, _) => self.cap = None,
             (Some(r), Some((old, _))) if *old == r => {}
@@ -532,15 +545,25 @@ impl Conn {
             if limit == 0 {
                 return Turn::Throttled;
             }
+            let started = self.tx.as_ref().is_some_and(|t| t.sent > 0);
+            // A cap rations the pieces a peer takes, not what we tell it: control frames
+            // (PEERS, STANDING, CHOKE) go out between pieces even while the cap holds the
+            // next piece back. A capped origin held a lone first client's introduction to
+            // the others for 2.3 s, until they were done (the simulator sends control at once).
+            let mut control_only = false;
             if let Some((_, cap)) = &mut self.cap {
-                limit = limit.min(cap.available(now));
-                if limit == 0 {
+                let room = cap.available(now);
+                if room == 0 && !started && !ctrl.is_empty() {
+                    control_only = true;
+                } else if room == 0 {
                     return Turn::Paused(cap.ready_at());
                 }
+                limit = limit.min(room.max(control_only as usize * ctrl.len()));
             }
             let data = storage.bytes();
             // A piece already started must finish before any control frame goes out.
             let (c, h, p): (&[u8], &[u8], &[u8]) = match &self.tx {
+                _ if control_only => (ctrl, &[], &[]),
                 Some(t) if t.sent > 0 => {
                     let hs = t.sent.min(PIECE_HEAD_SIZE);
                     let ps = t.sent - hs;
@@ -551,6 +574,7 @@ impl Conn {
             };
             let sock = self.stream.as_raw_fd();
             let res = match (storage.fd().filter(|_| self.sendfile), &self.tx) {
+                _ if control_only => self.stream.write(c),
                 // Only payload left: the kernel sends it from the page cache (no copy).
                 (Some(file), Some(t)) if c.is_empty() && h.is_empty() => {
                     let ps = t.sent - PIECE_HEAD_SIZE;
@@ -581,7 +605,7 @@ impl Conn {
                 Err(e) => return Turn::Gone(e.to_string()),
             };
             bucket.consume(n);
-            if let Some((_, cap)) = &mut self.cap {
+            if let Some((_, cap)) = &mut self.cap.as_mut().filter(|_| !control_only) {
                 cap.consume(n);
             }
             *moved += n;
@@ -594,6 +618,7 @@ impl Conn {
                     self.release_sent(storage);
                     self.tx = None;
                     node.handle_piece_sent(slot, piece, now);
+                    self.update_cap(node.upload_cap(slot), now);
                 }
             }
         }
