@@ -439,7 +439,7 @@ impl Conn {
     /// origin that cut a lone first client to a trickle as the others arrived held its
     /// introduction to them for 2 s, until they were done.)
     fn update_cap(&mut self, cap: Option<f64>, now: Instant) {
-        let started = self.tx.as_ref().is_some_and(|t| t.sent > 0);
+        let started = self.piece_started();
         let lower = match (cap, &self.cap) {
             (Some(r), Some((old, _))) => r < *old,
             (Some(_), None) => true,
@@ -453,6 +453,11 @@ impl Conn {
             (Some(r), Some((old, _))) if *old == r => {}
             (Some(r), _) => self.cap = Some((r, TokenBucket::new(Some(r.max(1.0) as u64), now))),
         }
+    }
+
+    /// A piece is partly written: nothing else may go out before its last byte.
+    fn piece_started(&self) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.sent > 0)
     }
 
     /// Writes control bytes and pieces for up to `budget` bytes; returns how many it wrote.
@@ -545,11 +550,10 @@ impl Conn {
             if limit == 0 {
                 return Turn::Throttled;
             }
-            let started = self.tx.as_ref().is_some_and(|t| t.sent > 0);
+            let started = self.piece_started();
             // A cap rations the pieces a peer takes, not what we tell it: control frames
             // (PEERS, STANDING, CHOKE) go out between pieces even while the cap holds the
-            // next piece back. A capped origin held a lone first client's introduction to
-            // the others for 2.3 s, until they were done (the simulator sends control at once).
+            // next piece back, as the simulator sends them.
             let mut control_only = false;
             if let Some((_, cap)) = &mut self.cap {
                 let room = cap.available(now);

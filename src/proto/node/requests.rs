@@ -164,7 +164,7 @@ impl Node {
             _ => return,
         }
         let endgame = self.endgame_candidates(slot);
-        // Only a peer slower than the floor needs the budget (an O(peers) sum).
+        // Only a slow peer needs the budget (an O(peers) sum).
         let budget = match self.peer(slot) {
             Some(p) if !p.is_origin_link() && p.piece_secs.is_some_and(|s| s > SLOW_PIECE_SECS) => {
                 self.tail_budget_secs().max(TAIL_FLOOR_SECS)
