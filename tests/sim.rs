@@ -397,3 +397,49 @@ fn test_sim_outputs_match_the_recorded_ones() {
         got_dir.display()
     );
 }
+
+/// `bench/sim_tail.py` on a small crowd, the same binary under two names: every run's
+/// figures agree (the simulator is deterministic) and every ratio is 1.
+#[test]
+fn test_sim_tail_bench_compares_binaries_run_by_run() {
+    let dir = TestDir::new("sim-tail");
+    let out = dir.path("tail.json");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin = bin().display().to_string();
+    let (a, b) = (format!("A={bin}"), format!("B={bin}"));
+    let output = std::process::Command::new("timeout")
+        .args(["120", "python3", &format!("{root}/bench/sim_tail.py")])
+        .args([
+            "--tfttp",
+            &a,
+            "--tfttp",
+            &b,
+            "--clients",
+            "12,6",
+            "--seeds",
+            "1,2",
+        ])
+        .args(["--size", "4194304", "--out", &out.display().to_string()])
+        .output()
+        .expect("python3 is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("last 1.000, mean 1.000, p90 1.000, slow_mean 1.000, copies 1.000"),
+        "{stdout}"
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let runs = v["results"]["A"].as_object().unwrap();
+    assert_eq!(runs.len(), 4);
+    for (key, run) in runs {
+        assert_eq!(
+            without(run, &["wall_s"]),
+            without(&v["results"]["B"][key], &["wall_s"])
+        );
+        assert!(num(run, "/last") >= 1.0, "{key}: {run}");
+    }
+}
