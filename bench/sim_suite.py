@@ -82,6 +82,7 @@ PARETO_GRID_MBIT = (1, 2, 5, 10, 20, 50, 100, 200)
 IC_TOLERANCE = 0.05  # incentive compatibility: slack before a faster class counts as slower
 WORST = 10  # scenarios listed as the worst by last/T_min
 MD_LIST_MAX = 25  # longest list printed in scorecard.md; scorecard.json has everything
+STALL_S = 5.0  # issue 12: no client may wait this long for a piece while it lacks some
 
 
 # ---------------------------------------------------------------- generation
@@ -509,6 +510,14 @@ def never_completed(scenario, result):
     return out
 
 
+def stalled(result, limit=STALL_S):
+    """Honest clients that waited longer than `limit` seconds for a piece between arriving
+    and completing (`max_piece_gap_s`; outputs without the field count none)."""
+    return [{"i": c["i"], "gap_s": c["max_piece_gap_s"], "complete_s": c["complete_s"]}
+            for c in result["clients"]
+            if c["behave"] == "honest" and c.get("max_piece_gap_s", 0.0) > limit]
+
+
 def consistency(scenario, result):
     """Facts a correct simulator cannot violate; a list of problems (strings)."""
     problems = []
@@ -561,6 +570,7 @@ def score(records, suite=None):
     card["free_rider_order"] = score_free_riders(ok)
     card["incentive"] = score_incentive(ok)
     card["never_completed"] = score_never_completed(ok)
+    card["stalls"] = score_stalls(ok)
     card["consistency"] = [{"name": r["name"], "file": r["file"], "problems": p}
                            for r in ok for p in [consistency(r["scenario"], r["result"])] if p]
     card["totals"] = totals(ok)
@@ -626,6 +636,15 @@ def score_never_completed(ok):
             "reasons": reasons.most_common(), "list": out}
 
 
+def score_stalls(ok):
+    out = [{"name": r["name"], "file": r["file"], "clients": st,
+            "worst_gap_s": max(c["gap_s"] for c in st)}
+           for r in ok for st in [stalled(r["result"])] if st]
+    out.sort(key=lambda x: x["worst_gap_s"], reverse=True)
+    return {"limit_s": STALL_S, "clients": sum(len(x["clients"]) for x in out),
+            "count": len(out), "list": out}
+
+
 def totals(ok):
     events = sum(r["result"].get("events", 0) for r in ok)
     wall = sum(r["result"].get("wall_s", 0.0) for r in ok)
@@ -653,7 +672,8 @@ def render(card):
                 f"tfttp {s.get('tfttp')}", ""]
     out += [f"Ran {card['ran']} of {card['scenarios']}; {len(card['failed'])} failed.", ""]
     out += render_ratio(card) + render_worst(card) + render_free_riders(card)
-    out += render_incentive(card) + render_never(card) + render_consistency(card)
+    out += render_incentive(card) + render_never(card) + render_stalls(card)
+    out += render_consistency(card)
     out += render_totals(card) + render_failed(card)
     return "\n".join(out) + "\n"
 
@@ -738,6 +758,18 @@ def render_never(card):
         out.append(f"- `{x['file']}` (end {fmt(x['end_s'], 1)} s, limit {x['time_limit_s']} s): "
                    f"{who}{extra}")
     return out + more(nc["list"]) + [""]
+
+
+def render_stalls(card):
+    st = card["stalls"]
+    out = ["## Stalls", "",
+           f"Honest clients that waited over {st['limit_s']:g} s for a piece between arriving and "
+           "completing (issue 12's target: none).", "",
+           f"**{st['clients']}** clients in {st['count']} scenarios.", ""]
+    for x in st["list"][:MD_LIST_MAX]:
+        who = ", ".join(f"#{c['i']} {fmt(c['gap_s'], 1)} s" for c in x["clients"][:10])
+        out.append(f"- `{x['file']}`: {who}")
+    return out + more(st["list"]) + [""]
 
 
 def render_consistency(card):
@@ -1085,6 +1117,13 @@ class ScoreTest(unittest.TestCase):
                            fake_client(2, complete=None), fake_client(3)])
         self.assertEqual([c["i"] for c in never_completed(scen, res)], [0, 2])
 
+    def test_stalled_counts_honest_clients_over_the_limit(self):
+        clients = [fake_client(0), fake_client(1), fake_client(2, behave="free-rider")]
+        for c, gap in zip(clients, (6.0, 1.0, 9.0)):
+            c["max_piece_gap_s"] = gap
+        self.assertEqual([c["i"] for c in stalled(fake_result(clients))], [0])
+        self.assertEqual(stalled(fake_result([fake_client(0)])), [])
+
     def test_consistency(self):
         scen = fake_scenario(2)
         good = fake_result([fake_client(0), fake_client(1, behave="free-rider")])
@@ -1117,10 +1156,11 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual([w["name"] for w in card["worst"]], ["b", "a"])
         self.assertEqual(card["free_rider_order"]["count"], 1)
         self.assertEqual(card["never_completed"]["clients"], 1)
+        self.assertEqual(card["stalls"]["clients"], 0)
         self.assertEqual(card["totals"]["events"], 3000)
         text = render(card)
         for needle in ("last / T_min", "at-once", "Worst", "Free-rider order",
-                       "Incentive compatibility", "Never completed", "Failed runs", "panicked",
+                       "Incentive compatibility", "Never completed", "Stalls", "Failed runs", "panicked",
                        "events/s"):
             self.assertIn(needle, text)
         json.dumps(card)

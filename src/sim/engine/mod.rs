@@ -85,6 +85,9 @@ pub struct ClientOutcome {
     pub counters: Counters,
     /// The node gave up (its one-line reason).
     pub failed: Option<String>,
+    /// Longest stretch in seconds, from arrival to completion (or leaving, or the end),
+    /// with no piece arriving.
+    pub max_piece_gap: f64,
 }
 
 /// What the simulator does next, at a virtual time.
@@ -231,6 +234,10 @@ struct Host {
     live: usize,
     complete: Option<f64>,
     left: Option<f64>,
+    /// Virtual time of the last piece to arrive (from arrival on), and the longest wait
+    /// for one while incomplete (the stall measure, docs/SIMULATOR.md "Output").
+    last_piece_at: f64,
+    max_piece_gap: f64,
     counters: Counters,
     failed: Option<String>,
 }
@@ -270,6 +277,8 @@ impl Host {
             live: 0,
             complete: None,
             left: None,
+            last_piece_at: 0.0,
+            max_piece_gap: 0.0,
             counters: Counters::default(),
             failed: None,
         }
@@ -277,6 +286,13 @@ impl Host {
 }
 
 impl Host {
+    /// A piece arrived at `at` (or the host stopped waiting): the wait since the last one
+    /// counts towards `max_piece_gap`.
+    fn note_piece_gap(&mut self, at: f64) {
+        self.max_piece_gap = self.max_piece_gap.max(at - self.last_piece_at);
+        self.last_piece_at = at;
+    }
+
     /// The node just started: it paces itself if it runs a pacer.
     fn start_pacer(&mut self, now: Instant) {
         if self.up_rate == UpRate::Auto {
@@ -392,6 +408,7 @@ impl Sim {
             host.behave = c.behave;
             host.leave = c.leave;
             host.arrive = c.arrive;
+            host.last_piece_at = c.arrive;
             hosts.push(host);
             agenda.at(c.arrive, Ev::Arrive(h));
         }

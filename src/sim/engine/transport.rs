@@ -319,6 +319,11 @@ impl Sim {
                     _ => None,
                 };
                 node.end_piece(slot, hash, now);
+                let at = self.now;
+                let host = &mut self.hosts[h];
+                if host.complete.is_none() {
+                    host.note_piece_gap(at);
+                }
             }
             Item::Fin => {
                 pipe.sink = None;
@@ -378,11 +383,17 @@ impl Sim {
             if h == ORIGIN {
                 continue;
             }
+            if host.complete.is_none() {
+                // Still waiting when it left or the run ended.
+                let until = host.left.unwrap_or(self.now);
+                host.note_piece_gap(until);
+            }
             clients.push(ClientOutcome {
                 complete: host.complete,
                 left: host.left,
                 counters: host.counters.clone(),
                 failed: host.failed.clone(),
+                max_piece_gap: host.max_piece_gap,
             });
         }
         Outcome {
