@@ -86,7 +86,7 @@ pub struct ClientOutcome {
     /// The node gave up (its one-line reason).
     pub failed: Option<String>,
     /// Longest stretch in seconds, from arrival to completion (or leaving, or the end),
-    /// with no piece arriving.
+    /// with no piece streaming in.
     pub max_piece_gap: f64,
 }
 
@@ -234,9 +234,11 @@ struct Host {
     live: usize,
     complete: Option<f64>,
     left: Option<f64>,
-    /// Virtual time of the last piece to arrive (from arrival on), and the longest wait
-    /// for one while incomplete (the stall measure, docs/SIMULATOR.md "Output").
-    last_piece_at: f64,
+    /// Slots with a piece streaming in, since when none has (from arrival on), and the
+    /// longest such stretch while incomplete (the stall measure, docs/SIMULATOR.md
+    /// "Output"): a slow piece still arriving is no stall.
+    streams: usize,
+    idle_since: f64,
     max_piece_gap: f64,
     counters: Counters,
     failed: Option<String>,
@@ -277,7 +279,8 @@ impl Host {
             live: 0,
             complete: None,
             left: None,
-            last_piece_at: 0.0,
+            streams: 0,
+            idle_since: 0.0,
             max_piece_gap: 0.0,
             counters: Counters::default(),
             failed: None,
@@ -286,11 +289,31 @@ impl Host {
 }
 
 impl Host {
-    /// A piece arrived at `at` (or the host stopped waiting): the wait since the last one
-    /// counts towards `max_piece_gap`.
-    fn note_piece_gap(&mut self, at: f64) {
-        self.max_piece_gap = self.max_piece_gap.max(at - self.last_piece_at);
-        self.last_piece_at = at;
+    /// Whether a piece streams in on `slot` from `now` on; a host that had none streaming
+    /// in and was incomplete counts the wait towards `max_piece_gap`.
+    fn set_streaming(&mut self, slot: Slot, on: bool, now: f64) {
+        if self.streaming_in[slot] == on {
+            return;
+        }
+        self.streaming_in[slot] = on;
+        if on {
+            self.streams += 1;
+            if self.streams == 1 {
+                self.end_wait(now);
+            }
+        } else {
+            self.streams -= 1;
+            if self.streams == 0 {
+                self.idle_since = now;
+            }
+        }
+    }
+
+    /// The host stops waiting at `now` (a piece starts, or it leaves or the run ends).
+    fn end_wait(&mut self, now: f64) {
+        if self.complete.is_none() {
+            self.max_piece_gap = self.max_piece_gap.max(now - self.idle_since);
+        }
     }
 
     /// The node just started: it paces itself if it runs a pacer.
@@ -408,7 +431,7 @@ impl Sim {
             host.behave = c.behave;
             host.leave = c.leave;
             host.arrive = c.arrive;
-            host.last_piece_at = c.arrive;
+            host.idle_since = c.arrive;
             hosts.push(host);
             agenda.at(c.arrive, Ev::Arrive(h));
         }

@@ -10,7 +10,6 @@ impl Sim {
         match host.free.pop() {
             Some(s) => {
                 host.slots[s] = Some(conn);
-                host.streaming_in[s] = false;
                 s
             }
             None => {
@@ -22,9 +21,10 @@ impl Sim {
     }
 
     pub(super) fn free_slot(&mut self, h: usize, slot: Slot) {
+        let now = self.now;
         let host = &mut self.hosts[h];
         host.slots[slot] = None;
-        host.streaming_in[slot] = false;
+        host.set_streaming(slot, false, now);
         host.free.push(slot);
         host.live -= 1;
     }
@@ -319,11 +319,6 @@ impl Sim {
                     _ => None,
                 };
                 node.end_piece(slot, hash, now);
-                let at = self.now;
-                let host = &mut self.hosts[h];
-                if host.complete.is_none() {
-                    host.note_piece_gap(at);
-                }
             }
             Item::Fin => {
                 pipe.sink = None;
@@ -342,7 +337,8 @@ impl Sim {
         }
         let streaming = pipe.sink.is_some();
         if streaming != was_streaming {
-            self.hosts[h].streaming_in[slot] = streaming;
+            let now = self.now;
+            self.hosts[h].set_streaming(slot, streaming, now);
         }
         self.drain(h);
     }
@@ -383,10 +379,9 @@ impl Sim {
             if h == ORIGIN {
                 continue;
             }
-            if host.complete.is_none() {
+            if host.streams == 0 {
                 // Still waiting when it left or the run ended.
-                let until = host.left.unwrap_or(self.now);
-                host.note_piece_gap(until);
+                host.end_wait(host.left.unwrap_or(self.now));
             }
             clients.push(ClientOutcome {
                 complete: host.complete,
