@@ -448,3 +448,20 @@ fn test_sim_tail_bench_compares_binaries_run_by_run() {
         assert!(num(run, "/last") >= 1.0, "{key}: {run}");
     }
 }
+
+/// A lone client behind a 1.5 s origin round trip waits at least that long for its first
+/// piece (dial, HELLO, MANIFEST, request): the stall measure sees the wait, and no more
+/// than the whole download.
+#[test]
+fn test_sim_max_piece_gap_sees_the_wait_for_the_first_piece() {
+    let dir = TestDir::new("sim-gap");
+    let scenario = r#"{
+  "file_size": 1048576, "seed": 1, "policy": "tft",
+  "origin": {"up": 10000000, "rtt_ms": 1500},
+  "clients": [{"up": 1000000, "down": null, "rtt_ms": 0}]
+}"#;
+    let (v, text) = sim(&dir, "gap", scenario, &[]);
+    let c = &clients(&v)[0];
+    let gap = num(c, "/max_piece_gap_s");
+    assert!(gap >= 1.5 && gap < num(c, "/complete_s"), "{text}");
+}
