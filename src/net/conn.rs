@@ -562,7 +562,7 @@ impl Conn {
                 } else if room == 0 {
                     return Turn::Paused(cap.ready_at());
                 }
-                limit = limit.min(room.max(control_only as usize * ctrl.len()));
+                limit = limit.min(if control_only { ctrl.len() } else { room });
             }
             let data = storage.bytes();
             // A piece already started must finish before any control frame goes out.

@@ -92,8 +92,8 @@ pub(super) struct Peer {
     /// or from the end of their previous piece to us if later, to its last byte. `None`
     /// until the first piece arrives.
     pub piece_secs: Option<f64>,
-    /// When their last piece to us ended.
-    pub last_piece_end: Option<Instant>,
+    /// When their last piece to us ended (`note_piece_time`'s start for the next).
+    last_piece_end: Option<Instant>,
 }
 
 impl Peer {
