@@ -102,11 +102,113 @@ impl Bitfield {
     pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))
     }
+
+    /// Indices in `range` set both here and in `other` (a field of the same length), in
+    /// order, found 64 at a time: late in a download most of a peer's pieces are held
+    /// already, and the picker runs this for every request.
+    pub fn common_ones<'a>(
+        &'a self,
+        other: &'a Bitfield,
+        range: std::ops::Range<u32>,
+    ) -> CommonOnes<'a> {
+        debug_assert_eq!(self.len, other.len);
+        let end = range.end.min(self.len);
+        let mut it = CommonOnes {
+            a: &self.bits,
+            b: &other.bits,
+            word: 0,
+            next: range.start / 64,
+            end,
+        };
+        if range.start < end {
+            it.load();
+            // Not the pieces before the range in its first word.
+            it.word &= u64::MAX >> (range.start % 64);
+        } else {
+            it.end = 0;
+        }
+        it
+    }
+}
+
+/// `Bitfield::common_ones`.
+pub struct CommonOnes<'a> {
+    a: &'a [u8],
+    b: &'a [u8],
+    /// The current word's remaining common bits, piece `64 * (next - 1)` at the top.
+    word: u64,
+    /// The word to load after this one.
+    next: u32,
+    end: u32,
+}
+
+impl CommonOnes<'_> {
+    /// Loads word `next` (pieces `64 * next ..`, the first at the top bit) and steps on;
+    /// bits at or after `end` are dropped.
+    fn load(&mut self) {
+        let word = |bytes: &[u8]| {
+            let from = (self.next * 8) as usize;
+            let mut buf = [0u8; 8];
+            let got = bytes.len().saturating_sub(from).min(8);
+            buf[..got].copy_from_slice(&bytes[from..from + got]);
+            u64::from_be_bytes(buf)
+        };
+        self.word = word(self.a) & word(self.b);
+        let past = self.end.saturating_sub(self.next * 64);
+        if past < 64 {
+            self.word &= !(u64::MAX >> past);
+        }
+        self.next += 1;
+    }
+}
+
+impl Iterator for CommonOnes<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        while self.word == 0 {
+            if self.next * 64 >= self.end {
+                return None;
+            }
+            self.load();
+        }
+        let top = self.word.leading_zeros();
+        self.word &= !(1u64 << (63 - top));
+        Some((self.next - 1) * 64 + top)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_common_ones_is_the_scan_of_both_fields() {
+        // Lengths around word and byte edges, ranges anywhere in them.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut draw = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as u32
+        };
+        for len in [1, 7, 8, 9, 63, 64, 65, 127, 128, 200, 1024] {
+            for _ in 0..50 {
+                let (mut a, mut b) = (Bitfield::new(len), Bitfield::new(len));
+                for _ in 0..draw(len * 2) {
+                    a.set(draw(len));
+                    b.set(draw(len));
+                }
+                let (lo, hi) = (draw(len + 1), draw(len + 2));
+                let scan: Vec<u32> = (lo..hi).filter(|&i| a.get(i) && b.get(i)).collect();
+                assert_eq!(
+                    a.common_ones(&b, lo..hi).collect::<Vec<_>>(),
+                    scan,
+                    "{len} {lo}..{hi}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn test_clear_undoes_set() {

@@ -154,6 +154,21 @@ impl Peer {
         self.last_piece_end = Some(now);
     }
 
+    /// A request may go to them now: the handshake is done, they do not choke us and we
+    /// are not backing off after a REJECT.
+    pub(super) fn may_ask(&self, now: Instant) -> bool {
+        self.ready
+            && !self.closing
+            && !self.peer_choking
+            && self.backoff_until.is_none_or(|t| now >= t)
+    }
+
+    /// They serve us (a request out or a piece arriving) at a known pace: their pieces per
+    /// second count in `Node::tail_budget_secs`.
+    pub(super) fn counts_in_tail_budget(&self) -> bool {
+        (!self.asked.is_empty() || self.receiving.is_some()) && self.piece_secs.is_some()
+    }
+
     /// When a request sent to them now would end: after the pieces asked before it, each
     /// at their recent pace; `None` while their pace is unknown.
     pub(super) fn expected_secs(&self) -> Option<f64> {

@@ -105,29 +105,21 @@ impl Picker {
         !self.have.get(i as u32) && self.requested[i] == 0 && self.claim[i] == NO_CLAIM
     }
 
-    /// Rarest piece `peer` has that nobody is fetching yet; `None` if there is none.
+    /// Rarest piece `peer` has that nobody is fetching yet; `None` if there is none. The
+    /// scan starts at a random piece and wraps around, so that of equally rare pieces each
+    /// peer picks its own.
     pub(super) fn pick(&self, peer: &Bitfield, rng: &mut Rng) -> Option<u32> {
         let n = self.have.len();
         if n == 0 || self.unassigned == 0 {
             return None;
         }
         let start = rng.below(n);
-        let (free, theirs) = (self.free.as_bytes(), peer.as_bytes());
         let mut best: Option<(u16, u32)> = None;
-        let mut k = 0;
-        while k < n {
-            let i = (start + k) % n;
-            // A byte in which the peer has no free piece is skipped whole: late in a
-            // download most bytes are, and this scan runs for every request.
-            let byte = (i / 8) as usize;
-            if theirs[byte] & free[byte] == 0 {
-                k += ((byte as u32 + 1) * 8).min(n) - i;
-                continue;
-            }
-            k += 1;
-            if !peer.get(i) || !self.is_free(i as usize) {
-                continue;
-            }
+        for i in peer
+            .common_ones(&self.free, start..n)
+            .chain(peer.common_ones(&self.free, 0..start))
+        {
+            debug_assert!(self.is_free(i as usize), "free mirrors is_free");
             let a = self.availability[i as usize];
             if best.is_none_or(|(ba, _)| a < ba) {
                 best = Some((a, i));

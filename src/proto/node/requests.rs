@@ -26,6 +26,18 @@ pub(super) const TAIL_FLOOR_SECS: f64 = 2.0;
 /// Pause before asking a peer again after it rejected a request while unchoking us.
 pub(super) const REJECT_BACKOFF: Duration = Duration::from_millis(500);
 
+/// `Node::tail_budget_secs` kept for one pass over the peers (a tick, `fill_all`): it is
+/// an O(peers) sum, and summing it for every slow peer made a pass O(peers²). Requests
+/// change it only when they turn a peer with a known pace into one serving us.
+#[derive(Default)]
+pub(super) struct TailBudget(Option<f64>);
+
+impl TailBudget {
+    pub(super) fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl Node {
     pub(super) fn on_request(&mut self, slot: Slot, i: u32) {
         let Some(n) = self.manifest.as_ref().map(|m| m.piece_count()) else {
@@ -136,7 +148,7 @@ impl Node {
             .peers
             .iter()
             .flatten()
-            .filter(|p| !p.asked.is_empty() || p.receiving.is_some())
+            .filter(|p| p.counts_in_tail_budget())
             .filter_map(|p| p.piece_secs)
             .map(|s| 1.0 / s.max(1e-3))
             .sum();
@@ -144,33 +156,42 @@ impl Node {
     }
 
     pub(super) fn fill_all(&mut self) {
+        let mut budget = TailBudget::default();
         for s in 0..self.peers.len() {
             if self.peer(s).is_some_and(|p| p.ready) {
-                self.fill_requests(s);
+                self.fill_requests_within(s, &mut budget);
             }
         }
     }
 
     /// Keep the pipeline to `slot` full: wildcards to the origin, rarest-first to peers.
     pub(super) fn fill_requests(&mut self, slot: Slot) {
+        self.fill_requests_within(slot, &mut TailBudget::default());
+    }
+
+    /// `fill_requests` as one step of a pass over many peers, which shares `tail`.
+    pub(super) fn fill_requests_within(&mut self, slot: Slot, tail: &mut TailBudget) {
         if self.cfg.role != Role::Client || self.is_complete() {
             return;
         }
         let now = self.now;
         let depth = self.pipeline_depth(slot);
-        // Most calls find the pipeline full: skip the endgame scan (O(peers)) for them.
+        // Most calls find the pipeline full or the peer choking us: skip the O(peers) scans
+        // (endgame candidates, tail budget) for them.
         match self.peer(slot) {
-            Some(p) if p.asked.len() < depth => {}
+            Some(p) if p.asked.len() < depth && p.may_ask(now) => {}
             _ => return,
         }
         let endgame = self.endgame_candidates(slot);
         // Only a slow peer needs the budget (an O(peers) sum).
         let budget = match self.peer(slot) {
             Some(p) if !p.is_origin_link() && p.piece_secs.is_some_and(|s| s > SLOW_PIECE_SECS) => {
-                self.tail_budget_secs().max(TAIL_FLOOR_SECS)
+                let secs = *tail.0.get_or_insert_with(|| self.tail_budget_secs());
+                secs.max(TAIL_FLOOR_SECS)
             }
             _ => f64::INFINITY,
         };
+        let serving_before = self.peer(slot).is_some_and(Peer::counts_in_tail_budget);
         let Some(c) = self.client_side() else {
             return;
         };
@@ -182,9 +203,6 @@ impl Node {
         let Some(picker) = self.picker.as_mut() else {
             return;
         };
-        if !p.ready || p.closing || p.peer_choking || p.backoff_until.is_some_and(|t| now < t) {
-            return;
-        }
         let mut out = std::mem::take(&mut p.outbox);
         let mut wildcards = p.asked.iter().filter(|a| a.piece == WILDCARD).count() as u32;
         while p.asked.len() < depth {
@@ -239,6 +257,9 @@ impl Node {
         p.outbox = out;
         if sent {
             p.last_send = now;
+            if !serving_before && p.counts_in_tail_budget() {
+                tail.forget();
+            }
             self.mark_dirty(slot);
         }
     }

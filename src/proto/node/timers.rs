@@ -1,6 +1,7 @@
 //! Time: the node's 100 ms tick (rates, request pipelines, per-connection timeouts), the
 //! client's stall and origin-retry timers, and the choking round.
 
+use super::requests::TailBudget;
 use super::*;
 use crate::bounds::payload_rate;
 
@@ -51,6 +52,7 @@ impl Node {
             self.end_round(now);
         }
         let complete = self.is_complete();
+        let mut budget = TailBudget::default();
         for slot in 0..self.peers.len() {
             let Some(p) = self.peer(slot) else { continue };
             if p.closing {
@@ -59,18 +61,21 @@ impl Node {
             if !p.admitted && now >= p.opened_at + HANDSHAKE_TIMEOUT {
                 let what = if p.hello.is_none() { "HELLO" } else { "AUTH" };
                 self.fail(slot, ErrorCode::Timeout, &format!("no {what} in time"));
+                budget.forget();
             } else if now >= p.last_recv + IDLE_TIMEOUT {
                 self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
+                budget.forget();
             } else if !complete
                 && p.waiting_since()
                     .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
             {
                 self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
+                budget.forget();
             } else if now >= p.last_send + KEEPALIVE_AFTER {
                 self.emit(slot, &Message::KeepAlive);
             } else if p.ready {
                 // Pipelines grow with the measured rate, and back-offs expire.
-                self.fill_requests(slot);
+                self.fill_requests_within(slot, &mut budget);
             }
         }
         if self.client_side().is_some() {
