@@ -66,8 +66,10 @@ impl Node {
                 self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
                 budget.forget();
             } else if !complete
-                && p.waiting_since()
-                    .is_some_and(|w| now >= w.max(p.last_data) + SERVE_TIMEOUT)
+                // last_data first: waiting_since reads the requests' heap buffer, a cache
+                // miss for each peer at each tick.
+                && now >= p.last_data + SERVE_TIMEOUT
+                && p.waiting_since().is_some_and(|w| now >= w + SERVE_TIMEOUT)
             {
                 self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
                 budget.forget();
