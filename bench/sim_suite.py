@@ -328,6 +328,12 @@ def set_pace(scenario, pace):
         c.setdefault("up_rate", pace)
 
 
+def reseed(scenario, k):
+    """The same arrangement with other random draws in the simulator: two runs of one
+    build that differ only so show how far a comparison moves by chance."""
+    scenario["seed"] += k
+
+
 def write_scenarios(out_dir, generated):
     """Write DIR/scenarios/NAME.json and DIR/scenarios/index.json; return the index."""
     sdir = os.path.join(out_dir, "scenarios")
@@ -842,6 +848,9 @@ def parse_args(argv):
     p.add_argument("--pace", choices=("auto", "off"),
                    help="--up-rate of the origin and of the clients not told their uplink "
                         "(default: the node's default)")
+    p.add_argument("--reseed", type=int, default=0,
+                   help="add K to every scenario's simulation seed: the same arrangements with "
+                        "other random draws, to measure a comparison's noise floor")
     p.add_argument("--rescore", action="store_true",
                    help="score the scenarios and results already in --out")
     p.add_argument("--self-test", action="store_true", help="run the unit tests")
@@ -879,6 +888,10 @@ def main(argv):
             suite["pace"] = a.pace
             for _, scenario, _ in generated:
                 set_pace(scenario, a.pace)
+        if a.reseed:
+            suite["reseed"] = a.reseed
+            for _, scenario, _ in generated:
+                reseed(scenario, a.reseed)
         index = write_scenarios(a.out, generated)
         runs = run_all(a.tfttp, a.out, index, a.jobs, a.timeout)
         suite["wall_s"] = time.monotonic() - start
@@ -965,6 +978,13 @@ class GeneratorTest(unittest.TestCase):
     def test_deterministic(self):
         self.assertEqual(generate(7, 60, 120, 16 * MIB, "tft"), self.gen)
         self.assertNotEqual(generate(8, 60, 120, 16 * MIB, "tft"), self.gen)
+
+    def test_reseed_changes_only_the_simulation_seed(self):
+        again = generate(7, 60, 120, 16 * MIB, "tft")
+        for (_, scenario, _), (_, original, _) in zip(again, self.gen):
+            reseed(scenario, 3)
+            self.assertEqual(scenario["seed"], original["seed"] + 3)
+            self.assertEqual(dict(scenario, seed=0), dict(original, seed=0))
 
     def test_names_unique_and_descriptive(self):
         names = [g[0] for g in self.gen]
