@@ -98,6 +98,8 @@ struct Row {
     missing: u32,
     /// We have requests outstanding at the peer (set by the node before each round).
     waiting_on: bool,
+    /// As of the round's end, it had requests to us queued or a piece on its way from us.
+    asking: bool,
     /// Consecutive rounds we waited on the peer and got nothing.
     starved_rounds: u32,
     snubbed: bool,
@@ -147,6 +149,7 @@ impl Default for Row {
             interested: false,
             missing: 0,
             waiting_on: false,
+            asking: true,
             starved_rounds: 0,
             snubbed: false,
             choking: true,
@@ -234,9 +237,16 @@ impl ChokeTable {
 
     /// The facts a round's decision reads about the peer: whether we wait on it, and how
     /// many pieces it lacks.
-    pub(super) fn set_round_facts(&mut self, slot: usize, waiting_on: bool, missing: u32) {
+    pub(super) fn set_round_facts(
+        &mut self,
+        slot: usize,
+        waiting_on: bool,
+        asking: bool,
+        missing: u32,
+    ) {
         let row = &mut self.rows[slot];
         row.waiting_on = waiting_on;
+        row.asking = asking;
         row.missing = missing;
     }
 

@@ -292,6 +292,38 @@ fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
     }
 }
 
+#[test]
+fn test_origin_shares_go_to_the_clients_that_ask() {
+    let mut t = table(3);
+    let me = Me {
+        capacity: Some(9_000_000.0),
+        ..me_origin()
+    };
+    settle_credit(&mut t, &[6_000_000, 2_000_000, 1_000_000]);
+    decide(&mut t, Policy::Tft, me);
+    for (s, rate) in [(0, 6e6), (1, 2e6), (2, 1e6)] {
+        t.rows[s].up.set_rate(rate);
+    }
+    // The heaviest client is nearly done and has no request queued: it cannot take its
+    // share, so the two that ask split the link by their weights.
+    t.rows[0].asking = false;
+    decide(&mut t, Policy::Tft, me);
+    let (w1, w2) = (t.rows[1].weight, t.rows[2].weight);
+    assert_eq!(
+        t.cap(1),
+        None,
+        "the heavier asker takes what the other leaves"
+    );
+    let share = 9_000_000.0 * w2 / (w1 + w2);
+    assert!((t.cap(2).unwrap() - share).abs() < 1.0, "{:?}", t.cap(2));
+    // Asking again, it is one of three.
+    t.rows[0].asking = true;
+    decide(&mut t, Policy::Tft, me);
+    let total: f64 = (0..3).map(|s| t.rows[s].weight).sum();
+    let share = 9_000_000.0 * t.rows[2].weight / total;
+    assert!((t.cap(2).unwrap() - share).abs() < 1.0, "{:?}", t.cap(2));
+}
+
 /// An origin of 10 MB/s whose client 1 broke its promise (40 fresh pieces kept by nobody)
 /// and never passed a byte on, while client 0, which did, asks for nothing.
 fn origin_with_a_lone_promise_breaker() -> (ChokeTable, Me) {

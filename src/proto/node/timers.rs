@@ -131,7 +131,9 @@ impl Node {
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
                 let missing = p.has.len() - p.has.count();
-                self.table.set_round_facts(s, !p.asked.is_empty(), missing);
+                let asking = !p.queue.is_empty() || p.sending;
+                self.table
+                    .set_round_facts(s, !p.asked.is_empty(), asking, missing);
                 if let (Some(id), Side::Origin(registry)) = (p.node_id(), &self.side) {
                     let witnesses = registry.credit_witnesses();
                     let trusted = self.ledger.trusted_credit(id, witnesses);
