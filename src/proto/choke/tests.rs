@@ -269,8 +269,9 @@ fn test_origin_newcomer_gets_average_weight() {
     assert!((t.rows[1].weight - t.rows[0].weight).abs() < 1e-6 * t.rows[0].weight);
 }
 
-#[test]
-fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
+/// An origin of 9 MB/s that has decided once for three clients whose confirmed uploads are
+/// 6, 2 and 1 MB a round.
+fn origin_of_three_weighted_clients() -> (ChokeTable, Me) {
     let mut t = table(3);
     let me = Me {
         capacity: Some(9_000_000.0),
@@ -278,6 +279,12 @@ fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
     };
     settle_credit(&mut t, &[6_000_000, 2_000_000, 1_000_000]);
     decide(&mut t, Policy::Tft, me);
+    (t, me)
+}
+
+#[test]
+fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
+    let (t, _) = origin_of_three_weighted_clients();
     let total: f64 = (0..3).map(|s| t.rows[s].weight).sum();
     // The heaviest client runs uncapped and takes what the others leave; the lighter two
     // get exactly their weighted share of the capacity, which TCP alone would not give.
@@ -294,13 +301,7 @@ fn test_origin_caps_shares_below_equal_so_they_hold_on_a_shared_link() {
 
 #[test]
 fn test_origin_shares_go_to_the_clients_that_ask() {
-    let mut t = table(3);
-    let me = Me {
-        capacity: Some(9_000_000.0),
-        ..me_origin()
-    };
-    settle_credit(&mut t, &[6_000_000, 2_000_000, 1_000_000]);
-    decide(&mut t, Policy::Tft, me);
+    let (mut t, me) = origin_of_three_weighted_clients();
     for (s, rate) in [(0, 6e6), (1, 2e6), (2, 1e6)] {
         t.rows[s].up.set_rate(rate);
     }
