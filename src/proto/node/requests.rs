@@ -33,6 +33,11 @@ pub(super) const REJECT_BACKOFF: Duration = Duration::from_millis(500);
 pub(super) struct TailBudget(Option<f64>);
 
 impl TailBudget {
+    /// The budget as kept, or `compute`d now if none is.
+    fn secs(&mut self, compute: impl FnOnce() -> f64) -> f64 {
+        *self.0.get_or_insert_with(compute)
+    }
+
     pub(super) fn forget(&mut self) {
         self.0 = None;
     }
@@ -186,8 +191,7 @@ impl Node {
         // Only a slow peer needs the budget (an O(peers) sum).
         let budget = match self.peer(slot) {
             Some(p) if !p.is_origin_link() && p.piece_secs.is_some_and(|s| s > SLOW_PIECE_SECS) => {
-                let secs = *tail.0.get_or_insert_with(|| self.tail_budget_secs());
-                secs.max(TAIL_FLOOR_SECS)
+                tail.secs(|| self.tail_budget_secs()).max(TAIL_FLOOR_SECS)
             }
             _ => f64::INFINITY,
         };

@@ -1,6 +1,8 @@
 //! Time: the node's 100 ms tick (rates, request pipelines, per-connection timeouts), the
 //! client's stall and origin-retry timers, and the choking round.
 
+use std::borrow::Cow;
+
 use super::requests::TailBudget;
 use super::*;
 use crate::bounds::payload_rate;
@@ -38,6 +40,26 @@ pub(super) fn passed(now: Instant, since: Instant, after: Duration) -> bool {
     since.checked_add(after).is_some_and(|at| now >= at)
 }
 
+/// Why the connection to `p` has timed out at `now`, if it has: no handshake in time, no
+/// frame for too long, or (while we are incomplete) no piece data for a request.
+fn expired(p: &Peer, now: Instant, complete: bool) -> Option<Cow<'static, str>> {
+    if !p.admitted && now >= p.opened_at + HANDSHAKE_TIMEOUT {
+        let what = if p.hello.is_none() { "HELLO" } else { "AUTH" };
+        Some(format!("no {what} in time").into())
+    } else if now >= p.last_recv + IDLE_TIMEOUT {
+        Some("peer silent for too long".into())
+    } else if !complete
+        // last_data first: waiting_since reads the requests' heap buffer, a cache miss
+        // for each peer at each tick.
+        && now >= p.last_data + SERVE_TIMEOUT
+        && p.waiting_since().is_some_and(|w| now >= w + SERVE_TIMEOUT)
+    {
+        Some("no piece data for 10 s".into())
+    } else {
+        None
+    }
+}
+
 impl Node {
     /// Timers: rates, chokes, keepalives, timeouts, dials, lingering.
     pub fn handle_tick(&mut self, now: Instant) {
@@ -58,20 +80,9 @@ impl Node {
             if p.closing {
                 continue;
             }
-            if !p.admitted && now >= p.opened_at + HANDSHAKE_TIMEOUT {
-                let what = if p.hello.is_none() { "HELLO" } else { "AUTH" };
-                self.fail(slot, ErrorCode::Timeout, &format!("no {what} in time"));
-                budget.forget();
-            } else if now >= p.last_recv + IDLE_TIMEOUT {
-                self.fail(slot, ErrorCode::Timeout, "peer silent for too long");
-                budget.forget();
-            } else if !complete
-                // last_data first: waiting_since reads the requests' heap buffer, a cache
-                // miss for each peer at each tick.
-                && now >= p.last_data + SERVE_TIMEOUT
-                && p.waiting_since().is_some_and(|w| now >= w + SERVE_TIMEOUT)
-            {
-                self.fail(slot, ErrorCode::Timeout, "no piece data for 10 s");
+            if let Some(why) = expired(p, now, complete) {
+                self.fail(slot, ErrorCode::Timeout, &why);
+                // The peer may have counted in the budget.
                 budget.forget();
             } else if now >= p.last_send + KEEPALIVE_AFTER {
                 self.emit(slot, &Message::KeepAlive);
