@@ -518,10 +518,16 @@ def never_completed(scenario, result):
 
 def stalled(result, limit=STALL_S):
     """Honest clients that waited longer than `limit` seconds for a piece between arriving
-    and completing (`max_piece_gap_s`; outputs without the field count none)."""
-    return [{"i": c["i"], "gap_s": c["max_piece_gap_s"], "complete_s": c["complete_s"]}
-            for c in result["clients"]
-            if c["behave"] == "honest" and c.get("max_piece_gap_s", 0.0) > limit]
+    and completing: for their first piece (`first_piece_s`, the start-up) or between pieces
+    after it (`max_piece_gap_s`; in outputs before `first_piece_s` it included the
+    start-up). `gap_s` is the longer of the two, `startup` whether that was the start-up."""
+    out = []
+    for c in result["clients"]:
+        first, later = c.get("first_piece_s", 0.0), c.get("max_piece_gap_s", 0.0)
+        if c["behave"] == "honest" and max(first, later) > limit:
+            out.append({"i": c["i"], "gap_s": max(first, later), "startup": first >= later,
+                        "complete_s": c["complete_s"]})
+    return out
 
 
 def consistency(scenario, result):
@@ -648,6 +654,7 @@ def score_stalls(ok):
            for r in ok for st in [stalled(r["result"])] if st]
     out.sort(key=lambda x: x["worst_gap_s"], reverse=True)
     return {"limit_s": STALL_S, "clients": sum(len(x["clients"]) for x in out),
+            "startup": sum(c["startup"] for x in out for c in x["clients"]),
             "count": len(out), "list": out}
 
 
@@ -771,9 +778,12 @@ def render_stalls(card):
     out = ["## Stalls", "",
            f"Honest clients that waited over {st['limit_s']:g} s for a piece between arriving and "
            "completing (issue 12's target: none).", "",
-           f"**{st['clients']}** clients in {st['count']} scenarios.", ""]
+           f"**{st['clients']}** clients in {st['count']} scenarios; for "
+           f"{st.get('startup', 0)} of them the longest wait was for the first piece (the "
+           "start-up: handshakes behind the senders' uplink queues), marked *.", ""]
     for x in st["list"][:MD_LIST_MAX]:
-        who = ", ".join(f"#{c['i']} {fmt(c['gap_s'], 1)} s" for c in x["clients"][:10])
+        who = ", ".join(f"#{c['i']} {fmt(c['gap_s'], 1)} s{'*' if c.get('startup') else ''}"
+                        for c in x["clients"][:10])
         out.append(f"- `{x['file']}`: {who}")
     return out + more(st["list"]) + [""]
 
@@ -1143,6 +1153,14 @@ class ScoreTest(unittest.TestCase):
             c["max_piece_gap_s"] = gap
         self.assertEqual([c["i"] for c in stalled(fake_result(clients))], [0])
         self.assertEqual(stalled(fake_result([fake_client(0)])), [])
+
+    def test_stalled_tells_a_slow_start_from_a_gap(self):
+        clients = [fake_client(i) for i in range(3)]
+        for c, first, later in zip(clients, (7.0, 0.5, 6.0), (1.0, 8.0, 2.0)):
+            c["first_piece_s"], c["max_piece_gap_s"] = first, later
+        st = stalled(fake_result(clients))
+        self.assertEqual([(c["i"], c["gap_s"], c["startup"]) for c in st],
+                         [(0, 7.0, True), (1, 8.0, False), (2, 6.0, True)])
 
     def test_consistency(self):
         scen = fake_scenario(2)

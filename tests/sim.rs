@@ -449,11 +449,11 @@ fn test_sim_tail_bench_compares_binaries_run_by_run() {
     }
 }
 
-/// A lone client behind a 1.5 s origin round trip waits at least that long for its first
-/// piece (dial, HELLO, MANIFEST, request): the stall measure sees the wait, and no more
-/// than the whole download.
+/// A lone client behind a 1.5 s origin round trip waits four of them for its first piece
+/// (connect, HELLO and MANIFEST, INTERESTED and UNCHOKE, REQUEST and PIECE): the start-up
+/// measure sees that wait, and the gaps after it are counted apart.
 #[test]
-fn test_sim_max_piece_gap_sees_the_wait_for_the_first_piece() {
+fn test_sim_first_piece_s_sees_the_start_up_and_max_piece_gap_s_what_follows() {
     let dir = TestDir::new("sim-gap");
     let scenario = r#"{
   "file_size": 1048576, "seed": 1, "policy": "tft",
@@ -462,6 +462,11 @@ fn test_sim_max_piece_gap_sees_the_wait_for_the_first_piece() {
 }"#;
     let (v, text) = sim(&dir, "gap", scenario, &[]);
     let c = &clients(&v)[0];
+    let first = num(c, "/first_piece_s");
+    assert!(
+        first >= 4.0 * 1.5 && first < num(c, "/complete_s"),
+        "{text}"
+    );
     let gap = num(c, "/max_piece_gap_s");
-    assert!(gap >= 1.5 && gap < num(c, "/complete_s"), "{text}");
+    assert!(gap > 0.0 && gap < first, "{text}");
 }

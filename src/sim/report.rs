@@ -123,6 +123,7 @@ impl Report<'_> {
                     "uploaded": r.counters.uploaded,
                     "discarded": r.counters.discarded,
                     "failed": r.failed,
+                    "first_piece_s": secs(r.startup_wait),
                     "max_piece_gap_s": secs(r.max_piece_gap),
                 })
             })

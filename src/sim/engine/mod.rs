@@ -85,7 +85,10 @@ pub struct ClientOutcome {
     pub counters: Counters,
     /// The node gave up (its one-line reason).
     pub failed: Option<String>,
-    /// Longest stretch in seconds, from arrival to completion (or leaving, or the end),
+    /// Seconds from arrival until a piece first streamed in (or until it left or the run
+    /// ended, if none did).
+    pub startup_wait: f64,
+    /// Longest stretch in seconds after that, until completion (or leaving, or the end),
     /// with no piece streaming in.
     pub max_piece_gap: f64,
 }
@@ -234,11 +237,13 @@ struct Host {
     live: usize,
     complete: Option<f64>,
     left: Option<f64>,
-    /// Slots with a piece streaming in, since when none has (from arrival on), and the
-    /// longest such stretch while incomplete (the stall measure, docs/SIMULATOR.md
-    /// "Output"): a slow piece still arriving is no stall.
+    /// Slots with a piece streaming in, and since when none has (from arrival on). The
+    /// first such stretch is the start-up wait; the longest one after it while incomplete
+    /// is the gap (together the stall measure, docs/SIMULATOR.md "Output"): a slow piece
+    /// still arriving is no stall.
     streams: usize,
     idle_since: f64,
+    startup_wait: Option<f64>,
     max_piece_gap: f64,
     counters: Counters,
     failed: Option<String>,
@@ -281,6 +286,7 @@ impl Host {
             left: None,
             streams: 0,
             idle_since: 0.0,
+            startup_wait: None,
             max_piece_gap: 0.0,
             counters: Counters::default(),
             failed: None,
@@ -290,7 +296,7 @@ impl Host {
 
 impl Host {
     /// Whether a piece streams in on `slot` from `now` on; a host that had none streaming
-    /// in and was incomplete counts the wait towards `max_piece_gap`.
+    /// in and was incomplete counts the wait (`end_wait`).
     fn set_streaming(&mut self, slot: Slot, on: bool, now: f64) {
         if self.streaming_in[slot] == on {
             return;
@@ -309,10 +315,16 @@ impl Host {
         }
     }
 
-    /// The host stops waiting at `now` (a piece starts, or it leaves or the run ends).
+    /// The host stops waiting at `now` (a piece starts, or it leaves or the run ends): its
+    /// first wait is the start-up, which handshakes and the senders' queues make; later
+    /// ones are gaps in its supply.
     fn end_wait(&mut self, now: f64) {
         if self.complete.is_none() {
-            self.max_piece_gap = self.max_piece_gap.max(now - self.idle_since);
+            let waited = now - self.idle_since;
+            match self.startup_wait {
+                None => self.startup_wait = Some(waited),
+                Some(_) => self.max_piece_gap = self.max_piece_gap.max(waited),
+            }
         }
     }
 
@@ -685,6 +697,25 @@ mod tests {
             .filter(|&p| p > 0.9 * sim.hosts[1].link_up && p < sim.hosts[1].link_up)
             .count();
         assert!(settled > 0);
+    }
+
+    /// A client's first wait is its start-up, counted apart from the gaps after it: at
+    /// least the four round trips to its first piece (connect, HELLO and MANIFEST,
+    /// INTERESTED and UNCHOKE, REQUEST and PIECE), 10.2 ms each here.
+    #[test]
+    fn test_startup_wait_spans_the_handshake_and_counts_apart_from_gaps() {
+        let sc = small(2097152, 6, 0.3, 3);
+        let out = Sim::new(&sc).unwrap().run();
+        for (i, c) in out.clients.iter().enumerate() {
+            assert!(c.complete.is_some(), "client {i}");
+            let rtt = 0.005 + 0.005 + BASE_RTT;
+            assert!(
+                c.startup_wait >= 4.0 * rtt,
+                "client {i}: {}",
+                c.startup_wait
+            );
+            assert!(c.startup_wait < 0.5, "client {i}: {}", c.startup_wait);
+        }
     }
 
     /// The timeline samples every host each interval and changes nothing in the run.

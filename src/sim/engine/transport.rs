@@ -388,6 +388,7 @@ impl Sim {
                 left: host.left,
                 counters: host.counters.clone(),
                 failed: host.failed.clone(),
+                startup_wait: host.startup_wait.unwrap_or(0.0),
                 max_piece_gap: host.max_piece_gap,
             });
         }
