@@ -92,6 +92,11 @@ SCENARIOS = {
     "spread20-uprate": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20(1.0)),
     "spread20-uprate08": dict(size_mib=64, server=dict(up=80, down=1000),
                               clients=spread20(0.8)),
+    # A home server on an ADSL-like uplink, its clients arriving one by one while it is busy:
+    # at 2 Mbit/s its tbf queue holds about 1.2 s, which every newcomer's handshake and
+    # first piece wait behind (README, "Stalls"). Try it with --serve-args "--up-rate 2Mbit".
+    "slow-origin": dict(size_mib=8, server=dict(up=2, down=1000), spread=20.0,
+                        clients=[dict(up=1, down=10)] * 8),
     # A few seconds end to end: CI runs it (--check) where it can create namespaces.
     "smoke": dict(size_mib=8, server=dict(up=100, down=1000), spread=0.2,
                   clients=[dict(up=100, down=200)] * 4),

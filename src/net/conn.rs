@@ -139,8 +139,12 @@ pub(super) struct Conn {
     ctrl: Vec<u8>,
     ctrl_off: usize,
     tx: Option<TxPiece>,
-    /// Deficit round robin: bytes this connection may still send in its current turn.
+    /// Deficit round robin: bytes this connection may still send in its current turn, or
+    /// the credit it has built up over rounds whose quanta were too small to write.
     pub deficit: usize,
+    /// Its turn has started (its quantum is in `deficit`); a turn cut short by the node's
+    /// rate limit resumes at the next wake-up.
+    pub in_turn: bool,
     /// The policy's upload cap for this connection (bytes/s) and its bucket.
     cap: Option<(f64, TokenBucket)>,
     /// Send payloads with `sendfile` instead of writing them from the map.
@@ -181,6 +185,7 @@ impl Conn {
             ctrl_off: 0,
             tx: None,
             deficit: 0,
+            in_turn: false,
             cap: None,
             sendfile,
             last_acked: None,
@@ -200,6 +205,17 @@ impl Conn {
     /// Control bytes queued here but not yet written.
     pub(super) fn has_unsent_control(&self) -> bool {
         self.ctrl_off < self.ctrl.len()
+    }
+
+    /// Control bytes that could go out now, the node's newest included: none while a piece
+    /// is half-sent, since they must follow it.
+    pub(super) fn control_ready(&mut self, slot: Slot, node: &mut Node) -> usize {
+        node.take_outbox(slot, &mut self.ctrl);
+        if self.piece_started() {
+            0
+        } else {
+            self.ctrl.len() - self.ctrl_off
+        }
     }
 
     /// Reads and dispatches up to one quantum.
