@@ -97,6 +97,9 @@ SCENARIOS = {
     # first piece wait behind (README, "Stalls"). Try it with --serve-args "--up-rate 2Mbit".
     "slow-origin": dict(size_mib=8, server=dict(up=2, down=1000), spread=20.0,
                         clients=[dict(up=1, down=10)] * 8),
+    # The same with every client told its uplink (--up-rate): slow nodes' round-robin turns.
+    "slow-origin-uprate": dict(size_mib=8, server=dict(up=2, down=1000), spread=20.0,
+                               clients=[dict(up=1, down=10, up_rate=1.0)] * 8),
     # A few seconds end to end: CI runs it (--check) where it can create namespaces.
     "smoke": dict(size_mib=8, server=dict(up=100, down=1000), spread=0.2,
                   clients=[dict(up=100, down=200)] * 4),
