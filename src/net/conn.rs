@@ -218,6 +218,32 @@ impl Conn {
         }
     }
 
+    /// Writes the control frames that may go now (`control_ready`) and nothing else, within
+    /// the upload bucket: no piece is chosen. Returns the bytes written; an error or a full
+    /// socket is left for the connection's next turn to find.
+    pub(super) fn write_control(
+        &mut self,
+        slot: Slot,
+        node: &mut Node,
+        bucket: &mut TokenBucket,
+        now: Instant,
+    ) -> usize {
+        let ready = self.control_ready(slot, node);
+        let limit = ready.min(bucket.available(now));
+        if limit == 0 {
+            return 0;
+        }
+        let end = self.ctrl_off + limit;
+        match self.stream.write(&self.ctrl[self.ctrl_off..end]) {
+            Ok(n) => {
+                bucket.consume(n);
+                self.ctrl_off += n;
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
     /// Reads and dispatches up to one quantum.
     pub(super) fn read_turn(
         &mut self,
