@@ -769,8 +769,10 @@ impl Driver {
     /// One round of deficit round robin over the write queue: each connection's turn is
     /// worth a quantum proportional to its upload weight, and a turn cut short by the node's
     /// rate limit resumes, with its remaining deficit, at the next wake-up. Under a rate
-    /// limit the quanta shrink to `TURN_SECS` of it (`turn_quantum`); a quantum too small
-    /// for a payload write builds up over rounds, while control frames go at once.
+    /// limit an origin's quanta shrink to `TURN_SECS` of it (`turn_quantum`); a quantum too
+    /// small for a payload write builds up over rounds, while control frames go at once. A
+    /// limit so slow that a full turn lasts over `LONG_TURN_SECS` sends every connection's
+    /// waiting control frames ahead of the turn (`send_control_first`).
     fn serve_writes(&mut self) {
         let now = Instant::now();
         let mut k = 0;
