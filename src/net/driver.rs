@@ -876,7 +876,7 @@ impl Driver {
             let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            if Some(key) == in_turn && c.in_turn || !c.writable || !c.connected {
+            if (Some(key) == in_turn && c.in_turn) || !c.writable || !c.connected {
                 continue;
             }
             let sw = &mut self.swarms.live[c.swarm];
@@ -1166,14 +1166,8 @@ const LONG_TURN_SECS: f64 = 1.0;
 /// that the heaviest connection's turn lasts at most `TURN_SECS` of the rate. The weights'
 /// ratios are kept (quanta below `MIN_QUANTUM` build up over rounds).
 fn turn_quantum(weight: f64, max: f64, rate: Option<f64>) -> usize {
-    let q = quantum(weight, max);
-    match rate {
-        Some(r) if r * TURN_SECS < TURN_QUANTUM as f64 => {
-            let scale = (r * TURN_SECS / TURN_QUANTUM as f64).max(0.0);
-            ((q as f64 * scale) as usize).max(1)
-        }
-        _ => q,
-    }
+    let scale = rate.map_or(1.0, |r| (r * TURN_SECS / TURN_QUANTUM as f64).min(1.0));
+    ((quantum(weight, max) as f64 * scale) as usize).max(1)
 }
 
 /// A connection's deficit-round-robin quantum for `weight` when the heaviest is `max` (also
