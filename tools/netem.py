@@ -32,13 +32,17 @@ def sh(*argv, check=True):
 
 
 def tbf(ns, dev, mbit):
-    """Caps egress of `dev` in namespace `ns` at `mbit` Mbit/s with a token bucket.
+    """Caps egress of `dev` in namespace `ns` at `mbit` Mbit/s with a token bucket, built as
+    the independent checks build theirs (../shared/README.md).
 
-    The bucket holds 4 ms of the rate but at least 64 KiB, so a segmentation-offloaded
-    packet always fits; the queue holds 25 ms."""
-    burst = max(64 * 1024, int(mbit * 1e6 / 8 * 0.004))
+    The bucket holds 2 ms of the rate but at least 96 KiB, so a segmentation-offloaded packet
+    always passes whole; the queue holds 25 ms of the rate but at least 3 buckets, which on a
+    slow link is deep, as on many home links (1.2 s at 2 Mbit/s)."""
+    rate = mbit * 1e6 / 8
+    burst = max(96 * 1024, int(rate * 0.002))
+    limit = max(int(rate * 0.025), 3 * burst)
     sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-       "rate", f"{mbit}mbit", "burst", str(burst), "latency", "25ms")
+       "rate", f"{mbit}mbit", "burst", str(burst), "limit", str(limit))
 
 
 class Host:
