@@ -60,6 +60,11 @@ struct Host {
     level: f64,
     /// Sum of the rates of the upload flows.
     sending: f64,
+    /// Sums over the upload flows of `remaining` and of `rate * settled_at`: with
+    /// `sending`, what is still queued on them at any time (`backlog`) without a visit to
+    /// each, which the origin's thousands of flows would make dear.
+    remaining_sum: f64,
+    rate_settled_sum: f64,
     /// Bytes the uplink carried up to `carried_at` (what TCP would count as acknowledged).
     carried: f64,
     carried_at: f64,
@@ -93,6 +98,8 @@ impl Network {
             offered_in: 0.0,
             level: f64::INFINITY,
             sending: 0.0,
+            remaining_sum: 0.0,
+            rate_settled_sum: 0.0,
             carried: 0.0,
             carried_at: 0.0,
             reshare: false,
@@ -141,6 +148,7 @@ impl Network {
         });
         self.hosts[sender].up_flows.push(id);
         self.hosts[receiver].down_flows.push(id);
+        self.count_backlog(id, 1.0);
         self.mark(id);
         self.share_upload(sender, now);
         id
@@ -149,20 +157,26 @@ impl Network {
     /// Queues `bytes` more on a flow that just finished its previous bytes: the flow stays
     /// active, so no other flow's rate moves.
     pub(super) fn refill(&mut self, id: FlowId, bytes: f64, now: f64) {
+        self.count_backlog(id, -1.0);
         let f = &mut self.flows[id];
         f.remaining = bytes;
         f.settled_at = now;
+        self.count_backlog(id, 1.0);
         self.mark(id);
     }
 
     /// Removes a flow (finished or cut) and shares its capacity among the rest.
     pub(super) fn stop(&mut self, id: FlowId, now: f64) {
+        self.count_backlog(id, -1.0);
         let f = self.flows.remove(id);
         self.settle_carried(f.sender, now);
         let s = &mut self.hosts[f.sender];
         s.sending -= f.rate;
         if s.up_flows.len() == 1 {
-            s.sending = 0.0; // no drift left behind by the running sum
+            // No drift left behind by the running sums.
+            s.sending = 0.0;
+            s.remaining_sum = 0.0;
+            s.rate_settled_sum = 0.0;
         }
         s.up_flows.swap_remove(f.up_idx);
         if let Some(&moved) = s.up_flows.get(f.up_idx) {
@@ -235,9 +249,11 @@ impl Network {
 
     /// The flow's queued bytes have left (its completion event fired).
     pub(super) fn drained(&mut self, id: FlowId, now: f64) {
+        self.count_backlog(id, -1.0);
         let f = &mut self.flows[id];
         f.remaining = 0.0;
         f.settled_at = now;
+        self.count_backlog(id, 1.0);
     }
 
     /// Flows whose completion time moved since the last call, each once.
@@ -268,13 +284,31 @@ impl Network {
         if (f.rate - rate).abs() <= RATE_EPSILON * f.rate.max(rate) {
             return;
         }
+        self.count_backlog(id, -1.0);
+        let f = &mut self.flows[id];
         f.remaining = (f.remaining - f.rate * (now - f.settled_at)).max(0.0);
         f.settled_at = now;
         let old = std::mem::replace(&mut f.rate, rate);
         let sender = f.sender;
+        self.count_backlog(id, 1.0);
         self.settle_carried(sender, now);
         self.hosts[sender].sending += rate - old;
         self.mark(id);
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) flow `id`'s terms in its sender's backlog sums.
+    fn count_backlog(&mut self, id: FlowId, sign: f64) {
+        let f = &self.flows[id];
+        let h = &mut self.hosts[f.sender];
+        h.remaining_sum += sign * f.remaining;
+        h.rate_settled_sum += sign * f.rate * f.settled_at;
+    }
+
+    /// Bytes queued on `host`'s upload flows and not yet sent at `now`: the rest of the
+    /// piece each flow carries.
+    pub(super) fn backlog(&self, host: usize, now: f64) -> f64 {
+        let h = &self.hosts[host];
+        (h.remaining_sum - (h.sending * now - h.rate_settled_sum)).max(0.0)
     }
 
     /// Brings `carried` up to `now` at the current sending rate, before that rate moves.
@@ -522,6 +556,27 @@ mod tests {
         n.stop(f2, 4.0);
         assert_eq!(n.carried(s, 9.0), 310.0, "nothing carried without flows");
         assert_eq!(n.carried(r1, 9.0), 0.0);
+    }
+
+    #[test]
+    fn test_backlog_is_what_the_flows_have_left_to_send_through_every_change() {
+        let mut n = Network::default();
+        let s = n.add_host(100.0, f64::INFINITY, false);
+        let r1 = n.add_host(1.0, f64::INFINITY, false);
+        let r2 = n.add_host(1.0, f64::INFINITY, false);
+        let f1 = n.start(s, r1, 1000.0, f64::INFINITY, 1.0, 0.0);
+        assert_eq!(n.backlog(s, 2.0), 800.0);
+        let f2 = n.start(s, r2, 500.0, 30.0, 1.0, 2.0); // 70 + 30 from t = 2
+        assert_eq!(n.backlog(s, 4.0), 800.0 - 140.0 + 500.0 - 60.0);
+        n.drained(f2, 4.0); // f2's bytes counted as gone, then 200 more
+        n.refill(f2, 200.0, 4.0);
+        assert_eq!(n.backlog(s, 5.0), 660.0 - 70.0 + 200.0 - 30.0);
+        n.stop(f1, 5.0); // cut: its unsent bytes leave the queue with it
+        assert_eq!(n.backlog(s, 5.0), 170.0);
+        assert_eq!(n.backlog(s, 100.0), 0.0, "never below empty");
+        n.stop(f2, 6.0);
+        assert_eq!(n.backlog(s, 7.0), 0.0);
+        assert_eq!(n.backlog(r1, 7.0), 0.0, "receivers queue nothing");
     }
 
     #[test]

@@ -561,15 +561,18 @@ impl Sim {
         }
     }
 
-    /// Extra delay of what leaves host `h` now: its full queue while its uplink is saturated.
+    /// Extra delay of what leaves host `h` now: while its uplink is saturated, the bytes its
+    /// flows have queued ahead (the rest of each one's piece) at the link's rate, at most a
+    /// full tbf queue (docs/SIMULATOR.md, "Queues").
     fn queue_delay(&self, h: usize) -> u64 {
         // A node held below its link by its own rate limit queues in its token bucket, not
         // in the link's qdisc.
-        if self.net.uplink_full(h) && !self.net.is_weighted(h) {
-            self.hosts[h].queue_ns
-        } else {
-            0
+        if !self.net.uplink_full(h) || self.net.is_weighted(h) {
+            return 0;
         }
+        let host = &self.hosts[h];
+        let ahead = self.net.backlog(h, self.now) / host.link_up;
+        ((ahead * 1e9) as u64).min(host.queue_ns)
     }
 
     fn live_conn(&self, r: ConnRef) -> bool {
