@@ -11,7 +11,7 @@ on exceptions, SIGINT and SIGTERM. Needs root and iproute2. Standard library onl
     with Net("tft") as net:
         s = net.add_host("server", up_mbit=40, down_mbit=1000)
         c = net.add_host("c0", up_mbit=400, down_mbit=400)
-        p = net.start(c, ["ping", "-c1", s.ip])
+        p = net.start(c, ["python3", "-c", "..."])
         net.wait([p], timeout=10)
 """
 
@@ -166,12 +166,22 @@ class Net:
 
 
 if __name__ == "__main__":
-    # Self-check: two hosts, one ping, everything removed afterwards.
+    # Self-check: two hosts, one TCP exchange across the bridge (no ping: iputils may not be
+    # installed), everything removed afterwards.
+    import sys
     with Net("tftcheck") as net:
         a = net.add_host("a", 100, 100)
         b = net.add_host("b", 100, 100)
-        p = net.start(a, ["ping", "-c", "1", "-W", "2", b.ip])
+        serve = ("import socket; s = socket.create_server(('0.0.0.0', 5000)); "
+                 "c = s.accept()[0]; c.sendall(c.recv(5))")
+        ask = ("import socket, time\n"
+               "for _ in range(100):\n"
+               "    try: c = socket.create_connection((%r, 5000)); break\n"
+               "    except ConnectionRefusedError: time.sleep(0.05)\n"
+               "c.sendall(b'hello'); assert c.recv(5) == b'hello'" % b.ip)
+        net.start(b, [sys.executable, "-c", serve])
+        p = net.start(a, [sys.executable, "-c", ask])
         rc, _ = net.wait([p], timeout=10)[p]
-        print("ping", "ok" if rc == 0 else f"failed ({rc})")
+        print("tcp", "ok" if rc == 0 else f"failed ({rc})")
     left = [l for l in sh("ip", "netns", "list").splitlines() if l.startswith("tftcheck-")]
     print("cleanup", "ok" if not left else f"left {left}")
