@@ -92,6 +92,10 @@ SCENARIOS = {
     "spread20-uprate": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20(1.0)),
     "spread20-uprate08": dict(size_mib=64, server=dict(up=80, down=1000),
                               clients=spread20(0.8)),
+    # Told 90%: room on the uplink for the ACKs of the client's own downloads, which a
+    # saturated uplink starves (tools/queue_probe.py; README, "Uploads starve downloads").
+    "spread20-uprate09": dict(size_mib=64, server=dict(up=80, down=1000),
+                              clients=spread20(0.9)),
     # A home server on an ADSL-like uplink, its clients arriving one by one while it is busy:
     # at 2 Mbit/s its tbf queue holds about 1.2 s, which every newcomer's handshake and
     # first piece wait behind (README, "Stalls"). Try it with --serve-args "--up-rate 2Mbit".

@@ -10,13 +10,16 @@ flows to host `b`, while a probe connection from `a` to `b` sends one byte every
 (a REQUEST, a HAVE) waits behind those flows in `a`'s uplink. The kernel's congestion
 control is the machine's (`net.ipv4.tcp_congestion_control`). Prints JSON: per
 (rate, flows) the idle round trip and the loaded round trip's median and 90th percentile,
-with the tbf limit's delay beside them. Needs root.
+with the tbf limit's delay beside them; and what a download into `a` (one bulk flow from a
+third host, `a`'s downlink capped at --down Mbit/s) gets alone and while `a`'s uplink is
+loaded, whose ACKs wait in that queue. Needs root.
 """
 import argparse
 import json
 import os
 import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netem  # noqa: E402
@@ -43,10 +46,12 @@ serve(5002, echo)
 
 SOURCE = """
 import socket, sys, threading
-ip, n = sys.argv[1], int(sys.argv[2])
+ip, n, pace = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 block = bytes(1 << 16)
 def send():
     s = socket.create_connection((ip, 5001))  # the sink listens: the idle probe got through
+    if pace:
+        s.setsockopt(socket.SOL_SOCKET, 47, pace)  # SO_MAX_PACING_RATE, bytes/s
     while True:
         s.sendall(block)
 for _ in range(n):
@@ -86,24 +91,46 @@ def probe(net, a, b, secs, warm, out_path):
         return json.load(f)
 
 
+def rx_bytes(host):
+    out = netem.sh("ip", "netns", "exec", host.ns, "cat", "/sys/class/net/eth0/statistics/rx_bytes")
+    return int(out.strip())
+
+
+def download_mbit(host, secs):
+    """What `host`'s link received over the next `secs` seconds, in Mbit/s."""
+    before, t = rx_bytes(host), time.monotonic()
+    time.sleep(secs)
+    return (rx_bytes(host) - before) * 8 / 1e6 / (time.monotonic() - t)
+
+
 def tbf_limit_s(mbit):
     rate = mbit * 1e6 / 8
     return max(rate * 0.025, 3 * max(96 * 1024, rate * 0.002)) / rate
 
 
-def measure(rate, flows, secs, work):
+def measure(rate, flows, secs, down, pace, work):
     with netem.Net("tftqp") as net:
-        a = net.add_host("a", rate, 1000)
+        a = net.add_host("a", rate, down)
         b = net.add_host("b", 1000, 1000)
-        net.start(b, [sys.executable, "-c", SINK])
+        c = net.add_host("c", 1000, 1000)
+        for h in (a, b):
+            net.start(h, [sys.executable, "-c", SINK])
         idle = probe(net, a, b, 2.0, 0.5, os.path.join(work, "idle.json"))
-        src = net.start(a, [sys.executable, "-c", SOURCE, b.ip, str(flows)])
-        loaded = probe(net, a, b, secs, 2.0, os.path.join(work, "loaded.json"))
+        net.start(c, [sys.executable, "-c", SOURCE, a.ip, "1", "0"])
+        time.sleep(1.0)
+        alone = download_mbit(a, secs / 2)
+        per_flow = int(pace * rate * 1e6 / 8 / flows) if pace else 0
+        src = net.start(a, [sys.executable, "-c", SOURCE, b.ip, str(flows), str(per_flow)])
+        time.sleep(2.0)
+        loaded_down = download_mbit(a, secs / 2)
+        loaded = probe(net, a, b, secs, 0.0, os.path.join(work, "loaded.json"))
         net.kill(src)
     q = statistics.quantiles(loaded, n=10)
     return {"rate_mbit": rate, "flows": flows, "idle_ms": 1e3 * statistics.median(idle),
             "median_ms": 1e3 * statistics.median(loaded), "p90_ms": 1e3 * q[8],
-            "tbf_limit_ms": 1e3 * tbf_limit_s(rate), "samples": len(loaded)}
+            "tbf_limit_ms": 1e3 * tbf_limit_s(rate), "samples": len(loaded),
+            "down_mbit": down, "download_alone_mbit": alone,
+            "download_while_loaded_mbit": loaded_down, "paced_at": pace}
 
 
 def main():
@@ -111,6 +138,10 @@ def main():
     ap.add_argument("--rates", default="1,2,5,20", help="uplink caps, Mbit/s")
     ap.add_argument("--flows", default="1,2,4,8", help="bulk flow counts")
     ap.add_argument("--secs", type=float, default=8.0, help="loaded seconds probed")
+    ap.add_argument("--down", type=float, default=150.0, help="host a's downlink, Mbit/s")
+    ap.add_argument("--pace", type=float, default=0.0,
+                    help="cap the upload flows' pacing (SO_MAX_PACING_RATE) at this fraction "
+                         "of the uplink, split evenly; 0: not capped")
     ap.add_argument("--work", default="/tmp/queue_probe")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -119,7 +150,7 @@ def main():
     rows = []
     for rate in [float(r) for r in a.rates.split(",")]:
         for flows in [int(n) for n in a.flows.split(",")]:
-            row = measure(rate, flows, a.secs, a.work)
+            row = measure(rate, flows, a.secs, a.down, a.pace, a.work)
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     print(json.dumps({"congestion_control": cc, "kernel": os.uname().release,
