@@ -11,7 +11,7 @@ flows to host `b`, while a probe connection from `a` to `b` sends one byte every
 control is the machine's (`net.ipv4.tcp_congestion_control`). Prints JSON: per
 (rate, flows) the idle round trip and the loaded round trip's median and 90th percentile,
 with the tbf limit's delay beside them; and what a download into `a` (one bulk flow from a
-third host, `a`'s downlink capped at --down Mbit/s) gets alone and while `a`'s uplink is
+third host (--down-flows of them), `a`'s downlink capped at --down Mbit/s) gets alone and while `a`'s uplink is
 loaded, whose ACKs wait in that queue. Needs root.
 """
 import argparse
@@ -108,7 +108,7 @@ def tbf_limit_s(mbit):
     return max(rate * 0.025, 3 * max(96 * 1024, rate * 0.002)) / rate
 
 
-def measure(rate, flows, secs, down, pace, work):
+def measure(rate, flows, secs, down, down_flows, pace, work):
     with netem.Net("tftqp") as net:
         a = net.add_host("a", rate, down)
         b = net.add_host("b", 1000, 1000)
@@ -116,7 +116,7 @@ def measure(rate, flows, secs, down, pace, work):
         for h in (a, b):
             net.start(h, [sys.executable, "-c", SINK])
         idle = probe(net, a, b, 2.0, 0.5, os.path.join(work, "idle.json"))
-        net.start(c, [sys.executable, "-c", SOURCE, a.ip, "1", "0"])
+        net.start(c, [sys.executable, "-c", SOURCE, a.ip, str(down_flows), "0"])
         time.sleep(1.0)
         alone = download_mbit(a, secs / 2)
         per_flow = int(pace * rate * 1e6 / 8 / flows) if pace else 0
@@ -129,7 +129,7 @@ def measure(rate, flows, secs, down, pace, work):
     return {"rate_mbit": rate, "flows": flows, "idle_ms": 1e3 * statistics.median(idle),
             "median_ms": 1e3 * statistics.median(loaded), "p90_ms": 1e3 * q[8],
             "tbf_limit_ms": 1e3 * tbf_limit_s(rate), "samples": len(loaded),
-            "down_mbit": down, "download_alone_mbit": alone,
+            "down_mbit": down, "down_flows": down_flows, "download_alone_mbit": alone,
             "download_while_loaded_mbit": loaded_down, "paced_at": pace}
 
 
@@ -139,6 +139,7 @@ def main():
     ap.add_argument("--flows", default="1,2,4,8", help="bulk flow counts")
     ap.add_argument("--secs", type=float, default=8.0, help="loaded seconds probed")
     ap.add_argument("--down", type=float, default=150.0, help="host a's downlink, Mbit/s")
+    ap.add_argument("--down-flows", type=int, default=1, help="bulk flows into host a")
     ap.add_argument("--pace", type=float, default=0.0,
                     help="cap the upload flows' pacing (SO_MAX_PACING_RATE) at this fraction "
                          "of the uplink, split evenly; 0: not capped")
@@ -150,7 +151,7 @@ def main():
     rows = []
     for rate in [float(r) for r in a.rates.split(",")]:
         for flows in [int(n) for n in a.flows.split(",")]:
-            row = measure(rate, flows, a.secs, a.down, a.pace, a.work)
+            row = measure(rate, flows, a.secs, a.down, a.down_flows, a.pace, a.work)
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     print(json.dumps({"congestion_control": cc, "kernel": os.uname().release,
