@@ -136,6 +136,7 @@ impl Sim {
             let slot = conn.ends[k].as_ref().expect("a flow has its sender").slot;
             let pipe = &conn.pipes[k];
             let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+            let cap = cap.min(self.ack_bound(c, k));
             self.net.record_limits(f, cap, weight);
         }
     }

@@ -32,6 +32,14 @@ use crate::wire::{FrameHead, HEAD_SIZE, PIECE_HEAD_SIZE, Role};
 const INITIAL_WINDOW: f64 = 10.0 * 1448.0;
 /// Largest send window: Linux's default `tcp_wmem` maximum, which autotuning grows to.
 const MAX_WINDOW: f64 = 4.0 * 1024.0 * 1024.0;
+/// What each upload flow keeps standing in a saturated uplink's queue (BBR, behind the
+/// checks' tbf): about 8 KiB plus 5 ms of the link's rate (`tools/queue_probe.py`, 6-37 KB
+/// per flow from 5 to 100 Mbit/s; docs/SIMULATOR.md, "Queues").
+const STANDING_BASE: f64 = 8.0 * 1024.0;
+const STANDING_SECS: f64 = 0.005;
+/// What a BBR sender keeps in flight beyond its minimum RTT's worth when its ACKs wait in
+/// the receiver's uplink queue: about 60 KB (the probe, 57-69 KB per download flow).
+const ACK_DELAYED_WINDOW: f64 = 60_000.0;
 const ORIGIN_PORT: u16 = 6880;
 const CLIENT_PORT: u16 = 6881;
 /// Host addresses are 10.0.0.0 plus the host's index: data for the nodes, never used.
@@ -562,8 +570,8 @@ impl Sim {
     }
 
     /// Extra delay of what leaves host `h` now: while its uplink is saturated, the bytes its
-    /// flows have queued ahead (the rest of each one's piece) at the link's rate, at most a
-    /// full tbf queue (docs/SIMULATOR.md, "Queues").
+    /// flows keep standing ahead (the rest of each one's piece, at most what BBR keeps per
+    /// flow) at the link's rate, at most a full tbf queue (docs/SIMULATOR.md, "Queues").
     fn queue_delay(&self, h: usize) -> u64 {
         // A node held below its link by its own rate limit queues in its token bucket, not
         // in the link's qdisc.
@@ -571,8 +579,27 @@ impl Sim {
             return 0;
         }
         let host = &self.hosts[h];
-        let ahead = self.net.backlog(h, self.now) / host.link_up;
+        let standing = STANDING_BASE + STANDING_SECS * host.link_up;
+        let flows = self.net.up_flows(h).len() as f64;
+        let ahead = self.net.backlog(h, self.now).min(standing * flows) / host.link_up;
         ((ahead * 1e9) as u64).min(host.queue_ns)
+    }
+
+    /// The most a flow of connection `c`'s pipe `dir` carries while its ACKs wait in the
+    /// receiver's uplink queue: BBR keeps a minimum RTT's worth of the flow's rate in flight
+    /// twice over plus `ACK_DELAYED_WINDOW`, so a queue delay `q` above the round trip
+    /// `rtt` leaves it `ACK_DELAYED_WINDOW / (q - rtt)`; none below.
+    fn ack_bound(&self, c: usize, dir: usize) -> f64 {
+        let conn = &self.conns[c];
+        let Some(receiver) = conn.far_host(dir) else {
+            return f64::INFINITY;
+        };
+        let q = self.queue_delay(receiver) as f64 * 1e-9;
+        if q > conn.rtt {
+            ACK_DELAYED_WINDOW / (q - conn.rtt)
+        } else {
+            f64::INFINITY
+        }
     }
 
     fn live_conn(&self, r: ConnRef) -> bool {
@@ -797,6 +824,50 @@ mod tests {
             }
         }
         assert!(queued > 0, "no uplink was ever saturated");
+    }
+
+    /// A saturated uplink holds at most what BBR keeps standing per flow (and never more
+    /// than the rest of the pieces, nor tbf's limit); the flows into that host carry at most
+    /// `ACK_DELAYED_WINDOW` per queue delay beyond their round trip, as the probe measured.
+    #[test]
+    fn test_queue_holds_what_flows_keep_standing_and_bounds_the_downloads_behind_it() {
+        // Clients with a 30x asymmetric link, as home links are: 0.5 MB/s up, 15 MB/s down.
+        let sc = Scenario::from_json(
+            r#"{"file_size": 16777216, "piece_size": null, "seed": 2, "policy": "tft",
+              "origin": {"up": 5000000, "down": null, "rtt_ms": 0},
+              "clients": [{"up": 500000, "down": 15000000, "count": 6}]}"#,
+        )
+        .unwrap();
+        let mut sim = Sim::new(&sc).unwrap();
+        let (mut queued, mut bound) = (0, 0);
+        while sim.now < 6.0 {
+            step(&mut sim);
+            for h in 1..=6 {
+                let q = sim.queue_delay(h) as f64 * 1e-9;
+                let flows = sim.net.up_flows(h).len() as f64;
+                let link = sim.hosts[h].link_up;
+                let standing = (STANDING_BASE + STANDING_SECS * link) * flows / link;
+                assert!(q <= standing + 1e-9, "{q} s queued behind {flows} flows");
+                assert!(q <= sim.hosts[h].queue_ns as f64 * 1e-9 + 1e-9);
+                queued += usize::from(q > 0.0);
+            }
+            for (id, &(c, k)) in sim.flow_pipe.iter().enumerate() {
+                if c == usize::MAX || !sim.conns.contains(c) {
+                    continue;
+                }
+                let conn = &sim.conns[c];
+                let Some(receiver) = conn.far_host(k) else {
+                    continue;
+                };
+                let q = sim.queue_delay(receiver) as f64 * 1e-9;
+                if q > conn.rtt && sim.net.generation(id).is_some() {
+                    bound += 1;
+                    assert_eq!(sim.ack_bound(c, k), ACK_DELAYED_WINDOW / (q - conn.rtt));
+                }
+            }
+        }
+        assert!(queued > 0, "no uplink was ever saturated");
+        assert!(bound > 0, "no flow ever ran into a queued receiver");
     }
 
     #[test]

@@ -164,11 +164,12 @@ impl Sim {
             return;
         };
         let queue = self.queue_delay(h);
+        let k = self.conns[c].end_of(h);
+        let ack_bound = self.ack_bound(c, k);
         let Some(node) = self.hosts[h].node.as_mut() else {
             return;
         };
         let conn = &mut self.conns[c];
-        let k = conn.end_of(h);
         let generation = conn.generation;
         let at = self.now_ns + conn.owd_ns + queue;
         let receiver = conn.far_host(k);
@@ -208,6 +209,7 @@ impl Sim {
             None => {
                 let weighted = self.net.is_weighted(h);
                 let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+                let cap = cap.min(ack_bound);
                 let f = self.net.start(h, receiver, bytes, cap, weight, self.now);
                 if self.flow_pipe.len() <= f {
                     self.flow_pipe.resize(f + 1, (usize::MAX, 0));
@@ -345,6 +347,7 @@ impl Sim {
 
     /// One RTT of slow start: the window doubles while it is what limits the flow.
     pub(super) fn ramp(&mut self, r: ConnRef, dir: usize) {
+        let ack_bound = self.ack_bound(r.id, dir);
         let conn = &mut self.conns[r.id];
         let rtt = conn.rtt;
         let pipe = &mut conn.pipes[dir];
@@ -360,7 +363,7 @@ impl Sim {
         let Some(node) = self.hosts[h].node.as_ref() else {
             return;
         };
-        let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, rtt);
+        let cap = flow_cap(node.upload_cap(slot), pipe.cwnd, rtt).min(ack_bound);
         let weight = self.net.weight(f);
         if pipe.cwnd / rtt < self.hosts[h].up && pipe.cwnd < MAX_WINDOW {
             pipe.ramping = true;
