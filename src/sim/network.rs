@@ -530,10 +530,7 @@ mod tests {
 
     #[test]
     fn test_cap_limits_flow_and_rest_goes_to_others() {
-        let mut n = Network::default();
-        let s = n.add_host(100.0, f64::INFINITY, false);
-        let r1 = n.add_host(1.0, f64::INFINITY, false);
-        let r2 = n.add_host(1.0, f64::INFINITY, false);
+        let (mut n, s, r1, r2) = sender_and_two_receivers();
         let f1 = n.start(s, r1, 1e6, 5.0, 1.0, 0.0);
         let f2 = n.start(s, r2, 1e6, f64::INFINITY, 1.0, 0.0);
         assert_eq!((n.rate(f1), n.rate(f2)), (5.0, 95.0));
@@ -541,12 +538,18 @@ mod tests {
         assert_eq!((n.rate(f1), n.rate(f2)), (50.0, 50.0));
     }
 
-    #[test]
-    fn test_carried_integrates_the_rates_through_every_change() {
+    /// A sender of 100 bytes/s and two receivers whose downlinks take anything.
+    fn sender_and_two_receivers() -> (Network, usize, usize, usize) {
         let mut n = Network::default();
         let s = n.add_host(100.0, f64::INFINITY, false);
         let r1 = n.add_host(1.0, f64::INFINITY, false);
         let r2 = n.add_host(1.0, f64::INFINITY, false);
+        (n, s, r1, r2)
+    }
+
+    #[test]
+    fn test_carried_integrates_the_rates_through_every_change() {
+        let (mut n, s, r1, r2) = sender_and_two_receivers();
         let f1 = n.start(s, r1, 1e6, f64::INFINITY, 1.0, 0.0);
         assert_eq!(n.carried(s, 1.0), 100.0);
         let f2 = n.start(s, r2, 1e6, 30.0, 1.0, 1.0); // 70 + 30 from t = 1
@@ -560,10 +563,7 @@ mod tests {
 
     #[test]
     fn test_backlog_is_what_the_flows_have_left_to_send_through_every_change() {
-        let mut n = Network::default();
-        let s = n.add_host(100.0, f64::INFINITY, false);
-        let r1 = n.add_host(1.0, f64::INFINITY, false);
-        let r2 = n.add_host(1.0, f64::INFINITY, false);
+        let (mut n, s, r1, r2) = sender_and_two_receivers();
         let f1 = n.start(s, r1, 1000.0, f64::INFINITY, 1.0, 0.0);
         assert_eq!(n.backlog(s, 2.0), 800.0);
         let f2 = n.start(s, r2, 500.0, 30.0, 1.0, 2.0); // 70 + 30 from t = 2
