@@ -37,7 +37,7 @@ What the scorecard measures (DIR/scorecard.md and DIR/scorecard.json, also print
     python3 bench/sim_suite.py --self-test
 
 --families keeps only the named arrival patterns and/or capacity mixes (at-once, poisson,
-burst, homog, bimodal, spread20, adsl, pareto). --rescore skips generating and running and
+burst, homog, bimodal, spread20, adsl, cable, pareto). --rescore skips generating and running and
 scores DIR again. Scenarios go to DIR/scenarios (index.json describes each), results to
 DIR/results. Exit status 0 if every scenario ran, 1 if any failed (nonzero exit, timeout,
 unreadable output); with --strict also 1 if a client never completed or a result is
@@ -68,7 +68,10 @@ MBIT = 125_000  # bytes per second in one Mbit/s
 MIB = 1 << 20
 
 ARRIVALS = ("at-once", "poisson", "burst")
-MIXES = ("homog", "bimodal", "spread20", "adsl", "pareto")
+MIXES = ("homog", "bimodal", "spread20", "adsl", "cable", "pareto")
+# Cable and fibre home links: a slow uplink under a downlink this many times faster, where a
+# busy uplink starves the ACKs of the downloads (README, "Uploads starve downloads").
+CABLE_DOWN = 25
 MISBEHAVIOURS = ("none", "fr", "liar", "mixed", "fr-first")
 # A quarter of the scenarios also hold a colluding pair (drawn from a stream of its own, so the
 # other scenarios are the ones the suite had before colluders).
@@ -128,6 +131,9 @@ def capacity_mix(rng, mix, n):
     if mix == "adsl":
         ups = [r * MBIT for r in stratified(rng, (1, 2, 4), n)]
         return ups, 10, "ADSL 1/2/4 Mbit/s up"
+    if mix == "cable":
+        ups = [r * MBIT for r in stratified(rng, (5, 10, 20, 40), n)]
+        return ups, CABLE_DOWN, f"cable 5/10/20/40 Mbit/s up, {CABLE_DOWN}x down"
     if mix == "pareto":
         ups = [pareto_up(rng) for _ in range(n)]
         return ups, rng.choice(DOWN_MULTIPLES), "Pareto(1.2) from 2 Mbit/s, 1-2-5 grid to 200"
@@ -1060,6 +1066,8 @@ class GeneratorTest(unittest.TestCase):
                 self.assertTrue(c["down"] is None or c["down"] >= c["up"])
                 if axes["mix"] == "adsl":
                     self.assertEqual(c["down"], 10 * c["up"])
+                if axes["mix"] == "cable":
+                    self.assertEqual(c["down"], CABLE_DOWN * c["up"])
                 self.assertTrue(0 <= c["rtt_ms"] <= axes["rtt_max_ms"])
                 leave = c["leave"]
                 self.assertTrue(leave in ("linger", "on_complete") or leave > 0, name)
