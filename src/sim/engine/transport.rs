@@ -165,7 +165,12 @@ impl Sim {
         };
         let queue = self.queue_delay(h);
         let k = self.conns[c].end_of(h);
-        let ack_bound = self.ack_bound(c, k);
+        // Only a flow that starts here needs it; most pumps carry control frames.
+        let ack_bound = if self.conns[c].pipes[k].flow.is_none() {
+            self.ack_bound(c, k)
+        } else {
+            f64::INFINITY
+        };
         let Some(node) = self.hosts[h].node.as_mut() else {
             return;
         };
