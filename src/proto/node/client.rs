@@ -16,6 +16,24 @@ pub(super) struct ClientSide {
     pub(super) reach: Reach,
     /// Peers the origin names as taking without giving (STANDING).
     pub(super) named: super::standing::Named,
+    /// What the last scan of `known` found, while nothing it depends on has changed.
+    pub(super) dial_quiet: Option<DialQuiet>,
+}
+
+/// Nobody in `known` can be dialled before `until` (never, if `None`), as long as no peer
+/// is named, no connection closes and the listening verdict stays `listening`. It spares
+/// `maybe_dial` a scan of every known peer at every tick: 8% of the simulator's time with
+/// 10,000 clients, where most nodes have room for more peers and nobody left to dial.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DialQuiet {
+    pub(super) until: Option<Instant>,
+    pub(super) listening: bool,
+}
+
+impl DialQuiet {
+    pub(super) fn holds(&self, now: Instant, listening: bool) -> bool {
+        self.listening == listening && self.until.is_none_or(|t| now < t)
+    }
 }
 
 /// The client's connection to its origin, across reconnections.

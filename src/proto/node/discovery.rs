@@ -22,6 +22,7 @@ impl Node {
                     if !c.known.iter().any(|k| k.node_id == e.node_id) {
                         // The dial rule below makes a smaller id dial us.
                         smaller += u32::from(e.node_id < my_id);
+                        c.dial_quiet = None;
                         c.known.push(Known {
                             node_id: e.node_id,
                             addr: e.addr,
@@ -52,20 +53,35 @@ impl Node {
         if !self.cfg.use_peers || self.manifest.is_none() {
             return;
         }
-        let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
         let my_id = self.cfg.node_id;
-        let Side::Client(c) = &mut self.side else {
+        let Side::Client(c) = &self.side else {
             return;
         };
         // A port the origin could not reach is no port: dial every peer, as without one.
         let listening = self.cfg.listen_port != 0 && c.reach.origin_verdict() != Some(false);
-        let banned = &c.banned;
-        for k in c.known.iter_mut().filter(|k| !banned.contains(&k.node_id)) {
-            if room == 0 {
-                break;
-            }
+        if c.dial_quiet.is_some_and(|q| q.holds(now, listening)) {
+            return;
+        }
+        let mut room = self.cfg.max_peers.saturating_sub(self.peer_count());
+        let Side::Client(c) = &mut self.side else {
+            return;
+        };
+        // The earliest retry among the peers we may still dial; unknown if room runs out
+        // before the scan has seen them all.
+        let mut next = Some(None::<Instant>);
+        for k in c.known.iter_mut() {
             let ours = !listening || my_id < k.node_id;
-            if k.slot.is_none() && ours && k.attempts < MAX_DIAL_ATTEMPTS && now >= k.next_attempt {
+            if k.slot.is_some() || !ours || k.attempts >= MAX_DIAL_ATTEMPTS {
+                continue;
+            }
+            if c.banned.contains(&k.node_id) {
+                continue;
+            }
+            if now >= k.next_attempt {
+                if room == 0 {
+                    next = None;
+                    break;
+                }
                 k.next_attempt = now + DIAL_RETRY;
                 k.attempts += 1;
                 room -= 1;
@@ -74,6 +90,10 @@ impl Node {
                     link: Link::ToPeer { node_id: k.node_id },
                 });
             }
+            if k.attempts < MAX_DIAL_ATTEMPTS {
+                next = next.map(|t| Some(t.map_or(k.next_attempt, |t| t.min(k.next_attempt))));
+            }
         }
+        c.dial_quiet = next.map(|until| DialQuiet { until, listening });
     }
 }

@@ -31,7 +31,7 @@ mod requests;
 mod standing;
 mod timers;
 
-use client::{ClientSide, Known};
+use client::{ClientSide, DialQuiet, Known};
 pub use config::{Behaviour, Config, DEFAULT_LINGER, UpRate};
 pub use failure::{Failure, FailureKind};
 use origin::Registry;
@@ -644,6 +644,8 @@ impl Node {
             }
             Side::Origin(_) => {}
             Side::Client(c) => {
+                // Room for one more peer, and maybe a known peer to dial again.
+                c.dial_quiet = None;
                 for k in c.known.iter_mut().filter(|k| k.slot == Some(slot)) {
                     // Each attempt counts twice, at the dial and at this close, so with
                     // MAX_DIAL_ATTEMPTS = 3 an address that refuses is dialled twice, 2 s
