@@ -7,9 +7,6 @@
 //! (time, scheduling sequence), and the sequence is shared, so the order of events is the
 //! same as if every event sat in one heap.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 /// An event, when it happens, and its place among events at the same time.
 struct Scheduled<E> {
     at: u64,
@@ -23,27 +20,9 @@ impl<E> Scheduled<E> {
     }
 }
 
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-impl<E> Eq for Scheduled<E> {}
-impl<E> PartialOrd for Scheduled<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Scheduled<E> {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.key().cmp(&self.key())
-    }
-}
-
 /// Events at virtual times; plain events and keyed ones (at most one per key).
 pub(super) struct Agenda<E> {
-    heap: BinaryHeap<Scheduled<E>>,
+    heap: QuadHeap<E>,
     keyed: KeyedHeap<E>,
     seq: u64,
 }
@@ -51,7 +30,7 @@ pub(super) struct Agenda<E> {
 impl<E> Default for Agenda<E> {
     fn default() -> Self {
         Agenda {
-            heap: BinaryHeap::new(),
+            heap: QuadHeap { items: Vec::new() },
             keyed: KeyedHeap::default(),
             seq: 0,
         }
@@ -117,6 +96,54 @@ impl<E> Agenda<E> {
             self.heap.pop()
         }?;
         Some((s.at, s.ev))
+    }
+}
+
+/// A 4-ary min-heap of plain events. Half the levels of a binary heap, and a node's four
+/// children lie side by side, so a pop misses the cache about half as often: with 10,000
+/// clients millions of frames are in flight, and `BinaryHeap::pop` was the hottest spot of
+/// the run (16% of its time, nearly all waiting on memory).
+struct QuadHeap<E> {
+    items: Vec<Scheduled<E>>,
+}
+
+impl<E> QuadHeap<E> {
+    fn peek(&self) -> Option<&Scheduled<E>> {
+        self.items.first()
+    }
+
+    fn push(&mut self, s: Scheduled<E>) {
+        self.items.push(s);
+        let mut i = self.items.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 4;
+            if self.items[i].key() >= self.items[parent].key() {
+                break;
+            }
+            self.items.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Scheduled<E>> {
+        let last = self.items.pop()?;
+        if self.items.is_empty() {
+            return Some(last);
+        }
+        let first = std::mem::replace(&mut self.items[0], last);
+        let mut i = 0;
+        loop {
+            let children = 4 * i + 1..(4 * i + 5).min(self.items.len());
+            let Some(child) = children.min_by_key(|&c| self.items[c].key()) else {
+                break;
+            };
+            if self.items[child].key() >= self.items[i].key() {
+                break;
+            }
+            self.items.swap(i, child);
+            i = child;
+        }
+        Some(first)
     }
 }
 
@@ -270,6 +297,34 @@ mod tests {
         a.remove_keyed(40); // never had one
         a.at(f64::INFINITY, 10);
         assert_eq!(drain(&mut a), vec![(3, 3)]);
+    }
+
+    /// Plain events, pushed and popped in random turns, come out by (time, scheduling order).
+    #[test]
+    fn test_plain_events_come_out_as_a_sorted_list_would() {
+        let mut rng = crate::proto::Rng::new(11);
+        let mut a = Agenda::default();
+        let (mut pending, mut got, mut pushed) = (Vec::new(), Vec::new(), 0u32);
+        for _ in 0..20_000 {
+            if rng.below(3) == 0 {
+                if let Some((at, ev)) = a.pop() {
+                    // Nothing pending may come before what popped.
+                    let want = pending.iter().copied().min().expect("pending");
+                    assert_eq!((at, ev), want);
+                    pending.retain(|&e| e != want);
+                    got.push(ev);
+                }
+            } else {
+                // Few distinct times, so equal times must keep the scheduling order.
+                let at = u64::from(rng.below(64));
+                a.at_ns(at, pushed);
+                pending.push((at, pushed));
+                pushed += 1;
+            }
+        }
+        pending.sort();
+        assert_eq!(drain(&mut a), pending);
+        assert!(got.len() > 5_000, "{} popped along the way", got.len());
     }
 
     /// Against a plain sorted list: random moves and removals keep the heap's order.
