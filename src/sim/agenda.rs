@@ -7,6 +7,9 @@
 //! (time, scheduling sequence), and the sequence is shared, so the order of events is the
 //! same as if every event sat in one heap.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 /// An event, when it happens, and its place among events at the same time.
 struct Scheduled<E> {
     at: u64,
@@ -20,9 +23,27 @@ impl<E> Scheduled<E> {
     }
 }
 
+impl<E> PartialEq for Scheduled<E> {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl<E> Eq for Scheduled<E> {}
+impl<E> PartialOrd for Scheduled<E> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<E> Ord for Scheduled<E> {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.key().cmp(&self.key())
+    }
+}
+
 /// Events at virtual times; plain events and keyed ones (at most one per key).
 pub(super) struct Agenda<E> {
-    heap: QuadHeap<E>,
+    heap: BinaryHeap<Scheduled<E>>,
     keyed: KeyedHeap<E>,
     seq: u64,
 }
@@ -30,7 +51,7 @@ pub(super) struct Agenda<E> {
 impl<E> Default for Agenda<E> {
     fn default() -> Self {
         Agenda {
-            heap: QuadHeap { items: Vec::new() },
+            heap: BinaryHeap::new(),
             keyed: KeyedHeap::default(),
             seq: 0,
         }
@@ -96,54 +117,6 @@ impl<E> Agenda<E> {
             self.heap.pop()
         }?;
         Some((s.at, s.ev))
-    }
-}
-
-/// A 4-ary min-heap of plain events. Half the levels of a binary heap, and a node's four
-/// children lie side by side, so a pop misses the cache about half as often: with 10,000
-/// clients millions of frames are in flight, and `BinaryHeap::pop` was the hottest spot of
-/// the run (16% of its time, nearly all waiting on memory).
-struct QuadHeap<E> {
-    items: Vec<Scheduled<E>>,
-}
-
-impl<E> QuadHeap<E> {
-    fn peek(&self) -> Option<&Scheduled<E>> {
-        self.items.first()
-    }
-
-    fn push(&mut self, s: Scheduled<E>) {
-        self.items.push(s);
-        let mut i = self.items.len() - 1;
-        while i > 0 {
-            let parent = (i - 1) / 4;
-            if self.items[i].key() >= self.items[parent].key() {
-                break;
-            }
-            self.items.swap(i, parent);
-            i = parent;
-        }
-    }
-
-    fn pop(&mut self) -> Option<Scheduled<E>> {
-        let last = self.items.pop()?;
-        if self.items.is_empty() {
-            return Some(last);
-        }
-        let first = std::mem::replace(&mut self.items[0], last);
-        let mut i = 0;
-        loop {
-            let children = 4 * i + 1..(4 * i + 5).min(self.items.len());
-            let Some(child) = children.min_by_key(|&c| self.items[c].key()) else {
-                break;
-            };
-            if self.items[child].key() >= self.items[i].key() {
-                break;
-            }
-            self.items.swap(i, child);
-            i = child;
-        }
-        Some(first)
     }
 }
 
