@@ -66,9 +66,9 @@ impl Node {
         let Side::Client(c) = &mut self.side else {
             return;
         };
-        // The earliest retry among the peers we may still dial; unknown if room runs out
-        // before the scan has seen them all.
-        let mut next = Some(None::<Instant>);
+        // The earliest retry among the peers we may still dial; worth keeping only if
+        // the scan saw them all (room did not run out).
+        let (mut until, mut saw_all) = (None::<Instant>, true);
         for k in c.known.iter_mut() {
             let ours = !listening || my_id < k.node_id;
             if k.slot.is_some() || !ours || k.attempts >= MAX_DIAL_ATTEMPTS {
@@ -79,7 +79,7 @@ impl Node {
             }
             if now >= k.next_attempt {
                 if room == 0 {
-                    next = None;
+                    saw_all = false;
                     break;
                 }
                 k.next_attempt = now + DIAL_RETRY;
@@ -91,9 +91,9 @@ impl Node {
                 });
             }
             if k.attempts < MAX_DIAL_ATTEMPTS {
-                next = next.map(|t| Some(t.map_or(k.next_attempt, |t| t.min(k.next_attempt))));
+                until = Some(until.map_or(k.next_attempt, |t| t.min(k.next_attempt)));
             }
         }
-        c.dial_quiet = next.map(|until| DialQuiet { until, listening });
+        c.dial_quiet = saw_all.then_some(DialQuiet { until, listening });
     }
 }
