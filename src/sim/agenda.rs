@@ -3,12 +3,18 @@
 //! Most events are scheduled once and happen once; a flow's completion is different: every
 //! change of the flow's rate moves it, and an origin sharing its upload among thousands of
 //! flows moves thousands of them at once. Those live in a keyed heap, one entry per flow,
-//! moved in place, so the queue never fills with superseded completions. Both heaps order by
+//! moved in place, so the queue never fills with superseded completions. Both queues order by
 //! (time, scheduling sequence), and the sequence is shared, so the order of events is the
 //! same as if every event sat in one heap.
+//!
+//! Plain events are most of a large run's (a HAVE to each neighbour of every piece), and a
+//! binary heap of hundreds of thousands of them spent most of each pop waiting on memory
+//! (README, scaling). Time only moves forward, so they sit in a radix heap instead
+//! (Ahuja, Mehlhorn, Orlin and Tarjan, 1990): buckets by the highest bit in which an event's
+//! time differs from the last time taken out, each a plain vector, so pushing appends and
+//! an event is moved a few times, in sequence, before it comes out.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 /// An event, when it happens, and its place among events at the same time.
 struct Scheduled<E> {
@@ -23,27 +29,9 @@ impl<E> Scheduled<E> {
     }
 }
 
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-impl<E> Eq for Scheduled<E> {}
-impl<E> PartialOrd for Scheduled<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Scheduled<E> {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.key().cmp(&self.key())
-    }
-}
-
 /// Events at virtual times; plain events and keyed ones (at most one per key).
 pub(super) struct Agenda<E> {
-    heap: BinaryHeap<Scheduled<E>>,
+    plain: RadixQueue<E>,
     keyed: KeyedHeap<E>,
     seq: u64,
 }
@@ -51,7 +39,7 @@ pub(super) struct Agenda<E> {
 impl<E> Default for Agenda<E> {
     fn default() -> Self {
         Agenda {
-            heap: BinaryHeap::new(),
+            plain: RadixQueue::default(),
             keyed: KeyedHeap::default(),
             seq: 0,
         }
@@ -72,10 +60,10 @@ impl<E> Agenda<E> {
     }
 
     /// At exactly `at` nanoseconds: connection timings add up exactly, so what a handshake
-    /// step sends never overtakes the step itself.
+    /// step sends never overtakes the step itself. Never before the last event taken out.
     pub(super) fn at_ns(&mut self, at: u64, ev: E) {
         self.seq += 1;
-        self.heap.push(Scheduled {
+        self.plain.push(Scheduled {
             at,
             seq: self.seq,
             ev,
@@ -105,18 +93,125 @@ impl<E> Agenda<E> {
 
     /// The earliest event and its time in nanoseconds.
     pub(super) fn pop(&mut self) -> Option<(u64, E)> {
-        let keyed_first = match (self.heap.peek(), self.keyed.peek()) {
+        let keyed_first = match (self.plain.peek_key(), self.keyed.peek()) {
             (None, None) => return None,
             (Some(_), None) => false,
             (None, Some(_)) => true,
-            (Some(a), Some(b)) => b.key() < a.key(),
+            (Some(a), Some(b)) => b.key() < a,
         };
         let s = if keyed_first {
             self.keyed.pop()
         } else {
-            self.heap.pop()
+            self.plain.pop()
         }?;
         Some((s.at, s.ev))
+    }
+}
+
+/// Plain events by (time, sequence), for times that never go back: no event is pushed
+/// before the last one popped.
+struct RadixQueue<E> {
+    /// Time of the last event out; no event is earlier. Only a pop moves it: the agenda may
+    /// peek here, take a keyed event that is due sooner, and schedule plain ones before this
+    /// queue's earliest.
+    last: u64,
+    /// The events at `last`, in scheduling order.
+    now: VecDeque<Scheduled<E>>,
+    /// `buckets[b]`: the later events whose time's highest bit that differs from `last` is
+    /// bit `b`, in scheduling order (pushes append, and a refill only fills buckets below
+    /// the lowest filled one, which are empty, in the order it takes them out).
+    buckets: [Vec<Scheduled<E>>; 64],
+    /// Bit `b` is set while `buckets[b]` holds events.
+    filled: u64,
+    /// The (time, sequence) of the earliest event of the lowest filled bucket, once looked
+    /// up: peeking must not scan that bucket again and again.
+    lowest: Option<(u64, u64)>,
+}
+
+impl<E> Default for RadixQueue<E> {
+    fn default() -> Self {
+        RadixQueue {
+            last: 0,
+            now: VecDeque::new(),
+            buckets: std::array::from_fn(|_| Vec::new()),
+            filled: 0,
+            lowest: None,
+        }
+    }
+}
+
+impl<E> RadixQueue<E> {
+    fn push(&mut self, s: Scheduled<E>) {
+        debug_assert!(
+            s.at >= self.last,
+            "scheduled at {} before {}",
+            s.at,
+            self.last
+        );
+        if s.at <= self.last {
+            // The sequence only grows, so appending keeps `now` in order.
+            self.now.push_back(s);
+            return;
+        }
+        let b = 63 - (s.at ^ self.last).leading_zeros() as usize;
+        let lowest = self.filled.trailing_zeros() as usize;
+        if b < lowest {
+            self.lowest = Some(s.key()); // alone in the new lowest bucket
+        } else if b == lowest && self.lowest.is_some_and(|k| s.key() < k) {
+            self.lowest = Some(s.key());
+        }
+        self.buckets[b].push(s);
+        self.filled |= 1 << b;
+    }
+
+    /// The (time, sequence) of the earliest event.
+    fn peek_key(&mut self) -> Option<(u64, u64)> {
+        if let Some(s) = self.now.front() {
+            return Some(s.key());
+        }
+        if self.filled == 0 {
+            return None;
+        }
+        if self.lowest.is_none() {
+            let b = self.filled.trailing_zeros() as usize;
+            self.lowest = self.buckets[b].iter().map(Scheduled::key).min();
+        }
+        self.lowest
+    }
+
+    fn pop(&mut self) -> Option<Scheduled<E>> {
+        if self.now.is_empty() {
+            self.refill();
+        }
+        self.now.pop_front()
+    }
+
+    /// Time moves to the earliest event of the lowest filled bucket: the events at that
+    /// time become `now`, the rest go to lower buckets (they share every bit above the
+    /// bucket's with the new `last`).
+    fn refill(&mut self) {
+        if self.filled == 0 {
+            return;
+        }
+        let b = self.filled.trailing_zeros() as usize;
+        let mut taken = std::mem::take(&mut self.buckets[b]);
+        self.filled &= !(1 << b);
+        self.last = match self.lowest {
+            Some((at, _)) => at,
+            None => taken.iter().map(|s| s.at).min().expect("a filled bucket"),
+        };
+        self.lowest = None;
+        for s in taken.drain(..) {
+            if s.at == self.last {
+                self.now.push_back(s);
+            } else {
+                let c = 63 - (s.at ^ self.last).leading_zeros() as usize;
+                self.buckets[c].push(s);
+                self.filled |= 1 << c;
+            }
+        }
+        // Keep the vector's room for the next events of this bucket.
+        self.buckets[b] = taken;
     }
 }
 
@@ -272,12 +367,13 @@ mod tests {
         assert_eq!(drain(&mut a), vec![(3, 3)]);
     }
 
-    /// Plain events, pushed and popped in random turns, come out by (time, scheduling order).
-    #[test]
-    fn test_plain_events_come_out_as_a_sorted_list_would() {
-        let mut rng = crate::proto::Rng::new(11);
+    /// Plain events, pushed and popped in random turns, come out by (time, scheduling
+    /// order); each is pushed at or after the last one out (time never goes back), up to
+    /// `spread` later, or at a distant time one push in 16.
+    fn check_plain_against_sorted_list(seed: u64, spread: u32) {
+        let mut rng = crate::proto::Rng::new(seed);
         let mut a = Agenda::default();
-        let (mut pending, mut got, mut pushed) = (Vec::new(), Vec::new(), 0u32);
+        let (mut pending, mut got, mut pushed, mut floor) = (Vec::new(), 0, 0u32, 0u64);
         for _ in 0..20_000 {
             if rng.below(3) == 0 {
                 if let Some((at, ev)) = a.pop() {
@@ -285,19 +381,49 @@ mod tests {
                     let want = pending.iter().copied().min().expect("pending");
                     assert_eq!((at, ev), want);
                     pending.retain(|&e| e != want);
-                    got.push(ev);
+                    floor = at;
+                    got += 1;
                 }
             } else {
-                // Few distinct times, so equal times must keep the scheduling order.
-                let at = u64::from(rng.below(64));
-                a.at_ns(at, pushed);
-                pending.push((at, pushed));
+                let later = match rng.below(16) {
+                    0 => u64::from(rng.below(1 << 30)) << 20,
+                    _ => u64::from(rng.below(spread)),
+                };
+                a.at_ns(floor + later, pushed);
+                pending.push((floor + later, pushed));
                 pushed += 1;
             }
         }
         pending.sort();
         assert_eq!(drain(&mut a), pending);
-        assert!(got.len() > 5_000, "{} popped along the way", got.len());
+        assert!(got > 5_000, "{got} popped along the way");
+    }
+
+    /// Few distinct times, so equal times must keep the scheduling order, also among events
+    /// that reached the same time through different buckets.
+    #[test]
+    fn test_plain_events_come_out_as_a_sorted_list_would() {
+        check_plain_against_sorted_list(11, 64);
+        check_plain_against_sorted_list(12, 4);
+        check_plain_against_sorted_list(13, 1 << 24);
+    }
+
+    /// Peeking at the plain events must not move their clock: a keyed event due sooner
+    /// comes out, and a plain event scheduled then, before the plain ones waiting, comes out
+    /// before them.
+    #[test]
+    fn test_plain_event_scheduled_after_a_keyed_one_before_the_waiting_ones() {
+        let mut a = Agenda::default();
+        a.at_ns(1 << 20, 1);
+        a.set_keyed_ns(0, 5, 2);
+        assert_eq!(a.pop(), Some((5, 2)));
+        a.at_ns(7, 3);
+        a.set_keyed_ns(0, 6, 4);
+        a.at_ns(1 << 20, 5);
+        assert_eq!(
+            drain(&mut a),
+            vec![(6, 4), (7, 3), (1 << 20, 1), (1 << 20, 5)]
+        );
     }
 
     /// Against a plain sorted list: random moves and removals keep the heap's order.
