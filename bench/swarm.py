@@ -88,6 +88,10 @@ SCENARIOS = {
     # bytes and completion times with frfirst's free riders.
     "colluders": dict(size_mib=64, server=dict(up=100, down=1000),
                       clients=free_rider_first("colluder"), spread=0.5),
+    # The crowd with every client told its uplink: its 20 and 50 Mbit/s uploads starve its
+    # downloads' ACKs as the 20x spread's slow clients do (README, "Uploads starve downloads").
+    "crowd-uprate": dict(size_mib=64, server=dict(up=100, down=1000), spread=0.5,
+                         clients=[dict(c, up_rate=1.0) for c in crowd()]),
     "spread20": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20()),
     "spread20-uprate": dict(size_mib=64, server=dict(up=80, down=1000), clients=spread20(1.0)),
     "spread20-uprate08": dict(size_mib=64, server=dict(up=80, down=1000),
