@@ -113,9 +113,10 @@ impl Sim {
     /// pieces on the connection stop, and the other end hears of it one-way delay later.
     pub(super) fn close_end(&mut self, c: usize, k: usize, flush: bool, why: &str) {
         let now_s = self.now;
-        let queue = self.conns[c].ends[k]
+        // Counted before its flows stop, which empties the queue in the model.
+        let at = self.conns[c].ends[k]
             .as_ref()
-            .map_or(0, |e| self.queue_delay(e.host));
+            .map_or(0, |e| self.departure(e.host, c));
         let conn = &mut self.conns[c];
         let Some(end) = conn.ends[k].as_mut().filter(|e| !e.closed) else {
             return;
@@ -123,7 +124,6 @@ impl Sim {
         end.closed = true;
         let (h, slot) = (end.host, end.slot);
         let generation = conn.generation;
-        let owd = conn.owd_ns;
         let other_open = conn.receiver(k).is_some();
         // A piece cut off mid-way ends the byte stream: nothing framed can follow it.
         let cut = conn.pipes[k].sending.is_some();
@@ -133,17 +133,14 @@ impl Sim {
         let conn = &mut self.conns[c];
         if other_open {
             // The far end has accepted, so this end's pipe is open.
-            let pipe = &mut conn.pipes[k];
             if let Some(node) = self.hosts[h].node.as_mut() {
-                node.take_outbox(slot, &mut pipe.held);
+                node.take_outbox(slot, &mut conn.pipes[k].held);
+            }
+            if flush && !cut {
+                self.transmit_held(c, k, at);
             }
             let r = ConnRef { id: c, generation };
-            let at = self.now_ns + owd + queue;
-            if flush && !cut && !pipe.held.is_empty() {
-                let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-                pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
-            }
-            pipe.transmit(&mut self.agenda, r, k, at, Item::Fin);
+            self.conns[c].pipes[k].transmit(&mut self.agenda, r, k, at, Item::Fin);
         } else if conn.ends.iter().flatten().all(|e| e.closed) || conn.ends[1 - k].is_none() {
             // Nobody at the other end (never accepted, or closed already): the connection
             // is gone, and its pending events with it.
@@ -163,20 +160,11 @@ impl Sim {
         let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() else {
             return;
         };
-        let queue = self.queue_delay(h);
         let k = self.conns[c].end_of(h);
-        // Only a flow that starts here needs it; most pumps carry control frames.
-        let ack_bound = if self.conns[c].pipes[k].flow.is_none() {
-            self.ack_bound(c, k)
-        } else {
-            f64::INFINITY
-        };
         let Some(node) = self.hosts[h].node.as_mut() else {
             return;
         };
         let conn = &mut self.conns[c];
-        let generation = conn.generation;
-        let at = self.now_ns + conn.owd_ns + queue;
         let receiver = conn.far_host(k);
         let pipe = &mut conn.pipes[k];
         node.take_outbox(slot, &mut pipe.held);
@@ -196,37 +184,68 @@ impl Sim {
         };
         // poll_piece may have queued REJECTs.
         node.take_outbox(slot, &mut pipe.held);
-        let r = ConnRef { id: c, generation };
-        if !pipe.held.is_empty() {
-            let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
-            pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
-        }
         let Some(piece) = piece else {
+            if !self.conns[c].pipes[k].held.is_empty() {
+                let at = self.departure(h, c);
+                self.transmit_held(c, k, at);
+            }
             self.stop_flow(c, k, self.now);
             return;
         };
+        let at = self.departure(h, c);
+        self.transmit_held(c, k, at);
         let len = self.manifest.piece_len(piece);
+        let r = ConnRef {
+            id: c,
+            generation: self.conns[c].generation,
+        };
+        let pipe = &mut self.conns[c].pipes[k];
         pipe.transmit(&mut self.agenda, r, k, at, Item::Head { piece, len });
         pipe.sending = Some(piece);
         let bytes = (len as usize + PIECE_HEAD_SIZE) as f64;
-        match pipe.flow {
-            Some(f) => self.net.refill(f, bytes, self.now),
-            None => {
-                let weighted = self.net.is_weighted(h);
-                let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
-                let cap = cap.min(ack_bound);
-                let f = self.net.start(h, receiver, bytes, cap, weight, self.now);
-                if self.flow_pipe.len() <= f {
-                    self.flow_pipe.resize(f + 1, (usize::MAX, 0));
-                }
-                self.flow_pipe[f] = (c, k);
-                pipe.flow = Some(f);
-                let window_bound = pipe.cwnd / conn.rtt < self.hosts[h].up;
-                if window_bound && !pipe.ramping && pipe.cwnd < MAX_WINDOW {
-                    pipe.ramping = true;
-                    self.agenda.at(self.now + conn.rtt, Ev::Ramp(r, k));
-                }
-            }
+        if let Some(f) = pipe.flow {
+            self.net.refill(f, bytes, self.now);
+            return;
+        }
+        // Only a flow that starts here needs the bound; most pumps carry control frames.
+        let ack_bound = self.ack_bound(c, k);
+        let weighted = self.net.is_weighted(h);
+        let node = self.hosts[h].node.as_ref().expect("checked above");
+        let conn = &mut self.conns[c];
+        let pipe = &mut conn.pipes[k];
+        let (cap, weight) = flow_limits(node, slot, weighted, pipe.cwnd, conn.rtt);
+        let cap = cap.min(ack_bound);
+        let f = self.net.start(h, receiver, bytes, cap, weight, self.now);
+        if self.flow_pipe.len() <= f {
+            self.flow_pipe.resize(f + 1, (usize::MAX, 0));
+        }
+        self.flow_pipe[f] = (c, k);
+        pipe.flow = Some(f);
+        let window_bound = pipe.cwnd / conn.rtt < self.hosts[h].up;
+        if window_bound && !pipe.ramping && pipe.cwnd < MAX_WINDOW {
+            pipe.ramping = true;
+            self.agenda.at(self.now + conn.rtt, Ev::Ramp(r, k));
+        }
+    }
+
+    /// When what host `h` sends now on connection `c` arrives: a one-way delay after it
+    /// has waited in `h`'s uplink queue.
+    fn departure(&self, h: usize, c: usize) -> u64 {
+        self.now_ns + self.conns[c].owd_ns + self.queue_delay(h)
+    }
+
+    /// Puts the control bytes held on pipe `k` of connection `c`, if any, in transit to
+    /// arrive at `at`.
+    fn transmit_held(&mut self, c: usize, k: usize, at: u64) {
+        let conn = &mut self.conns[c];
+        let r = ConnRef {
+            id: c,
+            generation: conn.generation,
+        };
+        let pipe = &mut conn.pipes[k];
+        if !pipe.held.is_empty() {
+            let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
+            pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
         }
     }
 
