@@ -162,11 +162,45 @@ struct Pipe {
     flow: Option<FlowId>,
     /// Sent and not yet arrived, with the arrival time in nanoseconds; only the oldest has
     /// an event on the agenda (one per pipe keeps the heap small).
-    transit: VecDeque<(u64, Item)>,
+    transit: Transit,
     /// Receiver side: where the payload of the arriving piece goes, between head and end.
     sink: Option<Sink>,
     cwnd: f64,
     ramping: bool,
+}
+
+/// Items in transit on a pipe, oldest first. Mostly there is one (a HAVE), and it is kept
+/// in the pipe itself: a delivery then reads no buffer elsewhere in memory.
+#[derive(Default)]
+struct Transit {
+    oldest: Option<(u64, Item)>,
+    later: VecDeque<(u64, Item)>,
+}
+
+impl Transit {
+    fn push_back(&mut self, x: (u64, Item)) {
+        if self.oldest.is_none() {
+            self.oldest = Some(x);
+        } else {
+            self.later.push_back(x);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, Item)> {
+        let x = self.oldest.take();
+        if x.is_some() && !self.later.is_empty() {
+            self.oldest = self.later.pop_front();
+        }
+        x
+    }
+
+    fn front(&self) -> Option<&(u64, Item)> {
+        self.oldest.as_ref()
+    }
+
+    fn back(&self) -> Option<&(u64, Item)> {
+        self.later.back().or(self.oldest.as_ref())
+    }
 }
 
 impl Pipe {
@@ -175,8 +209,9 @@ impl Pipe {
     /// is the one with a delivery event on the agenda.
     fn transmit(&mut self, agenda: &mut Agenda<Ev>, r: ConnRef, dir: usize, at: u64, item: Item) {
         let at = at.max(self.transit.back().map_or(0, |b| b.0));
+        let first = self.transit.front().is_none();
         self.transit.push_back((at, item));
-        if self.transit.len() == 1 {
+        if first {
             agenda.at_ns(at, Ev::Deliver(r, dir));
         }
     }
@@ -691,6 +726,26 @@ mod tests {
         sim.now = at_ns as f64 / 1e9;
         sim.now_ns = at_ns;
         sim.handle(ev);
+    }
+
+    /// Items leave a pipe in the order they entered it, whether the oldest sits in the pipe
+    /// or the queue behind it.
+    #[test]
+    fn test_transit_keeps_the_order() {
+        let mut t = Transit::default();
+        let mut want = std::collections::VecDeque::new();
+        let mut rng = crate::proto::Rng::new(5);
+        for i in 0..2_000u32 {
+            if rng.below(2) == 0 {
+                t.push_back((u64::from(i), Item::End { piece: i }));
+                want.push_back(i);
+            } else {
+                let got = t.pop_front().map(|(at, _)| at as u32);
+                assert_eq!(got, want.pop_front());
+            }
+            assert_eq!(t.front().map(|x| x.0 as u32), want.front().copied());
+            assert_eq!(t.back().map(|x| x.0 as u32), want.back().copied());
+        }
     }
 
     /// The origin's connect-back probe is answered in the simulator too: each listening
