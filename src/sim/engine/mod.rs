@@ -45,9 +45,6 @@ const CLIENT_PORT: u16 = 6881;
 /// Host addresses are 10.0.0.0 plus the host's index: data for the nodes, never used.
 const ADDR_BASE: u32 = 0x0A00_0000;
 const ORIGIN: usize = 0;
-/// Control batches up to this many bytes travel inside their `Item` (a HAVE is 9), which
-/// stays as small as its `Vec` variant.
-const INLINE_FRAMES: usize = 14;
 /// Most recycled control buffers kept.
 const SPARE_BUFFERS: usize = 1024;
 /// Larger buffers (a MANIFEST, a burst) are freed rather than kept.
@@ -135,19 +132,8 @@ struct ConnRef {
 #[derive(Debug)]
 enum Item {
     Control(Vec<u8>),
-    /// A few control bytes, kept in the item itself: most batches are one HAVE, and a
-    /// large run delivers hundreds of millions of them (no buffer to fetch or recycle).
-    Frames {
-        len: u8,
-        bytes: [u8; INLINE_FRAMES],
-    },
-    Head {
-        piece: u32,
-        len: u32,
-    },
-    End {
-        piece: u32,
-    },
+    Head { piece: u32, len: u32 },
+    End { piece: u32 },
     Fin,
 }
 

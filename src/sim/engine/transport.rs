@@ -243,23 +243,10 @@ impl Sim {
             generation: conn.generation,
         };
         let pipe = &mut conn.pipes[k];
-        let item = match pipe.held.len() {
-            0 => return,
-            len @ 1..=INLINE_FRAMES => {
-                let mut bytes = [0; INLINE_FRAMES];
-                bytes[..len].copy_from_slice(&pipe.held);
-                pipe.held.clear();
-                Item::Frames {
-                    len: len as u8,
-                    bytes,
-                }
-            }
-            _ => Item::Control(std::mem::replace(
-                &mut pipe.held,
-                self.spare.pop().unwrap_or_default(),
-            )),
-        };
-        pipe.transmit(&mut self.agenda, r, k, at, item);
+        if !pipe.held.is_empty() {
+            let bytes = std::mem::replace(&mut pipe.held, self.spare.pop().unwrap_or_default());
+            pipe.transmit(&mut self.agenda, r, k, at, Item::Control(bytes));
+        }
     }
 
     /// Ends the flow of pipe `dir` of connection `c`, if it has one, and forgets its piece.
@@ -329,9 +316,18 @@ impl Sim {
         let pipe = &mut conn.pipes[dir];
         let was_streaming = pipe.sink.is_some();
         match item {
-            Item::Frames { len, bytes } => handle_frames(node, slot, &bytes[..len as usize], now),
             Item::Control(bytes) => {
-                handle_frames(node, slot, &bytes, now);
+                let mut rest = &bytes[..];
+                while let Ok(Some(head)) = FrameHead::parse(rest) {
+                    let len = head.frame_len();
+                    node.handle_frame(slot, head.ty, &rest[HEAD_SIZE..len], now);
+                    rest = &rest[len..];
+                    if node.is_closing(slot) {
+                        break;
+                    }
+                }
+                // Nodes emit whole frames, and a batch is never split.
+                debug_assert!(rest.is_empty() || node.is_closing(slot));
                 if self.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_CAPACITY {
                     let mut bytes = bytes;
                     bytes.clear();
@@ -433,21 +429,6 @@ impl Sim {
             timeline: std::mem::take(&mut self.timeline),
         }
     }
-}
-
-/// Hands the node the control frames of a batch that arrived on `slot`, up to the one that
-/// makes it close the connection.
-fn handle_frames(node: &mut Node, slot: Slot, mut rest: &[u8], now: Instant) {
-    while let Ok(Some(head)) = FrameHead::parse(rest) {
-        let len = head.frame_len();
-        node.handle_frame(slot, head.ty, &rest[HEAD_SIZE..len], now);
-        rest = &rest[len..];
-        if node.is_closing(slot) {
-            break;
-        }
-    }
-    // Nodes emit whole frames, and a batch is never split.
-    debug_assert!(rest.is_empty() || node.is_closing(slot));
 }
 
 /// What the node says about the flow of `slot`: its rate limit (below) and its share weight
