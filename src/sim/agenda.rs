@@ -108,6 +108,9 @@ impl<E> Agenda<E> {
     }
 }
 
+/// Most events an emptied bucket keeps room for (48 bytes each).
+const KEPT_ROOM: usize = 4096;
+
 /// Plain events by (time, sequence), for times that never go back: no event is pushed
 /// before the last one popped.
 struct RadixQueue<E> {
@@ -210,8 +213,11 @@ impl<E> RadixQueue<E> {
                 self.filled |= 1 << c;
             }
         }
-        // Keep the vector's room for the next events of this bucket.
-        self.buckets[b] = taken;
+        // Keep the vector's room for the next events of this bucket, unless a burst made it
+        // large: every bucket passes here, so what the queue holds on to stays bounded.
+        if taken.capacity() <= KEPT_ROOM {
+            self.buckets[b] = taken;
+        }
     }
 }
 
