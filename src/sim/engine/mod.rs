@@ -174,9 +174,7 @@ impl Transit {
 
     fn pop_front(&mut self) -> Option<(u64, Item)> {
         let x = self.oldest.take();
-        if x.is_some() && !self.later.is_empty() {
-            self.oldest = self.later.pop_front();
-        }
+        self.oldest = self.later.pop_front();
         x
     }
 
