@@ -49,8 +49,10 @@ pub(super) struct OriginLink {
     pub(super) dialing: bool,
     /// After a refused wildcard, the origin is not asked for one before this.
     pub(super) backoff_until: Option<Instant>,
-    /// The origin refused a wildcard while unchoking us: from now on it is asked by index.
-    pub(super) wildcards_refused: bool,
+    /// From now on the origin is asked by index, not with wildcards: it refused one while
+    /// unchoking us, or answered one with a piece we held or were receiving from a peer (it
+    /// had no first copy left for us, so its choices would race our peers' pieces).
+    pub(super) asks_by_index: bool,
 }
 
 /// A peer the origin told us about.

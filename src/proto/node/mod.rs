@@ -582,7 +582,7 @@ impl Node {
                     c.origin.slot = Some(slot);
                     c.origin.dialing = false;
                     // A new origin connection starts with nothing counted as on its way.
-                    c.origin.wildcards_refused = false;
+                    c.origin.asks_by_index = false;
                 }
             }
             Link::ToPeer { node_id } => {

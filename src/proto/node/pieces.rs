@@ -62,8 +62,18 @@ impl Node {
         // Claimed before the request is counted done, so the piece never looks free (and
         // wakes every dry peer) in between.
         let store = picker.try_claim(piece, slot);
+        // A wildcard's answer that we already hold or are receiving from a peer was no
+        // first copy: the origin has none left for us, and its next choices (its
+        // least-copied pieces) would race our peers' pieces again. From now on it is asked
+        // by index, for the pieces no peer has first. (A peer's HAVE would say as much
+        // sooner, but a liar's HAVEs would then turn a client from the origin's first
+        // copies; only bytes arriving twice are evidence nobody can forge.)
+        let no_fresh = asked.piece == WILDCARD && !store;
         if asked.piece != WILDCARD {
             picker.on_request_done(piece);
+        }
+        if no_fresh {
+            self.ask_origin_by_index(slot);
         }
         if store {
             self.cancel_elsewhere(piece, slot);

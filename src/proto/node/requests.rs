@@ -90,6 +90,28 @@ impl Node {
         }
     }
 
+    /// From now on the origin (on `slot`) is asked by index; the wildcards still waiting
+    /// there are withdrawn, as their answers would be no better than the one that showed it.
+    pub(super) fn ask_origin_by_index(&mut self, slot: Slot) {
+        match self.client_side_mut() {
+            Some(c) if !c.origin.asks_by_index => c.origin.asks_by_index = true,
+            _ => return,
+        }
+        let Some(p) = self.peer_mut(slot) else {
+            return;
+        };
+        let mut withdrawn = 0;
+        for a in p.asked.iter_mut() {
+            if a.piece == WILDCARD && !a.cancelled {
+                a.cancelled = true;
+                withdrawn += 1;
+            }
+        }
+        for _ in 0..withdrawn {
+            self.emit(slot, &Message::Cancel(WILDCARD));
+        }
+    }
+
     /// The peer withdraws a request: drop it if it is still queued, and answer it.
     pub(super) fn on_cancel(&mut self, slot: Slot, i: u32) {
         let p = self.peer_mut(slot).expect("frame came from it");
@@ -117,7 +139,7 @@ impl Node {
             // copy was arriving, and that one then failed): only asking by index gets it.
             if let Some(c) = self.client_side_mut() {
                 c.origin.backoff_until = Some(now + REJECT_BACKOFF);
-                c.origin.wildcards_refused |= unchoked;
+                c.origin.asks_by_index |= unchoked;
             }
         } else if let Some(picker) = self.picker.as_mut() {
             picker.on_request_done(i);
@@ -200,7 +222,7 @@ impl Node {
             return;
         };
         let origin_backoff = c.origin.backoff_until.is_some_and(|t| now < t);
-        let wildcards_refused = c.origin.wildcards_refused;
+        let asks_by_index = c.origin.asks_by_index;
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };
@@ -216,7 +238,7 @@ impl Node {
             // by index, which can be cancelled like any other request; but only after the
             // wildcards are answered, as one may bring any piece we lack.
             let origin = p.is_origin_link();
-            let piece = if origin && !wildcards_refused && picker.unseen() > wildcards {
+            let piece = if origin && !asks_by_index && picker.unseen() > wildcards {
                 if origin_backoff || picker.missing() <= p.asked.len() as u32 {
                     break;
                 }

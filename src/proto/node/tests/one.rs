@@ -618,6 +618,62 @@ fn test_refused_wildcard_makes_client_ask_origin_by_index() {
 }
 
 #[test]
+fn test_wildcard_answered_with_a_piece_arriving_from_a_peer_makes_client_ask_origin_by_index() {
+    // Found by the simulator suite: once every piece was in the swarm, the origin answered
+    // wildcards with its least-copied pieces, which the clients were fetching from their
+    // peers too; up to 15% of its upload arrived second and was discarded.
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    // A peer holds piece 3: it is asked for it, and starts sending it.
+    assert_eq!(peer_unchokes(&mut c, 1, &[0x10]), vec![3]);
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD; 2]);
+    assert!(matches!(
+        c.node.begin_piece(1, 3, PIECE, c.now),
+        Some(Sink::Store { .. })
+    ));
+    // The origin has no first copy left for us: it answers with the peer's piece.
+    assert_eq!(c.node.begin_piece(0, 3, PIECE, c.now), Some(Sink::Discard));
+    let mut out = Vec::new();
+    c.node.take_outbox(0, &mut out);
+    let cancels: Vec<u32> = frames(&out)
+        .into_iter()
+        .filter(|f| f.0 == wire::ty::CANCEL)
+        .map(|f| wire::be_u32(&f.1))
+        .collect();
+    assert_eq!(cancels, vec![WILDCARD], "the other wildcard is withdrawn");
+    c.node.end_piece(0, None, c.now);
+    // The withdrawn wildcard comes back refused; the rest is asked for by index.
+    c.send(Message::Reject(WILDCARD));
+    c.now += REJECT_BACKOFF + TICK;
+    c.node.handle_tick(c.now);
+    let asked = requests_on(&mut c, 0);
+    assert!(!asked.is_empty(), "the origin is still asked");
+    assert!(asked.iter().all(|i| [0, 1, 2].contains(i)), "{asked:?}");
+}
+
+#[test]
+fn test_wildcard_answered_with_a_piece_a_peer_only_announced_keeps_wildcards() {
+    // A liar announces every piece: its HAVEs must not turn us from the origin's choices.
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let id = c.node.manifest().unwrap().id();
+    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
+    c.send_on(1, hello(Role::Client, 71, id));
+    c.send_on(1, Message::Bitfield(&[0x10]));
+    c.send(Message::Unchoke);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD; 2]);
+    assert!(matches!(
+        c.node.begin_piece(0, 3, PIECE, c.now),
+        Some(Sink::Store { .. })
+    ));
+    let o = 3 * PIECE as usize;
+    let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+    c.node.end_piece(0, Some(hash), c.now);
+    assert_eq!(requests_on(&mut c, 0), vec![WILDCARD]);
+}
+
+#[test]
 fn test_wildcard_rejected_while_choked_keeps_wildcards() {
     let data = file(2 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
