@@ -556,12 +556,18 @@ fn test_cancel_of_queued_request_is_answered_with_reject() {
 
 /// Opens slot `slot` on `c` to a client peer holding `bits` that unchokes us, and returns
 /// the piece indices we then asked it for.
-fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
+/// A peer on `slot` that holds `bits` and chokes us.
+fn peer_announces(c: &mut One, slot: Slot, bits: &[u8]) {
     let id = c.node.manifest().unwrap().id();
     c.node
         .handle_open(slot, Link::Accepted, addr_of(slot + 10), c.now);
     c.send_on(slot, hello(Role::Client, 70 + slot as u64, id));
     c.send_on(slot, Message::Bitfield(bits));
+}
+
+/// A peer on `slot` that holds `bits` and unchokes us: what we ask it for.
+fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
+    peer_announces(c, slot, bits);
     c.send_on(slot, Message::Unchoke);
     requests_on(c, slot)
 }
@@ -657,10 +663,7 @@ fn test_wildcard_answered_with_a_piece_a_peer_only_announced_keeps_wildcards() {
     // A liar announces every piece: its HAVEs must not turn us from the origin's choices.
     let data = file(4 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
-    let id = c.node.manifest().unwrap().id();
-    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
-    c.send_on(1, hello(Role::Client, 71, id));
-    c.send_on(1, Message::Bitfield(&[0x10]));
+    peer_announces(&mut c, 1, &[0x10]);
     c.send(Message::Unchoke);
     assert_eq!(requests_on(&mut c, 0), vec![WILDCARD; 2]);
     assert!(matches!(
@@ -693,10 +696,7 @@ fn test_client_names_pieces_to_origin_when_peers_have_them_all() {
     let data = file(4 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
     // A peer has every piece but keeps choking us.
-    let id = c.node.manifest().unwrap().id();
-    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
-    c.send_on(1, hello(Role::Client, 71, id));
-    c.send_on(1, Message::Bitfield(&[0xf0]));
+    peer_announces(&mut c, 1, &[0xf0]);
     c.send(Message::Unchoke);
     let asked = requests_on(&mut c, 0);
     assert!(!asked.is_empty());
