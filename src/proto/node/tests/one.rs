@@ -554,9 +554,7 @@ fn test_cancel_of_queued_request_is_answered_with_reject() {
     assert!(o.out().is_empty());
 }
 
-/// Opens slot `slot` on `c` to a client peer holding `bits` that unchokes us, and returns
-/// the piece indices we then asked it for.
-/// A peer on `slot` that holds `bits` and chokes us.
+/// Opens slot `slot` on `c` to a client peer holding `bits` that chokes us.
 fn peer_announces(c: &mut One, slot: Slot, bits: &[u8]) {
     let id = c.node.manifest().unwrap().id();
     c.node
@@ -565,7 +563,8 @@ fn peer_announces(c: &mut One, slot: Slot, bits: &[u8]) {
     c.send_on(slot, Message::Bitfield(bits));
 }
 
-/// A peer on `slot` that holds `bits` and unchokes us: what we ask it for.
+/// As `peer_announces`, and the peer unchokes us: returns the piece indices we then asked
+/// it for.
 fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
     peer_announces(c, slot, bits);
     c.send_on(slot, Message::Unchoke);
@@ -573,11 +572,17 @@ fn peer_unchokes(c: &mut One, slot: Slot, bits: &[u8]) -> Vec<u32> {
 }
 
 fn requests_on(c: &mut One, slot: Slot) -> Vec<u32> {
+    pieces_on(c, slot, wire::ty::REQUEST)
+}
+
+/// Takes what `c` queued on `slot` and returns the piece indices of its frames of type `ty`
+/// (REQUEST, CANCEL, ...).
+fn pieces_on(c: &mut One, slot: Slot, ty: u8) -> Vec<u32> {
     let mut out = Vec::new();
     c.node.take_outbox(slot, &mut out);
     frames(&out)
         .into_iter()
-        .filter(|f| f.0 == wire::ty::REQUEST)
+        .filter(|f| f.0 == ty)
         .map(|f| wire::be_u32(&f.1))
         .collect()
 }
@@ -640,14 +645,11 @@ fn test_wildcard_answered_with_a_piece_arriving_from_a_peer_makes_client_ask_ori
     ));
     // The origin has no first copy left for us: it answers with the peer's piece.
     assert_eq!(c.node.begin_piece(0, 3, PIECE, c.now), Some(Sink::Discard));
-    let mut out = Vec::new();
-    c.node.take_outbox(0, &mut out);
-    let cancels: Vec<u32> = frames(&out)
-        .into_iter()
-        .filter(|f| f.0 == wire::ty::CANCEL)
-        .map(|f| wire::be_u32(&f.1))
-        .collect();
-    assert_eq!(cancels, vec![WILDCARD], "the other wildcard is withdrawn");
+    assert_eq!(
+        pieces_on(&mut c, 0, wire::ty::CANCEL),
+        vec![WILDCARD],
+        "the other wildcard is withdrawn"
+    );
     c.node.end_piece(0, None, c.now);
     // The withdrawn wildcard comes back refused; the rest is asked for by index.
     c.send(Message::Reject(WILDCARD));
