@@ -13,6 +13,7 @@ mod auth;
 mod choke;
 mod ledger;
 mod node;
+mod oneway;
 mod pacer;
 mod peer;
 mod picker;

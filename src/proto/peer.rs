@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::node::Link;
+use super::oneway::BaseDelay;
 use crate::bitfield::Bitfield;
 use crate::wire::{Hello, NONCE_LEN};
 
@@ -94,6 +95,10 @@ pub(super) struct Peer {
     pub piece_secs: Option<f64>,
     /// When their last piece to us ended (`note_piece_time`'s start for the next).
     last_piece_end: Option<Instant>,
+    /// The one-way delay of their STAMPs without queues (docs/PROTOCOL.md §4.10).
+    pub stamp_base: BaseDelay,
+    /// Their latest QUEUE_DELAY answer to our STAMPs, and when it arrived.
+    pub queue_delay: Option<(Duration, Instant)>,
 }
 
 impl Peer {
@@ -133,6 +138,8 @@ impl Peer {
             rtt: Duration::ZERO,
             piece_secs: None,
             last_piece_end: None,
+            stamp_base: BaseDelay::default(),
+            queue_delay: None,
             unread_rejects: 0,
             dirty: false,
             last_recv: now,

@@ -5,8 +5,8 @@
 
 use super::{
     AUTH_TAG_LEN, HASH_LEN, MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE,
-    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, MAX_STANDING_ENTRIES, REACHABILITY_LEN,
-    RECEIPT_ENTRY_LEN, STANDING_ENTRY_LEN, WireError, be_u32, ty,
+    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, MAX_STANDING_ENTRIES, QUEUE_DELAY_LEN,
+    REACHABILITY_LEN, RECEIPT_ENTRY_LEN, STAMP_LEN, STANDING_ENTRY_LEN, WireError, be_u32, ty,
 };
 
 /// Bytes of the length prefix.
@@ -100,6 +100,8 @@ impl Limits {
             ty::RECEIPT => MAX_RECEIPT_LEN,
             ty::REACHABILITY => REACHABILITY_LEN,
             ty::STANDING => MAX_STANDING_LEN,
+            ty::STAMP => STAMP_LEN,
+            ty::QUEUE_DELAY => QUEUE_DELAY_LEN,
             // Unknown extensions; unknown mandatory types never get this far.
             _ => MAX_EXTENSION_LEN,
         };
@@ -226,6 +228,8 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         ty::RECEIPT => "RECEIPT",
         ty::REACHABILITY => "REACHABILITY",
         ty::STANDING => "STANDING",
+        ty::STAMP => "STAMP",
+        ty::QUEUE_DELAY => "QUEUE_DELAY",
         _ => return None,
     })
 }
@@ -314,6 +318,8 @@ mod tests {
             (ty::CANCEL, 4),
             (ty::AUTH, 32),
             (ty::REACHABILITY, 1),
+            (ty::STAMP, 8),
+            (ty::QUEUE_DELAY, 4),
         ] {
             accepts(t, n, &l);
             refuses(t, n + 1, &l);

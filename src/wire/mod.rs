@@ -53,6 +53,10 @@ pub const MAX_REASON_LEN: usize = 256;
 pub const REACHABILITY_LEN: usize = 1;
 /// Most entries in one STANDING frame; more are sent in several frames (§4.9).
 pub const MAX_STANDING_ENTRIES: usize = 256;
+/// Bytes of a STAMP body: the sender's clock in microseconds, §4.10.
+pub const STAMP_LEN: usize = 8;
+/// Bytes of a QUEUE_DELAY body: microseconds, §4.10.
+pub const QUEUE_DELAY_LEN: usize = 4;
 
 /// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
 /// know them skips (docs/PROTOCOL.md §7).
@@ -99,6 +103,10 @@ pub mod ty {
     pub const REACHABILITY: u8 = 0x81;
     /// Extension: the origin names clients that take without giving, or no longer (§4.9).
     pub const STANDING: u8 = 0x82;
+    /// Extension: the sender's clock as the next PIECE leaves it (§4.10).
+    pub const STAMP: u8 = 0x83;
+    /// Extension: how much later than usual the last STAMP arrived (§4.10).
+    pub const QUEUE_DELAY: u8 = 0x84;
 }
 
 /// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
@@ -356,6 +364,12 @@ pub enum Message<'a> {
     /// Extension 0x82, origin to client: clients that take without giving, or no longer
     /// (§4.9).
     Standing(Vec<StandingEntry>),
+    /// Extension 0x83: the sender's clock, in microseconds from an origin of its own, as the
+    /// PIECE that follows leaves it (§4.10).
+    Stamp(u64),
+    /// Extension 0x84: the answer to a STAMP: how many microseconds later than the earliest
+    /// the STAMPs of this connection arrived (§4.10).
+    QueueDelay(u32),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -469,6 +483,14 @@ impl<'a> Message<'a> {
                 }
                 Message::Standing(entries)
             }
+            ty::STAMP => {
+                exact(STAMP_LEN)?;
+                Message::Stamp(be_u64(body))
+            }
+            ty::QUEUE_DELAY => {
+                exact(QUEUE_DELAY_LEN)?;
+                Message::QueueDelay(be_u32(body))
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -557,6 +579,14 @@ impl<'a> Message<'a> {
                     out.extend_from_slice(&e.node_id.to_be_bytes());
                     out.push(e.takes_without_giving as u8);
                 }
+            }
+            Message::Stamp(micros) => {
+                out.push(ty::STAMP);
+                out.extend_from_slice(&micros.to_be_bytes());
+            }
+            Message::QueueDelay(micros) => {
+                out.push(ty::QUEUE_DELAY);
+                out.extend_from_slice(&micros.to_be_bytes());
             }
             Message::Extension(t) => out.push(*t),
         }

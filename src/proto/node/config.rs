@@ -41,6 +41,10 @@ pub struct Config {
     /// Configured upload capacity (`--up-rate`), bytes per second on the wire: the policy
     /// counts payload, `TCP_GOODPUT` of it.
     pub capacity: Option<u64>,
+    /// Send a STAMP before each PIECE and keep the receivers' QUEUE_DELAY answers
+    /// (docs/PROTOCOL.md §4.10): the pacer's reading of the node's own queue, for
+    /// `UpRate::Auto`. Answering STAMPs needs no setting.
+    pub stamp_pieces: bool,
     /// Client: how it behaves towards peers (misbehaviour exists to measure the policy).
     pub behaviour: Behaviour,
     /// The swarm key (`--secret-file`): every connection must prove it holds the same one
@@ -121,6 +125,7 @@ impl Config {
             exit_after: None,
             policy: Policy::Tft,
             capacity: None,
+            stamp_pieces: false,
             behaviour: Behaviour::Honest,
             secret: None,
             nonce_key: blake3::derive_key("tfttp nonce key for tests", &node_id.to_be_bytes()),

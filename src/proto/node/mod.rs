@@ -28,6 +28,7 @@ mod pieces;
 mod probe;
 mod reach;
 mod requests;
+mod stamps;
 mod standing;
 mod timers;
 
@@ -782,6 +783,8 @@ impl Node {
             Message::Error { code, reason } => self.on_error(slot, code, reason),
             Message::Reachability(yes) => self.on_reachability(slot, yes),
             Message::Standing(entries) => self.on_standing(slot, &entries),
+            Message::Stamp(stamp) => self.on_stamp(slot, stamp),
+            Message::QueueDelay(micros) => self.on_queue_delay(slot, micros),
             Message::Receipt(entries) => {
                 let id = self.peer(slot).and_then(|p| p.node_id());
                 let file_len = self.manifest.as_ref().map_or(0, |m| m.file_len());

@@ -340,6 +340,7 @@ impl Node {
             if let Some(p) = self.peer_mut(slot) {
                 p.sending = true;
             }
+            self.stamp_piece(slot);
             return Some(piece);
         }
     }

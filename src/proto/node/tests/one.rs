@@ -9,9 +9,17 @@ pub(super) struct One {
 
 impl One {
     fn origin(data: &[u8]) -> One {
+        One::origin_with(data, |_| {})
+    }
+
+    /// An origin of `data` with a connection open on slot 0, its configuration changed by
+    /// `tune`.
+    fn origin_with(data: &[u8], tune: impl FnOnce(&mut Config)) -> One {
         let now = Instant::now();
         let m = Manifest::build(data, PIECE).unwrap();
-        let mut n = Node::origin(Config::new(Role::Origin, 1), m, now);
+        let mut cfg = Config::new(Role::Origin, 1);
+        tune(&mut cfg);
+        let mut n = Node::origin(cfg, m, now);
         n.handle_open(0, Link::Accepted, addr_of(9), now);
         let mut o = One { node: n, now };
         o.out();
@@ -1457,4 +1465,84 @@ fn test_complete_client_does_not_drop_a_peer_over_answers_it_no_longer_needs() {
     // The peer never answers: a complete client waits for nothing it needs.
     c.node.handle_tick(t0 + Duration::from_secs(30));
     assert!(!c.node.is_closing(1));
+}
+
+#[test]
+fn test_stamping_node_precedes_each_piece_with_its_clock() {
+    let data = file(3 * PIECE as usize);
+    for stamping in [false, true] {
+        let mut o = One::origin_with(&data, |c| c.stamp_pieces = stamping);
+        o.send(hello(Role::Client, 2, 0));
+        o.send(Message::Bitfield(&[0]));
+        o.send(Message::Interested(true));
+        o.out();
+        o.now += Duration::from_millis(250);
+        o.send(Message::Request(WILDCARD));
+        assert!(o.node.poll_piece(0).is_some());
+        let out = o.out();
+        let stamps: Vec<_> = out.iter().filter(|f| f.0 == wire::ty::STAMP).collect();
+        if stamping {
+            // The last frame before the piece: 250 ms on the node's clock.
+            assert_eq!(
+                out.last().unwrap(),
+                &(wire::ty::STAMP, 250_000u64.to_be_bytes().to_vec())
+            );
+        } else {
+            assert!(stamps.is_empty(), "{out:?}");
+        }
+    }
+}
+
+#[test]
+fn test_stamp_is_answered_with_how_late_it_arrived() {
+    let mut c = One::client_with_manifest(&file(3 * PIECE as usize));
+    c.out();
+    let delays = |c: &mut One| -> Vec<u32> {
+        let out = c.out();
+        out.iter()
+            .filter(|f| f.0 == wire::ty::QUEUE_DELAY)
+            .map(|f| u32::from_be_bytes(f.1[..].try_into().unwrap()))
+            .collect()
+    };
+    // The sender's clock is far ahead of ours: only differences count.
+    let sent = 9_000_000_000u64;
+    c.send(Message::Stamp(sent));
+    assert_eq!(delays(&mut c), [0]);
+    // Sent 20 ms later, arrived 100 ms later: 80 ms in a queue.
+    c.now += Duration::from_millis(100);
+    c.send(Message::Stamp(sent + 20_000));
+    assert_eq!(delays(&mut c), [80_000]);
+    // Faster than the first: the new base.
+    c.now += Duration::from_millis(100);
+    c.send(Message::Stamp(sent + 200_000));
+    assert_eq!(delays(&mut c), [0]);
+}
+
+#[test]
+fn test_own_queue_delay_is_the_median_of_fresh_answers() {
+    let data = file(3 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    c.send(Message::QueueDelay(30_000));
+    let mut scratch = Vec::new();
+    let own =
+        |c: &One, at, scratch: &mut Vec<Duration>| Node::own_queue_delay([&c.node], at, scratch);
+    assert_eq!(
+        own(&c, c.now, &mut scratch),
+        Some(Duration::from_millis(30))
+    );
+    // The latest answer of a connection replaces the one before.
+    c.now += Duration::from_millis(10);
+    c.send(Message::QueueDelay(5_000));
+    assert_eq!(own(&c, c.now, &mut scratch), Some(Duration::from_millis(5)));
+    // Answers older than ANSWERS_WITHIN say nothing about now.
+    let later = c.now + Duration::from_secs(2);
+    assert_eq!(own(&c, later, &mut scratch), None);
+    // Several nodes (an origin of several files) share one uplink: one median over all.
+    let mut d = One::client_with_manifest(&data);
+    d.now = c.now;
+    for micros in [100_000, 200_000] {
+        d.send(Message::QueueDelay(micros));
+    }
+    let both = Node::own_queue_delay([&c.node, &d.node], c.now, &mut scratch);
+    assert_eq!(both, Some(Duration::from_millis(5)));
 }
