@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::proto::{Counters, Node};
 use crate::wire::Role;
@@ -17,14 +17,21 @@ pub struct Pace {
     pub rate: Option<f64>,
     /// The uplink's payload rate as the pacer last measured it (`--up-rate auto`), if it did.
     pub capacity: Option<f64>,
+    /// The node's own queue delay as the pacer last read it from its receivers' answers
+    /// (`--up-rate auto`, docs/PROTOCOL.md §4.10), once any answered.
+    pub queue_delay: Option<Duration>,
 }
 
 impl Pace {
-    /// `"pace_rate":…,"pace_capacity":…`, whole bytes per second or `null`.
+    /// `"pace_rate":…,"pace_capacity":…,"pace_queue_delay_ms":…`: whole bytes per second,
+    /// milliseconds, or `null`.
     fn json_fields(&self) -> String {
         let num = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.0}"));
+        let ms = self
+            .queue_delay
+            .map_or("null".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3));
         format!(
-            "\"pace_rate\":{},\"pace_capacity\":{}",
+            "\"pace_rate\":{},\"pace_capacity\":{},\"pace_queue_delay_ms\":{ms}",
             num(self.rate),
             num(self.capacity)
         )
@@ -201,7 +208,7 @@ mod tests {
         let node = Node::client(Config::new(Role::Client, 3), t0);
         let pace = Pace {
             rate: Some(593_750.4),
-            capacity: None,
+            ..Pace::default()
         };
         let row = timeline_row(&node, &pace, t0 + std::time::Duration::from_millis(1500));
         assert!(row.ends_with("}\n") && row.lines().count() == 1, "{row}");
@@ -228,16 +235,20 @@ mod tests {
         let node = Node::client(Config::new(Role::Client, 3), t0);
         let parse = |s: String| -> serde_json::Value { serde_json::from_str(&s).expect("JSON") };
         let open = parse(to_json(&node, &Pace::default(), t0));
-        assert!(open["pace_rate"].is_null() && open["pace_capacity"].is_null());
+        for key in ["pace_rate", "pace_capacity", "pace_queue_delay_ms"] {
+            assert!(open[key].is_null(), "{key}");
+        }
         let paced = Pace {
             rate: Some(475_000.0),
             capacity: Some(500_000.0),
+            queue_delay: Some(Duration::from_micros(12_345)),
         };
         let v = parse(to_json(&node, &paced, t0));
         assert_eq!(
             (v["pace_rate"].clone(), v["pace_capacity"].clone()),
             (475_000.into(), 500_000.into())
         );
+        assert_eq!(v["pace_queue_delay_ms"], 12.345);
         let many = parse(many_json(&node, node.counters(), 2, 1, &paced, t0));
         assert_eq!(many["pace_rate"], 475_000);
     }

@@ -134,3 +134,20 @@ fn download_rate_cap_is_respected() {
     assert!(secs >= 2.9, "3 MiB at 1 MB/s took only {secs:.2} s");
     let _ = server.finish(deadline(10));
 }
+
+/// `--up-rate auto` on real sockets: the origin stamps each piece (STAMP), the client
+/// answers each stamp (QUEUE_DELAY), and the origin's pacer reads its queue from the
+/// answers; the download is intact and the origin's stats show the delay it read.
+#[test]
+fn auto_paced_origin_reads_its_queue_from_the_clients_answers() {
+    let dir = TestDir::new("auto-pace");
+    let size = 4 << 20;
+    let src = dir.source("src.bin", size);
+    let (mut server, addr) = serve(&dir, &src, &["--up-rate", "auto", "--exit-after", "1"]);
+    // 4 MiB at 2 MB/s: the origin sends for 2 s, twenty of its pacer's samples.
+    let mut c = get(&dir, addr, "c", &["--up-rate", "auto", "--down-rate", "2M"]);
+    c.expect_download(&src, 60);
+    server.expect_exit_ok(20);
+    let delay = server.stat("pace_queue_delay_ms");
+    assert!((0.0..2_000.0).contains(&delay), "{delay} ms");
+}

@@ -568,14 +568,14 @@ impl Driver {
                 if self.conns.len() + h.sniffing() + routing >= self.opts.max_conns {
                     continue; // dropping the stream closes it
                 }
-                let _ = socket::tune_accepted(&stream);
+                let _ = socket::tune_accepted(&stream, self.opts.sock);
                 h.admit(self.poll.registry(), stream, addr, Instant::now());
                 continue;
             }
             if self.conns.len() >= self.opts.max_conns {
                 continue;
             }
-            let _ = socket::tune_accepted(&stream);
+            let _ = socket::tune_accepted(&stream, self.opts.sock);
             let reg = self.poll.registry().register(
                 &mut stream,
                 Token(self.conns.vacant_key() + FIRST_CONN),
@@ -1076,7 +1076,9 @@ impl Driver {
         if now < p.next_at() {
             return;
         }
-        let Some(rate) = p.sample(&mut self.conns, now) else {
+        let nodes = self.swarms.live.iter().map(|(_, sw)| &sw.node);
+        let delay = Node::own_queue_delay(nodes, now, &mut Vec::new());
+        let Some(rate) = p.sample(&mut self.conns, delay, now) else {
             return;
         };
         self.up.set_rate(rate, now);
@@ -1096,6 +1098,7 @@ impl Driver {
         stats::Pace {
             rate: self.up.rate(),
             capacity: self.pacing.as_ref().and_then(Pacing::capacity),
+            queue_delay: self.pacing.as_ref().and_then(Pacing::queue_delay),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -10,13 +11,23 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Listen backlog: a flash crowd arrives at once, and the loop accepts in bursts.
 const BACKLOG: i32 = 1024;
 
-/// Socket buffer sizes. `None` leaves Linux's autotuning on, which grows buffers up to
-/// `tcp_wmem`/`tcp_rmem` max (4–32 MiB by default) as the path needs; setting a size turns
-/// autotuning off for that socket, so it is only worth it with a measured reason.
+/// `TCP_NOTSENT_LOWAT` of a node that paces itself (`--up-rate auto`): a quarter of a
+/// 64 KiB piece may wait unsent in a socket, so a STAMP waits behind little more than the
+/// uplink's own queue, and a drain of the pace drains the link within a sample or two.
+pub const PACED_NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// Socket options. A buffer size of `None` leaves Linux's autotuning on, which grows
+/// buffers up to `tcp_wmem`/`tcp_rmem` max (4–32 MiB by default) as the path needs; setting
+/// a size turns autotuning off for that socket, so it is only worth it with a measured
+/// reason.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SocketOptions {
     /// Send and receive buffer size in bytes, the same for both.
     pub buffer: Option<usize>,
+    /// `TCP_NOTSENT_LOWAT`: the socket takes no more writes while this many bytes wait
+    /// unsent in it. Bounds what waits behind the node's pacing and ahead of a STAMP
+    /// (`--up-rate auto`, docs/PROTOCOL.md §4.10).
+    pub notsent_lowat: Option<u32>,
 }
 
 impl SocketOptions {
@@ -24,6 +35,9 @@ impl SocketOptions {
         if let Some(n) = self.buffer {
             s.set_send_buffer_size(n)?;
             s.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.notsent_lowat {
+            set_notsent_lowat(s.as_raw_fd(), n)?;
         }
         Ok(())
     }
@@ -56,7 +70,29 @@ pub fn connect(addr: SocketAddr, opts: SocketOptions) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(s.into()))
 }
 
-/// Options for an accepted stream.
-pub fn tune_accepted(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)
+/// Options for an accepted stream (the buffer sizes it inherited from the listener).
+pub fn tune_accepted(stream: &TcpStream, opts: SocketOptions) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    if let Some(n) = opts.notsent_lowat {
+        set_notsent_lowat(stream.as_raw_fd(), n)?;
+    }
+    Ok(())
+}
+
+fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
+    // SAFETY: the option's value is a u32 that lives across the call, its size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const bytes).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -1,6 +1,6 @@
-//! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged and its round-trip times,
-//! what the uplink pacer (`proto::Pacer`, through `pacing.rs`) observes the link by, and the
-//! round trip the node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and
+//! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged, what the uplink pacer
+//! (`proto::Pacer`, through `pacing.rs`) measures the link by, and its round-trip times, which
+//! the node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and
 //! `struct tcp_info` in linux/tcp.h.
 
 use std::io;
@@ -34,12 +34,6 @@ impl TcpInfo {
     /// The smoothed RTT, `None` before the first RTT sample.
     pub(super) fn srtt(&self) -> Option<Duration> {
         self.min_rtt.map(|_| self.rtt)
-    }
-
-    /// How long this connection's segments wait in queues now, against a round trip of
-    /// `base` without them: the smoothed RTT above it. `None` without an RTT sample.
-    pub(super) fn delay_over(&self, base: Duration) -> Option<Duration> {
-        self.min_rtt.map(|_| self.rtt.saturating_sub(base))
     }
 }
 
@@ -130,10 +124,7 @@ mod tests {
         assert!(info.rtt > Duration::ZERO, "{info:?}");
         let min = info.min_rtt.expect("an RTT sample after 1 MiB");
         assert!(min <= info.rtt, "{info:?}");
-        assert!(
-            info.delay_over(min).unwrap() < Duration::from_secs(1),
-            "{info:?}"
-        );
+        assert!(info.rtt - min < Duration::from_secs(1), "{info:?}");
     }
 
     #[test]

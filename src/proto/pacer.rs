@@ -9,24 +9,35 @@
 //!
 //! The pacer is sans-IO. The driver reports, every sample, the bytes the link delivered so
 //! far (TCP's acknowledged bytes, summed over connections) and the delay of the node's own
-//! queue (the smallest smoothed RTT above its minimum among the connections that sent); the
-//! simulator reports its model's. The pacer answers with a rate or none:
+//! queue (its receivers' QUEUE_DELAY answers, `proto::oneway`); the simulator reports the
+//! same from its model. The pacer answers with a rate or none:
 //!
-//! - `Open`: no limit. A queue above the target through a whole sample means the link was
-//!   busy all that time, so what it delivered is its rate: drain.
-//! - `Draining`: half the rate until the queue is gone, or has shrunk by the target and
+//! - `Calibrating`: the receivers count delay from the earliest STAMP they saw, so a
+//!   connection opened while the queue already stood (every connection of a flash crowd's
+//!   origin) reads that queue as none. Once the link has been busy for `CALIBRATE_AFTER`
+//!   while open, and every `CALIBRATE_EVERY` after, the pacer sends at half the rate it
+//!   saw until the link delivers no more than that (nothing is left queued, and the STAMPs
+//!   sent then show the path without a queue), then opens again. Draining a standing queue
+//!   costs nothing, as the queue keeps the link busy meanwhile; with no queue it costs
+//!   half a sample's upload. BBR's PROBE_RTT does the same for its minimum RTT.
+//! - `Open`: no limit. A queue above the target standing through `MEASURE_FOR` means the
+//!   link was busy all that time, so what it delivered meanwhile is its rate (a single
+//!   sample is not: ACKs that waited behind the peers' own uploads arrive in bursts): drain.
+//! - `Draining`: half the rate until the queue is gone (the answers say so, or, sooner,
+//!   the link delivers no more than the drain's pace), or has shrunk by the target and
 //!   stopped shrinking (what is left is others': the new floor), then `Paced`. If halving
-//!   the rate did not shrink it, the delay is not this node's (a peer's queue delays its
-//!   ACKs): that level becomes the floor the target is counted from, and the pacer goes
-//!   back to the mode and capacity it had before.
-//!
-//! The drain and the probe gain of 1.25 follow BBR's (Cardwell et al., 2016); the target,
-//! the headroom and the probe period were chosen on the simulator's suite (README).
+//!   the rate did not shrink it, the delay is not this node's (a receiver's busy downlink):
+//!   that level becomes the floor the target is counted from, and the pacer goes back to
+//!   the mode and capacity it had before.
 //! - `Paced`: `HEADROOM` of the rate. A queue standing again means the link slowed: measure
 //!   and drain again. Every `PROBE_EVERY`, `Probing`.
 //! - `Probing`: `PROBE_GAIN` of the rate for `PROBE_FOR`, to find a link that got faster:
-//!   if more was delivered, that is the new rate and the probe goes on from it; a queue
-//!   means it did not.
+//!   if more got through over the probe, that is the new rate and the probe goes on from
+//!   it; a queue means it did not, and what the probe queued is drained at once.
+//!
+//! The drain and the probe gain of 1.25 follow BBR's (Cardwell et al., 2016); the target,
+//! the headroom and the probe period were chosen on the simulator's suite, the measuring
+//! windows on the emulated network (README).
 
 use std::time::{Duration, Instant};
 
@@ -46,23 +57,52 @@ const DRAIN_GAIN: f64 = 0.5;
 const DRAIN_SLACK: Duration = Duration::from_millis(300);
 const MAX_DRAIN: Duration = Duration::from_secs(3);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
-/// The first probe after a fresh measurement comes sooner: a queue that stood at both
-/// ends of a sample may not have stood all through it, so the measurement can be low.
+/// The first probe after a fresh measurement comes sooner: the measurement can be low.
 const PROBE_SOON: Duration = Duration::from_millis(500);
 /// No uplink worth pacing is slower (256 kbit/s): a "full" sample that delivered less
 /// measured a peer's queue on a connection that carried a few control frames.
 const MIN_CAPACITY: f64 = 32_000.0;
-const PROBE_FOR: Duration = Duration::from_millis(200);
+/// A probe's rate is what got through over all of it: on the emulated network a 100 ms
+/// sample delivered up to 3x the link's rate when ACKs that had waited behind the peers'
+/// own uploads arrived together.
+const PROBE_FOR: Duration = Duration::from_millis(600);
+/// A queue must stand this long before what the link delivered meanwhile counts as its
+/// rate, for the same reason.
+const MEASURE_FOR: Duration = Duration::from_millis(800);
 const PROBE_GAIN: f64 = 1.25;
+/// Calibrate after the uplink has been busy this long while open...
+const CALIBRATE_AFTER: Duration = Duration::from_millis(500);
+/// ...and again this long after the last calibration.
+const CALIBRATE_EVERY: Duration = Duration::from_secs(10);
+/// A link that delivers at most this much above the pace has nothing left queued: a
+/// calibration or a drain is done.
+const EMPTY_WITHIN: f64 = 1.1;
 /// A probe that delivered this much more than the estimate found a faster link.
 const PROBE_FOUND: f64 = 1.02;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
     Open,
+    Calibrating { until: Instant, pace: f64 },
     Draining(Drain),
     Paced { probe_at: Instant },
-    Probing { until: Instant },
+    Probing { until: Instant, from: Mark },
+}
+
+/// A moment and what the link had delivered by then: the start of a measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mark {
+    at: Instant,
+    delivered: u64,
+}
+
+impl Mark {
+    /// The rate delivered from this mark to `to`, and over how long.
+    fn rate_to(&self, to: Mark) -> (Duration, f64) {
+        let dt = to.at.saturating_duration_since(self.at);
+        let bytes = to.delivered.saturating_sub(self.delivered);
+        (dt, bytes as f64 / dt.as_secs_f64().max(1e-9))
+    }
 }
 
 /// A drain under way, and what to go back to if the queue turns out not to be ours.
@@ -90,6 +130,12 @@ pub struct Pacer {
     last_delivered: u64,
     /// The last sample saw a queue.
     queued: bool,
+    /// Since when a queue has stood in every sample.
+    queued_since: Option<Mark>,
+    /// Open, the uplink has delivered at least `MIN_CAPACITY` in every sample since then.
+    busy_since: Option<Mark>,
+    /// When the last calibration ended.
+    calibrated_at: Option<Instant>,
 }
 
 impl Pacer {
@@ -102,6 +148,9 @@ impl Pacer {
             last_at: now,
             last_delivered: 0,
             queued: false,
+            queued_since: None,
+            busy_since: None,
+            calibrated_at: None,
         }
     }
 
@@ -109,6 +158,7 @@ impl Pacer {
     pub fn rate(&self) -> Option<f64> {
         let gain = match self.mode {
             Mode::Open => return None,
+            Mode::Calibrating { pace, .. } => return Some(pace),
             Mode::Draining(_) => DRAIN_GAIN,
             Mode::Paced { .. } => HEADROOM,
             Mode::Probing { .. } => PROBE_GAIN,
@@ -131,10 +181,21 @@ impl Pacer {
             return false;
         }
         let bytes = delivered.saturating_sub(self.last_delivered);
+        let start = Mark {
+            at: self.last_at,
+            delivered: self.last_delivered,
+        };
+        let end = Mark { at: now, delivered };
         self.last_at = now;
         self.last_delivered = delivered;
         let rate = bytes as f64 / dt.as_secs_f64();
         let before = self.rate();
+        // A queue the answers show needs no calibration to be seen.
+        let visible = delay.is_some_and(|d| d > self.floor + QUEUE_TARGET);
+        if self.calibrate(start, end, rate, visible) {
+            // The receivers' bases move meanwhile: their answers say nothing yet.
+            return self.rate() != before;
+        }
         let Some(delay) = delay else {
             // Nothing delivered: no queue is left to drain.
             self.queued = false;
@@ -147,24 +208,47 @@ impl Pacer {
         };
         self.floor = self.floor.min(delay);
         let queued = delay > self.floor + QUEUE_TARGET;
-        // A queue at both ends of the sample kept the link busy all through it: what it
-        // delivered is its rate.
-        let was_queued = self.queued;
+        // A queue that stood all through `MEASURE_FOR` kept the link busy: what it
+        // delivered meanwhile is its rate.
         self.queued = queued;
-        let full = queued && was_queued && rate >= MIN_CAPACITY;
+        self.queued_since = if queued {
+            Some(self.queued_since.unwrap_or(start))
+        } else {
+            None
+        };
+        let (stood, link_rate) = self
+            .queued_since
+            .map_or((Duration::ZERO, 0.0), |m| m.rate_to(end));
+        let full = stood >= MEASURE_FOR && link_rate >= MIN_CAPACITY;
         self.mode = match self.mode {
-            Mode::Open | Mode::Paced { .. } if full => self.drain(now, delay, rate, PROBE_SOON),
-            Mode::Probing { .. } if full => {
-                let capacity = rate.max(self.capacity);
-                self.drain(now, delay, capacity, PROBE_EVERY)
+            Mode::Open | Mode::Paced { .. } if full => {
+                self.drain(now, delay, link_rate, PROBE_SOON)
             }
+            // The probe filled the link: no faster than measured. Drain what it queued.
+            Mode::Probing { .. } if queued => self.drain(now, delay, self.capacity, PROBE_EVERY),
             Mode::Open => Mode::Open,
-            // Gone, or shrunk by more than the target and no longer shrinking: the queue
-            // was ours, and what is left is what others add (their queues delaying the
-            // ACKs), the new floor.
+            // `calibrate` took the sample.
+            Mode::Calibrating { .. } => self.mode,
+            // Gone: the queue was ours.
             Mode::Draining(d) if delay < self.floor + QUEUE_TARGET / 2 => Mode::Paced {
                 probe_at: now + d.probe_in,
             },
+            // The link delivers no more than the drain's pace: nothing of ours is queued
+            // (sooner known than from the answers, which lag by up to `ANSWERS_WITHIN`).
+            // A delay still standing is others', the new floor until a lower one comes.
+            Mode::Draining(d) if rate <= self.capacity * DRAIN_GAIN * EMPTY_WITHIN => {
+                self.floor = delay;
+                if d.from.saturating_sub(delay) < QUEUE_TARGET {
+                    // Nor did the delay shrink: it was never ours. As it was.
+                    self.undo(d)
+                } else {
+                    Mode::Paced {
+                        probe_at: now + d.probe_in,
+                    }
+                }
+            }
+            // Shrunk by more than the target and no longer shrinking: the queue was ours,
+            // and what is left is what others add, the new floor.
             Mode::Draining(d)
                 if d.from.saturating_sub(delay) >= QUEUE_TARGET
                     && d.last.saturating_sub(delay) < QUEUE_TARGET / 4 =>
@@ -178,38 +262,90 @@ impl Pacer {
                 // Half the rate did not shrink it: not this node's queue. Back to where it
                 // was, counting from this level.
                 self.floor = delay;
-                self.capacity = d.undo;
-                if d.undo > 0.0 {
-                    Mode::Paced {
-                        probe_at: now + PROBE_EVERY,
-                    }
-                } else {
-                    Mode::Open
-                }
+                self.undo(d)
             }
             Mode::Draining(d) => Mode::Draining(Drain { last: delay, ..d }),
             Mode::Paced { probe_at } if now >= probe_at => Mode::Probing {
                 until: now + PROBE_FOR,
+                from: end,
             },
             Mode::Paced { probe_at } => Mode::Paced { probe_at },
-            Mode::Probing { until } if rate > self.capacity * PROBE_FOUND => {
-                // More got through: the link is faster. Climb on at once.
-                self.capacity = rate;
-                Mode::Probing {
-                    until: until.max(now + PROBE_FOR),
+            Mode::Probing { until, from } if now >= until => {
+                let (_, got) = from.rate_to(end);
+                if got > self.capacity * PROBE_FOUND {
+                    // More got through: the link is faster. Climb on from there.
+                    self.capacity = got;
+                    Mode::Probing {
+                        until: now + PROBE_FOR,
+                        from: end,
+                    }
+                } else {
+                    Mode::Paced {
+                        probe_at: now + PROBE_EVERY,
+                    }
                 }
             }
-            Mode::Probing { until } if now >= until => Mode::Paced {
-                probe_at: now + PROBE_EVERY,
-            },
-            Mode::Probing { until } => Mode::Probing { until },
+            Mode::Probing { until, from } => Mode::Probing { until, from },
         };
         self.rate() != before
+    }
+
+    /// Starts, goes on with or ends a calibration (the module's doc) on the sample from
+    /// `start` to `end`, in which the link delivered `rate` and the answers showed a queue
+    /// if `visible`. Whether one is under way.
+    fn calibrate(&mut self, start: Mark, end: Mark, rate: f64, visible: bool) -> bool {
+        let now = end.at;
+        match self.mode {
+            Mode::Calibrating { until, pace } => {
+                if rate <= pace * EMPTY_WITHIN || now >= until {
+                    self.mode = Mode::Open;
+                    self.calibrated_at = Some(now);
+                    self.busy_since = None;
+                    self.queued = false;
+                    self.queued_since = None;
+                }
+                true
+            }
+            Mode::Open if rate >= MIN_CAPACITY && !visible => {
+                let since = *self.busy_since.get_or_insert(start);
+                let due = self
+                    .calibrated_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= CALIBRATE_EVERY);
+                let (busy, busy_rate) = since.rate_to(end);
+                if due && busy >= CALIBRATE_AFTER {
+                    self.mode = Mode::Calibrating {
+                        until: now + MAX_DRAIN,
+                        pace: busy_rate * DRAIN_GAIN,
+                    };
+                    return true;
+                }
+                false
+            }
+            Mode::Open => {
+                self.busy_since = None;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Back to the capacity and mode from before drain `d`.
+    fn undo(&mut self, d: Drain) -> Mode {
+        self.capacity = d.undo;
+        if d.undo > 0.0 {
+            Mode::Paced {
+                probe_at: self.last_at + PROBE_EVERY,
+            }
+        } else {
+            Mode::Open
+        }
     }
 
     /// A queue stands: the link is full, delivering `capacity`.
     fn drain(&mut self, now: Instant, delay: Duration, capacity: f64, probe_in: Duration) -> Mode {
         let undo = std::mem::replace(&mut self.capacity, capacity);
+        // The link's rate is measured anew, from a queue that stands after the drain.
+        self.queued_since = None;
         let excess = delay.saturating_sub(self.floor);
         Mode::Draining(Drain {
             until: now + (excess * 2 + DRAIN_SLACK).min(MAX_DRAIN),
@@ -235,8 +371,10 @@ mod tests {
         /// Bytes in the queue.
         queued: f64,
         delivered: f64,
-        /// Delay added by others (a peer's queue delaying its ACKs).
+        /// Delay added by others (a receiver's busy downlink).
         foreign: Duration,
+        /// What the node has to send, bytes/s; `None`: always more than the link takes.
+        demand: Option<f64>,
     }
 
     impl Link {
@@ -247,13 +385,16 @@ mod tests {
                 queued: 0.0,
                 delivered: 0.0,
                 foreign: Duration::ZERO,
+                demand: None,
             }
         }
 
         /// One step of `dt` with the sender at `rate` (unlimited: as fast as the queue
         /// takes). Returns the delay then.
         fn step(&mut self, rate: Option<f64>, dt: f64) -> Duration {
-            let offered = rate.map_or(f64::INFINITY, |r| r * dt);
+            let offered = rate
+                .map_or(f64::INFINITY, |r| r * dt)
+                .min(self.demand.map_or(f64::INFINITY, |d| d * dt));
             let room = self.link * self.limit - self.queued + self.link * dt;
             let sent = offered.min(room);
             let out = (self.queued + sent).min(self.link * dt);
@@ -309,31 +450,44 @@ mod tests {
     }
 
     #[test]
-    fn test_stays_open_while_no_queue_forms() {
+    fn test_stays_open_while_no_queue_forms_but_for_short_calibrations() {
         let t0 = Instant::now();
         let (mut t, mut p) = (t0, Pacer::new(t0));
-        for i in 1..100u64 {
-            t += STEP;
-            assert!(!p.sample(t, i * 10_000, Some(Duration::from_millis(2))));
-        }
-        assert_eq!(p.rate(), None);
+        // The node has 300 kB/s to send on a 1 MB/s link: no queue forms.
+        let mut l = Link::new(1_000_000.0, 0.47);
+        l.demand = Some(300_000.0);
+        let rates = run(&mut p, &mut l, &mut t, 300);
         assert_eq!(p.capacity(), None);
+        let paced = rates.iter().filter(|r| r.is_some()).count();
+        // One calibration after the first half second of upload, then one every 10 s,
+        // each over at its first sample: the link delivers no more than its pace.
+        assert!((3..=4).contains(&paced), "{paced} paced samples");
+        assert_eq!(p.rate(), None);
     }
 
     #[test]
     fn test_a_queue_it_cannot_drain_is_not_its_own() {
-        // Every path's delay is high because of others: pacing must not spiral down.
+        // Every receiver's answers hold 300 ms of others' queues: pacing must not spiral
+        // down.
         let t0 = Instant::now();
         let (mut t, mut p) = (t0, Pacer::new(t0));
         // Its own queue never passes the target.
         let mut l = Link::new(1_000_000.0, 0.02);
         l.foreign = Duration::from_millis(300);
+        let before = l.delivered;
         let rates = run(&mut p, &mut l, &mut t, 100);
         assert!(rates.iter().any(|r| r.is_some()), "it tried");
         assert_eq!(p.rate(), None, "and gave up");
-        // Opened, it keeps the floor and does not pace again at the same delay.
+        // Opened, it keeps the floor and does not drain again at the same delay: what
+        // holds it back is one calibration of a sample.
         let rates = run(&mut p, &mut l, &mut t, 100);
-        assert!(rates.iter().all(|r| r.is_none()));
+        let held = rates
+            .iter()
+            .filter(|r| r.is_some_and(|r| r < 900_000.0))
+            .count();
+        assert!(held <= 2, "{held} samples held back");
+        let used = (l.delivered - before) / (1_000_000.0 * 20.0);
+        assert!(used > 0.95, "link used {used}");
     }
 
     #[test]
@@ -388,11 +542,12 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
         let long = Some(Duration::from_millis(500));
-        p.sample(t0 + STEP, 100_000, long);
-        p.sample(t0 + STEP * 2, 200_000, long);
+        for k in 1..=8u32 {
+            p.sample(t0 + STEP * k, u64::from(k) * 100_000, long);
+        }
         assert_eq!(p.rate(), Some(500_000.0), "draining at half");
         // No connection delivered, so none had a delay to report: the queue is gone.
-        assert!(p.sample(t0 + STEP * 3, 200_000, None));
+        assert!(p.sample(t0 + STEP * 9, 800_000, None));
         assert_eq!(p.rate(), Some(1_000_000.0 * HEADROOM));
     }
 
@@ -418,12 +573,68 @@ mod tests {
         let mut p = Pacer::new(t0);
         let long = Some(Duration::from_millis(500));
         assert!(!p.sample(t0 + Duration::from_millis(10), 1_000, long));
-        assert!(
-            !p.sample(t0 + STEP, 100_000, long),
-            "one queued sample is not enough"
-        );
+        // A queue must stand MEASURE_FOR before what got through counts as the link's rate.
+        for k in 1..8u32 {
+            assert!(
+                !p.sample(t0 + STEP * k, u64::from(k) * 100_000, long),
+                "sample {k}"
+            );
+        }
         assert_eq!(p.rate(), None);
-        assert!(p.sample(t0 + STEP * 2, 200_000, long));
+        assert!(p.sample(t0 + STEP * 8, 800_000, long));
+        assert_eq!(p.capacity(), Some(1_000_000.0));
+    }
+
+    #[test]
+    fn test_link_rate_is_measured_over_the_whole_queued_stretch() {
+        // ACKs that waited behind the peers' own uploads arrive in bursts: 100 ms samples
+        // at 0.3 and 1.7 times the link's rate.
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        let long = Some(Duration::from_millis(500));
+        let mut delivered = 0;
+        for k in 1..=8u32 {
+            delivered += if k % 2 == 0 { 170_000 } else { 30_000 };
+            p.sample(t0 + STEP * k, delivered, long);
+        }
+        assert_eq!(p.capacity(), Some(1_000_000.0));
+    }
+
+    #[test]
+    fn test_calibration_drains_a_queue_the_answers_cannot_see() {
+        // Every receiver's base was taken behind the queue: the answers read none while a
+        // 0.47 s queue stands.
+        let t0 = Instant::now();
+        let (mut t, mut p) = (t0, Pacer::new(t0));
+        let mut l = Link::new(625_000.0, 0.47);
+        let mut drained = false;
+        for _ in 0..40 {
+            let own = l.step(p.rate(), STEP.as_secs_f64());
+            t += STEP;
+            p.sample(t, l.delivered as u64, Some(Duration::ZERO));
+            drained |=
+                matches!(p.mode, Mode::Calibrating { .. }) && own < Duration::from_millis(20);
+        }
+        assert!(drained, "calibration emptied the queue");
+        // Open again, with the queue gone: STAMPs sent then show the path without it.
+        assert_eq!(p.rate(), None);
+    }
+
+    #[test]
+    fn test_a_probe_that_fills_the_link_drains_at_once() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        p.capacity = 1_000_000.0;
+        p.mode = Mode::Probing {
+            until: t0 + PROBE_FOR,
+            from: Mark {
+                at: t0,
+                delivered: 0,
+            },
+        };
+        p.last_at = t0;
+        assert!(p.sample(t0 + STEP, 100_000, Some(Duration::from_millis(60))));
+        assert_eq!(p.rate(), Some(500_000.0));
         assert_eq!(p.capacity(), Some(1_000_000.0));
     }
 }

@@ -50,7 +50,10 @@ fn driver_options(c: &Common, up: UpRate, down: Option<u64>, max_conns: usize) -
     Options {
         up_rate: up,
         down_rate: down,
-        sock: SocketOptions { buffer: c.sock_buf },
+        sock: SocketOptions {
+            buffer: c.sock_buf,
+            notsent_lowat: (up == UpRate::Auto).then_some(socket::PACED_NOTSENT_LOWAT),
+        },
         sendfile: c.sendfile,
         stats_path: c.stats.clone(),
         timeline_path: c.timeline.clone(),
@@ -157,6 +160,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
         a.listen,
         SocketOptions {
             buffer: a.common.sock_buf,
+            ..SocketOptions::default()
         },
     )
     .map_err(local(format!("cannot listen on {}", a.listen)))?;
@@ -170,6 +174,7 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     cfg.policy = a.common.policy;
     // Only a told rate: the pacer's measure is the driver's, and the policy estimates its own.
     cfg.capacity = a.up_rate.told();
+    cfg.stamp_pieces = a.up_rate == UpRate::Auto;
     let total = catalog.total_len();
     let count = catalog.len();
     // What serve prints: one file as before; several, a bounded list (`MAX_URLS_SHOWN`).
@@ -324,6 +329,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
             addr,
             SocketOptions {
                 buffer: a.common.sock_buf,
+                ..SocketOptions::default()
             },
         ) {
             Ok(l) => Some(l),
@@ -348,6 +354,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     cfg.stall_timeout = a.stall_timeout;
     cfg.policy = a.common.policy;
     cfg.capacity = a.up_rate.told();
+    cfg.stamp_pieces = a.up_rate == UpRate::Auto;
     cfg.behaviour = a.behaviour;
     cfg.node_id = a.behaviour.node_id(cfg.node_id);
     let node = Node::client(cfg, Instant::now());

@@ -150,8 +150,8 @@ pub enum UpRate {
 }
 
 impl UpRate {
-    /// `off`: `auto` gains in the simulator but not yet on the emulated network (README,
-    /// "The node's own uplink queue").
+    /// `off`: on the emulated network `auto` wins where uplinks are slow and costs a few
+    /// percent where they are not (README, "The node's own uplink queue").
     pub const DEFAULT: UpRate = UpRate::Off;
 
     /// The rate the node is told, if any.

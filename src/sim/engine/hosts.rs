@@ -12,6 +12,7 @@ impl Sim {
         cfg.policy = self.policy;
         cfg.behaviour = host.behave;
         cfg.capacity = host.up_rate.told();
+        cfg.stamp_pieces = host.up_rate == UpRate::Auto;
         if host.leave == Leave::OnComplete {
             cfg.linger = Duration::ZERO;
         }
@@ -109,13 +110,15 @@ impl Sim {
     /// link (its driver's DRR), equally at the link (the kernel's).
     fn pace(&mut self, h: usize) {
         let now = self.instant();
-        let delay = Duration::from_nanos(self.queue_delay(h));
         let carried = self.net.carried(h, self.now) as u64;
         let host = &mut self.hosts[h];
-        let Some(pacer) = host.pacer.as_mut() else {
+        let (Some(pacer), Some(node)) = (host.pacer.as_mut(), host.node.as_ref()) else {
             return;
         };
-        if pacer.sample(now, carried, Some(delay)) {
+        // The node's receivers' answers, as the driver reads them: the model's queue shows
+        // in when its STAMPs arrive.
+        let delay = Node::own_queue_delay([node], now, &mut self.answers);
+        if pacer.sample(now, carried, delay) {
             let link = host.link_up;
             let pace = pacer.rate().filter(|&r| r < link);
             self.net.set_uplink(h, pace.unwrap_or(link), pace.is_some());
