@@ -3,10 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Listen backlog: a flash crowd arrives at once, and the loop accepts in bursts.
 const BACKLOG: i32 = 1024;
@@ -37,7 +36,7 @@ impl SocketOptions {
             s.set_recv_buffer_size(n)?;
         }
         if let Some(n) = self.notsent_lowat {
-            set_notsent_lowat(s.as_raw_fd(), n)?;
+            s.set_tcp_notsent_lowat(n)?;
         }
         Ok(())
     }
@@ -74,25 +73,41 @@ pub fn connect(addr: SocketAddr, opts: SocketOptions) -> io::Result<TcpStream> {
 pub fn tune_accepted(stream: &TcpStream, opts: SocketOptions) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(n) = opts.notsent_lowat {
-        set_notsent_lowat(stream.as_raw_fd(), n)?;
+        SockRef::from(stream).set_tcp_notsent_lowat(n)?;
     }
     Ok(())
 }
 
-fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
-    // SAFETY: the option's value is a u32 that lives across the call, its size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&raw const bytes).cast(),
-            size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_paced_sockets_hold_little_unsent_both_dialled_and_accepted() {
+        let opts = SocketOptions {
+            notsent_lowat: Some(PACED_NOTSENT_LOWAT),
+            ..SocketOptions::default()
+        };
+        let listener = listen("127.0.0.1:0".parse().unwrap(), SocketOptions::default()).unwrap();
+        let dialled = connect(listener.local_addr().unwrap(), opts).unwrap();
+        let lowat = |s: &TcpStream| SockRef::from(s).tcp_notsent_lowat().unwrap();
+        assert_eq!(lowat(&dialled), PACED_NOTSENT_LOWAT);
+        // The connect completes in the background; the backlog holds it meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let accepted = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "no connection");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        tune_accepted(&accepted, opts).unwrap();
+        assert_eq!(lowat(&accepted), PACED_NOTSENT_LOWAT);
+        // Unpaced sockets keep the kernel's default (no limit).
+        let plain = connect(listener.local_addr().unwrap(), SocketOptions::default()).unwrap();
+        assert_ne!(lowat(&plain), PACED_NOTSENT_LOWAT);
     }
 }
