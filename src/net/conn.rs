@@ -558,8 +558,8 @@ impl Conn {
                 && self.closing.is_none()
                 && let Some(piece) = match check_against {
                     // The served file changed: read each piece before sending it.
-                    Some(m) => node.poll_piece_checked(slot, |p| storage.piece_matches(m, p)),
-                    None => node.poll_piece(slot),
+                    Some(m) => node.poll_piece_checked(slot, now, |p| storage.piece_matches(m, p)),
+                    None => node.poll_piece(slot, now),
                 }
             {
                 let m = node.manifest().expect("pieces imply a manifest");

@@ -1077,8 +1077,7 @@ impl Driver {
             return;
         }
         let nodes = self.swarms.live.iter().map(|(_, sw)| &sw.node);
-        let delay = Node::own_queue_delay(nodes, now, &mut Vec::new());
-        let Some(rate) = p.sample(&mut self.conns, delay, now) else {
+        let Some(rate) = p.sample(&mut self.conns, nodes, now) else {
             return;
         };
         self.up.set_rate(rate, now);

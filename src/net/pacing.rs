@@ -4,9 +4,8 @@
 //! hands both to the sans-IO `proto::Pacer`, and reports the pacer's new rate for the
 //! upload bucket.
 //!
-//! The delay used to be the smallest RTT excess among the connections (TCP_INFO). On the
-//! emulated network that held the peers' queues too (their ACKs wait behind their own
-//! uploads), which pacing cannot shrink, and missed the backlog in the node's own sockets,
+//! Why not an RTT: a round trip also holds the queue the peer's ACKs wait in, behind its own
+//! uploads, which pacing cannot shrink, and misses the backlog in the node's own sockets,
 //! which it can; a one-way reading at the receivers sees the second and not the first.
 
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use slab::Slab;
 
 use super::conn::Conn;
 use super::tcpinfo::{self, TcpInfo};
-use crate::proto::Pacer;
+use crate::proto::{Node, Pacer};
 
 /// How often the connections are read: the pacer's step (its samples must be at least
 /// 80 ms apart), one `getsockopt` per connection each time.
@@ -28,6 +27,8 @@ pub(super) struct Pacing {
     delivered: u64,
     /// The last queue delay the receivers' answers gave, for the stats.
     last_delay: Option<Duration>,
+    /// Scratch for the answers, reused each sample.
+    answers: Vec<Duration>,
     next_at: Instant,
 }
 
@@ -49,6 +50,7 @@ impl Pacing {
             pacer: Pacer::new(now),
             delivered: 0,
             last_delay: None,
+            answers: Vec::new(),
             next_at: now + SAMPLE_EVERY,
         }
     }
@@ -69,13 +71,13 @@ impl Pacing {
     }
 
     /// Reads every connected connection and feeds the pacer with what they delivered and
-    /// `delay`, the node's own queue delay (`Node::own_queue_delay`). Returns the upload
-    /// bucket's new rate (`None`: unlimited) when the pace changed. A connection whose
-    /// reading fails sits this sample out.
-    pub(super) fn sample(
+    /// the own queue delay of `nodes`, the nodes sharing the uplink (`Node::own_queue_delay`).
+    /// Returns the upload bucket's new rate (`None`: unlimited) when the pace changed. A
+    /// connection whose reading fails sits this sample out.
+    pub(super) fn sample<'a>(
         &mut self,
         conns: &mut Slab<Conn>,
-        delay: Option<Duration>,
+        nodes: impl IntoIterator<Item = &'a Node>,
         now: Instant,
     ) -> Option<Option<f64>> {
         self.next_at = now + SAMPLE_EVERY;
@@ -84,6 +86,7 @@ impl Pacing {
                 add_delivered(&mut self.delivered, &mut c.last_acked, &info);
             }
         }
+        let delay = Node::own_queue_delay(nodes, now, &mut self.answers);
         self.last_delay = delay.or(self.last_delay);
         if !self.pacer.sample(now, self.delivered, delay) {
             return None;

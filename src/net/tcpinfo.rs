@@ -26,7 +26,8 @@ pub(super) struct TcpInfo {
     /// The smoothed RTT (RFC 6298's SRTT).
     pub rtt: Duration,
     /// The smallest RTT seen over the kernel's window (about 5 minutes); `None` before the
-    /// first RTT sample (then `rtt` is 0 and says nothing either).
+    /// first RTT sample (then `rtt` is 0 and says nothing either), which is what `srtt`
+    /// reads it for.
     pub min_rtt: Option<Duration>,
 }
 

@@ -99,6 +99,8 @@ pub(super) struct Peer {
     pub stamp_base: BaseDelay,
     /// Their latest QUEUE_DELAY answer to our STAMPs, and when it arrived.
     pub queue_delay: Option<(Duration, Instant)>,
+    /// STAMPs we sent them that they have not answered: an answer beyond them is ignored.
+    pub stamps_unanswered: u32,
 }
 
 impl Peer {
@@ -140,6 +142,7 @@ impl Peer {
             last_piece_end: None,
             stamp_base: BaseDelay::default(),
             queue_delay: None,
+            stamps_unanswered: 0,
             unread_rejects: 0,
             dirty: false,
             last_recv: now,

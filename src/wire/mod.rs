@@ -105,7 +105,7 @@ pub mod ty {
     pub const STANDING: u8 = 0x82;
     /// Extension: the sender's clock as the next PIECE leaves it (§4.10).
     pub const STAMP: u8 = 0x83;
-    /// Extension: how much later than usual the last STAMP arrived (§4.10).
+    /// Extension: how much later than the fastest recent one a STAMP arrived (§4.10).
     pub const QUEUE_DELAY: u8 = 0x84;
 }
 
@@ -367,8 +367,8 @@ pub enum Message<'a> {
     /// Extension 0x83: the sender's clock, in microseconds from an origin of its own, as the
     /// PIECE that follows leaves it (§4.10).
     Stamp(u64),
-    /// Extension 0x84: the answer to a STAMP: how many microseconds later than the earliest
-    /// the STAMPs of this connection arrived (§4.10).
+    /// Extension 0x84: the answer to a STAMP: how many microseconds later it arrived than
+    /// the fastest STAMP of this connection in the last two minutes or so (§4.10).
     QueueDelay(u32),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),

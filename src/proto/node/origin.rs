@@ -245,10 +245,11 @@ struct Promise {
 }
 
 impl Node {
-    /// The next piece to upload on `slot`, decided now that the socket can take it (late
-    /// binding: the origin picks a wildcard's piece with the freshest view of the swarm).
-    pub fn poll_piece(&mut self, slot: Slot) -> Option<u32> {
-        self.poll_piece_checked(slot, |_| true)
+    /// The next piece to upload on `slot`, decided at `now`, when the socket can take it
+    /// (late binding: the origin picks a wildcard's piece with the freshest view of the
+    /// swarm, and a STAMP before it carries the moment it leaves).
+    pub fn poll_piece(&mut self, slot: Slot, now: Instant) -> Option<u32> {
+        self.poll_piece_checked(slot, now, |_| true)
     }
 
     /// `poll_piece` for an origin whose file may have changed under it: `servable(piece)`
@@ -260,8 +261,10 @@ impl Node {
     pub fn poll_piece_checked(
         &mut self,
         slot: Slot,
+        now: Instant,
         mut servable: impl FnMut(u32) -> bool,
     ) -> Option<u32> {
+        self.now = now;
         // Each failed check reads a whole piece: a few per call keep one call's work bounded
         // when most of the file changed.
         let mut checks_left = MAX_FAILED_CHECKS;

@@ -19,13 +19,18 @@ impl Node {
     /// A piece for `slot` is about to leave: precede it with a STAMP if the node measures
     /// its queue.
     pub(super) fn stamp_piece(&mut self, slot: Slot) {
-        if self.cfg.stamp_pieces {
-            let stamp = Message::Stamp(self.stamp_clock());
-            self.emit(slot, &stamp);
+        if !self.cfg.stamp_pieces {
+            return;
         }
+        let stamp = Message::Stamp(self.stamp_clock());
+        if let Some(p) = self.peer_mut(slot) {
+            p.stamps_unanswered = p.stamps_unanswered.saturating_add(1);
+        }
+        self.emit(slot, &stamp);
     }
 
-    /// Answers a STAMP: how much later than the earliest of this connection it arrived.
+    /// Answers a STAMP: how much later it arrived than the fastest STAMP of this connection
+    /// in the base window.
     pub(super) fn on_stamp(&mut self, slot: Slot, stamp: u64) {
         let (now, clock) = (self.now, self.stamp_clock());
         let Some(p) = self.peer_mut(slot) else { return };
@@ -36,11 +41,15 @@ impl Node {
         self.emit(slot, &Message::QueueDelay(micros));
     }
 
+    /// Keeps a peer's answer to one of our STAMPs. One that answers none is ignored: a peer
+    /// we never stamped to, or a few identities, could otherwise set the median.
     pub(super) fn on_queue_delay(&mut self, slot: Slot, micros: u32) {
         let now = self.now;
-        if let Some(p) = self.peer_mut(slot) {
-            p.queue_delay = Some((Duration::from_micros(micros.into()), now));
-        }
+        let Some(p) = self.peer_mut(slot).filter(|p| p.stamps_unanswered > 0) else {
+            return;
+        };
+        p.stamps_unanswered -= 1;
+        p.queue_delay = Some((Duration::from_micros(micros.into()), now));
     }
 
     /// The own queue delay of the node whose upload `nodes` share (a driver may run one per
@@ -51,7 +60,8 @@ impl Node {
         now: Instant,
         scratch: &mut Vec<Duration>,
     ) -> Option<Duration> {
-        let since = now.checked_sub(ANSWERS_WITHIN).unwrap_or(now);
+        // Within ANSWERS_WITHIN of the clock's start, every answer is that fresh.
+        let since = now.checked_sub(ANSWERS_WITHIN);
         scratch.clear();
         for node in nodes {
             let fresh = node
@@ -59,7 +69,7 @@ impl Node {
                 .iter()
                 .flatten()
                 .filter_map(|p| p.queue_delay)
-                .filter(|&(_, at)| at >= since)
+                .filter(|&(_, at)| since.is_none_or(|s| at >= s))
                 .map(|(d, _)| d);
             scratch.extend(fresh);
         }

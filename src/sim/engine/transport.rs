@@ -160,6 +160,7 @@ impl Sim {
         let Some(c) = self.hosts[h].slots.get(slot).copied().flatten() else {
             return;
         };
+        let now = self.instant();
         let k = self.conns[c].end_of(h);
         let Some(node) = self.hosts[h].node.as_mut() else {
             return;
@@ -180,7 +181,7 @@ impl Sim {
         let piece = if node.is_closing(slot) {
             None
         } else {
-            node.poll_piece(slot)
+            node.poll_piece(slot, now)
         };
         // poll_piece may have queued REJECTs.
         node.take_outbox(slot, &mut pipe.held);

@@ -234,7 +234,7 @@ fn test_origin_request_while_choked_is_rejected() {
     o.send(Message::Interested(true));
     assert!(o.out().iter().any(|f| f.0 == wire::ty::UNCHOKE));
     o.send(Message::Request(WILDCARD));
-    assert_eq!(o.node.poll_piece(0), Some(0));
+    assert_eq!(o.node.poll_piece(0, o.now), Some(0));
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn test_origin_serves_no_client_that_never_sent_its_bitfield() {
     o.send(Message::Request(1));
     let rejects = o.out().iter().filter(|f| f.0 == wire::ty::REJECT).count();
     assert_eq!(rejects, 2, "an unregistered client is not served");
-    assert_eq!(o.node.poll_piece(0), None);
+    assert_eq!(o.node.poll_piece(0, o.now), None);
 }
 
 /// Slowloris (issue 13): a connection that sends nothing, or only part of a HELLO (the
@@ -328,8 +328,8 @@ fn test_origin_wildcard_rejected_when_client_has_everything_else() {
     o.out();
     o.send(Message::Request(WILDCARD));
     o.send(Message::Request(WILDCARD));
-    assert_eq!(o.node.poll_piece(0), Some(1));
-    assert_eq!(o.node.poll_piece(0), None);
+    assert_eq!(o.node.poll_piece(0, o.now), Some(1));
+    assert_eq!(o.node.poll_piece(0, o.now), None);
     let out = o.out();
     assert_eq!(out.last().unwrap().0, wire::ty::REJECT);
 }
@@ -556,7 +556,11 @@ fn test_cancel_of_queued_request_is_answered_with_reject() {
         o.out(),
         vec![(wire::ty::REJECT, 1u32.to_be_bytes().to_vec())]
     );
-    assert_eq!(o.node.poll_piece(0), None, "the cancelled request is gone");
+    assert_eq!(
+        o.node.poll_piece(0, o.now),
+        None,
+        "the cancelled request is gone"
+    );
     // A cancel for something not queued is ignored.
     o.send(Message::Cancel(0));
     assert!(o.out().is_empty());
@@ -723,8 +727,8 @@ fn test_origin_wildcard_skips_pieces_asked_for_by_name() {
     o.send(Message::Request(WILDCARD));
     o.send(Message::Request(0));
     // Piece 0 is fresh and first in line, but the client asked for it by name.
-    assert_eq!(o.node.poll_piece(0), Some(1));
-    assert_eq!(o.node.poll_piece(0), Some(0));
+    assert_eq!(o.node.poll_piece(0, o.now), Some(1));
+    assert_eq!(o.node.poll_piece(0, o.now), Some(0));
 }
 
 /// A client that asks for a piece it announced gets nothing for the announcement: HAVEs
@@ -745,8 +749,8 @@ fn test_origin_rejects_a_request_for_a_piece_the_client_announced() {
         .filter(|f| f.0 == wire::ty::REJECT)
         .collect();
     assert_eq!(rejects.len(), 2, "pieces 0 and 2 were announced");
-    assert_eq!(o.node.poll_piece(0), Some(1));
-    assert_eq!(o.node.poll_piece(0), None);
+    assert_eq!(o.node.poll_piece(0, o.now), Some(1));
+    assert_eq!(o.node.poll_piece(0, o.now), None);
     assert!(!o.node.is_closing(0), "an answer, not a protocol error");
 }
 
@@ -759,11 +763,11 @@ fn test_origin_sends_no_more_than_its_window_ahead_of_the_client_s_haves() {
     for _ in 0..8 {
         o.send(Message::Request(WILDCARD));
     }
-    let first: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    let first: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0, o.now)).collect();
     assert_eq!(first.len(), 2, "the initial window");
     assert!(o.out().is_empty(), "held, not refused");
     o.send(Message::Have(first[0]));
-    let more: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    let more: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0, o.now)).collect();
     assert_eq!(
         more.len(),
         2,
@@ -772,14 +776,14 @@ fn test_origin_sends_no_more_than_its_window_ahead_of_the_client_s_haves() {
     // A piece asked for again by index while on its way (it failed the client's check)
     // goes out even with the window full.
     o.send(Message::Request(more[0]));
-    assert_eq!(o.node.poll_piece(0), Some(more[0]));
-    assert_eq!(o.node.poll_piece(0), None);
+    assert_eq!(o.node.poll_piece(0, o.now), Some(more[0]));
+    assert_eq!(o.node.poll_piece(0, o.now), None);
     // But not again and again: a client that asks for what is on its way and never reads
     // it would get the window each time.
     for _ in 0..4 {
         o.send(Message::Request(more[1]));
     }
-    let again: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0)).collect();
+    let again: Vec<u32> = std::iter::from_fn(|| o.node.poll_piece(0, o.now)).collect();
     assert_eq!(again, vec![more[1]], "two sent again between HAVEs");
 }
 
@@ -792,10 +796,10 @@ fn test_origin_withdraws_a_piece_that_no_longer_matches() {
     let mut o = One::origin_with_interested_client(&data, &[0]);
     let changed = |p: u32| p != 0;
     o.send(Message::Request(WILDCARD));
-    assert_eq!(o.node.poll_piece_checked(0, changed), Some(1));
+    assert_eq!(o.node.poll_piece_checked(0, o.now, changed), Some(1));
     assert_eq!(o.node.withdrawn_pieces(), 1);
     o.send(Message::Request(0));
-    assert_eq!(o.node.poll_piece_checked(0, |_| true), None);
+    assert_eq!(o.node.poll_piece_checked(0, o.now, |_| true), None);
     assert_eq!(
         o.out(),
         vec![(wire::ty::REJECT, 0u32.to_be_bytes().to_vec())]
@@ -806,7 +810,7 @@ fn test_origin_withdraws_a_piece_that_no_longer_matches() {
     // The client announces each piece it receives, which keeps the send window open.
     o.send(Message::Have(1));
     let mut sent = Vec::new();
-    while let Some(p) = o.node.poll_piece(0) {
+    while let Some(p) = o.node.poll_piece(0, o.now) {
         o.send(Message::Have(p));
         sent.push(p);
     }
@@ -827,7 +831,7 @@ fn test_origin_checks_a_few_pieces_per_wildcard_then_rejects() {
     let mut o = One::origin_with_interested_client(&data, &[0]);
     let mut checked = 0;
     o.send(Message::Request(WILDCARD));
-    let got = o.node.poll_piece_checked(0, |_| {
+    let got = o.node.poll_piece_checked(0, o.now, |_| {
         checked += 1;
         false
     });
@@ -991,7 +995,7 @@ fn test_seed_lingers_while_peers_download_then_leaves_when_idle() {
     c.node.handle_tick(at(15));
     assert!(!exits(&mut c), "a peer's request is queued");
     // The piece goes out at 20 s, and nobody asks for more.
-    let piece = c.node.poll_piece(1).expect("the request is served");
+    let piece = c.node.poll_piece(1, c.now).expect("the request is served");
     c.node.handle_piece_sent(1, piece, at(20));
     c.node.handle_tick(at(29));
     assert!(!exits(&mut c), "idle for 9 s only");
@@ -1045,7 +1049,7 @@ fn test_peer_that_sent_a_corrupt_piece_is_not_let_back() {
 fn test_choked_peer_keeps_its_share_until_the_piece_in_flight_is_sent() {
     let mut o = One::origin_with_interested_client(&file(3 * PIECE as usize), &[0]);
     o.send(Message::Request(WILDCARD));
-    let piece = o.node.poll_piece(0).expect("served");
+    let piece = o.node.poll_piece(0, o.now).expect("served");
     assert!(o.node.upload_weight(0) > 0.0);
     // The client loses interest: choked from the next piece, but the one being written
     // goes on at the largest share rather than trickling.
@@ -1478,7 +1482,7 @@ fn test_stamping_node_precedes_each_piece_with_its_clock() {
         o.out();
         o.now += Duration::from_millis(250);
         o.send(Message::Request(WILDCARD));
-        assert!(o.node.poll_piece(0).is_some());
+        assert!(o.node.poll_piece(0, o.now).is_some());
         let out = o.out();
         let stamps: Vec<_> = out.iter().filter(|f| f.0 == wire::ty::STAMP).collect();
         if stamping {
@@ -1518,31 +1522,49 @@ fn test_stamp_is_answered_with_how_late_it_arrived() {
     assert_eq!(delays(&mut c), [0]);
 }
 
+/// `slot` has `n` of our STAMPs to answer.
+fn stamped(c: &mut One, slot: Slot, n: u32) {
+    c.node.peers[slot].as_mut().expect("open").stamps_unanswered = n;
+}
+
 #[test]
-fn test_own_queue_delay_is_the_median_of_fresh_answers() {
+fn test_own_queue_delay_is_the_median_of_fresh_answers_to_our_stamps() {
     let data = file(3 * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
-    c.send(Message::QueueDelay(30_000));
     let mut scratch = Vec::new();
     let own =
         |c: &One, at, scratch: &mut Vec<Duration>| Node::own_queue_delay([&c.node], at, scratch);
+    // An answer to no STAMP of ours is ignored.
+    c.send(Message::QueueDelay(30_000));
+    assert_eq!(own(&c, c.now, &mut scratch), None);
+    stamped(&mut c, 0, 2);
+    c.send(Message::QueueDelay(30_000));
     assert_eq!(
         own(&c, c.now, &mut scratch),
         Some(Duration::from_millis(30))
     );
-    // The latest answer of a connection replaces the one before.
+    // The latest answer of a connection replaces the one before; past the STAMPs sent,
+    // answers count no more.
     c.now += Duration::from_millis(10);
     c.send(Message::QueueDelay(5_000));
+    c.send(Message::QueueDelay(900_000));
     assert_eq!(own(&c, c.now, &mut scratch), Some(Duration::from_millis(5)));
     // Answers older than ANSWERS_WITHIN say nothing about now.
     let later = c.now + Duration::from_secs(2);
     assert_eq!(own(&c, later, &mut scratch), None);
-    // Several nodes (an origin of several files) share one uplink: one median over all.
-    let mut d = One::client_with_manifest(&data);
-    d.now = c.now;
-    for micros in [100_000, 200_000] {
-        d.send(Message::QueueDelay(micros));
-    }
-    let both = Node::own_queue_delay([&c.node, &d.node], c.now, &mut scratch);
-    assert_eq!(both, Some(Duration::from_millis(5)));
+    // Several nodes (an origin of several files) share one uplink: one median over all
+    // their connections' answers.
+    let others: Vec<One> = [100_000, 200_000]
+        .into_iter()
+        .map(|micros| {
+            let mut d = One::client_with_manifest(&data);
+            d.now = c.now;
+            stamped(&mut d, 0, 1);
+            d.send(Message::QueueDelay(micros));
+            d
+        })
+        .collect();
+    let nodes = [&c.node, &others[0].node, &others[1].node];
+    let all = Node::own_queue_delay(nodes, c.now, &mut scratch);
+    assert_eq!(all, Some(Duration::from_millis(100)));
 }

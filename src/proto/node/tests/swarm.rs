@@ -198,7 +198,7 @@ impl Sim {
             let Some((_, (m, ms))) = self.other_end(n, slot) else {
                 return;
             };
-            let Some(piece) = self.nodes[n].node.poll_piece(slot) else {
+            let Some(piece) = self.nodes[n].node.poll_piece(slot, self.now) else {
                 return;
             };
             *budget -= 1;
@@ -439,8 +439,8 @@ fn test_origin_stripes_first_copies_across_clients() {
     // Both clients asked for wildcards; hand out one piece to each.
     let sa = 0;
     let sb = 1;
-    let pa = sim.nodes[0].node.poll_piece(sa).unwrap();
-    let pb = sim.nodes[0].node.poll_piece(sb).unwrap();
+    let pa = sim.nodes[0].node.poll_piece(sa, sim.now).unwrap();
+    let pb = sim.nodes[0].node.poll_piece(sb, sim.now).unwrap();
     assert_ne!(pa, pb);
     let _ = (a, b);
 }
