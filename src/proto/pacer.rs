@@ -678,8 +678,7 @@ mod tests {
                 held = if k % 2 == 0 { 0.7 * out } else { 0.0 };
                 reported += out - held;
                 t += STEP;
-                let dd = delays.pop_front();
-                p.sample(t, reported as u64, dd);
+                p.sample(t, reported as u64, delays.pop_front());
                 if k == 199 {
                     before = l.delivered;
                 }
