@@ -29,8 +29,9 @@
 //!   the rate did not shrink it, the delay is not this node's (a receiver's busy downlink):
 //!   that level becomes the floor the target is counted from, and the pacer goes back to
 //!   the mode and capacity it had before.
-//! - `Paced`: `HEADROOM` of the rate. A queue standing again means the link slowed: measure
-//!   and drain again. Every `PROBE_EVERY`, `Probing`.
+//! - `Paced`: `HEADROOM` of the rate. A queue standing again while the link delivers less
+//!   than the pace means the link slowed: measure and drain again; one standing while the
+//!   link takes all the pace sends is others': the new floor. Every `PROBE_EVERY`, `Probing`.
 //! - `Probing`: `PROBE_GAIN` of the rate for `PROBE_FOR`, to find a link that got faster:
 //!   if more got through over the probe, that is the new rate and the probe goes on from
 //!   it; a queue means it did not, and what the probe queued is drained at once.
