@@ -172,9 +172,8 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     cfg.secret = a.secret.clone();
     cfg.exit_after = a.exit_after;
     cfg.policy = a.common.policy;
-    // Only a told rate: the pacer's measure is the driver's, and the policy estimates its own.
-    cfg.capacity = a.up_rate.told();
-    cfg.stamp_pieces = a.up_rate == UpRate::Auto;
+    // The policy is told only a told rate: the pacer's measure is the driver's.
+    cfg.set_up_rate(a.up_rate);
     let total = catalog.total_len();
     let count = catalog.len();
     // What serve prints: one file as before; several, a bounded list (`MAX_URLS_SHOWN`).
@@ -353,8 +352,7 @@ pub fn get(a: &GetArgs) -> Result<(), Fail> {
     cfg.linger = a.linger;
     cfg.stall_timeout = a.stall_timeout;
     cfg.policy = a.common.policy;
-    cfg.capacity = a.up_rate.told();
-    cfg.stamp_pieces = a.up_rate == UpRate::Auto;
+    cfg.set_up_rate(a.up_rate);
     cfg.behaviour = a.behaviour;
     cfg.node_id = a.behaviour.node_id(cfg.node_id);
     let node = Node::client(cfg, Instant::now());

@@ -135,6 +135,14 @@ impl Config {
             served_files: 1,
         }
     }
+
+    /// What `up` (`--up-rate`) tells the node: its capacity if told one, and to stamp its
+    /// pieces if it runs the pacer, which reads its queue from the answers. The pacer itself
+    /// is the driver's (or the simulator's).
+    pub fn set_up_rate(&mut self, up: UpRate) {
+        self.capacity = up.told();
+        self.stamp_pieces = up == UpRate::Auto;
+    }
 }
 
 /// What paces a node's upload (`--up-rate`, the simulator's `up_rate`).

@@ -11,8 +11,7 @@ impl Sim {
         cfg.server = Some(addr_of(ORIGIN));
         cfg.policy = self.policy;
         cfg.behaviour = host.behave;
-        cfg.capacity = host.up_rate.told();
-        cfg.stamp_pieces = host.up_rate == UpRate::Auto;
+        cfg.set_up_rate(host.up_rate);
         if host.leave == Leave::OnComplete {
             cfg.linger = Duration::ZERO;
         }

@@ -472,8 +472,7 @@ impl Sim {
         let mut cfg = Config::new(Role::Origin, node_id(ORIGIN));
         cfg.listen_port = ORIGIN_PORT;
         cfg.policy = sc.policy;
-        cfg.capacity = sc.origin_up_rate.told();
-        cfg.stamp_pieces = sc.origin_up_rate == UpRate::Auto;
+        cfg.set_up_rate(sc.origin_up_rate);
         origin.node = Some(Node::origin(cfg, manifest.clone(), t0));
         origin.start_pacer(t0);
         origin.presence = Presence::Here;
