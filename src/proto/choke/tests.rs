@@ -358,6 +358,35 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
 }
 
 #[test]
+fn test_origin_names_no_promise_breaker_before_its_receipts_can_arrive() {
+    // Two clients on 5 Mbit/s uplinks take fresh pieces from a fast origin far faster than
+    // they can pass them on; in their first rounds no receipt has reached the origin yet.
+    // Capping both at 2% then left the origin at 4% of its uplink for a whole round.
+    let me = Me {
+        capacity: Some(10_000_000.0),
+        ..me_origin()
+    };
+    let mut t = table(2);
+    for s in 0..2 {
+        t.rows[s].promised = 260;
+        t.rows[s].kept = 40;
+        t.rows[s].age = NEWCOMER_ROUNDS - 1;
+        t.rows[s].up.record(64 << 20);
+    }
+    decide(&mut t, Policy::Tft, me);
+    assert!(
+        (0..2).all(|s| !t.is_named(s) && t.cap(s).is_none()),
+        "{:?}",
+        t.rows
+    );
+    // Rounds later, still with nothing passed on that a receiver confirms: a breach.
+    t.rows[1].age = NEWCOMER_ROUNDS;
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.is_named(1));
+    assert_eq!(t.cap(1), Some(10_000_000.0 * NON_CONTRIBUTOR_SHARE));
+}
+
+#[test]
 fn test_origin_names_a_client_that_took_much_and_gave_nothing() {
     let (mut t, me) = origin_with_a_lone_promise_breaker();
     t.rows[1].promised = 0;
