@@ -210,6 +210,18 @@ impl ChokeTable {
         }
     }
 
+    /// The peer on `slot` has been known for `rounds` rounds over all its connections: a
+    /// new connection starts that old (the origin's view of a reconnecting client).
+    pub(super) fn carry_age(&mut self, slot: usize, rounds: u32) {
+        let row = &mut self.rows[slot];
+        row.age = row.age.max(rounds);
+    }
+
+    /// Rounds closed so far.
+    pub(super) fn round_no(&self) -> u64 {
+        self.round_no
+    }
+
     pub(super) fn close(&mut self, slot: usize) {
         let row = &mut self.rows[slot];
         row.active = false;
@@ -316,6 +328,12 @@ impl ChokeTable {
     #[cfg(test)]
     pub(crate) fn credit(&self, slot: usize) -> u64 {
         self.rows[slot].credit
+    }
+
+    /// Rounds the peer on `slot` has been known.
+    #[cfg(test)]
+    pub(crate) fn age(&self, slot: usize) -> u32 {
+        self.rows[slot].age
     }
 
     /// Origin: fresh pieces given to the client, and how many it passed on.

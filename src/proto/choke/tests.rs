@@ -359,9 +359,9 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
 
 #[test]
 fn test_origin_names_no_promise_breaker_before_its_receipts_can_arrive() {
-    // Two clients on 5 Mbit/s uplinks take fresh pieces from a fast origin far faster than
-    // they can pass them on; in their first rounds no receipt has reached the origin yet.
-    // Capping both at 2% then left the origin at 4% of its uplink for a whole round.
+    // Two clients on 5 Mbit/s uplinks take fresh pieces from an 80 Mbit/s origin far
+    // faster than they can pass them on; in their first rounds no receipt has reached the
+    // origin yet. Capping both at 2% then left the origin at 4% of its uplink for a round.
     let me = Me {
         capacity: Some(10_000_000.0),
         ..me_origin()

@@ -36,10 +36,9 @@ pub(super) const BROKEN_PROMISE_FACTOR: f64 = 0.05;
 /// Origin: every client keeps at least this fraction of the mean weight, so the origin
 /// never idles while anyone wants data (work conservation).
 pub(super) const ORIGIN_FLOOR: f64 = 0.01;
-/// Origin: a client that broke its promise and never passed a byte on (no upload that two
-/// receivers confirm) gets at most this share of the origin's upload, even when nobody else is asking: the
-/// origin's upload is the swarm's scarcest resource, and serving a free rider at full rate
-/// once the others are done would let it finish with them.
+/// Origin: a client in breach of its promise that never passed a byte on (no upload that
+/// two receivers confirm) gets at most this share of the origin's upload while the breach
+/// lasts: the origin's upload is the swarm's scarcest resource.
 pub(super) const NON_CONTRIBUTOR_SHARE: f64 = 0.02;
 /// Origin: an unchoked client that took less than this fraction of an equal share of the
 /// upload last round is not taking its share, which then goes to the others.
@@ -232,10 +231,13 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         // no promise can be broken; the origin's own cap holds only while in breach, so
         // its upload does not idle once only such clients are left. (Capping them at 2%
         // to the end made them crawl for minutes, and a burst of honest clients arriving
-        // meanwhile took twice as long: a simulator run, 63 clients.) Not before its
-        // receipts have had a few rounds to arrive, as for taking much below: two 5 Mbit/s
-        // clients of a 120 Mbit/s origin both "broke" their promise in the first round,
-        // and the origin sent at 4% of its uplink until the next one.
+        // meanwhile took twice as long: a simulator run, 63 clients.)
+        //
+        // Not before the client's third round (counted from its first registration, so
+        // reconnecting does not reset it): the HAVEs that keep its promises and the
+        // receipts that widen its slack need rounds to arrive. Two 5 Mbit/s clients of a
+        // 121 Mbit/s origin both "broke" their promise in their first round, and the
+        // origin sent at 4% of its uplink until the next one.
         if r.witnessed > 0 {
             r.named_breach = false;
         } else if broken(r) && r.age >= NEWCOMER_ROUNDS {

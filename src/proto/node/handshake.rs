@@ -299,6 +299,8 @@ impl Node {
                 let id = self.peer(slot).and_then(|p| p.node_id());
                 if let (Side::Origin(registry), Some(id)) = (&mut self.side, id) {
                     registry.register(id, &bits);
+                    let age = registry.rounds_known(id, self.table.round_no());
+                    self.table.carry_age(slot, age);
                 }
                 let full = bits.is_full();
                 let p = self.peer_mut(slot).expect("checked above");

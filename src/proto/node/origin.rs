@@ -56,6 +56,10 @@ pub(super) struct Registry {
     /// Node ids of the registered clients (with their connection count, as a client may
     /// reconnect before its old connection is gone): receipts may speak of these only.
     ids: HashMap<u64, u32>,
+    /// The choking round in which each node id first registered, kept for the swarm's
+    /// life like its credit: a client's age counts from then, not from its connection, so
+    /// reconnecting makes it neither a newcomer again nor too young to be judged.
+    first_round: HashMap<u64, u64>,
     /// Pieces the served file no longer holds as the manifest says (it changed under the
     /// origin): never chosen again, and refused when asked for by index.
     withdrawn: Bitfield,
@@ -77,6 +81,7 @@ impl Registry {
             dormant: false,
             named_incomplete: 0,
             ids: HashMap::new(),
+            first_round: HashMap::new(),
             withdrawn: Bitfield::new(pieces),
             takers: [None; 2],
             probes: Default::default(),
@@ -107,6 +112,12 @@ impl Registry {
             self.incomplete += 1;
         }
         self.add_holdings(bits);
+    }
+
+    /// Rounds since client `id` first registered, as of round `round_no` (0 the first time).
+    pub(super) fn rounds_known(&mut self, id: u64, round_no: u64) -> u32 {
+        let first = *self.first_round.entry(id).or_insert(round_no);
+        u32::try_from(round_no - first).unwrap_or(u32::MAX)
     }
 
     /// How many other clients must announce a fresh piece for its promise to be kept:

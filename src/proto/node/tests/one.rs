@@ -1568,3 +1568,27 @@ fn test_own_queue_delay_is_the_median_of_fresh_answers_to_our_stamps() {
     let all = Node::own_queue_delay(nodes, c.now, &mut scratch);
     assert_eq!(all, Some(Duration::from_millis(100)));
 }
+
+#[test]
+fn test_origin_counts_a_reconnecting_clients_age_from_its_first_registration() {
+    use crate::proto::choke::NEWCOMER_ROUNDS;
+    // A client's rounds decide when a broken promise can be judged and how long it is a
+    // newcomer; counted per connection, a rider that reconnected every other round would
+    // never be judged.
+    let data = file(8 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0]);
+    for _ in 0..(NEWCOMER_ROUNDS as u64 * 10 + 1) {
+        o.now += TICK;
+        o.node.handle_tick(o.now);
+    }
+    assert!(o.node.table.age(0) >= NEWCOMER_ROUNDS);
+    o.node.handle_closed(0, "gone", o.now);
+    for (slot, id) in [(1, 2), (2, 3)] {
+        o.node
+            .handle_open(slot, Link::Accepted, addr_of(slot + 10), o.now);
+        o.send_on(slot, hello(Role::Client, id, 0));
+        o.send_on(slot, Message::Bitfield(&[0]));
+    }
+    assert!(o.node.table.age(1) >= NEWCOMER_ROUNDS, "client 2 again");
+    assert_eq!(o.node.table.age(2), 0, "a new client");
+}

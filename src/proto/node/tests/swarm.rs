@@ -318,7 +318,9 @@ fn test_swarm_trades_and_origin_sends_about_one_copy() {
 
 #[test]
 fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
-    let data = file(96 * PIECE as usize);
+    // Long enough (about 7 s, 7 rounds) for the rider's breach to be judged: the origin
+    // names none before its third round, when receipts can have come back.
+    let data = file(384 * PIECE as usize);
     let mut sim = Sim::new(&data, 1);
     let honest: Vec<usize> = (0..3).map(|_| sim.add_client(4)).collect();
     let rider = sim.add_client_as(4, Behaviour::FreeRider);
