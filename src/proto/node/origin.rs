@@ -117,7 +117,7 @@ impl Registry {
     /// Rounds since client `id` first registered, as of round `round_no` (0 the first time).
     pub(super) fn rounds_known(&mut self, id: u64, round_no: u64) -> u32 {
         let first = *self.first_round.entry(id).or_insert(round_no);
-        u32::try_from(round_no - first).unwrap_or(u32::MAX)
+        u32::try_from(round_no.saturating_sub(first)).unwrap_or(u32::MAX)
     }
 
     /// How many other clients must announce a fresh piece for its promise to be kept:
