@@ -292,9 +292,10 @@ fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
     let total: f64 = rows.iter().filter(|r| taking(r)).map(|r| r.weight).sum();
     let count = rows.iter().filter(|r| taking(r)).count();
     let equal = 1.0 / count.max(1) as f64;
-    // A client that took under half its share is held back by something other than the
-    // origin (its TCP window still opening over a long round trip, its downlink busy with
-    // its peers): it could use about twice what it took, and the rest of its share goes
+    // A client that took under half its share is held back by something other than its
+    // weight (a named client's 2% cap, its TCP window still opening over a long round
+    // trip, its downlink busy with its peers): it could use about twice what it took, and
+    // the rest of its share goes
     // to the clients that took theirs and passed something on that two receivers confirm,
     // so the caps do not idle the uplink while they could take more. (Given to every
     // client that took its share, it sped riders up more than the honest: a third more
