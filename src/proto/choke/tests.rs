@@ -358,30 +358,6 @@ fn test_origin_caps_a_non_contributor_even_when_nobody_else_asks() {
 }
 
 #[test]
-fn test_origin_gives_a_held_back_clients_unused_share_to_contributors() {
-    // Client 2 has half the weight but takes 0.5 of its 5 MB/s (its TCP window still
-    // opening); clients 0 and 1 would be capped at 2.5 MB/s each and the uplink would
-    // idle at 5.5 of 10 MB/s.
-    let me = Me {
-        capacity: Some(10_000_000.0),
-        ..me_origin()
-    };
-    let mut t = table(3);
-    settle_credit(&mut t, &[1_000_000, 1_000_000, 2_000_000]);
-    decide(&mut t, Policy::Tft, me);
-    for (s, rate) in [(0, 2_500_000.0), (1, 2_500_000.0), (2, 500_000.0)] {
-        t.rows[s].up.set_rate(rate);
-    }
-    decide(&mut t, Policy::Tft, me);
-    assert_eq!((t.cap(0), t.cap(1)), (None, None), "{:?}", t.rows);
-    // A client nobody confirms passing anything on gets none of it.
-    t.rows[1].witnessed = 0;
-    decide(&mut t, Policy::Tft, me);
-    assert!(t.cap(1).is_some_and(|c| c < 3_000_000.0), "{:?}", t.cap(1));
-    assert_eq!(t.cap(0), None);
-}
-
-#[test]
 fn test_origin_names_no_promise_breaker_before_its_receipts_can_arrive() {
     // Two clients on 5 Mbit/s uplinks take fresh pieces from an 80 Mbit/s origin far
     // faster than they can pass them on; in their first rounds no receipt has reached the

@@ -292,36 +292,9 @@ fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
     let total: f64 = rows.iter().filter(|r| taking(r)).map(|r| r.weight).sum();
     let count = rows.iter().filter(|r| taking(r)).count();
     let equal = 1.0 / count.max(1) as f64;
-    // A client that took under half its share is held back by something other than its
-    // weight (a named client's 2% cap, its TCP window still opening over a long round
-    // trip, its downlink busy with its peers): it could use about twice what it took, and
-    // the rest of its share goes
-    // to the clients that took theirs and passed something on that two receivers confirm,
-    // so the caps do not idle the uplink while they could take more. (Given to every
-    // client that took its share, it sped riders up more than the honest: a third more
-    // finished early over the suite.)
-    let held_back = |r: &Row| !r.choking && r.up.rate() < 0.5 * capacity * r.weight / total;
-    let gets_spare = |r: &Row| !held_back(r) && r.witnessed > 0;
-    let mut spare = 0.0;
-    let mut free_weight = 0.0;
-    for r in rows.iter().filter(|r| taking(r)) {
-        if held_back(r) {
-            spare += (capacity * r.weight / total - 2.0 * r.up.rate()).max(0.0);
-        } else if gets_spare(r) {
-            free_weight += r.weight;
-        }
-    }
-    let spare_share = if free_weight > 0.0 {
-        spare / capacity / free_weight
-    } else {
-        0.0
-    };
     for row in rows.iter_mut().filter(|r| unchoked(r)) {
         let (share, below) = if taking(row) {
-            let mut share = row.weight / total;
-            if gets_spare(row) {
-                share += spare_share * row.weight;
-            }
+            let share = row.weight / total;
             (share, share < equal)
         } else {
             let share = row.weight / (total + row.weight);
