@@ -7,8 +7,8 @@ Runs `tfttp sim --timeline` on every scenario of a `bench/sim_suite.py` output f
 counts, per scenario, the whole seconds of virtual time in which the origin sent less than
 half of its uplink (at the 95.6% TCP goodput) while at least one honest client was present
 and incomplete. A work-conserving origin has none unless every such client is held back
-elsewhere (its own downlink, its TCP window opening): rules 22 and 23 in README.md were
-found this way. Prints the N scenarios with the most such seconds. Python 3.11 standard
+elsewhere (its own downlink, its TCP window opening, or seeds serving it instead): rule 22
+in README.md was found this way. Prints the N scenarios with the most such seconds. Python 3.11 standard
 library only.
 """
 
