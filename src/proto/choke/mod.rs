@@ -271,11 +271,23 @@ impl ChokeTable {
     }
 
     /// Client: whether the origin names the peer on `slot` as taking without giving.
-    /// Origin: a client named on an earlier connection stays named until it has witnessed
-    /// credit (as for a broken promise).
     pub(super) fn set_named(&mut self, slot: usize, named: bool) {
         self.rows[slot].named = named;
-        self.rows[slot].named_breach = named;
+    }
+
+    /// Origin: the client on `slot` was named on an earlier connection, for a broken
+    /// promise (`breach`) or for taking much: it stays named until the same condition
+    /// lifts (witnessed credit, or any confirmed upload).
+    pub(super) fn carry_naming(&mut self, slot: usize, breach: bool) {
+        let row = &mut self.rows[slot];
+        row.named = true;
+        row.named_breach = breach;
+        row.named_taking = !breach;
+    }
+
+    /// Origin: whether the client on `slot` is named for a broken promise.
+    pub(super) fn is_named_for_breach(&self, slot: usize) -> bool {
+        self.rows[slot].named_breach
     }
 
     /// Origin: whether it names the client on `slot` as taking without giving.
