@@ -298,8 +298,7 @@ impl Node {
             Role::Origin => {
                 let id = self.peer(slot).and_then(|p| p.node_id());
                 if let (Side::Origin(registry), Some(id)) = (&mut self.side, id) {
-                    registry.register(id, &bits);
-                    let age = registry.rounds_known(id, self.table.round_no());
+                    let age = registry.register(id, &bits, self.table.round_no());
                     self.table.carry_age(slot, age);
                 }
                 let full = bits.is_full();

@@ -109,17 +109,14 @@ impl Registry {
             .any(|&(s, at)| s != slot && now.saturating_duration_since(at) <= TAKER_WINDOW)
     }
 
-    /// Client `id` registered holding `bits`.
-    pub(super) fn register(&mut self, id: u64, bits: &Bitfield) {
+    /// Client `id` registered holding `bits` in choking round `round_no`; returns the rounds
+    /// since it first registered (0 the first time).
+    pub(super) fn register(&mut self, id: u64, bits: &Bitfield, round_no: u64) -> u32 {
         *self.ids.entry(id).or_default() += 1;
         if !bits.is_full() {
             self.incomplete += 1;
         }
         self.add_holdings(bits);
-    }
-
-    /// Rounds since client `id` first registered, as of round `round_no` (0 the first time).
-    pub(super) fn rounds_known(&mut self, id: u64, round_no: u64) -> u32 {
         let first = *self.first_round.entry(id).or_insert(round_no);
         u32::try_from(round_no.saturating_sub(first)).unwrap_or(u32::MAX)
     }
@@ -537,11 +534,11 @@ mod tests {
     #[test]
     fn test_a_client_alone_owes_nothing_for_first_copies() {
         let mut r = Registry::new(4);
-        r.register(1, &Bitfield::new(4));
+        r.register(1, &Bitfield::new(4), 0);
         // Nobody to pass piece 0 on to: no promise, or a lone client would be cut as a
         // promise-breaker for pieces no one could take.
         assert!(!r.send_copy(0, 0));
-        r.register(2, &Bitfield::new(4));
+        r.register(2, &Bitfield::new(4), 0);
         assert!(
             r.send_copy(0, 1),
             "a first copy with another client there is a promise"
@@ -552,11 +549,11 @@ mod tests {
     #[test]
     fn test_first_copies_sent_to_a_lone_client_become_promises_when_another_arrives() {
         let mut r = Registry::new(4);
-        r.register(1, &Bitfield::new(4));
+        r.register(1, &Bitfield::new(4), 0);
         assert!(!r.send_copy(0, 0), "alone: nobody to pass it to");
         assert!(!r.send_copy(0, 1));
         assert!(r.activate_dormant().is_empty(), "still alone");
-        r.register(2, &Bitfield::new(4));
+        r.register(2, &Bitfield::new(4), 0);
         assert_eq!(r.activate_dormant(), vec![0, 0], "both pieces are owed now");
         assert!(r.activate_dormant().is_empty(), "once");
         assert_eq!(r.announced(1, 0), Some(0), "and kept as any promise");
@@ -566,7 +563,7 @@ mod tests {
     fn test_a_promise_is_kept_by_two_other_clients() {
         let mut r = Registry::new(4);
         for id in 1..=4 {
-            r.register(id, &Bitfield::new(4));
+            r.register(id, &Bitfield::new(4), 0);
         }
         assert!(r.send_copy(0, 0));
         assert_eq!(
@@ -584,7 +581,7 @@ mod tests {
     fn test_a_promise_asks_no_more_announcements_than_there_are_downloaders() {
         let mut r = Registry::new(4);
         for id in 1..=3 {
-            r.register(id, &Bitfield::new(4));
+            r.register(id, &Bitfield::new(4), 0);
         }
         assert_eq!(r.promise_witnesses(), 2);
         // Client 3 completes (from its peers): only client 2 is left to confirm the piece.
@@ -610,7 +607,7 @@ mod tests {
         let mut r = Registry::new(8);
         for id in 1..=100 {
             // Registered identities that never announce a piece take nothing.
-            r.register(id, &Bitfield::new(8));
+            r.register(id, &Bitfield::new(8), 0);
         }
         assert!(!r.another_taker(0, t0));
         r.note_taker(0, t0);
