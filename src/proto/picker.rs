@@ -109,6 +109,17 @@ impl Picker {
     /// scan starts at a random piece and wraps around, so that of equally rare pieces each
     /// peer picks its own.
     pub(super) fn pick(&self, peer: &Bitfield, rng: &mut Rng) -> Option<u32> {
+        self.pick_rarest(peer, rng, 0)
+    }
+
+    /// `pick` among the pieces some connected peer has: what a client asks the origin for
+    /// by index while its wildcards may still bring the pieces no peer has.
+    pub(super) fn pick_held(&self, peer: &Bitfield, rng: &mut Rng) -> Option<u32> {
+        self.pick_rarest(peer, rng, 1)
+    }
+
+    /// Rarest free piece `peer` has that at least `floor` connected peers have.
+    fn pick_rarest(&self, peer: &Bitfield, rng: &mut Rng, floor: u16) -> Option<u32> {
         let n = self.have.len();
         if n == 0 || self.unassigned == 0 {
             return None;
@@ -121,10 +132,13 @@ impl Picker {
         {
             debug_assert!(self.is_free(i as usize), "free mirrors is_free");
             let a = self.availability[i as usize];
+            if a < floor {
+                continue;
+            }
             if best.is_none_or(|(ba, _)| a < ba) {
                 best = Some((a, i));
                 // Nothing is rarer than a piece only this peer has.
-                if a <= 1 {
+                if a <= floor.max(1) {
                     break;
                 }
             }

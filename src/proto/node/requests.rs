@@ -234,9 +234,13 @@ impl Node {
         while p.asked.len() < depth {
             // The origin chooses the piece (WILDCARD) while it holds pieces no peer has: its
             // global view spreads fresh pieces. Once the peers hold everything unassigned, a
-            // wildcard could only duplicate a request made elsewhere, so the origin is asked
-            // by index, which can be cancelled like any other request; but only after the
-            // wildcards are answered, as one may bring any piece we lack.
+            // wildcard could only duplicate a request made elsewhere, so the rest of the
+            // pipeline asks the origin by index, which can be cancelled like any other
+            // request (the origin's choice for the wildcards still out skips those pieces,
+            // §5.2); while wildcards are out, only for pieces a peer holds, as the wildcards
+            // may bring the others. Waiting for those wildcards instead held the pipeline to
+            // as many as there are unseen pieces, which a choking peer's arriving pieces can
+            // keep at a few for the whole download.
             let origin = p.is_origin_link();
             let piece = if origin && !asks_by_index && picker.unseen() > wildcards {
                 if origin_backoff || picker.missing() <= p.asked.len() as u32 {
@@ -244,8 +248,6 @@ impl Node {
                 }
                 wildcards += 1;
                 WILDCARD
-            } else if origin && wildcards > 0 {
-                break;
             } else {
                 let late = || {
                     if p.asked.len() >= ENDGAME_PIPELINE {
@@ -263,7 +265,11 @@ impl Node {
                 if !origin && p.expected_secs().is_some_and(|t| t > budget) {
                     break;
                 }
-                let picked = picker.pick_unless_dry(&p.has, &mut p.dry, &mut self.rng);
+                let picked = if origin && wildcards > 0 {
+                    picker.pick_held(&p.has, &mut self.rng)
+                } else {
+                    picker.pick_unless_dry(&p.has, &mut p.dry, &mut self.rng)
+                };
                 match picked.or_else(late) {
                     Some(i) => {
                         picker.on_request(i);

@@ -622,6 +622,24 @@ fn test_client_asks_origin_by_name_once_peers_hold_everything() {
     assert!(requests_on(&mut c, 0).iter().all(|&r| r != WILDCARD));
 }
 
+/// A peer that holds most pieces but chokes us leaves few pieces only the origin has. The
+/// wildcards for those do not hold back the rest of the origin's pipeline: it asks by index
+/// for pieces the peer holds, never the unseen one a wildcard may bring. (Found by the
+/// simulator: a free rider's arriving pieces kept a client's unseen count at 1-4 and its
+/// origin pipeline as short for 8 s, at half its rate.)
+#[test]
+fn test_choking_peer_does_not_shrink_the_origin_pipeline_to_the_unseen_pieces() {
+    let data = file(16 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    // Pieces 0 to 14; it never unchokes us.
+    peer_announces(&mut c, 1, &[0xff, 0xfe]);
+    c.send(Message::Unchoke);
+    let asked = requests_on(&mut c, 0);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[0], WILDCARD);
+    assert!(asked[1] < 15, "{asked:?}");
+}
+
 #[test]
 fn test_refused_wildcard_makes_client_ask_origin_by_index() {
     // Found by the simulator (1,000 clients): the origin had sent piece 1, the client
