@@ -124,14 +124,10 @@ struct Row {
     /// Origin: another client announced a piece lately (set by the node before each
     /// round): only then could this one have passed its fresh pieces on.
     others_taking: bool,
-    /// Takes without giving (§4.9): at the origin, a client it broke its promise and has
-    /// no witnessed credit (kept until it has some); at a client, a peer the origin named
-    /// so. Such a peer is nobody's newcomer or optimistic peer.
+    /// Takes without giving (§4.9): at the origin, a client that broke its promise or took
+    /// much from its peers with no witnessed credit (kept until it has some); at a client,
+    /// a peer the origin named so. Such a peer is nobody's newcomer or optimistic peer.
     named: bool,
-    /// Origin: the client is named for breaking its promise (until witnessed credit), and
-    /// for taking much from peers with no upload confirmed at all (until one is).
-    named_breach: bool,
-    named_taking: bool,
     /// Origin: other clients confirm sending it `TOOK_MUCH` of the file or more.
     took_much: bool,
 }
@@ -164,8 +160,6 @@ impl Default for Row {
             kept: 0,
             others_taking: true,
             named: false,
-            named_breach: false,
-            named_taking: false,
             took_much: false,
         }
     }
@@ -275,19 +269,10 @@ impl ChokeTable {
         self.rows[slot].named = named;
     }
 
-    /// Origin: the client on `slot` was named on an earlier connection, for a broken
-    /// promise (`breach`) or for taking much: it stays named until the same condition
-    /// lifts (witnessed credit, or any confirmed upload).
-    pub(super) fn carry_naming(&mut self, slot: usize, breach: bool) {
-        let row = &mut self.rows[slot];
-        row.named = true;
-        row.named_breach = breach;
-        row.named_taking = !breach;
-    }
-
-    /// Origin: whether the client on `slot` is named for a broken promise.
-    pub(super) fn is_named_for_breach(&self, slot: usize) -> bool {
-        self.rows[slot].named_breach
+    /// Origin: the client on `slot` was named on an earlier connection: it stays named
+    /// until two receivers confirm an upload of it (witnessed credit), whichever the reason.
+    pub(super) fn carry_naming(&mut self, slot: usize) {
+        self.rows[slot].named = true;
     }
 
     /// Origin: whether it names the client on `slot` as taking without giving.

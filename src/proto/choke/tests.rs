@@ -408,8 +408,12 @@ fn test_origin_names_a_client_that_took_much_and_gave_nothing() {
         None,
         "the origin's cap is for a broken promise only"
     );
-    // One upload that a receiver confirms ends it.
+    // One receiver's confirmation does not end it: a colluding partner can print that.
     t.rows[1].credit = 1;
+    decide(&mut t, Policy::Tft, me);
+    assert!(t.is_named(1), "one witness lifted it");
+    // An upload that two receivers confirm does.
+    t.rows[1].witnessed = 1;
     decide(&mut t, Policy::Tft, me);
     assert!(!t.is_named(1));
 }

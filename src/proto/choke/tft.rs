@@ -238,24 +238,25 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         // receipts that widen its slack need rounds to arrive. Two 5 Mbit/s clients of a
         // 121 Mbit/s origin both "broke" their promise in their first round, and the
         // origin sent at 4% of its uplink until the next one.
-        if r.witnessed > 0 {
-            r.named_breach = false;
-        } else if broken(r) && r.age >= NEWCOMER_ROUNDS {
-            r.named_breach = true;
+        let judged = r.age >= NEWCOMER_ROUNDS;
+        let in_breach = broken(r) && judged;
+        if in_breach && r.witnessed == 0 {
             r.cap = Some(capacity * NON_CONTRIBUTOR_SHARE);
         }
         // A client that took much from its peers while others took pieces, and passed on
-        // nothing any receiver confirms, takes without giving too, whatever it took from
+        // nothing two receivers confirm, takes without giving too, whatever it took from
         // the origin: in large crowds a rider gets too few fresh pieces to break a
         // promise and lives on its peers. Not before its receipts have had a few rounds to
         // arrive: on a fast link an honest client takes a fifth of a small file before its
-        // first upload is confirmed.
-        if r.credit > 0 {
-            r.named_taking = false;
-        } else if r.took_much && r.others_taking && r.age >= NEWCOMER_ROUNDS {
-            r.named_taking = true;
+        // first upload is confirmed. Two receivers lift either naming, as for a promise: a
+        // colluding pair's receipts for each other lifted this one, and both then lived on
+        // their peers.
+        let took_much = r.took_much && r.others_taking && judged;
+        if r.witnessed > 0 {
+            r.named = false;
+        } else if in_breach || took_much {
+            r.named = true;
         }
-        r.named = r.named_breach || r.named_taking;
     }
     for &s in cands {
         if is_newcomer(&rows[s]) {

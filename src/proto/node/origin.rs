@@ -70,9 +70,6 @@ pub(super) struct Registry {
     pub(super) probes: super::probe::Probes,
     /// Clients named as taking without giving (STANDING), as last told to everyone.
     pub(super) named: super::standing::Named,
-    /// Of those, the ones named for a broken promise (the others for taking much): a
-    /// client that reconnects is named again for the same reason.
-    pub(super) named_for_breach: std::collections::BTreeSet<u64>,
 }
 
 impl Registry {
@@ -89,7 +86,6 @@ impl Registry {
             takers: [None; 2],
             probes: Default::default(),
             named: Default::default(),
-            named_for_breach: Default::default(),
         }
     }
 

@@ -64,11 +64,6 @@ impl Node {
                 takes_without_giving: self.table.is_named(s),
             };
             named_incomplete += (e.takes_without_giving && !p.has.is_full()) as usize;
-            if e.takes_without_giving && self.table.is_named_for_breach(s) {
-                registry.named_for_breach.insert(node_id);
-            } else {
-                registry.named_for_breach.remove(&node_id);
-            }
             if registry.named.contains(node_id) != e.takes_without_giving && registry.named.apply(e)
             {
                 changes.push(e);
@@ -89,8 +84,7 @@ impl Node {
         if let Some(id) = self.peer(slot).and_then(|p| p.node_id())
             && registry.named.contains(id)
         {
-            let breach = registry.named_for_breach.contains(&id);
-            self.table.carry_naming(slot, breach);
+            self.table.carry_naming(slot);
         }
         let entries = registry.named.entries();
         for chunk in entries.chunks(MAX_STANDING_ENTRIES) {
