@@ -452,10 +452,9 @@ fn test_sim_tail_bench_compares_binaries_run_by_run() {
     }
 }
 
-/// A lone client behind a 1.5 s origin round trip waits three of them for its first piece
-/// (connect, HELLO and MANIFEST with UNCHOKE, REQUEST and PIECE; a fourth before the origin
-/// sent its UNCHOKE with the MANIFEST): the start-up measure sees that wait, and the gaps
-/// after it are counted apart.
+/// A lone client behind a 1.5 s origin round trip waits four of them for its first piece
+/// (connect, HELLO and MANIFEST, INTERESTED and UNCHOKE, REQUEST and PIECE): the start-up
+/// measure sees that wait, and the gaps after it are counted apart.
 #[test]
 fn test_sim_first_piece_s_sees_the_start_up_and_max_piece_gap_s_what_follows() {
     let dir = TestDir::new("sim-gap");
@@ -468,7 +467,7 @@ fn test_sim_first_piece_s_sees_the_start_up_and_max_piece_gap_s_what_follows() {
     let c = &clients(&v)[0];
     let first = num(c, "/first_piece_s");
     assert!(
-        (3.0 * 1.5..4.0 * 1.5).contains(&first) && first < num(c, "/complete_s"),
+        first >= 4.0 * 1.5 && first < num(c, "/complete_s"),
         "{text}"
     );
     let gap = num(c, "/max_piece_gap_s");

@@ -147,12 +147,6 @@ impl Node {
                 let all = Bitfield::full(m.piece_count());
                 self.emit(slot, &Message::Manifest(&body));
                 self.emit(slot, &Message::Bitfield(all.as_bytes()));
-                // A client that connects lacks pieces, as a rule: deciding now as if it had
-                // said INTERESTED sends the UNCHOKE with the MANIFEST, a round trip through
-                // our uplink's queue before its first piece saved (§5.1). Its BITFIELD and
-                // INTERESTED come before any REQUEST and decide again with what they tell.
-                self.table.set_interested(slot, true);
-                self.decide_chokes(false);
             }
             (Role::Client, Some(Link::ToOrigin)) => {
                 if h.role != Role::Origin {
@@ -314,9 +308,6 @@ impl Node {
                 p.registered = true;
                 if full {
                     self.counters.clients_completed += 1;
-                    // It was presumed interested at its handshake; it lacks nothing.
-                    self.table.set_interested(slot, false);
-                    self.decide_chokes(false);
                 } else if let Side::Origin(registry) = &mut self.side {
                     for holder in registry.activate_dormant() {
                         self.table.promise(holder);

@@ -132,10 +132,7 @@ fn test_origin_with_secret_valid_auth_gets_manifest() {
     o.send(peer_hello(Role::Client, 2, true, ""));
     o.out();
     o.send(Message::Auth(key().tag(&nonce, &PEER_NONCE, 2, 1)));
-    assert_eq!(
-        types(&o.out()),
-        vec![ty::MANIFEST, ty::BITFIELD, ty::UNCHOKE]
-    );
+    assert_eq!(types(&o.out()), vec![ty::MANIFEST, ty::BITFIELD]);
     assert!(o.node.is_admitted(0));
 }
 
@@ -306,11 +303,7 @@ fn test_origin_path_empty_or_its_name_accepted() {
     for path in ["", "big.iso"] {
         let (mut o, _) = origin(false);
         o.send(peer_hello(Role::Client, 2, false, path));
-        assert_eq!(
-            types(&o.out()),
-            vec![ty::MANIFEST, ty::BITFIELD, ty::UNCHOKE],
-            "{path}"
-        );
+        assert_eq!(types(&o.out()), vec![ty::MANIFEST, ty::BITFIELD], "{path}");
     }
 }
 
@@ -328,10 +321,7 @@ fn test_origin_of_many_files_empty_path_gets_error_11_its_name_accepted() {
     assert!(why.contains("serves 2 files: ask for one by name"), "{why}");
     let (mut o, _) = open(cfg, Some(m), Link::Accepted);
     o.send(peer_hello(Role::Client, 2, false, "big.iso"));
-    assert_eq!(
-        types(&o.out()),
-        vec![ty::MANIFEST, ty::BITFIELD, ty::UNCHOKE]
-    );
+    assert_eq!(types(&o.out()), vec![ty::MANIFEST, ty::BITFIELD]);
 }
 
 #[test]
@@ -508,7 +498,7 @@ fn test_unproven_connection_does_not_block_the_real_node_id() {
     o.node.take_outbox(1, &mut buf);
     assert_eq!(
         types(&frames(&buf)),
-        vec![ty::AUTH, ty::MANIFEST, ty::BITFIELD, ty::UNCHOKE]
+        vec![ty::AUTH, ty::MANIFEST, ty::BITFIELD]
     );
     o.send_on(0, Message::Auth(key().tag(&nonces[0], &PEER_NONCE, 2, 1)));
     let out = o.out();

@@ -135,34 +135,12 @@ pub(super) fn hello(role: Role, id: u64, file_id: u64) -> Message<'static> {
     })
 }
 
-/// The UNCHOKE travels with the MANIFEST: a new client lacks pieces, and waiting for its
-/// INTERESTED would cost it a round trip through the origin's uplink queue.
 #[test]
-fn test_origin_hello_gets_manifest_bitfield_and_unchoke() {
+fn test_origin_hello_gets_manifest_and_bitfield() {
     let mut o = One::origin(&file(3 * PIECE as usize));
     o.send(hello(Role::Client, 2, 0));
     let tys: Vec<u8> = o.out().iter().map(|f| f.0).collect();
-    assert_eq!(
-        tys,
-        vec![wire::ty::MANIFEST, wire::ty::BITFIELD, wire::ty::UNCHOKE]
-    );
-    // Its wildcard, sent with its BITFIELD and INTERESTED, is served.
-    o.send(Message::Bitfield(&[0]));
-    o.send(Message::Interested(true));
-    o.send(Message::Request(WILDCARD));
-    assert_eq!(o.node.poll_piece(0, o.now), Some(0));
-}
-
-/// A client that connects with every piece was presumed interested; its BITFIELD chokes it.
-#[test]
-fn test_origin_chokes_a_client_whose_bitfield_is_full() {
-    let mut o = One::origin(&file(3 * PIECE as usize));
-    o.send(hello(Role::Client, 2, 0));
-    o.out();
-    o.send(Message::Bitfield(&[0xe0]));
-    // Then SWARM_DONE: every registered client is complete.
-    let tys: Vec<u8> = o.out().iter().map(|f| f.0).collect();
-    assert_eq!(tys, [wire::ty::CHOKE, wire::ty::SWARM_DONE]);
+    assert_eq!(tys, vec![wire::ty::MANIFEST, wire::ty::BITFIELD]);
 }
 
 #[test]
@@ -249,11 +227,8 @@ fn test_origin_request_while_choked_is_rejected() {
     o.send(hello(Role::Client, 2, 0));
     o.out();
     o.send(Message::Bitfield(&[0]));
-    // Presumed interested at its handshake; it says otherwise and is choked.
-    o.send(Message::Interested(false));
     o.send(Message::Request(WILDCARD));
     let out = o.out();
-    assert!(out.iter().any(|f| f.0 == wire::ty::CHOKE));
     assert!(out.iter().any(|f| f.0 == wire::ty::REJECT));
     // After INTERESTED the policy unchokes and the wildcard is served.
     o.send(Message::Interested(true));
@@ -310,7 +285,6 @@ fn test_peer_that_floods_requests_and_never_reads_is_dropped() {
     let mut o = One::origin(&file(3 * PIECE as usize));
     o.send(hello(Role::Client, 2, 0));
     o.send(Message::Bitfield(&[0]));
-    o.send(Message::Interested(false));
     // Choked (not interested): every request is answered with a REJECT that it never reads.
     let mut n = 0;
     while !o.node.is_closing(0) && n < 1_000_000 {
@@ -338,7 +312,6 @@ fn test_peer_that_reads_its_rejects_is_not_dropped() {
     let mut o = One::origin(&file(3 * PIECE as usize));
     o.send(hello(Role::Client, 2, 0));
     o.send(Message::Bitfield(&[0]));
-    o.send(Message::Interested(false));
     for _ in 0..20_000 {
         o.send(Message::Request(1));
         assert_eq!(o.out().last().unwrap().0, wire::ty::REJECT);
