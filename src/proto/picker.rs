@@ -331,6 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn test_pick_held_skips_pieces_no_peer_has() {
+        let mut p = Picker::new(Bitfield::new(8));
+        let origin = bits(8, &[0, 1, 2, 3, 4, 5, 6, 7]);
+        let mut rng = Rng::new(3);
+        assert_eq!(
+            p.pick_held(&origin, &mut rng),
+            None,
+            "no peer holds anything"
+        );
+        p.peer_has(5);
+        p.peer_has(6);
+        p.peer_has(6);
+        // The rarest held piece, never one only the origin has.
+        assert_eq!(p.pick_held(&origin, &mut rng), Some(5));
+        p.on_request(5);
+        assert_eq!(p.pick_held(&origin, &mut rng), Some(6));
+        p.on_request(6);
+        assert_eq!(p.pick_held(&origin, &mut rng), None);
+        assert!(
+            p.pick(&origin, &mut rng).is_some(),
+            "the unseen pieces are still free"
+        );
+    }
+
+    #[test]
     fn test_pick_prefers_rarest() {
         let mut p = Picker::new(Bitfield::new(4));
         // Piece 2 is held by one peer, the others by three.

@@ -251,10 +251,10 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
         // first upload is confirmed. Two receivers lift either naming, as for a promise: a
         // colluding pair's receipts for each other lifted this one, and both then lived on
         // their peers.
-        let took_much = r.took_much && r.others_taking && judged;
+        let lives_on_peers = r.took_much && r.others_taking && judged;
         if r.witnessed > 0 {
             r.named = false;
-        } else if in_breach || took_much {
+        } else if in_breach || lives_on_peers {
             r.named = true;
         }
     }

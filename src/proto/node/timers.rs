@@ -30,7 +30,8 @@ pub(super) const MAX_DIAL_ATTEMPTS: u32 = 3;
 /// Wait between attempts to reconnect to an origin lost after the manifest arrived.
 pub(super) const ORIGIN_RETRY: Duration = Duration::from_secs(2);
 /// Origin: a client that other clients confirm sending a fifth of the file or more, with no
-/// upload of its own confirmed by any receiver, takes without giving (`choke::tft`).
+/// witnessed credit (two receivers confirming an upload of it), takes without giving
+/// (`choke::tft`).
 const TOOK_MUCH_DIVISOR: u64 = 5;
 
 /// True once `after` has passed since `since`. A deadline beyond what `Instant` can hold
