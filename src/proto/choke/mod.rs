@@ -265,14 +265,10 @@ impl ChokeTable {
     }
 
     /// Client: whether the origin names the peer on `slot` as taking without giving.
+    /// Origin: a client named on an earlier connection stays named until it has witnessed
+    /// credit, whichever the reason it was named.
     pub(super) fn set_named(&mut self, slot: usize, named: bool) {
         self.rows[slot].named = named;
-    }
-
-    /// Origin: the client on `slot` was named on an earlier connection: it stays named
-    /// until two receivers confirm an upload of it (witnessed credit), whichever the reason.
-    pub(super) fn carry_naming(&mut self, slot: usize) {
-        self.rows[slot].named = true;
     }
 
     /// Origin: whether it names the client on `slot` as taking without giving.

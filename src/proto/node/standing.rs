@@ -84,7 +84,7 @@ impl Node {
         if let Some(id) = self.peer(slot).and_then(|p| p.node_id())
             && registry.named.contains(id)
         {
-            self.table.carry_naming(slot);
+            self.table.set_named(slot, true);
         }
         let entries = registry.named.entries();
         for chunk in entries.chunks(MAX_STANDING_ENTRIES) {

@@ -1617,7 +1617,7 @@ fn test_origin_names_a_reconnecting_client_again() {
     // upload of it (§4.9): reconnecting must not clear it.
     let data = file(8 * PIECE as usize);
     let mut o = One::origin_with_interested_client(&data, &[0]);
-    o.node.table.carry_naming(0);
+    o.node.table.set_named(0, true);
     for _ in 0..11 {
         o.now += TICK;
         o.node.handle_tick(o.now);
