@@ -88,8 +88,14 @@ def main(argv):
     for run_dir in argv:
         with open(os.path.join(run_dir, "scorecard.json")) as f:
             card = json.load(f)
+        nm = card.get("naming")
+        named = "" if nm is None else (f", honest clients named while downloading "
+                                       f"{nm['honest_downloading']} ({nm['honest_s']:.0f} s)")
+        causes = card["free_rider_order"].get("early_causes")
+        early = "" if not causes else ", early riders " + ", ".join(
+            f"{k} {n}" for k, n in causes.items())
         print(f"{run_dir}: incentive violations {card['incentive']['count']}, stalled clients "
-              f"{card['stalls']['clients']} in {card['stalls']['count']} scenarios")
+              f"{card['stalls']['clients']} in {card['stalls']['count']} scenarios{named}{early}")
     return 0
 
 

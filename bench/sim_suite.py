@@ -86,6 +86,12 @@ IC_TOLERANCE = 0.05  # incentive compatibility: slack before a faster class coun
 WORST = 10  # scenarios listed as the worst by last/T_min
 MD_LIST_MAX = 25  # longest list printed in scorecard.md; scorecard.json has everything
 STALL_S = 5.0  # issue 12: no client may wait this long for a piece while it lacks some
+# The origin judges a client from its third one-second choking round on (docs/PROTOCOL.md
+# §5.6): a misbehaving client that completes sooner was never judged.
+JUDGED_AFTER_S = 3.0
+# A misbehaving client with fewer honest clients than this downloading beside it, on average
+# over its download, had nobody to give to: what it got was the origin's or seeds' spare.
+ALONE_BELOW = 0.5
 
 
 # ---------------------------------------------------------------- generation
@@ -481,6 +487,42 @@ def riders_early(result):
     return bad, early
 
 
+def early_cause(result, c):
+    """Why a misbehaving client that finished early (`riders_early`) could: "alone" (on
+    average fewer than ALONE_BELOW honest clients downloaded beside it, so there was nobody
+    it could have given to), "unjudged" (it completed within JUDGED_AFTER_S, before the
+    origin's policy judges anyone), or "judged" (neither: the policy had its chance)."""
+    start, took = c["arrive_s"], c["complete_s"]
+    beside = 0.0
+    for h in result["clients"]:
+        if h["behave"] != "honest":
+            continue
+        end = h["arrive_s"] + (h["complete_s"] if h["complete_s"] is not None else math.inf)
+        if h.get("left_s") is not None:
+            end = min(end, h["left_s"])
+        beside += max(0.0, min(start + took, end) - max(start, h["arrive_s"]))
+    if took <= 0 or beside / took < ALONE_BELOW:
+        return "alone"
+    return "unjudged" if took < JUDGED_AFTER_S else "judged"
+
+
+def named_clients(result):
+    """Whom the origin named as taking without giving: {"honest": honest clients named at
+    some time, "honest_downloading": those named before they completed, "honest_s": their
+    named seconds before completing, "bad": misbehaving clients named, "bad_all": all
+    misbehaving clients}; None for a result without `named_downloading_s` (an older
+    simulator's)."""
+    clients = result["clients"]
+    if any("named_downloading_s" not in c for c in clients):
+        return None
+    honest = [c for c in clients if c["behave"] == "honest"]
+    bad = [c for c in clients if c["behave"] != "honest"]
+    return {"honest": sum(1 for c in honest if c["named_s"] > 0),
+            "honest_downloading": sum(1 for c in honest if c["named_downloading_s"] > 0),
+            "honest_s": sum(c["named_downloading_s"] for c in honest),
+            "bad": sum(1 for c in bad if c["named_s"] > 0), "bad_all": len(bad)}
+
+
 def up_classes(result):
     """Honest clients by identical `up`: [(up, mean complete_s, completed, members)],
     slowest up first; classes where nobody completed are left out."""
@@ -586,6 +628,7 @@ def score(records, suite=None):
     card["worst_at_once"] = [worst_entry(r, ratios[r["name"]]) for r in ranked
                              if r["axes"]["arrival"] == "at-once"][:WORST]
     card["free_rider_order"] = score_free_riders(ok)
+    card["naming"] = score_naming(ok)
     card["incentive"] = score_incentive(ok)
     card["never_completed"] = score_never_completed(ok)
     card["stalls"] = score_stalls(ok)
@@ -614,17 +657,36 @@ def score_free_riders(ok):
                                                  for c in r["result"]["clients"]))
     early = collections.Counter()
     total = collections.Counter()
+    causes = collections.Counter()
     from_origin = collections.defaultdict(list)
     for r in ok:
         bad, soon = riders_early(r["result"])
         total.update(c["behave"] for c in bad)
         early.update(c["behave"] for c in soon)
+        causes.update(early_cause(r["result"], c) for c in soon)
         for c in r["result"]["clients"]:
             # Origin bytes per client as a share of the file, by behaviour.
             from_origin[c["behave"]].append(c["from_origin"] / r["result"]["file_size"])
     return {"scenarios_with_misbehaviour": with_misbehaviour, "count": len(out), "list": out,
             "early": {b: [early[b], total[b]] for b in sorted(total)},
+            "early_causes": {k: causes[k] for k in ("alone", "unjudged", "judged")},
             "from_origin_files": {b: statistics.fmean(v) for b, v in sorted(from_origin.items())}}
+
+
+def score_naming(ok):
+    """Whom the origin named as taking without giving: honest clients it wronged (and for
+    how long while they downloaded), misbehaving ones it caught. None if no result reports
+    it."""
+    rows = [(r, n) for r in ok for n in [named_clients(r["result"])] if n is not None]
+    if not rows:
+        return None
+    total = {k: sum(n[k] for _, n in rows) for k in rows[0][1]}
+    total["honest_all"] = sum(1 for r, _ in rows for c in r["result"]["clients"]
+                              if c["behave"] == "honest")
+    wronged = [{"name": r["name"], "file": r["file"], "honest": n["honest_downloading"],
+                "seconds": n["honest_s"]} for r, n in rows if n["honest_downloading"]]
+    wronged.sort(key=lambda x: x["seconds"], reverse=True)
+    return {**total, "list": wronged}
 
 
 def score_incentive(ok):
@@ -691,7 +753,7 @@ def render(card):
                 f"tfttp {s.get('tfttp')}", ""]
     out += [f"Ran {card['ran']} of {card['scenarios']}; {len(card['failed'])} failed.", ""]
     out += render_ratio(card) + render_worst(card) + render_free_riders(card)
-    out += render_incentive(card) + render_never(card) + render_stalls(card)
+    out += render_naming(card) + render_incentive(card) + render_never(card) + render_stalls(card)
     out += render_consistency(card)
     out += render_totals(card) + render_failed(card)
     return "\n".join(out) + "\n"
@@ -737,6 +799,11 @@ def render_free_riders(card):
         out += ["Misbehaving clients that finished before 90% of the honest ones or before "
                 "1.5x their median (issue 12's target): " +
                 ", ".join(f"{b} {e} of {t}" for b, (e, t) in fr["early"].items()) + ".", "",
+                "Of those, by cause (`early_cause`): " +
+                ", ".join(f"{k} {n}" for k, n in fr.get("early_causes", {}).items()) +
+                f" (alone: under {ALONE_BELOW:g} honest clients downloading beside it on "
+                f"average; unjudged: completed within {JUDGED_AFTER_S:g} s, before the origin "
+                "judges anyone).", "",
                 "Mean bytes from the origin per client, in files: " +
                 ", ".join(f"{b} {x:.3f}" for b, x in fr["from_origin_files"].items()) + ".", ""]
     for x in fr["list"][:MD_LIST_MAX]:
@@ -744,6 +811,22 @@ def render_free_riders(card):
                               for c in x["offenders"])
         out.append(f"- `{x['file']}`: honest median {x['honest_median_s']:.1f} s; {offenders}")
     return out + more(fr["list"]) + [""]
+
+
+def render_naming(card):
+    nm = card.get("naming")
+    if nm is None:
+        return []
+    out = ["## Naming", "",
+           "Clients the origin named as taking without giving (STANDING) at some time "
+           "(`named_s` > 0), and honest ones named before they completed "
+           "(`named_downloading_s` > 0: peers then give them nothing but in return).", "",
+           f"**{nm['honest_downloading']}** of {nm['honest_all']} honest clients named while "
+           f"downloading, {nm['honest_s']:.1f} client-seconds in all ({nm['honest']} named at "
+           f"some time); {nm['bad']} of {nm['bad_all']} misbehaving clients named.", ""]
+    for x in nm["list"][:MD_LIST_MAX]:
+        out.append(f"- `{x['file']}`: {x['honest']} honest, {x['seconds']:.1f} s")
+    return out + more(nm["list"]) + [""]
 
 
 def render_incentive(card):
@@ -932,10 +1015,11 @@ def main(argv):
 
 
 def fake_client(i, up=2_500_000, complete=10.0, behave="honest", arrive=0.0, got=1000,
-                uploaded=0):
+                uploaded=0, named=0.0):
     return {"i": i, "arrive_s": arrive, "complete_s": complete, "left_s": None,
             "behave": behave, "up": up, "down": None, "from_origin": got, "from_peers": 0,
-            "uploaded": uploaded, "discarded": 0}
+            "uploaded": uploaded, "discarded": 0, "named_s": named,
+            "named_downloading_s": min(named, complete or math.inf)}
 
 
 def fake_result(clients, last=20.0, t_min=10.0, file_size=1000):
@@ -1130,6 +1214,27 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual((median, [c["i"] for c in offenders]), (20.0, [3]))
         self.assertEqual(free_rider_order(fake_result([fake_client(0, complete=None)])), (None, []))
 
+    def test_early_cause(self):
+        honest = [fake_client(0, complete=10.0), fake_client(1, complete=10.0, arrive=20.0)]
+        result = fake_result(honest)
+        # Two honest clients download all through 0-10 s; nobody through 12-14 s.
+        self.assertEqual(early_cause(result, fake_client(2, complete=2.0)), "unjudged")
+        self.assertEqual(early_cause(result, fake_client(2, complete=5.0)), "judged")
+        self.assertEqual(early_cause(result, fake_client(2, complete=2.0, arrive=12.0)), "alone")
+        # Beside one honest client for 4 of its 10 s: 0.4 on average, under ALONE_BELOW.
+        self.assertEqual(early_cause(result, fake_client(2, complete=10.0, arrive=6.0)), "alone")
+
+    def test_named_clients(self):
+        result = fake_result([fake_client(0, named=1.5), fake_client(1),
+                              fake_client(2, named=0.5), fake_client(3, behave="liar", named=9.0),
+                              fake_client(4, behave="free-rider")])
+        self.assertEqual(named_clients(result), {"honest": 2, "honest_downloading": 2,
+                                                 "honest_s": 2.0, "bad": 1, "bad_all": 2})
+        result["clients"][2]["named_downloading_s"] = 0.0  # named once it was done
+        self.assertEqual(named_clients(result)["honest_downloading"], 1)
+        del result["clients"][0]["named_downloading_s"]
+        self.assertIsNone(named_clients(result), "an older simulator's output")
+
     def test_incentive_tolerance(self):
         def result(slow_mean, fast_mean):
             return fake_result([fake_client(0, up=1, complete=slow_mean - 1),
@@ -1205,7 +1310,7 @@ class ScoreTest(unittest.TestCase):
         self.assertEqual(card["stalls"]["clients"], 0)
         self.assertEqual(card["totals"]["events"], 3000)
         text = render(card)
-        for needle in ("last / T_min", "at-once", "Worst", "Free-rider order",
+        for needle in ("last / T_min", "at-once", "Worst", "Free-rider order", "Naming",
                        "Incentive compatibility", "Never completed", "Stalls", "Failed runs", "panicked",
                        "events/s"):
             self.assertIn(needle, text)

@@ -996,6 +996,12 @@ impl Driver {
                 self.write_stats();
                 self.report(|r, d| r.complete(d, Instant::now()));
             }
+            Event::Standing { node_id, named } => {
+                let what = if named { "names" } else { "no longer names" };
+                self.log(|| {
+                    format!("origin {what} client {node_id:016x} as taking without giving")
+                });
+            }
             Event::Exit => self.exit(Instant::now()),
             Event::Fatal(why) => return Err(RunError::Failed(why)),
         }

@@ -125,6 +125,8 @@ impl Report<'_> {
                     "failed": r.failed,
                     "first_piece_s": secs(r.startup_wait),
                     "max_piece_gap_s": secs(r.max_piece_gap),
+                    "named_s": secs(r.named),
+                    "named_downloading_s": secs(r.named_downloading),
                 })
             })
             .collect();

@@ -114,6 +114,14 @@ pub enum Event {
     Manifest,
     /// Client: every piece is verified; make the output durable and final.
     Complete,
+    /// Origin: it now names the client `node_id` as taking without giving, or no longer
+    /// does (STANDING, docs/PROTOCOL.md §4.9); for the log and the simulator's report.
+    Standing {
+        /// The client's node id, as in its HELLO.
+        node_id: u64,
+        /// Named (true) or no longer named.
+        named: bool,
+    },
     /// Nothing more to do: flush what is queued and exit successfully.
     Exit,
     /// The download cannot succeed: exit with this one-line reason.

@@ -70,6 +70,10 @@ impl Node {
             }
         }
         registry.named_incomplete = named_incomplete;
+        self.events.extend(changes.iter().map(|e| Event::Standing {
+            node_id: e.node_id,
+            named: e.takes_without_giving,
+        }));
         for chunk in changes.chunks(MAX_STANDING_ENTRIES) {
             self.broadcast_ready(&Message::Standing(chunk.to_vec()));
         }

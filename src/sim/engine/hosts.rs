@@ -181,6 +181,13 @@ impl Sim {
                 }
             }
             Event::Manifest => {}
+            Event::Standing { node_id, named } => {
+                // Only an origin names; node ids are unique within a run.
+                if let Some(k) = self.client_ids.iter().position(|&id| id == node_id) {
+                    let now = self.now;
+                    self.hosts[k + 1].set_named(named, now);
+                }
+            }
             Event::Complete => {
                 let host = &mut self.hosts[h];
                 if host.complete.is_none() {

@@ -99,6 +99,10 @@ pub struct ClientOutcome {
     /// Longest stretch in seconds after that, until completion (or leaving, or the end),
     /// with no piece streaming in.
     pub max_piece_gap: f64,
+    /// Seconds the origin named it as taking without giving (STANDING) while it was there.
+    pub named: f64,
+    /// The part of `named` before it completed.
+    pub named_downloading: f64,
 }
 
 /// What the simulator does next, at a virtual time.
@@ -286,6 +290,11 @@ struct Host {
     idle_since: f64,
     startup_wait: Option<f64>,
     max_piece_gap: f64,
+    /// Since when the origin names it, and for how long it did before (in all, and
+    /// before it completed).
+    named_since: Option<f64>,
+    named: f64,
+    named_downloading: f64,
     counters: Counters,
     failed: Option<String>,
 }
@@ -329,6 +338,9 @@ impl Host {
             idle_since: 0.0,
             startup_wait: None,
             max_piece_gap: 0.0,
+            named_since: None,
+            named: 0.0,
+            named_downloading: 0.0,
             counters: Counters::default(),
             failed: None,
         }
@@ -336,6 +348,20 @@ impl Host {
 }
 
 impl Host {
+    /// The origin names it (or no longer does) from `now` on.
+    fn set_named(&mut self, named: bool, now: f64) {
+        match (named, self.named_since) {
+            (true, None) => self.named_since = Some(now),
+            (false, Some(since)) => {
+                self.named += now - since;
+                let done = self.complete.map_or(now, |c| (self.arrive + c).min(now));
+                self.named_downloading += (done - since).max(0.0);
+                self.named_since = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Whether a piece streams in on `slot` from `now` on; a host that had none streaming
     /// in and was incomplete counts the wait (`end_wait`).
     fn set_streaming(&mut self, slot: Slot, on: bool, now: f64) {

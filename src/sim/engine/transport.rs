@@ -407,8 +407,9 @@ impl Sim {
             if h == ORIGIN {
                 continue;
             }
+            // Still named, or waiting, when it left or the run ended.
+            host.set_named(false, host.left.unwrap_or(self.now));
             if host.streams == 0 {
-                // Still waiting when it left or the run ended.
                 host.end_wait(host.left.unwrap_or(self.now));
             }
             clients.push(ClientOutcome {
@@ -418,6 +419,8 @@ impl Sim {
                 failed: host.failed.clone(),
                 startup_wait: host.startup_wait.unwrap_or(0.0),
                 max_piece_gap: host.max_piece_gap,
+                named: host.named,
+                named_downloading: host.named_downloading,
             });
         }
         Outcome {

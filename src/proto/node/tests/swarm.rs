@@ -17,6 +17,8 @@ struct SimNode {
     exited: bool,
     fatal: Option<String>,
     alive: bool,
+    /// Origin: its `Event::Standing`s in order, (node id, named).
+    standing: Vec<(u64, bool)>,
 }
 
 struct Sim {
@@ -47,6 +49,7 @@ impl Sim {
                 exited: false,
                 fatal: None,
                 alive: true,
+                standing: Vec::new(),
             }],
             links: Vec::new(),
             now,
@@ -76,6 +79,7 @@ impl Sim {
             exited: false,
             fatal: None,
             alive: true,
+            standing: Vec::new(),
         });
         self.connect(idx, 0, Link::ToOrigin);
         idx
@@ -171,6 +175,7 @@ impl Sim {
                     self.nodes[n].data = vec![0; len as usize];
                 }
                 Event::Complete => self.nodes[n].complete = true,
+                Event::Standing { node_id, named } => self.nodes[n].standing.push((node_id, named)),
                 Event::Exit => self.nodes[n].exited = true,
                 Event::Fatal(why) => self.nodes[n].fatal = Some(why.to_string()),
             }
@@ -348,12 +353,23 @@ fn test_free_rider_breaks_promises_and_gets_little_from_peers() {
     // The origin named it (STANDING), and every honest client heard so.
     let id = sim.nodes[rider].node.node_id();
     assert!(t.is_named(rider - 1));
+    // What the origin reported (the log's, the simulator's view) is what it told.
+    let last_event = |id| {
+        let events = &sim.nodes[0].standing;
+        events.iter().rev().find(|e| e.0 == id).map(|e| e.1)
+    };
+    assert_eq!(last_event(id), Some(true));
     for &c in &honest {
         let side = sim.nodes[c].node.client_side().expect("a client");
         assert!(side.named.contains(id), "client {c} was not told");
         for &h in &honest {
             let hid = sim.nodes[h].node.node_id();
             assert!(!side.named.contains(hid), "honest client {h} named");
+            assert_ne!(
+                last_event(hid),
+                Some(true),
+                "honest client {h} reported named"
+            );
         }
     }
 }
