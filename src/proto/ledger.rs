@@ -47,10 +47,14 @@ pub(super) struct Ledger {
     top: HashMap<u64, TopTwo>,
     /// Origin: confirmed bytes each client received from other clients.
     taken: HashMap<u64, u64>,
+    /// Origin: per client, what its uploaders say they sent it (the sum, and the two
+    /// uploaders that say most): what it took, in words it cannot withhold.
+    claimed: HashMap<u64, (u64, TopTwo)>,
 }
 
-/// The largest confirmed upload of one client to any receiver (and to whom), and the
-/// second largest. Confirmed figures only grow, which is what keeps this exact.
+/// The largest of the figures about one client's dealings with others (and whose), and
+/// the second largest: confirmed uploads to each receiver, or what each uploader says it
+/// sent. The figures only grow, which is what keeps this exact.
 #[derive(Debug, Clone, Copy, Default)]
 struct TopTwo {
     first: u64,
@@ -96,7 +100,9 @@ impl Ledger {
         }
     }
 
-    /// Entries changed since the last call; `lie` inflates the sent counts.
+    /// Entries changed since the last call; `lie` inflates the sent counts and denies
+    /// having received anything (either lie serves a cheat: credit it did not earn, and
+    /// neither what it took nor its uploaders' credit on record).
     pub(super) fn take_receipt(&mut self, lie: bool) -> Vec<ReceiptEntry> {
         let mut out = Vec::new();
         for (&node_id, c) in self.mine.iter_mut() {
@@ -111,7 +117,7 @@ impl Ledger {
             };
             out.push(ReceiptEntry {
                 node_id,
-                received: c.received,
+                received: if lie { 0 } else { c.received },
                 sent,
             });
         }
@@ -150,8 +156,13 @@ impl Ledger {
     /// Counters only grow, so a report lower than a previous one is ignored (`max` above).
     fn update(&mut self, key: (u64, u64), f: impl FnOnce(&mut Pair)) {
         let p = self.pairs.entry(key).or_default();
-        let before = p.confirmed();
+        let (before, said_before) = (p.confirmed(), p.sender_says);
         f(p);
+        if p.sender_says > said_before {
+            let (sum, top) = self.claimed.entry(key.1).or_default();
+            *sum = sum.saturating_add(p.sender_says - said_before);
+            top.update(key.0, p.sender_says);
+        }
         let gained = p.confirmed() - before;
         if gained > 0 {
             let confirmed = p.confirmed();
@@ -168,9 +179,16 @@ impl Ledger {
         self.credit.get(&node).copied().unwrap_or(0)
     }
 
-    /// Origin: confirmed bytes `node` received from other clients.
+    /// Origin: bytes `node` received from other clients: what it confirmed itself, or what
+    /// its uploaders say they sent it if that is more, with no uploader counted for more
+    /// than the second who says most. A receiver's own word can only understate what it
+    /// took (a free rider that sends no RECEIPT confirmed nothing, and took half the file
+    /// from its peers unnamed in the simulator), so the senders' counts too; two of them,
+    /// as for any credit, so one liar cannot make an honest client look like a taker.
     pub(super) fn taken(&self, node: u64) -> u64 {
-        self.taken.get(&node).copied().unwrap_or(0)
+        let confirmed = self.taken.get(&node).copied().unwrap_or(0);
+        let (sum, top) = self.claimed.get(&node).copied().unwrap_or_default();
+        confirmed.max(sum - (top.first - top.second))
     }
 
     /// Origin: the part of `node`'s credit that `witnesses` receivers (at most 2) confirm:
@@ -275,6 +293,31 @@ mod tests {
         assert_eq!(l.credit(2), 0);
     }
 
+    #[test]
+    fn test_taken_counts_two_uploaders_words_when_the_receiver_is_silent() {
+        let mut l = Ledger::default();
+        // Client 9 never reports; clients 1-3 say what they sent it.
+        l.handle_receipt(1, &[entry(9, 0, 700)], FILE, |_| true);
+        assert_eq!(l.taken(9), 0, "one uploader's word frames nobody");
+        l.handle_receipt(2, &[entry(9, 0, 300)], FILE, |_| true);
+        assert_eq!(l.taken(9), 600, "client 1 counts for client 2's 300");
+        l.handle_receipt(3, &[entry(9, 0, 200)], FILE, |_| true);
+        assert_eq!(l.taken(9), 800);
+        // A report lower than an earlier one changes nothing; a higher one counts.
+        l.handle_receipt(2, &[entry(9, 0, 100)], FILE, |_| true);
+        assert_eq!(l.taken(9), 800);
+        l.handle_receipt(2, &[entry(9, 0, 900)], FILE, |_| true);
+        assert_eq!(
+            l.taken(9),
+            1600,
+            "client 2 now says most; client 1's 700 is second"
+        );
+        // What the receiver confirms itself counts whole.
+        l.handle_receipt(4, &[entry(8, 0, 500)], FILE, |_| true);
+        l.handle_receipt(8, &[entry(4, 500, 0)], FILE, |_| true);
+        assert_eq!(l.taken(8), 500);
+    }
+
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {
         ReceiptEntry {
             node_id,
@@ -305,10 +348,14 @@ mod tests {
         liar.record_received(2, 1000);
         let r = liar.take_receipt(true);
         assert!(r[0].sent > 1000);
+        assert_eq!(r[0].received, 0, "and it denies what it took");
         l.handle_receipt(9, &r, FILE, |_| true);
         l.handle_receipt(2, &[entry(9, 0, 1000)], FILE, |_| true);
         assert_eq!(l.credit(9), 0);
-        assert_eq!(l.credit(2), 1000);
+        assert_eq!(l.credit(2), 0, "the liar confirms nothing it received");
+        assert_eq!(l.taken(9), 0, "one uploader's word is not enough");
+        l.handle_receipt(3, &[entry(9, 0, 400)], FILE, |_| true);
+        assert_eq!(l.taken(9), 800, "two uploaders' words are");
     }
 
     #[test]

@@ -354,7 +354,7 @@ fn get_opts(hidden: bool) -> Options {
         o.optopt(
             "",
             "behave",
-            "honest (default), free-rider (never uploads), liar (free rider that claims uploads), colluder (free rider that vouches for other colluders)",
+            "honest (default), free-rider (never uploads, sends no receipts), liar (uploads nothing, claims uploads in receipts), colluder (free rider that vouches for other colluders)",
             "HOW",
         );
     }

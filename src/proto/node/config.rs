@@ -72,7 +72,7 @@ pub struct Config {
 pub enum Behaviour {
     /// Uploads to peers as the policy decides and reports receipts truthfully.
     Honest,
-    /// Downloads, never uploads to peers.
+    /// Downloads, never uploads to peers, and sends no receipts.
     FreeRider,
     /// A free rider that also claims, in its receipts, uploads it never made.
     Liar,
