@@ -491,7 +491,8 @@ def early_cause(result, c):
     """Why a misbehaving client that finished early (`riders_early`) could: "alone" (on
     average fewer than ALONE_BELOW honest clients downloaded beside it, so there was nobody
     it could have given to), "unjudged" (it completed within JUDGED_AFTER_S, before the
-    origin's policy judges anyone), or "judged" (neither: the policy had its chance)."""
+    origin's policy judges anyone), or "judged" (neither: the policy had its chance).
+    Only for a client that completed (`riders_early` returns no other)."""
     start, took = c["arrive_s"], c["complete_s"]
     beside = 0.0
     for h in result["clients"]:
@@ -798,13 +799,14 @@ def render_free_riders(card):
     if fr.get("early"):
         out += ["Misbehaving clients that finished before 90% of the honest ones or before "
                 "1.5x their median (issue 12's target): " +
-                ", ".join(f"{b} {e} of {t}" for b, (e, t) in fr["early"].items()) + ".", "",
-                "Of those, by cause (`early_cause`): " +
-                ", ".join(f"{k} {n}" for k, n in fr.get("early_causes", {}).items()) +
-                f" (alone: under {ALONE_BELOW:g} honest clients downloading beside it on "
-                f"average; unjudged: completed within {JUDGED_AFTER_S:g} s, before the origin "
-                "judges anyone).", "",
-                "Mean bytes from the origin per client, in files: " +
+                ", ".join(f"{b} {e} of {t}" for b, (e, t) in fr["early"].items()) + ".", ""]
+        if fr.get("early_causes"):
+            out += ["Of those, by cause (`early_cause`): " +
+                    ", ".join(f"{k} {n}" for k, n in fr["early_causes"].items()) +
+                    f" (alone: under {ALONE_BELOW:g} honest clients downloading beside it on "
+                    f"average; unjudged: completed within {JUDGED_AFTER_S:g} s, before the "
+                    "origin judges anyone).", ""]
+        out += ["Mean bytes from the origin per client, in files: " +
                 ", ".join(f"{b} {x:.3f}" for b, x in fr["from_origin_files"].items()) + ".", ""]
     for x in fr["list"][:MD_LIST_MAX]:
         offenders = ", ".join(f"#{c['i']} {c['behave']} {c['complete_s']:.1f} s"
@@ -1217,7 +1219,7 @@ class ScoreTest(unittest.TestCase):
     def test_early_cause(self):
         honest = [fake_client(0, complete=10.0), fake_client(1, complete=10.0, arrive=20.0)]
         result = fake_result(honest)
-        # Two honest clients download all through 0-10 s; nobody through 12-14 s.
+        # Client 0 downloads through 0-10 s, client 1 through 20-30 s; nobody in 12-14 s.
         self.assertEqual(early_cause(result, fake_client(2, complete=2.0)), "unjudged")
         self.assertEqual(early_cause(result, fake_client(2, complete=5.0)), "judged")
         self.assertEqual(early_cause(result, fake_client(2, complete=2.0, arrive=12.0)), "alone")

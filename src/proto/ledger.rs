@@ -47,14 +47,13 @@ pub(super) struct Ledger {
     top: HashMap<u64, TopTwo>,
     /// Origin: confirmed bytes each client received from other clients.
     taken: HashMap<u64, u64>,
-    /// Origin: per client, what its uploaders say they sent it (the sum, and the two
-    /// uploaders that say most): what it took, in words it cannot withhold.
-    claimed: HashMap<u64, (u64, TopTwo)>,
+    /// Origin: per client, the clients that say they sent it something, in the order they
+    /// first did (their figures are in `pairs`): what it took, in words it cannot withhold.
+    claimants: HashMap<u64, Vec<u64>>,
 }
 
-/// The largest of the figures about one client's dealings with others (and whose), and
-/// the second largest: confirmed uploads to each receiver, or what each uploader says it
-/// sent. The figures only grow, which is what keeps this exact.
+/// The largest confirmed upload of one client to any receiver (and to whom), and the
+/// second largest. Confirmed figures only grow, which is what keeps this exact.
 #[derive(Debug, Clone, Copy, Default)]
 struct TopTwo {
     first: u64,
@@ -158,10 +157,8 @@ impl Ledger {
         let p = self.pairs.entry(key).or_default();
         let (before, said_before) = (p.confirmed(), p.sender_says);
         f(p);
-        if p.sender_says > said_before {
-            let (sum, top) = self.claimed.entry(key.1).or_default();
-            *sum = sum.saturating_add(p.sender_says - said_before);
-            top.update(key.0, p.sender_says);
+        if said_before == 0 && p.sender_says > 0 {
+            self.claimants.entry(key.1).or_default().push(key.0);
         }
         let gained = p.confirmed() - before;
         if gained > 0 {
@@ -179,16 +176,36 @@ impl Ledger {
         self.credit.get(&node).copied().unwrap_or(0)
     }
 
-    /// Origin: bytes `node` received from other clients: what it confirmed itself, or what
-    /// its uploaders say they sent it if that is more, with no uploader counted for more
-    /// than the second who says most. A receiver's own word can only understate what it
-    /// took (a free rider that sends no RECEIPT confirmed nothing, and took half the file
-    /// from its peers unnamed in the simulator), so the senders' counts too; two of them,
-    /// as for any credit, so one liar cannot make an honest client look like a taker.
-    pub(super) fn taken(&self, node: u64) -> u64 {
+    /// Origin: bytes `node` received from other clients: what it confirmed itself, or, if
+    /// that is more, what the clients for which `vouched` holds say they sent it, with no
+    /// such sender counted for more than the second who says most once `witnesses` (at
+    /// most 2) can be had, as for credit. A receiver's own word can only understate what
+    /// it took (a free rider that sends no RECEIPT confirmed nothing, and took half the
+    /// file from its peers unnamed in the simulator), so its senders' count too; but
+    /// anyone can send a RECEIPT about anyone, so only senders with witnessed credit
+    /// (`vouched`): two identities that never uploaded could otherwise have any client
+    /// named with one RECEIPT each.
+    pub(super) fn taken(&self, node: u64, witnesses: usize, vouched: impl Fn(u64) -> bool) -> u64 {
         let confirmed = self.taken.get(&node).copied().unwrap_or(0);
-        let (sum, top) = self.claimed.get(&node).copied().unwrap_or_default();
-        confirmed.max(sum - (top.first - top.second))
+        let (mut sum, mut first, mut second) = (0u64, 0, 0);
+        for &sender in self.claimants.get(&node).into_iter().flatten() {
+            if !vouched(sender) {
+                continue;
+            }
+            let said = self.pairs.get(&(sender, node)).map_or(0, |p| p.sender_says);
+            sum = sum.saturating_add(said);
+            if said > first {
+                (first, second) = (said, first);
+            } else {
+                second = second.max(said);
+            }
+        }
+        let claimed = if witnesses < 2 {
+            sum
+        } else {
+            sum - (first - second)
+        };
+        confirmed.max(claimed)
     }
 
     /// Origin: the part of `node`'s credit that `witnesses` receivers (at most 2) confirm:
@@ -284,12 +301,16 @@ mod tests {
         let mut l = Ledger::default();
         // Client 1 says it sent 500 to client 2, which says it received 300.
         l.handle_receipt(1, &[entry(2, 0, 500)], FILE, |_| true);
-        assert_eq!(l.taken(2), 0, "an uploader's word alone frames nobody");
+        assert_eq!(
+            l.taken(2, 2, |_| true),
+            0,
+            "an uploader's word alone frames nobody"
+        );
         l.handle_receipt(2, &[entry(1, 300, 0)], FILE, |_| true);
-        assert_eq!(l.taken(2), 300);
+        assert_eq!(l.taken(2, 2, |_| true), 300);
         l.handle_receipt(3, &[entry(2, 0, 100)], FILE, |_| true);
         l.handle_receipt(2, &[entry(3, 100, 0)], FILE, |_| true);
-        assert_eq!(l.taken(2), 400);
+        assert_eq!(l.taken(2, 2, |_| true), 400);
         assert_eq!(l.credit(2), 0);
     }
 
@@ -298,24 +319,52 @@ mod tests {
         let mut l = Ledger::default();
         // Client 9 never reports; clients 1-3 say what they sent it.
         l.handle_receipt(1, &[entry(9, 0, 700)], FILE, |_| true);
-        assert_eq!(l.taken(9), 0, "one uploader's word frames nobody");
+        assert_eq!(
+            l.taken(9, 2, |_| true),
+            0,
+            "one uploader's word frames nobody"
+        );
         l.handle_receipt(2, &[entry(9, 0, 300)], FILE, |_| true);
-        assert_eq!(l.taken(9), 600, "client 1 counts for client 2's 300");
+        assert_eq!(
+            l.taken(9, 2, |_| true),
+            600,
+            "client 1 counts for client 2's 300"
+        );
         l.handle_receipt(3, &[entry(9, 0, 200)], FILE, |_| true);
-        assert_eq!(l.taken(9), 800);
+        assert_eq!(l.taken(9, 2, |_| true), 800);
         // A report lower than an earlier one changes nothing; a higher one counts.
         l.handle_receipt(2, &[entry(9, 0, 100)], FILE, |_| true);
-        assert_eq!(l.taken(9), 800);
+        assert_eq!(l.taken(9, 2, |_| true), 800);
         l.handle_receipt(2, &[entry(9, 0, 900)], FILE, |_| true);
         assert_eq!(
-            l.taken(9),
+            l.taken(9, 2, |_| true),
             1600,
             "client 2 now says most; client 1's 700 is second"
         );
         // What the receiver confirms itself counts whole.
         l.handle_receipt(4, &[entry(8, 0, 500)], FILE, |_| true);
         l.handle_receipt(8, &[entry(4, 500, 0)], FILE, |_| true);
-        assert_eq!(l.taken(8), 500);
+        assert_eq!(l.taken(8, 2, |_| true), 500);
+        // With fewer than two possible witnesses, one sender's word is enough.
+        l.handle_receipt(5, &[entry(7, 0, 300)], FILE, |_| true);
+        assert_eq!(l.taken(7, 1, |_| true), 300);
+        assert_eq!(l.taken(7, 2, |_| true), 0);
+    }
+
+    #[test]
+    fn test_senders_without_witnessed_credit_frame_nobody() {
+        let mut l = Ledger::default();
+        // Clients 1 and 2 never uploaded anything; each says it sent client 9 a file.
+        for sybil in [1, 2] {
+            l.handle_receipt(sybil, &[entry(9, 0, FILE)], FILE, |_| true);
+        }
+        let vouched = |id| id == 3;
+        assert_eq!(l.taken(9, 2, vouched), 0, "their words count for nothing");
+        assert_eq!(
+            l.taken(9, 2, |_| true),
+            2 * FILE,
+            "as they would if they had credit"
+        );
     }
 
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {
@@ -353,9 +402,13 @@ mod tests {
         l.handle_receipt(2, &[entry(9, 0, 1000)], FILE, |_| true);
         assert_eq!(l.credit(9), 0);
         assert_eq!(l.credit(2), 0, "the liar confirms nothing it received");
-        assert_eq!(l.taken(9), 0, "one uploader's word is not enough");
+        assert_eq!(
+            l.taken(9, 2, |_| true),
+            0,
+            "one uploader's word is not enough"
+        );
         l.handle_receipt(3, &[entry(9, 0, 400)], FILE, |_| true);
-        assert_eq!(l.taken(9), 800, "two uploaders' words are");
+        assert_eq!(l.taken(9, 2, |_| true), 800, "two uploaders' words are");
     }
 
     #[test]

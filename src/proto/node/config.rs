@@ -107,6 +107,12 @@ impl Behaviour {
     pub fn uploads_nothing(self) -> bool {
         self != Behaviour::Honest
     }
+
+    /// Sends RECEIPTs: all but a free rider, which has nothing to gain from them (they
+    /// would confirm its peers' uploads and report what it took).
+    pub fn sends_receipts(self) -> bool {
+        self != Behaviour::FreeRider
+    }
 }
 
 impl Config {

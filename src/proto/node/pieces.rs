@@ -232,9 +232,7 @@ impl Node {
             return;
         };
         self.vouch_for_uploads();
-        // A free rider has nothing to gain from receipts: they would confirm its peers'
-        // uploads and report what it took (docs/PROTOCOL.md §5.6).
-        if self.cfg.behaviour == Behaviour::FreeRider {
+        if !self.cfg.behaviour.sends_receipts() {
             return;
         }
         let entries = self

@@ -149,7 +149,8 @@ impl Node {
                 if let (Some(id), Side::Origin(registry)) = (p.node_id(), &self.side) {
                     let witnesses = registry.credit_witnesses();
                     let trusted = self.ledger.trusted_credit(id, witnesses);
-                    let took = self.ledger.taken(id) >= took_much;
+                    let vouched = |sender| self.ledger.trusted_credit(sender, witnesses) > 0;
+                    let took = self.ledger.taken(id, witnesses, vouched) >= took_much;
                     self.table
                         .set_credit(s, self.ledger.credit(id), trusted, took);
                 }

@@ -182,10 +182,10 @@ impl Sim {
             }
             Event::Manifest => {}
             Event::Standing { node_id, named } => {
-                // Only an origin names; node ids are unique within a run.
-                if let Some(k) = self.client_ids.iter().position(|&id| id == node_id) {
+                // Only an origin names.
+                if let Some(&c) = self.host_of.get(&node_id) {
                     let now = self.now;
-                    self.hosts[k + 1].set_named(named, now);
+                    self.hosts[c].set_named(named, now);
                 }
             }
             Event::Complete => {

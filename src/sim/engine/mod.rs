@@ -349,12 +349,15 @@ impl Host {
 
 impl Host {
     /// The origin names it (or no longer does) from `now` on.
+    /// Only time while it is there counts: the origin hears of a departure a one-way
+    /// delay late, and may name or unname the client in between.
     fn set_named(&mut self, named: bool, now: f64) {
+        let end = self.left.map_or(now, |left| left.min(now));
         match (named, self.named_since) {
-            (true, None) => self.named_since = Some(now),
+            (true, None) if self.left.is_none() => self.named_since = Some(now),
             (false, Some(since)) => {
-                self.named += now - since;
-                let done = self.complete.map_or(now, |c| (self.arrive + c).min(now));
+                self.named += (end - since).max(0.0);
+                let done = self.complete.map_or(end, |c| (self.arrive + c).min(end));
                 self.named_downloading += (done - since).max(0.0);
                 self.named_since = None;
             }
@@ -425,6 +428,8 @@ pub struct Sim {
     changed: Vec<FlowId>,
     /// Node id of client host h at index h - 1.
     client_ids: Vec<u64>,
+    /// Client host by node id, for what the origin reports about a client.
+    host_of: std::collections::HashMap<u64, usize>,
     /// Control buffers that arrived, kept to carry the next ones (no allocation per frame
     /// batch).
     spare: Vec<Vec<u8>>,
@@ -537,6 +542,11 @@ impl Sim {
             events: 0,
             time_limit: sc.time_limit,
             changed: Vec::new(),
+            host_of: client_ids
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| (id, k + 1))
+                .collect(),
             client_ids,
             spare: Vec::new(),
             answers: Vec::new(),
@@ -831,6 +841,32 @@ mod tests {
             );
             assert!(c.startup_wait < 0.5, "client {i}: {}", c.startup_wait);
         }
+    }
+
+    /// Named time counts while the client is there, split at its completion.
+    #[test]
+    fn test_named_time_counts_while_there_and_before_completing() {
+        let sc = small(1 << 20, 1, 2.0, 1);
+        let mut net = Network::default();
+        let mut host = Host::new(&sc.clients[0].link, sc.clients[0].up_rate, &sc, &mut net);
+        host.arrive = 2.0;
+        host.set_named(true, 3.0);
+        host.set_named(false, 4.0);
+        assert_eq!((host.named, host.named_downloading), (1.0, 1.0));
+        // Completes (5.5 s after arriving) while named again.
+        host.set_named(true, 7.0);
+        host.complete = Some(5.5);
+        host.set_named(false, 8.0);
+        assert_eq!((host.named, host.named_downloading), (2.0, 1.5));
+        // Leaves while named; the unnaming the origin sends later counts to its leaving.
+        host.set_named(true, 9.0);
+        host.left = Some(9.5);
+        host.set_named(false, 10.0);
+        assert_eq!(host.named, 2.5);
+        // Named after it left (the origin had not heard yet): nothing counts.
+        host.set_named(true, 11.0);
+        host.set_named(false, 12.0);
+        assert_eq!((host.named, host.named_downloading), (2.5, 1.5));
     }
 
     /// The timeline samples every host each interval and changes nothing in the run.
