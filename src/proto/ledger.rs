@@ -52,27 +52,33 @@ pub(super) struct Ledger {
     claimants: HashMap<u64, Vec<u64>>,
 }
 
-/// The largest confirmed upload of one client to any receiver (and to whom), and the
-/// second largest. Confirmed figures only grow, which is what keeps this exact.
+/// The largest of a set of per-client figures (and whose), and the second largest: one
+/// client's confirmed upload to each receiver, or what each sender says it sent one
+/// client. Figures only grow, which is what keeps this exact.
 #[derive(Debug, Clone, Copy, Default)]
 struct TopTwo {
     first: u64,
-    first_to: u64,
+    first_id: u64,
     second: u64,
 }
 
 impl TopTwo {
-    /// `receiver`'s confirmed figure grew to `bytes`.
-    fn update(&mut self, receiver: u64, bytes: u64) {
-        if receiver == self.first_to {
+    /// Client `id`'s figure grew to `bytes` (from 0 the first time).
+    fn update(&mut self, id: u64, bytes: u64) {
+        if id == self.first_id {
             self.first = bytes;
         } else if bytes > self.first {
             self.second = self.first;
             self.first = bytes;
-            self.first_to = receiver;
+            self.first_id = id;
         } else {
             self.second = self.second.max(bytes);
         }
+    }
+
+    /// `sum` with no client counted for more than the second largest figure.
+    fn cut(&self, sum: u64) -> u64 {
+        sum - (self.first - self.second)
     }
 }
 
@@ -187,24 +193,16 @@ impl Ledger {
     /// named with one RECEIPT each.
     pub(super) fn taken(&self, node: u64, witnesses: usize, vouched: impl Fn(u64) -> bool) -> u64 {
         let confirmed = self.taken.get(&node).copied().unwrap_or(0);
-        let (mut sum, mut first, mut second) = (0u64, 0, 0);
+        let (mut sum, mut top) = (0u64, TopTwo::default());
         for &sender in self.claimants.get(&node).into_iter().flatten() {
             if !vouched(sender) {
                 continue;
             }
             let said = self.pairs.get(&(sender, node)).map_or(0, |p| p.sender_says);
             sum = sum.saturating_add(said);
-            if said > first {
-                (first, second) = (said, first);
-            } else {
-                second = second.max(said);
-            }
+            top.update(sender, said);
         }
-        let claimed = if witnesses < 2 {
-            sum
-        } else {
-            sum - (first - second)
-        };
+        let claimed = if witnesses < 2 { sum } else { top.cut(sum) };
         confirmed.max(claimed)
     }
 
@@ -218,8 +216,7 @@ impl Ledger {
         if witnesses < 2 {
             return credit;
         }
-        let top = self.top.get(&node).copied().unwrap_or_default();
-        credit - (top.first - top.second)
+        self.top.get(&node).copied().unwrap_or_default().cut(credit)
     }
 }
 
