@@ -150,7 +150,10 @@ impl Node {
                     let witnesses = registry.credit_witnesses();
                     let trusted = self.ledger.trusted_credit(id, witnesses);
                     let vouched = |sender| self.ledger.trusted_credit(sender, witnesses) > 0;
-                    let took = self.ledger.taken(id, witnesses, vouched) >= took_much;
+                    // Taking much names only a client without witnessed credit; the sum
+                    // over its senders is not worth doing for the others, every round.
+                    let took =
+                        trusted == 0 && self.ledger.taken(id, witnesses, vouched) >= took_much;
                     self.table
                         .set_credit(s, self.ledger.credit(id), trusted, took);
                 }
