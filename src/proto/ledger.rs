@@ -47,9 +47,15 @@ pub(super) struct Ledger {
     top: HashMap<u64, TopTwo>,
     /// Origin: confirmed bytes each client received from other clients.
     taken: HashMap<u64, u64>,
-    /// Origin: per client, the clients that say they sent it something, in the order they
-    /// first did (their figures are in `pairs`): what it took, in words it cannot withhold.
+    /// Origin: per client, the clients with some credit that say they sent it something
+    /// (their figures are in `pairs`): what it took, in words it cannot withhold.
     claimants: HashMap<u64, Vec<u64>>,
+    /// Origin: per client with no credit yet, the clients it says it sent something. Its
+    /// words count for nothing until it has credit (`taken` counts senders with witnessed
+    /// credit), so they join `claimants` only then: identities that never upload and
+    /// claim to have sent to every client would otherwise lengthen what `taken` walks
+    /// each round.
+    unconfirmed_claims: HashMap<u64, Vec<u64>>,
 }
 
 /// The largest of a set of per-client figures (and whose), and the second largest: one
@@ -163,13 +169,28 @@ impl Ledger {
         let p = self.pairs.entry(key).or_default();
         let (before, said_before) = (p.confirmed(), p.sender_says);
         f(p);
-        if said_before == 0 && p.sender_says > 0 {
-            self.claimants.entry(key.1).or_default().push(key.0);
+        let (first_claim, gained, confirmed) = (
+            said_before == 0 && p.sender_says > 0,
+            p.confirmed() - before,
+            p.confirmed(),
+        );
+        if first_claim {
+            if self.credit(key.0) > 0 {
+                self.claimants.entry(key.1).or_default().push(key.0);
+            } else {
+                self.unconfirmed_claims
+                    .entry(key.0)
+                    .or_default()
+                    .push(key.1);
+            }
         }
-        let gained = p.confirmed() - before;
         if gained > 0 {
-            let confirmed = p.confirmed();
             let c = self.credit.entry(key.0).or_default();
+            if *c == 0 {
+                for receiver in self.unconfirmed_claims.remove(&key.0).unwrap_or_default() {
+                    self.claimants.entry(receiver).or_default().push(key.0);
+                }
+            }
             *c = c.saturating_add(gained);
             self.top.entry(key.0).or_default().update(key.1, confirmed);
             let t = self.taken.entry(key.1).or_default();
@@ -183,7 +204,7 @@ impl Ledger {
     }
 
     /// Origin: bytes `node` received from other clients: what it confirmed itself, or, if
-    /// that is more, what the clients for which `vouched` holds say they sent it, with no
+    /// that is more, what the clients with credit for which `vouched` holds say they sent it, with no
     /// such sender counted for more than the second who says most once `witnesses` (at
     /// most 2) can be had, as for credit. A receiver's own word can only understate what
     /// it took (a free rider that sends no RECEIPT confirmed nothing, and took half the
@@ -314,6 +335,9 @@ mod tests {
     #[test]
     fn test_taken_counts_two_uploaders_words_when_the_receiver_is_silent() {
         let mut l = Ledger::default();
+        for id in [1, 2, 3, 5] {
+            give_credit(&mut l, id);
+        }
         // Client 9 never reports; clients 1-3 say what they sent it.
         l.handle_receipt(1, &[entry(9, 0, 700)], FILE, |_| true);
         assert_eq!(
@@ -357,11 +381,25 @@ mod tests {
         }
         let vouched = |id| id == 3;
         assert_eq!(l.taken(9, 2, vouched), 0, "their words count for nothing");
-        assert_eq!(
-            l.taken(9, 2, |_| true),
-            2 * FILE,
-            "as they would if they had credit"
+        assert!(
+            l.claimants.is_empty(),
+            "nor are they kept where taken() looks"
         );
+        // Once one has credit (client 3 confirms an upload of it), its words join.
+        l.handle_receipt(1, &[entry(3, 0, 10)], FILE, |_| true);
+        l.handle_receipt(3, &[entry(1, 10, 0)], FILE, |_| true);
+        assert_eq!(l.claimants.get(&9), Some(&vec![1]));
+        assert_eq!(
+            l.taken(9, 1, |_| true),
+            FILE,
+            "counted as any vouched sender's"
+        );
+    }
+
+    /// `id` uploaded a byte to client 1000, and both say so.
+    fn give_credit(l: &mut Ledger, id: u64) {
+        l.handle_receipt(id, &[entry(1000, 0, 1)], FILE, |_| true);
+        l.handle_receipt(1000, &[entry(id, 1, 0)], FILE, |_| true);
     }
 
     fn entry(node_id: u64, received: u64, sent: u64) -> ReceiptEntry {
@@ -399,6 +437,9 @@ mod tests {
         l.handle_receipt(2, &[entry(9, 0, 1000)], FILE, |_| true);
         assert_eq!(l.credit(9), 0);
         assert_eq!(l.credit(2), 0, "the liar confirms nothing it received");
+        // Client 2's claim counts once it has credit from another receiver.
+        give_credit(&mut l, 2);
+        give_credit(&mut l, 3);
         assert_eq!(
             l.taken(9, 2, |_| true),
             0,

@@ -128,7 +128,9 @@ struct Row {
     /// much from its peers with no witnessed credit (kept until it has some); at a client,
     /// a peer the origin named so. Such a peer is nobody's newcomer or optimistic peer.
     named: bool,
-    /// Origin: other clients confirm sending it `TOOK_MUCH` of the file or more.
+    /// Origin: it took a fifth of the file or more from other clients (`Ledger::taken`).
+    /// Only worked out for a client without witnessed credit, the only one it can name:
+    /// false for the others whatever they took.
     took_much: bool,
 }
 
