@@ -206,10 +206,10 @@ impl Ledger {
     /// Origin: bytes `node` received from other clients: what it confirmed itself, or, if
     /// that is more, what the clients with credit for which `vouched` holds say they sent
     /// it, with no such sender counted for more than the second who says most once
-    /// `witnesses` (at most 2) can be had, as for credit. A receiver's own word can only understate what
-    /// it took (a free rider that sends no RECEIPT confirmed nothing, and took half the
-    /// file from its peers unnamed in the simulator), so its senders' count too; but
-    /// anyone can send a RECEIPT about anyone, so only senders with witnessed credit
+    /// `witnesses` (at most 2) can be had, as for credit. A receiver's own word can only
+    /// understate what it took (a free rider that sends no RECEIPT confirmed nothing, and
+    /// took half the file from its peers unnamed in the simulator), so its senders' count
+    /// too; but anyone can send a RECEIPT about anyone, so only senders with witnessed credit
     /// (`vouched`): two identities that never uploaded could otherwise have any client
     /// named with one RECEIPT each.
     pub(super) fn taken(&self, node: u64, witnesses: usize, vouched: impl Fn(u64) -> bool) -> u64 {
