@@ -82,9 +82,14 @@ impl TopTwo {
         }
     }
 
-    /// `sum` with no client counted for more than the second largest figure.
-    fn cut(&self, sum: u64) -> u64 {
-        sum - (self.first - self.second)
+    /// The part of `sum` that `witnesses` clients (at most 2) vouch for: with two, no
+    /// client counts for more than the second largest figure; with fewer, all of it.
+    fn witnessed(&self, sum: u64, witnesses: usize) -> u64 {
+        if witnesses < 2 {
+            sum
+        } else {
+            sum - (self.first - self.second)
+        }
     }
 }
 
@@ -223,8 +228,7 @@ impl Ledger {
             sum = sum.saturating_add(said);
             top.update(sender, said);
         }
-        let claimed = if witnesses < 2 { sum } else { top.cut(sum) };
-        confirmed.max(claimed)
+        confirmed.max(top.witnessed(sum, witnesses))
     }
 
     /// Origin: the part of `node`'s credit that `witnesses` receivers (at most 2) confirm:
@@ -233,11 +237,8 @@ impl Ledger {
     /// an honest uploader to several peers loses only what its largest receiver got beyond
     /// the next one (all but its largest receiver's part cost small swarms up to 8%).
     pub(super) fn trusted_credit(&self, node: u64, witnesses: usize) -> u64 {
-        let credit = self.credit(node);
-        if witnesses < 2 {
-            return credit;
-        }
-        self.top.get(&node).copied().unwrap_or_default().cut(credit)
+        let top = self.top.get(&node).copied().unwrap_or_default();
+        top.witnessed(self.credit(node), witnesses)
     }
 }
 

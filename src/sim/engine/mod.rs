@@ -348,9 +348,9 @@ impl Host {
 }
 
 impl Host {
-    /// The origin names it (or no longer does) from `now` on.
-    /// Only time while it is there counts: the origin hears of a departure a one-way
-    /// delay late, and may name or unname the client in between.
+    /// The origin names it (or no longer does) from `now` on. Only time while it is there
+    /// counts: the origin hears of a departure a one-way delay late, and may name or
+    /// unname the client in between.
     fn set_named(&mut self, named: bool, now: f64) {
         let end = self.left.map_or(now, |left| left.min(now));
         match (named, self.named_since) {

@@ -408,7 +408,7 @@ impl Sim {
                 continue;
             }
             // Still named, or waiting, when it left or the run ended.
-            host.set_named(false, host.left.unwrap_or(self.now));
+            host.set_named(false, self.now);
             if host.streams == 0 {
                 host.end_wait(host.left.unwrap_or(self.now));
             }
