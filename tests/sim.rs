@@ -351,6 +351,34 @@ fn test_sim_free_rider_uploads_nothing_and_completes_after_median_honest() {
 }
 
 #[test]
+fn test_sim_a_liar_that_denies_receipts_does_not_get_its_uploader_named() {
+    let dir = TestDir::new("sim-denying-liar");
+    // The suite's worst case before rule 28: a fast honest client beside a liar that says
+    // it received nothing. The origin named the honest one, for lack of confirmed uploads,
+    // from its third round to its end (12.2 s), and it finished after the liar.
+    let scenario = r#"{
+  "file_size": 16777216, "seed": 651574508, "policy": "tft", "time_limit_s": 120,
+  "origin": {"up": 5619693, "rtt_ms": 0.38},
+  "clients": [
+    {"up": 12500000, "behave": "honest", "rtt_ms": 0.22, "up_rate": "link"},
+    {"up": 625000, "behave": "liar", "rtt_ms": 0.95, "up_rate": "link"}
+  ]
+}"#;
+    let (v, text) = sim(&dir, "denying-liar", scenario, &[]);
+    assert_eq!(int(&v, "/summary/completed"), 2, "{text}");
+    let honest = &clients(&v)[0];
+    assert!(int(honest, "/uploaded") > 0, "{text}");
+    assert!(
+        num(honest, "/named_downloading_s") < 2.0,
+        "the origin named its uploader as taking without giving: {text}"
+    );
+    assert!(
+        num(honest, "/complete_s") < num(&clients(&v)[1], "/complete_s"),
+        "{text}"
+    );
+}
+
+#[test]
 fn test_sim_seed_option_overrides_scenario_seed() {
     let dir = TestDir::new("sim-seed");
     let (v, _) = sim(&dir, "default", SMALL, &[]);

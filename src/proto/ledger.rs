@@ -4,7 +4,8 @@
 //! frames. The origin credits an upload from U to R only as far as both agree: the least of
 //! what R says it received from U and what U says it sent to R. A client cannot raise its own
 //! credit without the receiver confirming it, and an honest receiver's report is all an
-//! honest uploader needs.
+//! honest uploader needs. A receiver that reports less than the pieces it announced having
+//! from peers loses its word for the difference: that goes to its uploaders' (`infer`).
 
 use std::collections::HashMap;
 
@@ -14,6 +15,13 @@ use crate::wire::ReceiptEntry;
 /// behaviour, to show that claims alone earn nothing).
 const LIAR_FACTOR: u64 = 2;
 const LIAR_EXTRA: u64 = 4 << 20;
+/// Round ends by which a client's announcements must be older than the receipts that are
+/// to account for them: a client reports once a round, and its RECEIPT may wait behind its
+/// upload queue (over a second on a slow link) and a round trip.
+const EVIDENCE_LAG_ROUNDS: usize = 3;
+/// A client whose own receipts account for less than 1/`WITHHOLDS_BELOW` of what its
+/// announcements show it took from peers withholds receipts (`Ledger::infer`).
+const WITHHOLDS_BELOW: u64 = 2;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
@@ -22,17 +30,44 @@ struct Counts {
     dirty: bool,
 }
 
-/// What the two ends of one upload said about it.
+/// What the two ends of one upload said about it, and what the origin inferred the
+/// receiver got from the sender when the receiver's reports fell short of its
+/// announcements (`Ledger::infer`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pair {
     receiver_says: u64,
     sender_says: u64,
+    inferred: u64,
 }
 
 impl Pair {
-    fn confirmed(&self) -> u64 {
-        self.receiver_says.min(self.sender_says)
+    /// What the receiver's side of the upload is taken to be.
+    fn received(&self) -> u64 {
+        self.receiver_says.max(self.inferred)
     }
+
+    fn confirmed(&self) -> u64 {
+        self.received().min(self.sender_says)
+    }
+
+    /// What the sender says beyond what the receiver's side confirms.
+    fn unconfirmed(&self) -> u64 {
+        self.sender_says.saturating_sub(self.received())
+    }
+}
+
+/// Origin: one client's downloads from its peers, as its announcements show them and as
+/// its receipts (and its uploaders', `Ledger::infer`) account for them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Evidence {
+    /// Bytes of the pieces it announced that the origin had not sent it.
+    announced: u64,
+    /// `announced` at the last `EVIDENCE_LAG_ROUNDS` round ends, newest first.
+    past: [u64; EVIDENCE_LAG_ROUNDS],
+    /// The sum of `Pair::receiver_says` over its senders: its own word.
+    reported: u64,
+    /// The sum of `Pair::received` over its senders.
+    accounted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +91,12 @@ pub(super) struct Ledger {
     /// claim to have sent to every client would otherwise lengthen what `taken` walks
     /// each round.
     unconfirmed_claims: HashMap<u64, Vec<u64>>,
+    /// Origin: per client, every client that says it sent it something, credit or not
+    /// (walked only for a client whose reports fall short of its announcements).
+    senders: HashMap<u64, Vec<u64>>,
+    /// Origin: per client, its downloads from peers as its announcements and the receipts
+    /// show them.
+    evidence: HashMap<u64, Evidence>,
 }
 
 /// The largest of a set of per-client figures (and whose), and the second largest: one
@@ -173,13 +214,24 @@ impl Ledger {
     fn update(&mut self, key: (u64, u64), f: impl FnOnce(&mut Pair)) {
         let p = self.pairs.entry(key).or_default();
         let (before, said_before) = (p.confirmed(), p.sender_says);
+        let (says_before, received_before) = (p.receiver_says, p.received());
         f(p);
         let (first_claim, gained, confirmed) = (
             said_before == 0 && p.sender_says > 0,
             p.confirmed() - before,
             p.confirmed(),
         );
+        let (says, received) = (
+            p.receiver_says - says_before,
+            p.received() - received_before,
+        );
+        if says > 0 || received > 0 {
+            let e = self.evidence.entry(key.1).or_default();
+            e.reported = e.reported.saturating_add(says);
+            e.accounted = e.accounted.saturating_add(received);
+        }
         if first_claim {
+            self.senders.entry(key.1).or_default().push(key.0);
             if self.credit(key.0) > 0 {
                 self.claimants.entry(key.1).or_default().push(key.0);
             } else {
@@ -200,6 +252,62 @@ impl Ledger {
             self.top.entry(key.0).or_default().update(key.1, confirmed);
             let t = self.taken.entry(key.1).or_default();
             *t = t.saturating_add(gained);
+        }
+    }
+
+    /// Origin: `node` announced a piece of `bytes` that the origin had not sent it, so some
+    /// peer did.
+    pub(super) fn note_peer_piece(&mut self, node: u64, bytes: u64) {
+        let e = self.evidence.entry(node).or_default();
+        e.announced = e.announced.saturating_add(bytes);
+    }
+
+    /// Origin, at each round's end: a client whose own receipts account for less than half
+    /// (`WITHHOLDS_BELOW`) of the pieces it had announced from peers `EVIDENCE_LAG_ROUNDS`
+    /// round ends ago withholds receipts (a free rider sends none; a liar denies what it got), and would
+    /// leave its uploaders without the credit they earned. Its word no longer counts: what
+    /// its announcements show beyond what is accounted for is inferred received from the
+    /// clients that say they sent it more than its side confirms, in proportion to what
+    /// each says beyond that, and counts as its word would (witnessed as any, so two
+    /// identities are still needed to credit one). Only for clients `present` now: one
+    /// that left sends no more receipts, and an honest one that stayed two seconds left
+    /// half its pieces unreported, which liars that claim to have sent 4 MiB to each of
+    /// their uploaders took as credit. An honest receiver that stays reports each round:
+    /// claims about it earn nothing here.
+    pub(super) fn infer(&mut self, present: impl Fn(u64) -> bool) {
+        let mut grants = Vec::new();
+        for (&receiver, e) in self.evidence.iter_mut() {
+            let due = e.past[EVIDENCE_LAG_ROUNDS - 1];
+            e.past.rotate_right(1);
+            e.past[0] = e.announced;
+            if e.reported.saturating_mul(WITHHOLDS_BELOW) >= due || !present(receiver) {
+                continue;
+            }
+            let short = due.saturating_sub(e.accounted);
+            if short == 0 {
+                continue;
+            }
+            let senders = self.senders.get(&receiver).map_or(&[][..], Vec::as_slice);
+            let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
+            let claimed: u128 = senders.iter().map(|&s| pair(s).unconfirmed() as u128).sum();
+            for &sender in senders {
+                let p = pair(sender);
+                let grant = if short as u128 >= claimed {
+                    p.unconfirmed()
+                } else {
+                    (short as u128 * p.unconfirmed() as u128 / claimed) as u64
+                };
+                if grant > 0 {
+                    grants.push((sender, receiver, p.received() + grant));
+                }
+            }
+        }
+        // The map's order differs from run to run; credit must not.
+        grants.sort_unstable();
+        for (sender, receiver, received) in grants {
+            self.update((sender, receiver), |p| {
+                p.inferred = p.inferred.max(received)
+            });
         }
     }
 
@@ -395,6 +503,59 @@ mod tests {
             FILE,
             "counted as any vouched sender's"
         );
+    }
+
+    #[test]
+    fn test_a_receiver_that_denies_receipts_leaves_its_uploaders_their_credit() {
+        let mut l = Ledger::default();
+        // Client 9 announced 1000 bytes it got from peers; clients 1 and 2 say they sent it
+        // 600 each, and it says it received nothing from either.
+        l.note_peer_piece(9, 1000);
+        l.handle_receipt(1, &[entry(9, 0, 600)], FILE, |_| true);
+        l.handle_receipt(2, &[entry(9, 0, 600)], FILE, |_| true);
+        l.handle_receipt(9, &[entry(1, 0, 0), entry(2, 0, 0)], FILE, |_| true);
+        for round in 0..EVIDENCE_LAG_ROUNDS {
+            l.infer(|_| true);
+            assert_eq!(l.credit(1), 0, "round {round}: its receipts may still come");
+        }
+        l.infer(|_| true);
+        assert_eq!(
+            (l.credit(1), l.credit(2)),
+            (500, 500),
+            "split by their claims"
+        );
+        assert_eq!(
+            l.taken(9, 2, |_| false),
+            1000,
+            "and it took what it announced"
+        );
+        // More announced, and a third uploader claims: only the new shortfall is shared.
+        l.note_peer_piece(9, 300);
+        l.handle_receipt(3, &[entry(9, 0, 100)], FILE, |_| true);
+        for _ in 0..=EVIDENCE_LAG_ROUNDS {
+            l.infer(|_| true);
+        }
+        assert_eq!(l.credit(1) + l.credit(2) + l.credit(3), 1300);
+        assert!(l.credit(3) <= 100, "nobody gets more than it claims");
+    }
+
+    #[test]
+    fn test_claims_about_a_receiver_that_reports_earn_nothing() {
+        let mut l = Ledger::default();
+        // Client 9 reports 600 of the 1000 it announced (its last round is on the way);
+        // client 3 says it sent it 4 MiB.
+        l.note_peer_piece(9, 1000);
+        l.handle_receipt(1, &[entry(9, 0, 600)], FILE, |_| true);
+        l.handle_receipt(9, &[entry(1, 600, 0)], FILE, |_| true);
+        l.handle_receipt(3, &[entry(9, 0, 4 << 20)], FILE, |_| true);
+        // Client 8 reported nothing of its 1000 and has left: it can report no more.
+        l.note_peer_piece(8, 1000);
+        l.handle_receipt(3, &[entry(8, 0, 4 << 20)], FILE, |_| true);
+        for _ in 0..=EVIDENCE_LAG_ROUNDS {
+            l.infer(|id| id != 8);
+        }
+        assert_eq!(l.credit(3), 0);
+        assert_eq!(l.credit(1), 600);
     }
 
     /// `id` uploaded a byte to client 1000, and both say so.

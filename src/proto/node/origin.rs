@@ -138,8 +138,15 @@ impl Registry {
         self.incomplete = self.incomplete.saturating_sub(1);
     }
 
-    /// `id` is a registered client.
+    /// `id` is or was a registered client. Receipts about one that left still count: its
+    /// receivers report its last round only after it is gone, and without that their
+    /// receipts fell short of what they announced (`Ledger::infer`).
     pub(super) fn knows(&self, id: u64) -> bool {
+        self.first_round.contains_key(&id)
+    }
+
+    /// `id` is a registered client now.
+    pub(super) fn is_registered(&self, id: u64) -> bool {
         self.ids.contains_key(&id)
     }
 

@@ -194,7 +194,12 @@ impl Node {
                 }
                 if !was_in_flight {
                     // Another client got the piece without the origin: whoever received its
-                    // first copy has kept that promise.
+                    // first copy has kept that promise, and some peer uploaded it.
+                    if let (Some(id), Some(m)) =
+                        (self.peer(slot).and_then(|p| p.node_id()), &self.manifest)
+                    {
+                        self.ledger.note_peer_piece(id, m.piece_len(i) as u64);
+                    }
                     if let Side::Origin(registry) = &mut self.side
                         && let Some(holder) = registry.announced(slot, i)
                     {

@@ -140,6 +140,9 @@ impl Node {
         self.last_round = now;
         let took_much =
             self.manifest.as_ref().map_or(u64::MAX, |m| m.file_len()) / TOOK_MUCH_DIVISOR;
+        if let Side::Origin(registry) = &self.side {
+            self.ledger.infer(|id| registry.is_registered(id));
+        }
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
                 let missing = p.has.len() - p.has.count();
