@@ -29,22 +29,23 @@ pub fn kumar_ross(file: f64, origin_up: f64, clients: &[(f64, Option<f64>)]) -> 
 }
 
 /// Kumar–Ross extended to clients arriving over time: the last completion, measured from
-/// the first arrival, of `receivers` given as `(arrive, down)` with arrivals in seconds from
-/// any origin, when the clients upload `clients_up` in all. Three things bound it: every
-/// byte leaves the origin once (`F/u_s`); receiver `i` cannot finish before `a_i + F/d_i`;
-/// and the receivers arriving at or after `t` hold nothing at `t`, so their `k·F` bytes need
-/// `k·F/(u_s + Σu)` seconds of every uploader's full rate after `t`. With one arrival time
-/// and the receivers' own uploads this is exactly [`kumar_ross`].
+/// `start` (the swarm's first arrival, no later than any receiver's), of `receivers` given
+/// as `(arrive, down)`, when the clients upload `clients_up` in all. Three things bound it:
+/// every byte leaves the origin once, after `start` (`F/u_s`); receiver `i` cannot finish
+/// before `a_i + F/d_i`; and the receivers arriving at or after `t` hold nothing at `t`, so
+/// their `k·F` bytes need `k·F/(u_s + Σu)` seconds of every uploader's full rate after `t`.
+/// With one arrival time and the receivers' own uploads this is exactly [`kumar_ross`].
 pub fn kumar_ross_arrivals(
     file: f64,
     origin_up: f64,
     clients_up: f64,
+    start: f64,
     receivers: &[(f64, Option<f64>)],
 ) -> f64 {
     if receivers.is_empty() {
         return 0.0;
     }
-    let first = receivers.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+    let first = receivers.iter().map(|c| c.0).fold(start, f64::min);
     let total_up = origin_up + clients_up;
     let mut arrivals: Vec<f64> = receivers.iter().map(|c| c.0 - first).collect();
     arrivals.sort_by(f64::total_cmp);
@@ -119,7 +120,8 @@ mod tests {
         let kumar_ross_arrivals = |file, origin_up, c: &[(f64, f64, Option<f64>)]| {
             let up = c.iter().map(|c| c.1).sum();
             let receivers: Vec<(f64, Option<f64>)> = c.iter().map(|c| (c.0, c.2)).collect();
-            super::kumar_ross_arrivals(file, origin_up, up, &receivers)
+            let start = c.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+            super::kumar_ross_arrivals(file, origin_up, up, start, &receivers)
         };
         let at_once = [(5.0, 10.0, None), (5.0, 10.0, Some(4.0)), (5.0, 2.5, None)];
         let kr: Vec<(f64, Option<f64>)> = at_once.iter().map(|c| (c.1, c.2)).collect();
@@ -140,5 +142,22 @@ mod tests {
         let slow = [(0.0, 10.0, None), (7.0, 10.0, Some(10.0))];
         assert_eq!(kumar_ross_arrivals(100.0, 100.0, &slow), 17.0);
         assert_eq!(kumar_ross_arrivals(100.0, 10.0, &[]), 0.0);
+    }
+
+    #[test]
+    fn test_arrivals_bound_counts_from_the_swarms_first_arrival() {
+        // The receivers arrive at 130 s, after a client that is not one of them (a free
+        // rider, or one that left early) arrived at 0: the last completion, counted from
+        // 0, cannot come before 130 s plus what the receivers alone need.
+        let receivers = [(130.0, Some(10.0)), (140.0, Some(10.0))];
+        assert_eq!(
+            kumar_ross_arrivals(100.0, 4.0, 20.0, 0.0, &receivers),
+            150.0
+        );
+        assert_eq!(
+            kumar_ross_arrivals(100.0, 4.0, 20.0, 130.0, &receivers),
+            25.0,
+            "counted from the first receiver: the origin's own 25 s"
+        );
     }
 }
