@@ -4,8 +4,9 @@
 //! frames. The origin credits an upload from U to R only as far as both agree: the least of
 //! what R says it received from U and what U says it sent to R. A client cannot raise its own
 //! credit without the receiver confirming it, and an honest receiver's report is all an
-//! honest uploader needs. A receiver that reports less than the pieces it announced having
-//! from peers loses its word for the difference: that goes to its uploaders' (`infer`).
+//! honest uploader needs. A receiver that confirms less than half of what it announced
+//! having from peers has its uploaders' words stand in for its own (`infer`), for their
+//! credit but not for what witnesses it.
 
 use std::collections::HashMap;
 
@@ -16,11 +17,13 @@ use crate::wire::ReceiptEntry;
 const LIAR_FACTOR: u64 = 2;
 const LIAR_EXTRA: u64 = 4 << 20;
 /// Round ends by which a client's announcements must be older than the receipts that are
-/// to account for them: a client reports once a round, and its RECEIPT may wait behind its
-/// upload queue (over a second on a slow link) and a round trip.
+/// to account for them: it reports once a round (its uploaders too), and a RECEIPT sent
+/// just before a departure or a long stall may be a round late.
 const EVIDENCE_LAG_ROUNDS: usize = 3;
-/// A client whose own receipts account for less than 1/`WITHHOLDS_BELOW` of what its
-/// announcements show it took from peers withholds receipts (`Ledger::infer`).
+/// A client whose receipts, as its uploaders confirm them, account for less than
+/// 1/`WITHHOLDS_BELOW` of what its announcements show it took from peers withholds
+/// receipts (`Ledger::infer`). With no threshold, liars claiming 4 MiB to each of their
+/// uploaders lived on honest receivers' last-round shortfalls (README, rule 28).
 const WITHHOLDS_BELOW: u64 = 2;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,8 +34,7 @@ struct Counts {
 }
 
 /// What the two ends of one upload said about it, and what the origin inferred the
-/// receiver got from the sender when the receiver's reports fell short of its
-/// announcements (`Ledger::infer`).
+/// receiver got from the sender when the receiver withheld its receipts (`Ledger::infer`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Pair {
     receiver_says: u64,
@@ -41,33 +43,42 @@ struct Pair {
 }
 
 impl Pair {
-    /// What the receiver's side of the upload is taken to be.
-    fn received(&self) -> u64 {
-        self.receiver_says.max(self.inferred)
+    /// The upload as both ends' own words confirm it.
+    fn attested(&self) -> u64 {
+        self.receiver_says.min(self.sender_says)
     }
 
+    /// The upload as credited: the receiver's word, or what was inferred in its place.
     fn confirmed(&self) -> u64 {
-        self.received().min(self.sender_says)
+        self.receiver_says.max(self.inferred).min(self.sender_says)
     }
 
-    /// What the sender says beyond what the receiver's side confirms.
+    /// What the sender says beyond what is credited.
     fn unconfirmed(&self) -> u64 {
-        self.sender_says.saturating_sub(self.received())
+        self.sender_says - self.confirmed()
     }
 }
 
-/// Origin: one client's downloads from its peers, as its announcements show them and as
-/// its receipts (and its uploaders', `Ledger::infer`) account for them.
+/// Origin: one client's downloads from its peers as its announcements show them.
 #[derive(Debug, Clone, Copy, Default)]
 struct Evidence {
-    /// Bytes of the pieces it announced that the origin had not sent it.
+    /// Bytes of the pieces it announced that the origin had not sent it and another client
+    /// held.
     announced: u64,
     /// `announced` at the last `EVIDENCE_LAG_ROUNDS` round ends, newest first.
     past: [u64; EVIDENCE_LAG_ROUNDS],
-    /// The sum of `Pair::receiver_says` over its senders: its own word.
-    reported: u64,
-    /// The sum of `Pair::received` over its senders.
-    accounted: u64,
+    /// The sum of `Pair::confirmed` over its senders.
+    confirmed: u64,
+}
+
+impl Evidence {
+    /// A round ends: returns `announced` as it stood `EVIDENCE_LAG_ROUNDS` round ends ago.
+    fn roll(&mut self) -> u64 {
+        let due = self.past[EVIDENCE_LAG_ROUNDS - 1];
+        self.past.rotate_right(1);
+        self.past[0] = self.announced;
+        due
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,11 +87,13 @@ pub(super) struct Ledger {
     mine: HashMap<u64, Counts>,
     /// Origin: (uploader, receiver) → reports.
     pairs: HashMap<(u64, u64), Pair>,
-    /// Origin: confirmed upload per client.
+    /// Origin: confirmed upload per client, inferred parts included: its contribution.
     credit: HashMap<u64, u64>,
-    /// Origin: per client, its two receivers with the most confirmed upload.
+    /// Origin: the part of each client's credit that its receivers' own words confirm
+    /// (`Pair::attested`), and its two receivers that confirm most: what witnesses it.
+    attested: HashMap<u64, u64>,
     top: HashMap<u64, TopTwo>,
-    /// Origin: confirmed bytes each client received from other clients.
+    /// Origin: bytes each client received from other clients, as both ends' words confirm.
     taken: HashMap<u64, u64>,
     /// Origin: per client, the clients with some credit that say they sent it something
     /// (their figures are in `pairs`): what it took, in words it cannot withhold.
@@ -92,10 +105,9 @@ pub(super) struct Ledger {
     /// each round.
     unconfirmed_claims: HashMap<u64, Vec<u64>>,
     /// Origin: per client, every client that says it sent it something, credit or not
-    /// (walked only for a client whose reports fall short of its announcements).
+    /// (walked each round for each client that withholds its receipts).
     senders: HashMap<u64, Vec<u64>>,
-    /// Origin: per client, its downloads from peers as its announcements and the receipts
-    /// show them.
+    /// Origin: per client, its downloads from peers as its announcements show them.
     evidence: HashMap<u64, Evidence>,
 }
 
@@ -213,23 +225,14 @@ impl Ledger {
     /// Counters only grow, so a report lower than a previous one is ignored (`max` above).
     fn update(&mut self, key: (u64, u64), f: impl FnOnce(&mut Pair)) {
         let p = self.pairs.entry(key).or_default();
-        let (before, said_before) = (p.confirmed(), p.sender_says);
-        let (says_before, received_before) = (p.receiver_says, p.received());
+        let (before, attested_before, said_before) = (p.confirmed(), p.attested(), p.sender_says);
         f(p);
-        let (first_claim, gained, confirmed) = (
+        let (first_claim, gained, attested) = (
             said_before == 0 && p.sender_says > 0,
             p.confirmed() - before,
-            p.confirmed(),
+            p.attested() - attested_before,
         );
-        let (says, received) = (
-            p.receiver_says - says_before,
-            p.received() - received_before,
-        );
-        if says > 0 || received > 0 {
-            let e = self.evidence.entry(key.1).or_default();
-            e.reported = e.reported.saturating_add(says);
-            e.accounted = e.accounted.saturating_add(received);
-        }
+        let now_attested = p.attested();
         if first_claim {
             self.senders.entry(key.1).or_default().push(key.0);
             if self.credit(key.0) > 0 {
@@ -249,9 +252,16 @@ impl Ledger {
                 }
             }
             *c = c.saturating_add(gained);
-            self.top.entry(key.0).or_default().update(key.1, confirmed);
-            let t = self.taken.entry(key.1).or_default();
-            *t = t.saturating_add(gained);
+            let e = self.evidence.entry(key.1).or_default();
+            e.confirmed = e.confirmed.saturating_add(gained);
+        }
+        if attested > 0 {
+            add(&mut self.attested, key.0, attested);
+            self.top
+                .entry(key.0)
+                .or_default()
+                .update(key.1, now_attested);
+            add(&mut self.taken, key.1, attested);
         }
     }
 
@@ -262,44 +272,38 @@ impl Ledger {
         e.announced = e.announced.saturating_add(bytes);
     }
 
-    /// Origin, at each round's end: a client whose own receipts account for less than half
-    /// (`WITHHOLDS_BELOW`) of the pieces it had announced from peers `EVIDENCE_LAG_ROUNDS`
-    /// round ends ago withholds receipts (a free rider sends none; a liar denies what it got), and would
-    /// leave its uploaders without the credit they earned. Its word no longer counts: what
-    /// its announcements show beyond what is accounted for is inferred received from the
-    /// clients that say they sent it more than its side confirms, in proportion to what
-    /// each says beyond that, and counts as its word would (witnessed as any, so two
-    /// identities are still needed to credit one). Only for clients `present` now: one
-    /// that left sends no more receipts, and an honest one that stayed two seconds left
-    /// half its pieces unreported, which liars that claim to have sent 4 MiB to each of
-    /// their uploaders took as credit. An honest receiver that stays reports each round:
-    /// claims about it earn nothing here.
-    pub(super) fn infer(&mut self, present: impl Fn(u64) -> bool) {
+    /// Origin, at each round's end: a client `present` (registered) whose receipts, as its
+    /// uploaders confirm them, account for less than half (`WITHHOLDS_BELOW`) of the
+    /// pieces it had announced from peers `EVIDENCE_LAG_ROUNDS` round ends ago withholds
+    /// them (a free rider sends none; a liar denies what it got) and would leave its
+    /// uploaders without their credit. What its announcements show beyond what is
+    /// credited, if a piece or more (`min_short`), is inferred received from the clients
+    /// that say they sent it more than is credited, in proportion to what each says beyond
+    /// that (`split`). Inferred bytes count for credit, not for what witnesses it (`top`)
+    /// nor for what the receiver took: a claim to a withholder proves nothing about the
+    /// claimant, and anyone may make one.
+    pub(super) fn infer(&mut self, present: impl Fn(u64) -> bool, min_short: u64) {
         let mut grants = Vec::new();
         for (&receiver, e) in self.evidence.iter_mut() {
-            let due = e.past[EVIDENCE_LAG_ROUNDS - 1];
-            e.past.rotate_right(1);
-            e.past[0] = e.announced;
-            if e.reported.saturating_mul(WITHHOLDS_BELOW) >= due || !present(receiver) {
+            let due = e.roll();
+            let attested = self.taken.get(&receiver).copied().unwrap_or(0);
+            let short = due.saturating_sub(e.confirmed);
+            if !present(receiver) || attested.saturating_mul(WITHHOLDS_BELOW) >= due {
                 continue;
             }
-            let short = due.saturating_sub(e.accounted);
-            if short == 0 {
+            if short < min_short.max(1) {
                 continue;
             }
-            let senders = self.senders.get(&receiver).map_or(&[][..], Vec::as_slice);
             let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
-            let claimed: u128 = senders.iter().map(|&s| pair(s).unconfirmed() as u128).sum();
-            for &sender in senders {
-                let p = pair(sender);
-                let grant = if short as u128 >= claimed {
-                    p.unconfirmed()
-                } else {
-                    (short as u128 * p.unconfirmed() as u128 / claimed) as u64
-                };
-                if grant > 0 {
-                    grants.push((sender, receiver, p.received() + grant));
-                }
+            let claims: Vec<(u64, u64)> = self
+                .senders
+                .get(&receiver)
+                .into_iter()
+                .flatten()
+                .map(|&s| (s, pair(s).unconfirmed()))
+                .collect();
+            for (sender, grant) in split(short, &claims) {
+                grants.push((sender, receiver, pair(sender).confirmed() + grant));
             }
         }
         // The map's order differs from run to run; credit must not.
@@ -344,10 +348,40 @@ impl Ledger {
     /// confirms anything, so a pair of identities that vouch for each other earns nothing;
     /// an honest uploader to several peers loses only what its largest receiver got beyond
     /// the next one (all but its largest receiver's part cost small swarms up to 8%).
+    /// Inferred credit counts only when nobody else could witness: beside a lone liar that
+    /// denies every receipt, an honest uploader was otherwise in breach and named.
     pub(super) fn trusted_credit(&self, node: u64, witnesses: usize) -> u64 {
+        if witnesses < 2 {
+            return self.credit(node);
+        }
         let top = self.top.get(&node).copied().unwrap_or_default();
-        top.witnessed(self.credit(node), witnesses)
+        let attested = self.attested.get(&node).copied().unwrap_or(0);
+        top.witnessed(attested, witnesses)
     }
+}
+
+fn add(map: &mut HashMap<u64, u64>, key: u64, bytes: u64) {
+    let v = map.entry(key).or_default();
+    *v = v.saturating_add(bytes);
+}
+
+/// `short` bytes shared among `claims` (sender, bytes it says beyond its credit) in
+/// proportion to them, none given more than its claim; all of them if `short` covers them.
+/// Returns the non-zero grants. Rounding down leaves at most a byte per claim unshared.
+fn split(short: u64, claims: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let claimed: u128 = claims.iter().map(|&(_, c)| c as u128).sum();
+    claims
+        .iter()
+        .map(|&(sender, claim)| {
+            let grant = if short as u128 >= claimed {
+                claim
+            } else {
+                (short as u128 * claim as u128 / claimed) as u64
+            };
+            (sender, grant)
+        })
+        .filter(|&(_, grant)| grant > 0)
+        .collect()
 }
 
 #[cfg(test)]
@@ -513,30 +547,80 @@ mod tests {
         l.note_peer_piece(9, 1000);
         l.handle_receipt(1, &[entry(9, 0, 600)], FILE, |_| true);
         l.handle_receipt(2, &[entry(9, 0, 600)], FILE, |_| true);
-        l.handle_receipt(9, &[entry(1, 0, 0), entry(2, 0, 0)], FILE, |_| true);
+        // Nor does a receipt from client 5, which says it sent nothing, cover for it.
+        l.handle_receipt(
+            9,
+            &[entry(1, 0, 0), entry(2, 0, 0), entry(5, 1000, 0)],
+            FILE,
+            |_| true,
+        );
         for round in 0..EVIDENCE_LAG_ROUNDS {
-            l.infer(|_| true);
+            l.infer(|_| true, 1);
             assert_eq!(l.credit(1), 0, "round {round}: its receipts may still come");
         }
-        l.infer(|_| true);
+        l.infer(|_| true, 1);
         assert_eq!(
             (l.credit(1), l.credit(2)),
             (500, 500),
             "split by their claims"
         );
         assert_eq!(
+            l.trusted_credit(1, 1),
+            500,
+            "with one witness, all of it counts"
+        );
+        assert_eq!(l.trusted_credit(1, 2), 0, "inferred bytes witness nothing");
+        assert_eq!(
             l.taken(9, 2, |_| false),
-            1000,
-            "and it took what it announced"
+            0,
+            "nor do they charge the receiver"
         );
         // More announced, and a third uploader claims: only the new shortfall is shared.
         l.note_peer_piece(9, 300);
         l.handle_receipt(3, &[entry(9, 0, 100)], FILE, |_| true);
         for _ in 0..=EVIDENCE_LAG_ROUNDS {
-            l.infer(|_| true);
+            l.infer(|_| true, 1);
         }
         assert_eq!(l.credit(1) + l.credit(2) + l.credit(3), 1300);
         assert!(l.credit(3) <= 100, "nobody gets more than it claims");
+    }
+
+    #[test]
+    fn test_claims_to_withholders_buy_no_witnessed_credit() {
+        let mut l = Ledger::default();
+        // Free riders 8 and 9 announced 1000 bytes each from client 1, which says so;
+        // identity 7 says it sent each of them 4 MiB.
+        for rider in [8, 9] {
+            l.note_peer_piece(rider, 1000);
+            l.handle_receipt(1, &[entry(rider, 0, 1000)], FILE, |_| true);
+            l.handle_receipt(7, &[entry(rider, 0, 4 << 20)], FILE, |_| true);
+        }
+        for _ in 0..=EVIDENCE_LAG_ROUNDS {
+            l.infer(|_| true, 1);
+        }
+        assert!(l.credit(7) > 0, "its claims dwarf client 1's and take most");
+        assert_eq!(
+            l.trusted_credit(7, 2),
+            0,
+            "but two withholders are no witnesses"
+        );
+        assert_eq!(l.trusted_credit(1, 2), 0);
+    }
+
+    #[test]
+    fn test_a_shortfall_under_a_piece_is_left() {
+        let mut l = Ledger::default();
+        l.note_peer_piece(9, 1001);
+        for s in [1, 2, 3] {
+            l.handle_receipt(s, &[entry(9, 0, 1000)], FILE, |_| true);
+        }
+        for _ in 0..=EVIDENCE_LAG_ROUNDS {
+            l.infer(|_| true, 100);
+        }
+        // 333 each; the bytes that rounding leaves are not shared again round after round.
+        assert_eq!(l.credit(1) + l.credit(2) + l.credit(3), 999);
+        assert_eq!(split(2, &[(1, 1000), (2, 1000), (3, 1000)]), vec![]);
+        assert_eq!(split(5000, &[(1, 10), (2, 0)]), vec![(1, 10)]);
     }
 
     #[test]
@@ -552,7 +636,7 @@ mod tests {
         l.note_peer_piece(8, 1000);
         l.handle_receipt(3, &[entry(8, 0, 4 << 20)], FILE, |_| true);
         for _ in 0..=EVIDENCE_LAG_ROUNDS {
-            l.infer(|id| id != 8);
+            l.infer(|id| id != 8, 1);
         }
         assert_eq!(l.credit(3), 0);
         assert_eq!(l.credit(1), 600);

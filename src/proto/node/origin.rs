@@ -563,6 +563,19 @@ mod tests {
     }
 
     #[test]
+    fn test_receipts_about_a_client_that_left_still_count() {
+        let mut r = Registry::new(4);
+        r.register(7, &Bitfield::new(4), 0);
+        r.forget(0, Some(7), &Bitfield::new(4), &[]);
+        assert!(
+            r.knows(7),
+            "its receivers report its last round after it left"
+        );
+        assert!(!r.is_registered(7), "and nobody is inferred for it");
+        assert!(!r.knows(8), "a made-up id is still dropped");
+    }
+
+    #[test]
     fn test_a_promise_is_kept_by_two_other_clients() {
         let mut r = Registry::new(4);
         for id in 1..=4 {

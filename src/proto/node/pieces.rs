@@ -182,6 +182,7 @@ impl Node {
                 };
                 let queued = !p.queue.is_empty();
                 let full = p.has.is_full();
+                let id = p.node_id();
                 // A named client is passed nothing: nobody could keep a promise to it.
                 if let Side::Origin(registry) = &mut self.side
                     && !self.table.is_named(slot)
@@ -192,19 +193,18 @@ impl Node {
                     // The send window may have been full.
                     self.mark_dirty(slot);
                 }
-                if !was_in_flight {
+                if !was_in_flight && let Side::Origin(registry) = &mut self.side {
                     // Another client got the piece without the origin: whoever received its
-                    // first copy has kept that promise, and some peer uploaded it.
-                    if let (Some(id), Some(m)) =
-                        (self.peer(slot).and_then(|p| p.node_id()), &self.manifest)
-                    {
-                        self.ledger.note_peer_piece(id, m.piece_len(i) as u64);
-                    }
-                    if let Side::Origin(registry) = &mut self.side
-                        && let Some(holder) = registry.announced(slot, i)
-                    {
+                    // first copy has kept that promise. If another client held it, a peer
+                    // uploaded it; a piece nobody else holds is one the client had before
+                    // (read back after a restart, announced after its BITFIELD).
+                    let from_peer = registry.striper.copies(i) > 0;
+                    if let Some(holder) = registry.announced(slot, i) {
                         self.table.keep_promise(holder);
                         self.counters.promises_kept += 1;
+                    }
+                    if let (true, Some(id), Some(m)) = (from_peer, id, &self.manifest) {
+                        self.ledger.note_peer_piece(id, m.piece_len(i) as u64);
                     }
                 }
                 if full {

@@ -141,7 +141,8 @@ impl Node {
         let took_much =
             self.manifest.as_ref().map_or(u64::MAX, |m| m.file_len()) / TOOK_MUCH_DIVISOR;
         if let Side::Origin(registry) = &self.side {
-            self.ledger.infer(|id| registry.is_registered(id));
+            let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size() as u64);
+            self.ledger.infer(|id| registry.is_registered(id), piece);
         }
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {

@@ -1628,3 +1628,30 @@ fn test_origin_names_a_reconnecting_client_again() {
     o.send_on(1, Message::Bitfield(&[0]));
     assert!(o.node.table.is_named(1), "still named");
 }
+
+#[test]
+fn test_origin_takes_resumed_pieces_for_no_peer_download() {
+    // Client 2 resumed 12 of 16 pieces: its BITFIELD went out empty and HAVEs followed
+    // (`handle_resumed`). Nobody else holds them, so no peer sent them: a client that says
+    // it sent client 2 the whole file must get no credit from client 2's silence.
+    let data = file(16 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0, 0]);
+    for i in 0..12 {
+        o.send(Message::Have(i));
+    }
+    o.node.handle_open(1, Link::Accepted, addr_of(10), o.now);
+    o.send_on(1, hello(Role::Client, 3, 0));
+    o.send_on(1, Message::Bitfield(&[0, 0]));
+    let claim = wire::ReceiptEntry {
+        node_id: 2,
+        received: 0,
+        sent: 16 * PIECE as u64,
+    };
+    o.send_on(1, Message::Receipt(vec![claim]));
+    for _ in 0..60 {
+        o.now += TICK;
+        o.node.handle_tick(o.now);
+    }
+    assert_eq!(o.node.ledger.credit(3), 0);
+    assert_eq!(o.node.ledger.taken(2, 1, |_| true), 0);
+}
