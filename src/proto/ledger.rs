@@ -67,8 +67,11 @@ struct Evidence {
     announced: u64,
     /// `announced` at the last `EVIDENCE_LAG_ROUNDS` round ends, newest first.
     past: [u64; EVIDENCE_LAG_ROUNDS],
-    /// The sum of `Pair::confirmed` over its senders.
+    /// The sums of `Pair::confirmed` and of `Pair::unconfirmed` over its senders.
     confirmed: u64,
+    unconfirmed: u64,
+    /// Its two senders whose uploads to it both ends attest most (`Ledger::infer`).
+    top_senders: TopTwo,
 }
 
 impl Evidence {
@@ -226,13 +229,20 @@ impl Ledger {
     fn update(&mut self, key: (u64, u64), f: impl FnOnce(&mut Pair)) {
         let p = self.pairs.entry(key).or_default();
         let (before, attested_before, said_before) = (p.confirmed(), p.attested(), p.sender_says);
+        let unconfirmed_before = p.unconfirmed();
         f(p);
         let (first_claim, gained, attested) = (
             said_before == 0 && p.sender_says > 0,
             p.confirmed() - before,
             p.attested() - attested_before,
         );
-        let now_attested = p.attested();
+        let (now_attested, now_unconfirmed) = (p.attested(), p.unconfirmed());
+        let e = self.evidence.entry(key.1).or_default();
+        e.unconfirmed =
+            (e.unconfirmed.saturating_add(now_unconfirmed)).saturating_sub(unconfirmed_before);
+        if attested > 0 {
+            e.top_senders.update(key.0, now_attested);
+        }
         if first_claim {
             self.senders.entry(key.1).or_default().push(key.0);
             if self.credit(key.0) > 0 {
@@ -273,9 +283,9 @@ impl Ledger {
     }
 
     /// Origin, at each round's end: a client `present` (registered) whose receipts, as its
-    /// uploaders confirm them, account for less than half (`WITHHOLDS_BELOW`) of the
-    /// pieces it had announced from peers `EVIDENCE_LAG_ROUNDS` round ends ago withholds
-    /// them (a free rider sends none; a liar denies what it got) and would leave its
+    /// uploaders confirm them (the one that confirms most only if it has witnessed credit
+    /// of its own, else counted for no more than the second), account for less than half (`WITHHOLDS_BELOW`) of the pieces it had
+    /// announced from peers `EVIDENCE_LAG_ROUNDS` round ends ago withholds them (a free rider sends none; a liar denies what it got) and would leave its
     /// uploaders without their credit. What its announcements show beyond what is
     /// credited, if a piece or more (`min_short`), is inferred received from the clients
     /// that say they sent it more than is credited, in proportion to what each says beyond
@@ -287,11 +297,21 @@ impl Ledger {
         for (&receiver, e) in self.evidence.iter_mut() {
             let due = e.roll();
             let attested = self.taken.get(&receiver).copied().unwrap_or(0);
-            let short = due.saturating_sub(e.confirmed);
-            if !present(receiver) || attested.saturating_mul(WITHHOLDS_BELOW) >= due {
+            // The sender that attests most counts only if its own uploads are witnessed:
+            // a helper identity attesting for a withholder would end its withholding.
+            let helper = e.top_senders.first_id;
+            let helper_top = self.top.get(&helper).copied().unwrap_or_default();
+            let helper_attested = self.attested.get(&helper).copied().unwrap_or(0);
+            let witnessed = if helper_top.witnessed(helper_attested, 2) > 0 {
+                attested
+            } else {
+                e.top_senders.witnessed(attested, 2)
+            };
+            if !present(receiver) || witnessed.saturating_mul(WITHHOLDS_BELOW) >= due {
                 continue;
             }
-            if short < min_short.max(1) {
+            let short = due.saturating_sub(e.confirmed);
+            if short < min_short.max(1) || e.unconfirmed == 0 {
                 continue;
             }
             let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
@@ -586,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn test_one_helper_attesting_for_a_withholder_does_not_end_it() {
+        let mut l = Ledger::default();
+        // Client 9 announced 1000 bytes from peers; client 1 uploaded them and says so;
+        // identity 5 and client 9 attest to each other that 5 sent 9 half of it.
+        l.note_peer_piece(9, 1000);
+        l.handle_receipt(1, &[entry(9, 0, 1000)], FILE, |_| true);
+        l.handle_receipt(5, &[entry(9, 0, 500)], FILE, |_| true);
+        l.handle_receipt(9, &[entry(1, 0, 0), entry(5, 500, 0)], FILE, |_| true);
+        for _ in 0..=EVIDENCE_LAG_ROUNDS {
+            l.infer(|_| true, 1);
+        }
+        assert_eq!(
+            l.credit(1),
+            500,
+            "what the helper does not cover goes to client 1"
+        );
+        assert_eq!(l.credit(5), 500);
+    }
+
+    #[test]
     fn test_claims_to_withholders_buy_no_witnessed_credit() {
         let mut l = Ledger::default();
         // Free riders 8 and 9 announced 1000 bytes each from client 1, which says so;
@@ -626,11 +666,13 @@ mod tests {
     #[test]
     fn test_claims_about_a_receiver_that_reports_earn_nothing() {
         let mut l = Ledger::default();
-        // Client 9 reports 600 of the 1000 it announced (its last round is on the way);
-        // client 3 says it sent it 4 MiB.
+        // Client 9 reports 600 of the 1000 it announced, 300 from each of clients 1 and 2
+        // (its last round is on the way); client 3 says it sent it 4 MiB.
         l.note_peer_piece(9, 1000);
-        l.handle_receipt(1, &[entry(9, 0, 600)], FILE, |_| true);
-        l.handle_receipt(9, &[entry(1, 600, 0)], FILE, |_| true);
+        for uploader in [1, 2] {
+            l.handle_receipt(uploader, &[entry(9, 0, 300)], FILE, |_| true);
+            l.handle_receipt(9, &[entry(uploader, 300, 0)], FILE, |_| true);
+        }
         l.handle_receipt(3, &[entry(9, 0, 4 << 20)], FILE, |_| true);
         // Client 8 reported nothing of its 1000 and has left: it can report no more.
         l.note_peer_piece(8, 1000);
@@ -639,7 +681,7 @@ mod tests {
             l.infer(|id| id != 8, 1);
         }
         assert_eq!(l.credit(3), 0);
-        assert_eq!(l.credit(1), 600);
+        assert_eq!(l.credit(1), 300);
     }
 
     /// `id` uploaded a byte to client 1000, and both say so.

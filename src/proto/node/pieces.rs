@@ -182,7 +182,7 @@ impl Node {
                 };
                 let queued = !p.queue.is_empty();
                 let full = p.has.is_full();
-                let id = p.node_id();
+                let (id, acked) = (p.node_id(), p.acked);
                 // A named client is passed nothing: nobody could keep a promise to it.
                 if let Side::Origin(registry) = &mut self.side
                     && !self.table.is_named(slot)
@@ -195,10 +195,11 @@ impl Node {
                 }
                 if !was_in_flight && let Side::Origin(registry) = &mut self.side {
                     // Another client got the piece without the origin: whoever received its
-                    // first copy has kept that promise. If another client held it, a peer
-                    // uploaded it; a piece nobody else holds is one the client had before
-                    // (read back after a restart, announced after its BITFIELD).
-                    let from_peer = registry.striper.copies(i) > 0;
+                    // first copy has kept that promise. A peer uploaded it if another
+                    // client held it and the client has announced a piece the origin sent
+                    // it: before that come the pieces it had already, read back after a
+                    // restart and announced right after its BITFIELD (§5.5).
+                    let from_peer = acked > 0 && registry.striper.copies(i) > 0;
                     if let Some(holder) = registry.announced(slot, i) {
                         self.table.keep_promise(holder);
                         self.counters.promises_kept += 1;

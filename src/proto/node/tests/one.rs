@@ -1632,16 +1632,17 @@ fn test_origin_names_a_reconnecting_client_again() {
 #[test]
 fn test_origin_takes_resumed_pieces_for_no_peer_download() {
     // Client 2 resumed 12 of 16 pieces: its BITFIELD went out empty and HAVEs followed
-    // (`handle_resumed`). Nobody else holds them, so no peer sent them: a client that says
-    // it sent client 2 the whole file must get no credit from client 2's silence.
+    // (`handle_resumed`), before it announced any piece the origin sent it. Client 3 holds
+    // the same pieces and says it sent client 2 the whole file: client 2's silence about it
+    // must earn client 3 nothing.
     let data = file(16 * PIECE as usize);
     let mut o = One::origin_with_interested_client(&data, &[0, 0]);
+    o.node.handle_open(1, Link::Accepted, addr_of(10), o.now);
+    o.send_on(1, hello(Role::Client, 3, 0));
+    o.send_on(1, Message::Bitfield(&[0xff, 0xf0]));
     for i in 0..12 {
         o.send(Message::Have(i));
     }
-    o.node.handle_open(1, Link::Accepted, addr_of(10), o.now);
-    o.send_on(1, hello(Role::Client, 3, 0));
-    o.send_on(1, Message::Bitfield(&[0, 0]));
     let claim = wire::ReceiptEntry {
         node_id: 2,
         received: 0,
