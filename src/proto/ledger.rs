@@ -240,6 +240,7 @@ impl Ledger {
         let e = self.evidence.entry(key.1).or_default();
         e.unconfirmed =
             (e.unconfirmed.saturating_add(now_unconfirmed)).saturating_sub(unconfirmed_before);
+        e.confirmed = e.confirmed.saturating_add(gained);
         if attested > 0 {
             e.top_senders.update(key.0, now_attested);
         }
@@ -262,8 +263,6 @@ impl Ledger {
                 }
             }
             *c = c.saturating_add(gained);
-            let e = self.evidence.entry(key.1).or_default();
-            e.confirmed = e.confirmed.saturating_add(gained);
         }
         if attested > 0 {
             add(&mut self.attested, key.0, attested);
@@ -282,48 +281,24 @@ impl Ledger {
         e.announced = e.announced.saturating_add(bytes);
     }
 
-    /// Origin, at each round's end: a client `present` (registered) whose receipts, as its
-    /// uploaders confirm them (the one that confirms most only if it has witnessed credit
-    /// of its own, else counted for no more than the second), account for less than half (`WITHHOLDS_BELOW`) of the pieces it had
-    /// announced from peers `EVIDENCE_LAG_ROUNDS` round ends ago withholds them (a free rider sends none; a liar denies what it got) and would leave its
-    /// uploaders without their credit. What its announcements show beyond what is
-    /// credited, if a piece or more (`min_short`), is inferred received from the clients
-    /// that say they sent it more than is credited, in proportion to what each says beyond
-    /// that (`split`). Inferred bytes count for credit, not for what witnesses it (`top`)
-    /// nor for what the receiver took: a claim to a withholder proves nothing about the
-    /// claimant, and anyone may make one.
+    /// Origin, at each round's end: a client `present` (registered) that withholds its
+    /// receipts (`withholds`: a free rider sends none; a liar denies what it got) would
+    /// leave its uploaders without their credit. What its announcements show beyond what
+    /// is credited, if a piece or more (`min_short`), is inferred received from the
+    /// clients that say they sent it more than is credited, in proportion to what each
+    /// says beyond that (`split`). Inferred bytes count for credit, not for what witnesses
+    /// it (`top`) nor for what the receiver took: a claim to a withholder proves nothing
+    /// about the claimant, and anyone may make one.
     pub(super) fn infer(&mut self, present: impl Fn(u64) -> bool, min_short: u64) {
+        let dues: Vec<(u64, u64)> = self
+            .evidence
+            .iter_mut()
+            .map(|(&receiver, e)| (receiver, e.roll()))
+            .collect();
         let mut grants = Vec::new();
-        for (&receiver, e) in self.evidence.iter_mut() {
-            let due = e.roll();
-            let attested = self.taken.get(&receiver).copied().unwrap_or(0);
-            // The sender that attests most counts only if its own uploads are witnessed:
-            // a helper identity attesting for a withholder would end its withholding.
-            let helper = e.top_senders.first_id;
-            let helper_top = self.top.get(&helper).copied().unwrap_or_default();
-            let helper_attested = self.attested.get(&helper).copied().unwrap_or(0);
-            let witnessed = if helper_top.witnessed(helper_attested, 2) > 0 {
-                attested
-            } else {
-                e.top_senders.witnessed(attested, 2)
-            };
-            if !present(receiver) || witnessed.saturating_mul(WITHHOLDS_BELOW) >= due {
-                continue;
-            }
-            let short = due.saturating_sub(e.confirmed);
-            if short < min_short.max(1) || e.unconfirmed == 0 {
-                continue;
-            }
-            let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
-            let claims: Vec<(u64, u64)> = self
-                .senders
-                .get(&receiver)
-                .into_iter()
-                .flatten()
-                .map(|&s| (s, pair(s).unconfirmed()))
-                .collect();
-            for (sender, grant) in split(short, &claims) {
-                grants.push((sender, receiver, pair(sender).confirmed() + grant));
+        for (receiver, due) in dues {
+            if present(receiver) && self.withholds(receiver, due) {
+                grants.extend(self.grants(receiver, due, min_short));
             }
         }
         // The map's order differs from run to run; credit must not.
@@ -333,6 +308,44 @@ impl Ledger {
                 p.inferred = p.inferred.max(received)
             });
         }
+    }
+
+    /// Whether `receiver`'s receipts, as its uploaders confirm them, account for less than
+    /// half (`WITHHOLDS_BELOW`) of `due`, what it had announced from peers
+    /// `EVIDENCE_LAG_ROUNDS` round ends ago. The uploader that confirms most counts in
+    /// full only if its own uploads are witnessed, else for no more than the second: a
+    /// helper identity attesting for a withholder would end its withholding.
+    fn withholds(&self, receiver: u64, due: u64) -> bool {
+        let top = self.evidence[&receiver].top_senders;
+        let attested = self.taken.get(&receiver).copied().unwrap_or(0);
+        let witnessed = if self.trusted_credit(top.first_id, 2) > 0 {
+            attested
+        } else {
+            top.witnessed(attested, 2)
+        };
+        witnessed.saturating_mul(WITHHOLDS_BELOW) < due
+    }
+
+    /// (sender, `receiver`, inferred figure) for each claimant's share of what `due`
+    /// shows beyond what is credited.
+    fn grants(&self, receiver: u64, due: u64, min_short: u64) -> Vec<(u64, u64, u64)> {
+        let e = &self.evidence[&receiver];
+        let short = due.saturating_sub(e.confirmed);
+        if short < min_short.max(1) || e.unconfirmed == 0 {
+            return Vec::new();
+        }
+        let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
+        let claims: Vec<(u64, u64)> = self
+            .senders
+            .get(&receiver)
+            .into_iter()
+            .flatten()
+            .map(|&s| (s, pair(s).unconfirmed()))
+            .collect();
+        split(short, &claims)
+            .into_iter()
+            .map(|(sender, grant)| (sender, receiver, pair(sender).confirmed() + grant))
+            .collect()
     }
 
     /// Origin: confirmed bytes `node` uploaded to other clients.
