@@ -59,22 +59,37 @@ impl Pair {
     }
 }
 
-/// Origin: one client's downloads from its peers as its announcements show them.
+/// Origin: what one client gave other clients.
 #[derive(Debug, Clone, Copy, Default)]
-struct Evidence {
+struct Given {
+    /// Its uploads as credited (`Pair::confirmed`, inferred parts included): its
+    /// contribution.
+    credit: u64,
+    /// The part of its credit its receivers' own words confirm (`Pair::attested`), and its
+    /// two receivers that attest most: what witnesses it.
+    attested: u64,
+    top: TopTwo,
+}
+
+/// Origin: what one client took from other clients, as its announcements show it and as
+/// the receipts attest and credit it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Taken {
     /// Bytes of the pieces it announced that the origin had not sent it and another client
     /// held.
     announced: u64,
     /// `announced` at the last `EVIDENCE_LAG_ROUNDS` round ends, newest first.
     past: [u64; EVIDENCE_LAG_ROUNDS],
-    /// The sums of `Pair::confirmed` and of `Pair::unconfirmed` over its senders.
+    /// The sums of `Pair::attested`, `Pair::confirmed` and `Pair::unconfirmed` over its
+    /// senders.
+    attested: u64,
     confirmed: u64,
     unconfirmed: u64,
     /// Its two senders whose uploads to it both ends attest most (`Ledger::infer`).
     top_senders: TopTwo,
 }
 
-impl Evidence {
+impl Taken {
     /// A round ends: returns `announced` as it stood `EVIDENCE_LAG_ROUNDS` round ends ago.
     fn roll(&mut self) -> u64 {
         let due = self.past[EVIDENCE_LAG_ROUNDS - 1];
@@ -90,14 +105,9 @@ pub(super) struct Ledger {
     mine: HashMap<u64, Counts>,
     /// Origin: (uploader, receiver) → reports.
     pairs: HashMap<(u64, u64), Pair>,
-    /// Origin: confirmed upload per client, inferred parts included: its contribution.
-    credit: HashMap<u64, u64>,
-    /// Origin: the part of each client's credit that its receivers' own words confirm
-    /// (`Pair::attested`), and its two receivers that confirm most: what witnesses it.
-    attested: HashMap<u64, u64>,
-    top: HashMap<u64, TopTwo>,
-    /// Origin: bytes each client received from other clients, as both ends' words confirm.
-    taken: HashMap<u64, u64>,
+    /// Origin: per client, what it gave and what it took.
+    given: HashMap<u64, Given>,
+    taken: HashMap<u64, Taken>,
     /// Origin: per client, the clients with some credit that say they sent it something
     /// (their figures are in `pairs`): what it took, in words it cannot withhold.
     claimants: HashMap<u64, Vec<u64>>,
@@ -110,8 +120,6 @@ pub(super) struct Ledger {
     /// Origin: per client, every client that says it sent it something, credit or not
     /// (walked each round for each client that withholds its receipts).
     senders: HashMap<u64, Vec<u64>>,
-    /// Origin: per client, its downloads from peers as its announcements show them.
-    evidence: HashMap<u64, Evidence>,
 }
 
 /// The largest of a set of per-client figures (and whose), and the second largest: one
@@ -237,12 +245,13 @@ impl Ledger {
             p.attested() - attested_before,
         );
         let (now_attested, now_unconfirmed) = (p.attested(), p.unconfirmed());
-        let e = self.evidence.entry(key.1).or_default();
-        e.unconfirmed =
-            (e.unconfirmed.saturating_add(now_unconfirmed)).saturating_sub(unconfirmed_before);
-        e.confirmed = e.confirmed.saturating_add(gained);
+        let t = self.taken.entry(key.1).or_default();
+        t.unconfirmed =
+            (t.unconfirmed.saturating_add(now_unconfirmed)).saturating_sub(unconfirmed_before);
+        t.confirmed = t.confirmed.saturating_add(gained);
         if attested > 0 {
-            e.top_senders.update(key.0, now_attested);
+            t.attested = t.attested.saturating_add(attested);
+            t.top_senders.update(key.0, now_attested);
         }
         if first_claim {
             self.senders.entry(key.1).or_default().push(key.0);
@@ -255,30 +264,26 @@ impl Ledger {
                     .push(key.1);
             }
         }
+        let g = self.given.entry(key.0).or_default();
         if gained > 0 {
-            let c = self.credit.entry(key.0).or_default();
-            if *c == 0 {
+            if g.credit == 0 {
                 for receiver in self.unconfirmed_claims.remove(&key.0).unwrap_or_default() {
                     self.claimants.entry(receiver).or_default().push(key.0);
                 }
             }
-            *c = c.saturating_add(gained);
+            g.credit = g.credit.saturating_add(gained);
         }
         if attested > 0 {
-            add(&mut self.attested, key.0, attested);
-            self.top
-                .entry(key.0)
-                .or_default()
-                .update(key.1, now_attested);
-            add(&mut self.taken, key.1, attested);
+            g.attested = g.attested.saturating_add(attested);
+            g.top.update(key.1, now_attested);
         }
     }
 
     /// Origin: `node` announced a piece of `bytes` that the origin had not sent it, so some
     /// peer did.
     pub(super) fn note_peer_piece(&mut self, node: u64, bytes: u64) {
-        let e = self.evidence.entry(node).or_default();
-        e.announced = e.announced.saturating_add(bytes);
+        let t = self.taken.entry(node).or_default();
+        t.announced = t.announced.saturating_add(bytes);
     }
 
     /// Origin, at each round's end: a client `present` (registered) that withholds its
@@ -291,9 +296,9 @@ impl Ledger {
     /// about the claimant, and anyone may make one.
     pub(super) fn infer(&mut self, present: impl Fn(u64) -> bool, min_short: u64) {
         let dues: Vec<(u64, u64)> = self
-            .evidence
+            .taken
             .iter_mut()
-            .map(|(&receiver, e)| (receiver, e.roll()))
+            .map(|(&receiver, t)| (receiver, t.roll()))
             .collect();
         let mut grants = Vec::new();
         for (receiver, due) in dues {
@@ -316,12 +321,11 @@ impl Ledger {
     /// full only if its own uploads are witnessed, else for no more than the second: a
     /// helper identity attesting for a withholder would end its withholding.
     fn withholds(&self, receiver: u64, due: u64) -> bool {
-        let top = self.evidence[&receiver].top_senders;
-        let attested = self.taken.get(&receiver).copied().unwrap_or(0);
-        let witnessed = if self.trusted_credit(top.first_id, 2) > 0 {
-            attested
+        let t = &self.taken[&receiver];
+        let witnessed = if self.trusted_credit(t.top_senders.first_id, 2) > 0 {
+            t.attested
         } else {
-            top.witnessed(attested, 2)
+            t.top_senders.witnessed(t.attested, 2)
         };
         witnessed.saturating_mul(WITHHOLDS_BELOW) < due
     }
@@ -329,9 +333,9 @@ impl Ledger {
     /// (sender, `receiver`, inferred figure) for each claimant's share of what `due`
     /// shows beyond what is credited.
     fn grants(&self, receiver: u64, due: u64, min_short: u64) -> Vec<(u64, u64, u64)> {
-        let e = &self.evidence[&receiver];
-        let short = due.saturating_sub(e.confirmed);
-        if short < min_short.max(1) || e.unconfirmed == 0 {
+        let t = &self.taken[&receiver];
+        let short = due.saturating_sub(t.confirmed);
+        if short < min_short.max(1) || t.unconfirmed == 0 {
             return Vec::new();
         }
         let pair = |s: u64| self.pairs.get(&(s, receiver)).copied().unwrap_or_default();
@@ -350,7 +354,7 @@ impl Ledger {
 
     /// Origin: confirmed bytes `node` uploaded to other clients.
     pub(super) fn credit(&self, node: u64) -> u64 {
-        self.credit.get(&node).copied().unwrap_or(0)
+        self.given.get(&node).map_or(0, |g| g.credit)
     }
 
     /// Origin: bytes `node` received from other clients: what it confirmed itself, or, if
@@ -363,7 +367,7 @@ impl Ledger {
     /// (`vouched`): two identities that never uploaded could otherwise have any client
     /// named with one RECEIPT each.
     pub(super) fn taken(&self, node: u64, witnesses: usize, vouched: impl Fn(u64) -> bool) -> u64 {
-        let confirmed = self.taken.get(&node).copied().unwrap_or(0);
+        let confirmed = self.taken.get(&node).map_or(0, |t| t.attested);
         let (mut sum, mut top) = (0u64, TopTwo::default());
         for &sender in self.claimants.get(&node).into_iter().flatten() {
             if !vouched(sender) {
@@ -387,15 +391,9 @@ impl Ledger {
         if witnesses < 2 {
             return self.credit(node);
         }
-        let top = self.top.get(&node).copied().unwrap_or_default();
-        let attested = self.attested.get(&node).copied().unwrap_or(0);
-        top.witnessed(attested, witnesses)
+        let g = self.given.get(&node).copied().unwrap_or_default();
+        g.top.witnessed(g.attested, witnesses)
     }
-}
-
-fn add(map: &mut HashMap<u64, u64>, key: u64, bytes: u64) {
-    let v = map.entry(key).or_default();
-    *v = v.saturating_add(bytes);
 }
 
 /// `short` bytes shared among `claims` (sender, bytes it says beyond its credit) in
@@ -429,7 +427,7 @@ mod tests {
         let mut l = Ledger::default();
         let made_up: Vec<ReceiptEntry> = (1000..1256).map(|id| entry(id, 5, 5)).collect();
         l.handle_receipt(1, &made_up, FILE, |id| id < 1000);
-        assert!(l.pairs.is_empty() && l.credit.is_empty());
+        assert!(l.pairs.is_empty() && l.given.is_empty());
     }
 
     #[test]
