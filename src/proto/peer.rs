@@ -43,6 +43,14 @@ pub(super) struct Peer {
     pub closing: bool,
     /// Their pieces (empty until the manifest is known).
     pub has: Bitfield,
+    /// How many pieces they hold, as they told us: their BITFIELD's, one more per new HAVE,
+    /// and their PROGRESS, which also counts the HAVEs they did not send us (§4.11). `has`
+    /// may lack those: they are pieces we held when they got them.
+    pub held: u32,
+    /// How many pieces we hold, as we told them (BITFIELD, HAVEs, PROGRESS).
+    pub told: u32,
+    /// They sent PROGRESS: they take it in place of a HAVE of a piece they announced.
+    pub takes_progress: bool,
     /// Pieces they have that we lack; interest is `useful > 0`.
     pub useful: u32,
     pub am_interested: bool,
@@ -121,6 +129,9 @@ impl Peer {
             ready: false,
             closing: false,
             has: Bitfield::new(0),
+            held: 0,
+            told: 0,
+            takes_progress: false,
             useful: 0,
             am_interested: false,
             peer_choking: true,

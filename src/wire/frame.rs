@@ -5,8 +5,9 @@
 
 use super::{
     AUTH_TAG_LEN, HASH_LEN, MAX_FRAME_LEN, MAX_PEER_ENTRIES, MAX_PEER_ENTRY_LEN, MAX_PIECE_SIZE,
-    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, MAX_STANDING_ENTRIES, QUEUE_DELAY_LEN,
-    REACHABILITY_LEN, RECEIPT_ENTRY_LEN, STAMP_LEN, STANDING_ENTRY_LEN, WireError, be_u32, ty,
+    MAX_PIECES, MAX_REASON_LEN, MAX_RECEIPT_ENTRIES, MAX_STANDING_ENTRIES, PROGRESS_LEN,
+    QUEUE_DELAY_LEN, REACHABILITY_LEN, RECEIPT_ENTRY_LEN, STAMP_LEN, STANDING_ENTRY_LEN, WireError,
+    be_u32, ty,
 };
 
 /// Bytes of the length prefix.
@@ -102,6 +103,7 @@ impl Limits {
             ty::STANDING => MAX_STANDING_LEN,
             ty::STAMP => STAMP_LEN,
             ty::QUEUE_DELAY => QUEUE_DELAY_LEN,
+            ty::PROGRESS => PROGRESS_LEN,
             // Unknown extensions; unknown mandatory types never get this far.
             _ => MAX_EXTENSION_LEN,
         };
@@ -230,6 +232,7 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         ty::STANDING => "STANDING",
         ty::STAMP => "STAMP",
         ty::QUEUE_DELAY => "QUEUE_DELAY",
+        ty::PROGRESS => "PROGRESS",
         _ => return None,
     })
 }
@@ -320,6 +323,7 @@ mod tests {
             (ty::REACHABILITY, 1),
             (ty::STAMP, 8),
             (ty::QUEUE_DELAY, 4),
+            (ty::PROGRESS, 4),
         ] {
             accepts(t, n, &l);
             refuses(t, n + 1, &l);

@@ -57,6 +57,8 @@ pub const MAX_STANDING_ENTRIES: usize = 256;
 pub const STAMP_LEN: usize = 8;
 /// Bytes of a QUEUE_DELAY body: microseconds, §4.10.
 pub const QUEUE_DELAY_LEN: usize = 4;
+/// Bytes of a PROGRESS body: how many pieces the sender holds, §4.11.
+pub const PROGRESS_LEN: usize = 4;
 
 /// Message types. 0x00–0x7f must be understood; 0x80–0xff are extensions a peer that does not
 /// know them skips (docs/PROTOCOL.md §7).
@@ -107,6 +109,9 @@ pub mod ty {
     pub const STAMP: u8 = 0x83;
     /// Extension: how much later than the fastest recent one a STAMP arrived (§4.10).
     pub const QUEUE_DELAY: u8 = 0x84;
+    /// Extension: how many pieces the sender holds; it also says the sender may be sent
+    /// no HAVE for a piece it has announced (§4.11).
+    pub const PROGRESS: u8 = 0x85;
 }
 
 /// Why a frame could not be decoded. Every variant is a protocol violation by the sender.
@@ -370,6 +375,9 @@ pub enum Message<'a> {
     /// Extension 0x84: the answer to a STAMP: how many microseconds later it arrived than
     /// the fastest STAMP of this connection in the last two minutes or so (§4.10).
     QueueDelay(u32),
+    /// Extension 0x85, client to client: how many pieces the sender holds, including those
+    /// it did not announce to the receiver because the receiver holds them (§4.11).
+    Progress(u32),
     /// An extension type (>= 0x80) this version does not know; skipped.
     Extension(u8),
 }
@@ -491,6 +499,10 @@ impl<'a> Message<'a> {
                 exact(QUEUE_DELAY_LEN)?;
                 Message::QueueDelay(be_u32(body))
             }
+            ty::PROGRESS => {
+                exact(PROGRESS_LEN)?;
+                Message::Progress(be_u32(body))
+            }
             t if t >= ty::FIRST_EXTENSION => Message::Extension(t),
             t => return Err(WireError::UnknownType(t)),
         })
@@ -587,6 +599,10 @@ impl<'a> Message<'a> {
             Message::QueueDelay(micros) => {
                 out.push(ty::QUEUE_DELAY);
                 out.extend_from_slice(&micros.to_be_bytes());
+            }
+            Message::Progress(held) => {
+                out.push(ty::PROGRESS);
+                out.extend_from_slice(&held.to_be_bytes());
             }
             Message::Extension(t) => out.push(*t),
         }

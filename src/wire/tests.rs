@@ -75,6 +75,8 @@ fn test_roundtrip_every_message() {
     roundtrip(Message::Stamp(u64::MAX));
     roundtrip(Message::QueueDelay(0));
     roundtrip(Message::QueueDelay(123_456));
+    roundtrip(Message::Progress(0));
+    roundtrip(Message::Progress(u32::MAX));
     roundtrip(Message::Standing(vec![
         StandingEntry {
             node_id: 9,
@@ -153,7 +155,11 @@ fn test_reachability_of_wrong_length_or_flag_refused() {
     let e = FrameHead::parse(&[0, 0, 0, 3, ty::REACHABILITY]).unwrap_err();
     assert!(e.to_string().contains("REACHABILITY"), "{e}");
     // An extension type this version does not define is still skipped whole.
-    assert_eq!(Message::parse(0x85, &[9; 5]), Ok(Message::Extension(0x85)));
+    assert_eq!(Message::parse(0x86, &[9; 5]), Ok(Message::Extension(0x86)));
+    assert_eq!(
+        Message::parse(ty::PROGRESS, &[0; 5]),
+        Err(WireError::BadBody(ty::PROGRESS))
+    );
 }
 
 #[test]

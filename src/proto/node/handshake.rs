@@ -189,6 +189,7 @@ impl Node {
                 self.recall_standing(slot, h.node_id);
                 self.counters.peers_connected += 1;
                 self.send_bitfield(slot);
+                self.offer_progress(slot);
             }
         }
     }
@@ -303,6 +304,7 @@ impl Node {
                 }
                 let full = bits.is_full();
                 let p = self.peer_mut(slot).expect("checked above");
+                p.held = bits.count();
                 p.has = bits;
                 p.ready = true;
                 p.registered = true;
@@ -336,6 +338,7 @@ impl Node {
                     _ => Vec::new(),
                 };
                 let p = self.peer_mut(slot).expect("checked above");
+                p.held = bits.count();
                 p.has = bits;
                 p.useful = useful;
                 p.ready = true;

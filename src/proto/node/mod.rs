@@ -26,6 +26,7 @@ mod handshake;
 mod origin;
 mod pieces;
 mod probe;
+mod progress;
 mod reach;
 mod requests;
 mod stamps;
@@ -793,6 +794,7 @@ impl Node {
             Message::Standing(entries) => self.on_standing(slot, &entries),
             Message::Stamp(stamp) => self.on_stamp(slot, stamp),
             Message::QueueDelay(micros) => self.on_queue_delay(slot, micros),
+            Message::Progress(held) => self.on_progress(slot, held),
             Message::Receipt(entries) => {
                 let id = self.peer(slot).and_then(|p| p.node_id());
                 let file_len = self.manifest.as_ref().map_or(0, |m| m.file_len());

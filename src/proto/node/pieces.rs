@@ -168,6 +168,11 @@ impl Node {
         if !p.has.set(i) {
             return;
         }
+        if p.held >= n {
+            // Its PROGRESS counted a piece it had not announced and then announced more.
+            return self.fail(slot, ErrorCode::Protocol, "HAVE beyond the pieces it holds");
+        }
+        p.held += 1;
         p.dry = None;
         match role {
             Role::Origin => {
@@ -280,7 +285,9 @@ impl Node {
             if p.has.get(piece) {
                 p.useful = p.useful.saturating_sub(1);
             }
-            self.emit(s, &have);
+            if Self::needs_have(p, piece) {
+                self.emit(s, &have);
+            }
             self.update_interest(s);
         }
         if self.is_complete() {
@@ -294,6 +301,7 @@ impl Node {
         }
         self.completed_at = Some(self.now);
         self.events.push_back(Event::Complete);
+        self.tell_progress(true);
         for s in 0..self.peers.len() {
             self.update_interest(s);
         }

@@ -144,9 +144,10 @@ impl Node {
             let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size() as u64);
             self.ledger.infer(|id| registry.is_registered(id), piece);
         }
+        self.tell_progress(false);
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
-                let missing = p.has.len() - p.has.count();
+                let missing = p.has.len().saturating_sub(p.held);
                 let asking = !p.queue.is_empty() || p.sending;
                 self.table
                     .set_round_facts(s, !p.asked.is_empty(), asking, missing);

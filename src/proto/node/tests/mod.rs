@@ -16,6 +16,7 @@ const PIECE: u32 = 16 * 1024;
 mod auth;
 mod fuzz;
 mod one;
+mod progress;
 mod swarm;
 
 fn addr_of(node: usize) -> SocketAddr {

@@ -27,7 +27,7 @@ impl One {
     }
 
     /// An origin whose client (slot 0) holds `bits` and is interested; outputs drained.
-    fn origin_with_interested_client(data: &[u8], bits: &[u8]) -> One {
+    pub(super) fn origin_with_interested_client(data: &[u8], bits: &[u8]) -> One {
         let mut o = One::origin(data);
         o.send(hello(Role::Client, 2, 0));
         o.send(Message::Bitfield(bits));
@@ -55,7 +55,7 @@ impl One {
 
     /// A client that has the origin's HELLO, MANIFEST and BITFIELD for `data`, its own
     /// replies and events drained.
-    fn client_with_manifest(data: &[u8]) -> One {
+    pub(super) fn client_with_manifest(data: &[u8]) -> One {
         One::client_with_manifest_and(data, |_| {})
     }
 
@@ -567,7 +567,7 @@ fn test_cancel_of_queued_request_is_answered_with_reject() {
 }
 
 /// Opens slot `slot` on `c` to a client peer holding `bits` that chokes us.
-fn peer_announces(c: &mut One, slot: Slot, bits: &[u8]) {
+pub(super) fn peer_announces(c: &mut One, slot: Slot, bits: &[u8]) {
     let id = c.node.manifest().unwrap().id();
     c.node
         .handle_open(slot, Link::Accepted, addr_of(slot + 10), c.now);
@@ -589,7 +589,7 @@ fn requests_on(c: &mut One, slot: Slot) -> Vec<u32> {
 
 /// Takes what `c` queued on `slot` and returns the piece indices of its frames of type `ty`
 /// (REQUEST, CANCEL, ...).
-fn pieces_on(c: &mut One, slot: Slot, ty: u8) -> Vec<u32> {
+pub(super) fn pieces_on(c: &mut One, slot: Slot, ty: u8) -> Vec<u32> {
     let mut out = Vec::new();
     c.node.take_outbox(slot, &mut out);
     frames(&out)
