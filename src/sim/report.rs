@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::engine::Outcome;
 use super::scenario::{Scenario, TCP_GOODPUT};
 use crate::bounds::{kumar_ross, kumar_ross_arrivals};
-use crate::proto::Behaviour;
+use crate::proto::{Behaviour, UpRate};
 
 /// A finished run with what it needs to report itself.
 pub struct Report<'a> {
@@ -27,6 +27,13 @@ fn behave_name(b: Behaviour) -> &'static str {
         Behaviour::Liar => "liar",
         Behaviour::Colluder => "colluder",
     }
+}
+
+/// What a host can upload, bytes per second on the wire: its link, or the rate it was told
+/// to keep to (`up_rate`) if lower. A client told 80% of its link never uploads more, so no
+/// schedule has the rest of the link to use (the simulator's hosts pace at the same rate).
+fn can_upload(link_up: f64, up_rate: UpRate) -> f64 {
+    up_rate.told().map_or(link_up, |r| link_up.min(r as f64))
 }
 
 /// Seconds rounded to the nanosecond the simulator keeps, so the JSON stays readable.
@@ -68,10 +75,15 @@ impl Report<'_> {
             .filter(|(c, o)| honest(c) && o.complete.is_some())
             .map(|(c, _)| (c.arrive, c.link.down.map(|d| d * TCP_GOODPUT)))
             .collect();
-        let up: f64 = sc.clients.iter().filter(honest).map(|c| c.link.up).sum();
+        let up: f64 = sc
+            .clients
+            .iter()
+            .filter(honest)
+            .map(|c| can_upload(c.link.up, c.up_rate))
+            .sum();
         kumar_ross_arrivals(
             sc.file_size as f64,
-            sc.origin.up * TCP_GOODPUT,
+            can_upload(sc.origin.up, sc.origin_up_rate) * TCP_GOODPUT,
             up * TCP_GOODPUT,
             self.first_arrival(),
             &receivers,
