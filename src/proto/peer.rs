@@ -39,6 +39,9 @@ pub(super) struct Peer {
     pub admitted: bool,
     /// Handshake done both ways: we have their BITFIELD.
     pub ready: bool,
+    /// Our BITFIELD went out on this connection: a HAVE may follow it, whether or not
+    /// theirs has arrived.
+    pub sent_bitfield: bool,
     /// The core asked the driver to close this connection; ignore further input.
     pub closing: bool,
     /// Their pieces (empty until the manifest is known).
@@ -127,6 +130,7 @@ impl Peer {
             nonce,
             admitted: false,
             ready: false,
+            sent_bitfield: false,
             closing: false,
             has: Bitfield::new(0),
             held: 0,

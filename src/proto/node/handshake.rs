@@ -224,6 +224,9 @@ impl Node {
         let bits = self.picker.as_ref().map(|p| p.have().as_bytes().to_vec());
         if let Some(bits) = bits {
             self.emit(slot, &Message::Bitfield(&bits));
+            if let Some(p) = self.peer_mut(slot) {
+                p.sent_bitfield = true;
+            }
         }
     }
 

@@ -279,7 +279,9 @@ impl Node {
         let have = Message::Have(piece);
         for s in 0..self.peers.len() {
             let Some(p) = self.peer_mut(s) else { continue };
-            if !p.ready || p.closing {
+            // Once our BITFIELD is out, not only once theirs is in: a piece verified in
+            // between would otherwise be one they never hear we hold.
+            if !p.sent_bitfield || p.closing {
                 continue;
             }
             if p.has.get(piece) {

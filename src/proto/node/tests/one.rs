@@ -599,6 +599,26 @@ pub(super) fn pieces_on(c: &mut One, slot: Slot, ty: u8) -> Vec<u32> {
         .collect()
 }
 
+/// A piece verified after our BITFIELD went to a peer, before its BITFIELD came, is
+/// announced to it all the same: the peer would otherwise never hear that we hold it.
+#[test]
+fn test_piece_verified_before_the_peer_s_bitfield_is_announced_to_it() {
+    let data = file(4 * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let id = c.node.manifest().unwrap().id();
+    c.node.handle_open(1, Link::Accepted, addr_of(11), c.now);
+    c.send_on(1, hello(Role::Client, 71, id));
+    assert_eq!(pieces_on(&mut c, 1, wire::ty::HAVE), Vec::<u32>::new());
+    c.send(Message::Unchoke);
+    assert!(c.node.begin_piece(0, 2, PIECE, c.now).is_some());
+    let o = 2 * PIECE as usize;
+    let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+    c.node.end_piece(0, Some(hash), c.now);
+    assert_eq!(pieces_on(&mut c, 1, wire::ty::HAVE), vec![2]);
+    c.send_on(1, Message::Bitfield(&[0x00]));
+    assert!(!c.node.is_closing(1));
+}
+
 #[test]
 fn test_client_asks_origin_by_name_once_peers_hold_everything() {
     let data = file(4 * PIECE as usize);
