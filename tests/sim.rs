@@ -253,7 +253,8 @@ fn test_sim_honest_swarm_all_complete_no_faster_than_kumar_ross() {
 }
 
 /// The suite's bound (`honest_arrivals_goodput`) counts what each host may upload: a
-/// client told to keep to half its link (`up_rate`) leaves no schedule the other half. The
+/// node told to keep to half its link (`up_rate`), client or origin, leaves no schedule
+/// the other half. The
 /// Kumar–Ross figures stay on the links, and no run beats either.
 #[test]
 fn test_sim_arrivals_bound_counts_the_hosts_own_rate_limits() {
@@ -261,7 +262,7 @@ fn test_sim_arrivals_bound_counts_the_hosts_own_rate_limits() {
     let (file, origin_up, goodput) = (3_145_728.0, 4_000_000.0, 1448.0 / 1514.0);
     let scenario = r#"{
   "file_size": 3145728, "seed": 3, "policy": "tft",
-  "origin": {"up": 4000000, "rtt_ms": 4},
+  "origin": {"up": 4000000, "up_rate": 2000000, "rtt_ms": 4},
   "clients": [
     {"up": 1000000, "up_rate": 500000, "down": null, "rtt_ms": 2, "count": 3},
     {"up": 2500000, "up_rate": 1250000, "down": null, "rtt_ms": 8, "count": 2}
@@ -269,7 +270,7 @@ fn test_sim_arrivals_bound_counts_the_hosts_own_rate_limits() {
 }"#;
     let (v, text) = sim(&dir, "held", scenario, &[]);
     let on_links = 5.0 * file / (origin_up + 3.0 * 1e6 + 2.0 * 2.5e6) / goodput;
-    let held = 5.0 * file / (origin_up + 3.0 * 0.5e6 + 2.0 * 1.25e6) / goodput;
+    let held = 5.0 * file / (origin_up / 2.0 + 3.0 * 0.5e6 + 2.0 * 1.25e6) / goodput;
     let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
     let (spec, bound) = (
         num(&v, "/t_min_s/honest_goodput"),

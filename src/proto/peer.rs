@@ -39,8 +39,9 @@ pub(super) struct Peer {
     pub admitted: bool,
     /// Handshake done both ways: we have their BITFIELD.
     pub ready: bool,
-    /// Our BITFIELD went out on this connection: a HAVE may follow it, whether or not
-    /// theirs has arrived.
+    /// Client: our BITFIELD went out on this connection, so a HAVE may follow it, whether or
+    /// not theirs has arrived. (The origin sends its BITFIELD with the manifest and announces
+    /// nothing after it.)
     pub sent_bitfield: bool,
     /// The core asked the driver to close this connection; ignore further input.
     pub closing: bool,

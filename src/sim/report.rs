@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::engine::Outcome;
 use super::scenario::{Scenario, TCP_GOODPUT};
 use crate::bounds::{kumar_ross, kumar_ross_arrivals};
-use crate::proto::{Behaviour, UpRate};
+use crate::proto::Behaviour;
 
 /// A finished run with what it needs to report itself.
 pub struct Report<'a> {
@@ -27,13 +27,6 @@ fn behave_name(b: Behaviour) -> &'static str {
         Behaviour::Liar => "liar",
         Behaviour::Colluder => "colluder",
     }
-}
-
-/// What a host can upload, bytes per second on the wire: its link, or the rate it was told
-/// to keep to (`up_rate`) if lower. A client told 80% of its link never uploads more, so no
-/// schedule has the rest of the link to use (the simulator's hosts pace at the same rate).
-fn can_upload(link_up: f64, up_rate: UpRate) -> f64 {
-    up_rate.told().map_or(link_up, |r| link_up.min(r as f64))
 }
 
 /// Seconds rounded to the nanosecond the simulator keeps, so the JSON stays readable.
@@ -60,8 +53,9 @@ impl Report<'_> {
 
     /// The bound on the honest clients' last completion with their real arrival times, at
     /// TCP goodput: the honest clients that completed each need the file after arriving, and
-    /// every honest client's upload counts (churned clients' too, which only loosens it).
-    /// Counted from the first arrival of any client, as `honest_last_s` is: from the first
+    /// every honest client's upload counts (churned clients' too, which only loosens it), at
+    /// most its `up_rate`: a client told 80% of its link never uploads more, so no schedule
+    /// has the rest of the link (`UpRate::cap`, as the hosts' links in the engine). Counted from the first arrival of any client, as `honest_last_s` is: from the first
     /// honest client that completed, a free rider arriving 133 s before the honest clients
     /// made the ratio 5.6 for a swarm within 6% of the bound.
     fn t_min_arrivals(&self) -> f64 {
@@ -79,11 +73,11 @@ impl Report<'_> {
             .clients
             .iter()
             .filter(honest)
-            .map(|c| can_upload(c.link.up, c.up_rate))
+            .map(|c| c.up_rate.cap(c.link.up))
             .sum();
         kumar_ross_arrivals(
             sc.file_size as f64,
-            can_upload(sc.origin.up, sc.origin_up_rate) * TCP_GOODPUT,
+            sc.origin_up_rate.cap(sc.origin.up) * TCP_GOODPUT,
             up * TCP_GOODPUT,
             self.first_arrival(),
             &receivers,

@@ -175,4 +175,10 @@ impl UpRate {
             UpRate::Off | UpRate::Auto => None,
         }
     }
+
+    /// What a node on an uplink of `link_up` can upload, in the same unit: the link, or the
+    /// rate it is told if lower, which it keeps to.
+    pub fn cap(self, link_up: f64) -> f64 {
+        self.told().map_or(link_up, |r| link_up.min(r as f64))
+    }
 }

@@ -165,13 +165,14 @@ impl Node {
         }
         let role = self.cfg.role;
         let p = self.peers[slot].as_mut().expect("checked above");
-        if !p.has.set(i) {
+        if p.has.get(i) {
             return;
         }
         if p.held >= n {
             // Its PROGRESS counted a piece it had not announced and then announced more.
             return self.fail(slot, ErrorCode::Protocol, "HAVE beyond the pieces it holds");
         }
+        p.has.set(i);
         p.held += 1;
         p.dry = None;
         match role {
@@ -269,13 +270,26 @@ impl Node {
                 fresh.push(i);
             }
         }
-        for i in fresh {
-            self.on_piece_verified(i);
+        // Every HAVE before the completion check: the PROGRESS that completion sends must
+        // not count a piece whose HAVE is still to come (docs/PROTOCOL.md §4.11).
+        for &i in &fresh {
+            self.announce(i);
+        }
+        if !fresh.is_empty() && self.is_complete() {
+            self.on_complete();
         }
         self.last_progress = now;
     }
 
     pub(super) fn on_piece_verified(&mut self, piece: u32) {
+        self.announce(piece);
+        if self.is_complete() {
+            self.on_complete();
+        }
+    }
+
+    /// HAVE of a piece we now hold to every peer that needs it; our interest follows.
+    fn announce(&mut self, piece: u32) {
         let have = Message::Have(piece);
         for s in 0..self.peers.len() {
             let Some(p) = self.peer_mut(s) else { continue };
@@ -288,12 +302,10 @@ impl Node {
                 p.useful = p.useful.saturating_sub(1);
             }
             if Self::needs_have(p, piece) {
+                p.told += 1;
                 self.emit(s, &have);
             }
             self.update_interest(s);
-        }
-        if self.is_complete() {
-            self.on_complete();
         }
     }
 
@@ -303,7 +315,7 @@ impl Node {
         }
         self.completed_at = Some(self.now);
         self.events.push_back(Event::Complete);
-        self.tell_progress(true);
+        self.tell_everyone_progress();
         for s in 0..self.peers.len() {
             self.update_interest(s);
         }

@@ -10,15 +10,15 @@ impl Node {
     /// may leave out the HAVEs of pieces we announced. Never to the origin, which counts
     /// copies by HAVE.
     pub(super) fn offer_progress(&mut self, slot: Slot) {
-        let Some(held) = self.held_count() else {
+        let Some(ours) = self.held_count() else {
             return;
         };
         let Some(p) = self.peer_mut(slot) else { return };
         if p.is_origin_link() {
             return;
         }
-        p.told = held;
-        self.emit(slot, &Message::Progress(held));
+        p.told = ours;
+        self.emit(slot, &Message::Progress(ours));
     }
 
     /// PROGRESS from a peer: how many pieces it holds, HAVEs left out included.
@@ -43,27 +43,34 @@ impl Node {
         p.takes_progress = true;
     }
 
-    /// Whether the peer on `slot` needs our HAVE of `piece`: it may lack it, or it counts our
-    /// pieces only by HAVE. Counts the HAVE as told when it does.
-    pub(super) fn needs_have(p: &mut Peer, piece: u32) -> bool {
-        let needs = !(p.takes_progress && p.has.get(piece));
-        p.told += needs as u32;
-        needs
+    /// Whether peer `p` needs our HAVE of `piece`: it may lack it, or it counts our pieces
+    /// only by HAVE.
+    pub(super) fn needs_have(p: &Peer, piece: u32) -> bool {
+        !(p.takes_progress && p.has.get(piece))
     }
 
-    /// Sends PROGRESS to each peer that takes it and has not heard our latest count: to every
-    /// one if `all` (we just completed: they weigh what we lack only once they are seeds,
-    /// and must see that we are one), else to the seeds only, once a round.
-    pub(super) fn tell_progress(&mut self, all: bool) {
-        let Some(held) = self.held_count().filter(|_| self.cfg.role == Role::Client) else {
+    /// Once a round: our count to each seed that takes PROGRESS (a seed weighs its upload by
+    /// what each peer lacks) and has not heard it.
+    pub(super) fn tell_seeds_progress(&mut self) {
+        self.tell_progress(|p| p.held == p.has.len());
+    }
+
+    /// On completion: our count to every peer that takes PROGRESS and has not heard it. A
+    /// leecher weighs what we lack only once it is a seed, but it must see that we are one:
+    /// our last HAVE to it may be one we left out.
+    pub(super) fn tell_everyone_progress(&mut self) {
+        self.tell_progress(|_| true);
+    }
+
+    fn tell_progress(&mut self, to: impl Fn(&Peer) -> bool) {
+        let Some(ours) = self.held_count().filter(|_| self.cfg.role == Role::Client) else {
             return;
         };
         for s in 0..self.peers.len() {
             let Some(p) = self.peer_mut(s) else { continue };
-            let seed = p.held == p.has.len();
-            if p.ready && !p.closing && p.takes_progress && p.told < held && (all || seed) {
-                p.told = held;
-                self.emit(s, &Message::Progress(held));
+            if p.ready && !p.closing && p.takes_progress && p.told < ours && to(p) {
+                p.told = ours;
+                self.emit(s, &Message::Progress(ours));
             }
         }
     }

@@ -144,7 +144,7 @@ impl Node {
             let piece = self.manifest.as_ref().map_or(1, |m| m.piece_size() as u64);
             self.ledger.infer(|id| registry.is_registered(id), piece);
         }
-        self.tell_progress(false);
+        self.tell_seeds_progress();
         for s in 0..self.peers.len() {
             if let Some(p) = self.peers[s].as_ref() {
                 let missing = p.has.len().saturating_sub(p.held);

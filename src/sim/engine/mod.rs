@@ -308,7 +308,7 @@ impl Host {
         // The node's own limit, when not above the link, is what its flows share: it paces
         // payload at the goodput of its rate, so at the link's rate it binds first.
         let told = up_rate.told();
-        let effective = told.map_or(up, |r| (r as f64 * goodput).min(up));
+        let effective = up_rate.cap(link.up) * goodput;
         net.add_host(
             effective,
             link.down.map_or(f64::INFINITY, |d| d * goodput),

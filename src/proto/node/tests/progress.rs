@@ -155,7 +155,7 @@ fn test_progress_goes_to_seeds_once_a_round_and_to_everyone_on_completion() {
 /// A seed weighs its upload by what each peer still lacks: by the count PROGRESS gives,
 /// not by the HAVEs it was sent, which leave out every piece it holds.
 #[test]
-fn test_a_peer_s_missing_pieces_count_its_progress() {
+fn test_a_peer_s_held_count_follows_its_progress_and_new_haves() {
     let data = file(PIECES as usize * PIECE as usize);
     let mut c = One::client_with_manifest(&data);
     origin_sends(&mut c, &data, &[0, 1, 2, 3]);
@@ -210,4 +210,30 @@ fn test_progress_is_ignored_to_and_from_the_origin() {
     assert!(!c.node.is_closing(0));
     origin_sends(&mut c, &data, &[1]);
     assert_eq!(pieces_on(&mut c, 0, ty::HAVE), vec![1]);
+}
+
+/// A restarted client that finds the whole file already on disk announces each resumed piece
+/// before the PROGRESS that completion sends: a PROGRESS counting a piece whose HAVE still
+/// follows would make the peer refuse that HAVE (found in review).
+#[test]
+fn test_resumed_pieces_are_announced_before_the_completion_progress() {
+    let data = file(PIECES as usize * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    peer_announces(&mut c, 1, &[0xc0]);
+    c.send_on(1, Message::Progress(2));
+    let mut out = Vec::new();
+    c.node.take_outbox(1, &mut out);
+    c.node.handle_resumed(&[0, 1, 2, 3], c.now);
+    assert!(c.node.is_complete());
+    out.clear();
+    c.node.take_outbox(1, &mut out);
+    let told: Vec<(u8, u32)> = frames(&out)
+        .into_iter()
+        .filter(|f| f.0 == ty::HAVE || f.0 == ty::PROGRESS)
+        .map(|f| (f.0, wire::be_u32(&f.1)))
+        .collect();
+    assert_eq!(
+        told,
+        vec![(ty::HAVE, 2), (ty::HAVE, 3), (ty::PROGRESS, PIECES)]
+    );
 }
