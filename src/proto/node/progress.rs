@@ -41,6 +41,11 @@ impl Node {
         }
         p.held = held;
         p.takes_progress = true;
+        if held == p.has.len() {
+            // It just became a seed (or was one): it weighs by our count from its next
+            // round, so it hears it now rather than after our next.
+            self.tell_progress_to(slot);
+        }
     }
 
     /// Whether peer `p` needs our HAVE of `piece`: it may lack it, or it counts our pieces
@@ -63,15 +68,22 @@ impl Node {
     }
 
     fn tell_progress(&mut self, to: impl Fn(&Peer) -> bool) {
+        for s in 0..self.peers.len() {
+            if self.peer(s).is_some_and(&to) {
+                self.tell_progress_to(s);
+            }
+        }
+    }
+
+    /// Our count to the peer on `slot`, if it takes PROGRESS and has not heard it.
+    fn tell_progress_to(&mut self, slot: Slot) {
         let Some(ours) = self.held_count().filter(|_| self.cfg.role == Role::Client) else {
             return;
         };
-        for s in 0..self.peers.len() {
-            let Some(p) = self.peer_mut(s) else { continue };
-            if p.ready && !p.closing && p.takes_progress && p.told < ours && to(p) {
-                p.told = ours;
-                self.emit(s, &Message::Progress(ours));
-            }
+        let Some(p) = self.peer_mut(slot) else { return };
+        if p.ready && !p.closing && p.takes_progress && p.told < ours {
+            p.told = ours;
+            self.emit(slot, &Message::Progress(ours));
         }
     }
 

@@ -237,3 +237,33 @@ fn test_resumed_pieces_are_announced_before_the_completion_progress() {
         vec![(ty::HAVE, 2), (ty::HAVE, 3), (ty::PROGRESS, PIECES)]
     );
 }
+
+/// A peer that tells us it completed hears our count at once: as a seed it weighs its
+/// upload by what we lack from its next round, and our last HAVEs to it were left out.
+#[test]
+fn test_a_peer_that_completes_hears_our_count_at_once() {
+    let data = file(PIECES as usize * PIECE as usize);
+    let mut c = One::client_with_manifest(&data);
+    let mut sent = Sent::default();
+    peer_announces(&mut c, 1, &[0x80]);
+    c.send_on(1, Message::Progress(1));
+    assert_eq!(sent.take(&mut c, 1, ty::PROGRESS), vec![0], "the offer");
+    c.send(Message::Unchoke);
+    for p in [0u32, 1] {
+        assert!(
+            c.node.begin_piece(0, p, PIECE, c.now).is_some(),
+            "piece {p}"
+        );
+        let o = p as usize * PIECE as usize;
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        c.node.end_piece(0, Some(hash), c.now);
+    }
+    assert_eq!(sent.take(&mut c, 1, ty::HAVE), vec![1], "piece 0 left out");
+    c.send_on(1, Message::Progress(PIECES));
+    assert_eq!(sent.take(&mut c, 1, ty::PROGRESS), vec![2]);
+    c.send_on(1, Message::Progress(PIECES));
+    assert!(
+        sent.take(&mut c, 1, ty::PROGRESS).is_empty(),
+        "told already"
+    );
+}
