@@ -115,6 +115,16 @@ impl One {
         }
     }
 
+    /// Piece `piece` of `data` arrives whole and verified on `slot`; returns where its
+    /// payload went (`None`: the node refused it and is closing the connection).
+    pub(super) fn piece_arrives(&mut self, slot: Slot, data: &[u8], piece: u32) -> Option<Sink> {
+        let sink = self.node.begin_piece(slot, piece, PIECE, self.now)?;
+        let o = piece as usize * PIECE as usize;
+        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
+        self.node.end_piece(slot, Some(hash), self.now);
+        Some(sink)
+    }
+
     /// The node gave up, for this kind of reason, among the events since the last call.
     pub(super) fn gave_up(&mut self, kind: FailureKind) -> bool {
         self.events()
@@ -435,14 +445,8 @@ fn test_client_requests_wildcards_after_unchoke_and_verifies() {
     let out = c.out();
     assert!(out.iter().any(|f| f.0 == wire::ty::REQUEST), "re-requested");
     for p in 0..2u32 {
-        let s = c.node.begin_piece(0, p, PIECE, c.now);
+        let s = c.piece_arrives(0, &data, p);
         assert!(matches!(s, Some(Sink::Store { .. })));
-        let o = p as usize * PIECE as usize;
-        c.node.end_piece(
-            0,
-            Some(crate::manifest::hash(&data[o..o + PIECE as usize])),
-            c.now,
-        );
     }
     assert!(c.node.is_complete());
     assert!(c.events().contains(&Event::Complete));
@@ -610,10 +614,7 @@ fn test_piece_verified_before_the_peer_s_bitfield_is_announced_to_it() {
     c.send_on(1, hello(Role::Client, 71, id));
     assert_eq!(pieces_on(&mut c, 1, wire::ty::HAVE), Vec::<u32>::new());
     c.send(Message::Unchoke);
-    assert!(c.node.begin_piece(0, 2, PIECE, c.now).is_some());
-    let o = 2 * PIECE as usize;
-    let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-    c.node.end_piece(0, Some(hash), c.now);
+    assert!(c.piece_arrives(0, &data, 2).is_some());
     assert_eq!(pieces_on(&mut c, 1, wire::ty::HAVE), vec![2]);
     c.send_on(1, Message::Bitfield(&[0x00]));
     assert!(!c.node.is_closing(1));
@@ -634,10 +635,7 @@ fn test_client_asks_origin_by_name_once_peers_hold_everything() {
     // The origin sends 2 and 3; then a second peer announces them, but nothing is left
     // unassigned, so no new wildcard goes out.
     for p in [2u32, 3] {
-        c.node.begin_piece(0, p, PIECE, c.now);
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
+        c.piece_arrives(0, &data, p);
     }
     assert!(requests_on(&mut c, 0).iter().all(|&r| r != WILDCARD));
 }
@@ -1462,10 +1460,7 @@ fn test_pipeline_holds_the_rate_for_the_round_trip_as_well() {
     for _ in 0..50 {
         for _ in 0..4 {
             let Some(p) = asked.pop() else { break };
-            let o = p as usize * PIECE as usize;
-            c.node.begin_piece(1, p, PIECE, c.now).unwrap();
-            let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-            c.node.end_piece(1, Some(hash), c.now);
+            c.piece_arrives(1, &data, p).unwrap();
         }
         c.now += TICK;
         c.node.handle_tick(c.now);
@@ -1498,10 +1493,7 @@ fn test_complete_client_does_not_drop_a_peer_over_answers_it_no_longer_needs() {
     c.send(Message::Unchoke);
     for p in [0u32, 1] {
         assert!(requests_on(&mut c, 0).contains(&WILDCARD));
-        let o = p as usize * PIECE as usize;
-        c.node.begin_piece(0, p, PIECE, c.now).unwrap();
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
+        c.piece_arrives(0, &data, p).unwrap();
     }
     assert!(c.node.is_complete());
     // The peer never answers: a complete client waits for nothing it needs.

@@ -16,13 +16,7 @@ fn progress_on(c: &mut One, slot: Slot) -> Vec<u32> {
 fn origin_sends(c: &mut One, data: &[u8], pieces: &[u32]) {
     c.send(Message::Unchoke);
     for &p in pieces {
-        assert!(
-            c.node.begin_piece(0, p, PIECE, c.now).is_some(),
-            "piece {p}"
-        );
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
+        assert!(c.piece_arrives(0, data, p).is_some(), "piece {p}");
     }
 }
 
@@ -88,13 +82,7 @@ fn peer_serves(c: &mut One, slot: Slot, data: &[u8], sent: &mut Sent, most: usiz
     let served: Vec<u32> = asked.drain(..most.min(asked.len())).collect();
     sent.0.extend(asked.iter().map(|&p| (slot, ty::REQUEST, p)));
     for &p in &served {
-        assert!(
-            c.node.begin_piece(slot, p, PIECE, c.now).is_some(),
-            "piece {p}"
-        );
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(slot, Some(hash), c.now);
+        assert!(c.piece_arrives(slot, data, p).is_some(), "piece {p}");
     }
     served
 }
@@ -250,13 +238,7 @@ fn test_a_peer_that_completes_hears_our_count_at_once() {
     assert_eq!(sent.take(&mut c, 1, ty::PROGRESS), vec![0], "the offer");
     c.send(Message::Unchoke);
     for p in [0u32, 1] {
-        assert!(
-            c.node.begin_piece(0, p, PIECE, c.now).is_some(),
-            "piece {p}"
-        );
-        let o = p as usize * PIECE as usize;
-        let hash = crate::manifest::hash(&data[o..o + PIECE as usize]);
-        c.node.end_piece(0, Some(hash), c.now);
+        assert!(c.piece_arrives(0, &data, p).is_some(), "piece {p}");
     }
     assert_eq!(sent.take(&mut c, 1, ty::HAVE), vec![1], "piece 0 left out");
     c.send_on(1, Message::Progress(PIECES));
