@@ -41,10 +41,12 @@ impl Node {
         }
         p.held = held;
         p.takes_progress = true;
-        if held == p.has.len() {
+        if held == p.has.len()
+            && let Some(ours) = self.held_count()
+        {
             // It just became a seed (or was one): it weighs by our count from its next
             // round, so it hears it now rather than after our next.
-            self.tell_progress_to(slot);
+            self.tell_progress_to(slot, ours);
         }
     }
 
@@ -68,18 +70,19 @@ impl Node {
     }
 
     fn tell_progress(&mut self, to: impl Fn(&Peer) -> bool) {
+        // Counted once per pass, not per peer: a popcount of the whole bitfield.
+        let Some(ours) = self.held_count().filter(|_| self.cfg.role == Role::Client) else {
+            return;
+        };
         for s in 0..self.peers.len() {
             if self.peer(s).is_some_and(&to) {
-                self.tell_progress_to(s);
+                self.tell_progress_to(s, ours);
             }
         }
     }
 
-    /// Our count to the peer on `slot`, if it takes PROGRESS and has not heard it.
-    fn tell_progress_to(&mut self, slot: Slot) {
-        let Some(ours) = self.held_count().filter(|_| self.cfg.role == Role::Client) else {
-            return;
-        };
+    /// Our count, `ours`, to the peer on `slot`, if it takes PROGRESS and has not heard it.
+    fn tell_progress_to(&mut self, slot: Slot, ours: u32) {
         let Some(p) = self.peer_mut(slot) else { return };
         if p.ready && !p.closing && p.takes_progress && p.told < ours {
             p.told = ours;
