@@ -18,6 +18,7 @@ mod pacer;
 mod peer;
 mod picker;
 mod rng;
+mod send_slots;
 mod striper;
 
 pub use auth::{MIN_SECRET_LEN, SwarmKey};

@@ -67,6 +67,8 @@ pub(super) struct Peer {
     pub queue: VecDeque<u32>,
     /// A piece we handed the driver for them is still being written.
     pub sending: bool,
+    /// Origin only: when the piece being written was handed to the driver.
+    pub sending_since: Option<Instant>,
     /// Origin only: pieces sent to this client that it has not announced with HAVE yet.
     pub in_flight: Vec<u32>,
     /// Origin only: pieces of `in_flight` the client has announced so far; its send
@@ -75,6 +77,10 @@ pub(super) struct Peer {
     /// Origin only: pieces sent again by index, past a full window, since the client last
     /// announced one on its way; at most `INITIAL_WINDOW_PIECES`.
     pub resent: u32,
+    /// Origin only: a piece sent to this client and when its last byte left, until the
+    /// client announces it: the time between is a round trip as the origin's sends see it
+    /// (`Registry::note_round_trip`). One at a time.
+    pub timed: Option<(u32, Instant)>,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,
     /// Origin only: the connect-back probe of its listen port failed, so it is named to no
@@ -144,9 +150,11 @@ impl Peer {
             receiving: None,
             queue: VecDeque::new(),
             sending: false,
+            sending_since: None,
             in_flight: Vec::new(),
             acked: 0,
             resent: 0,
+            timed: None,
             registered: false,
             unreachable: false,
             acquaintances: Vec::new(),

@@ -76,6 +76,9 @@ pub(super) struct Me {
     /// Upload capacity in bytes/s, if known (`--up-rate`), else estimated.
     pub capacity: Option<f64>,
     pub piece_size: u32,
+    /// Origin: most pieces it sends at once (`send_slots`); at most this many unchoked
+    /// peers share its upload at any moment.
+    pub send_slots: usize,
 }
 
 /// One connection's facts and the policy's decision for it.

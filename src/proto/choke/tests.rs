@@ -11,6 +11,7 @@ fn me_client() -> Me {
         free_rider: false,
         capacity: Some(1_000_000.0),
         piece_size: 1 << 18,
+        send_slots: usize::MAX,
     }
 }
 

@@ -264,7 +264,7 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
             rows[s].weight = mean;
         }
     }
-    cap_below_equal_shares(rows, capacity);
+    cap_below_equal_shares(rows, capacity, me.send_slots);
 }
 
 /// Makes the weights hold when nothing else enforces them. Unless the node paces itself
@@ -278,7 +278,7 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
 /// never reads) would leave its share idle. 166 connections that asked and never read
 /// held a lone client to 1/167 of the origin (issue 13's hostile load). Such a peer is
 /// capped at the share it would have if it joined the others, so waking up gets it that.
-fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
+fn cap_below_equal_shares(rows: &mut [Row], capacity: f64, at_once: usize) {
     if capacity <= 0.0 {
         return;
     }
@@ -293,6 +293,9 @@ fn cap_below_equal_shares(rows: &mut [Row], capacity: f64) {
     let total: f64 = rows.iter().filter(|r| taking(r)).map(|r| r.weight).sum();
     let count = rows.iter().filter(|r| taking(r)).count();
     let equal = 1.0 / count.max(1) as f64;
+    if count > at_once {
+        return;
+    }
     for row in rows.iter_mut().filter(|r| unchoked(r)) {
         let (share, below) = if taking(row) {
             let share = row.weight / total;

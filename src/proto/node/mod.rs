@@ -29,6 +29,7 @@ mod probe;
 mod progress;
 mod reach;
 mod requests;
+mod send_limit;
 mod stamps;
 mod standing;
 mod timers;
@@ -651,6 +652,11 @@ impl Node {
         match &mut self.side {
             Side::Origin(registry) if peer.registered => {
                 registry.forget(slot, peer.node_id(), &peer.has, &peer.in_flight);
+                registry.slots.forget(slot);
+                if peer.sending {
+                    registry.slots.release(slot);
+                }
+                self.grant_send_slots();
             }
             Side::Origin(_) => {}
             Side::Client(c) => {

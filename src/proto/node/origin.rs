@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::send_limit::SendLimit;
 use super::*;
+use crate::proto::send_slots::SendSlots;
 
 /// A complete client stops lingering once no peer has wanted anything from it for this
 /// long: seeding is worth its wait only while someone downloads from it.
@@ -70,6 +72,10 @@ pub(super) struct Registry {
     pub(super) probes: super::probe::Probes,
     /// Clients named as taking without giving (STANDING), as last told to everyone.
     pub(super) named: super::standing::Named,
+    /// How many pieces are on their way, and who is next (`send_slots.rs`).
+    pub(super) slots: Box<SendSlots>,
+    /// How many may be (`send_limit.rs`).
+    pub(super) send_limit: SendLimit,
 }
 
 impl Registry {
@@ -86,6 +92,8 @@ impl Registry {
             takers: [None; 2],
             probes: Default::default(),
             named: Default::default(),
+            slots: Box::default(),
+            send_limit: SendLimit::default(),
         }
     }
 
@@ -277,6 +285,24 @@ impl Node {
         &mut self,
         slot: Slot,
         now: Instant,
+        servable: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
+        let admitted = match self.admit_send(slot, now) {
+            Some(true) => true,
+            Some(false) => return None,
+            None => false,
+        };
+        let piece = self.next_piece(slot, now, servable);
+        if admitted && piece.is_none() {
+            self.release_send(slot);
+        }
+        piece
+    }
+
+    fn next_piece(
+        &mut self,
+        slot: Slot,
+        now: Instant,
         mut servable: impl FnMut(u32) -> bool,
     ) -> Option<u32> {
         self.now = now;
@@ -357,6 +383,7 @@ impl Node {
             }
             if let Some(p) = self.peer_mut(slot) {
                 p.sending = true;
+                p.sending_since = is_origin.then_some(now);
             }
             self.stamp_piece(slot);
             return Some(piece);
@@ -400,6 +427,9 @@ impl Node {
         self.now = now;
         let Some(m) = &self.manifest else { return };
         let len = m.piece_len(piece) as u64;
+        if self.cfg.role == Role::Origin {
+            self.piece_left(slot, piece, len, now);
+        }
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
             p.sending = false;
             p.last_send = now;

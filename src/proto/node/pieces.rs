@@ -189,6 +189,7 @@ impl Node {
                 let queued = !p.queue.is_empty();
                 let full = p.has.is_full();
                 let (id, acked) = (p.node_id(), p.acked);
+                self.time_round_trip(slot, i);
                 // A named client is passed nothing: nobody could keep a promise to it.
                 if let Side::Origin(registry) = &mut self.side
                     && !self.table.is_named(slot)

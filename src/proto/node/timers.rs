@@ -71,6 +71,7 @@ impl Node {
         }
         self.last_tick = now;
         self.table.roll(dt);
+        self.update_send_limit();
         if now >= self.last_round + ROUND {
             self.end_round(now);
         }
@@ -185,6 +186,11 @@ impl Node {
             free_rider: self.cfg.behaviour.uploads_nothing(),
             capacity: self.cfg.capacity.map(|c| payload_rate(c) as f64),
             piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
+            send_slots: if self.cfg.role == Role::Origin {
+                self.send_limit()
+            } else {
+                usize::MAX
+            },
         };
         self.table
             .decide(self.cfg.policy, me, new_round, &mut self.rng, &mut changed);

@@ -823,6 +823,49 @@ fn test_origin_sends_no_more_than_its_window_ahead_of_the_client_s_haves() {
     assert_eq!(again, vec![more[1]], "two sent again between HAVEs");
 }
 
+/// The origin's send slots (docs/PROTOCOL.md §5.2): before it has measured its capacity it
+/// sends at most 8 pieces at once over all its clients; a client with a request beyond them
+/// waits, and the next free slot wakes it, whether a piece left or its client closed.
+#[test]
+fn test_origin_sends_at_most_its_send_slots_at_once_and_wakes_who_waits() {
+    let data = file(64 * PIECE as usize);
+    let mut o = One::origin_with_interested_client(&data, &[0; 8]);
+    for slot in 1..10 {
+        o.node
+            .handle_open(slot, Link::Accepted, addr_of(10 + slot), o.now);
+        o.send_on(slot, hello(Role::Client, 2 + slot as u64, 0));
+        o.send_on(slot, Message::Bitfield(&[0; 8]));
+        o.send_on(slot, Message::Interested(true));
+    }
+    for slot in 0..10 {
+        o.send_on(slot, Message::Request(WILDCARD));
+        o.send_on(slot, Message::Request(WILDCARD));
+    }
+    // Introductions and unchokes aside.
+    while o.node.poll_dirty().is_some() {}
+    let mut sent = Vec::new();
+    for slot in 0..10 {
+        if let Some(piece) = o.node.poll_piece(slot, o.now) {
+            sent.push((slot, piece));
+        }
+    }
+    assert_eq!(sent.len(), 8, "{sent:?}");
+    let woken = |o: &mut One| std::iter::from_fn(|| o.node.poll_dirty()).collect::<Vec<_>>();
+    assert!(woken(&mut o).is_empty(), "nobody woken yet");
+    // Slot 0's piece left: the slot goes to the first that waited (slot 8), not back to
+    // slot 0, whose second request queues behind it.
+    o.node.handle_piece_sent(0, sent[0].1, o.now);
+    assert_eq!(o.node.poll_piece(0, o.now), None);
+    assert_eq!(woken(&mut o), vec![8]);
+    assert!(o.node.poll_piece(8, o.now).is_some());
+    // Slot 1 closes with its piece on its way: slot 9 goes next (the others hear that
+    // slot 1 left).
+    o.node.handle_closed(1, "test", o.now);
+    assert!(woken(&mut o).contains(&9));
+    assert!(o.node.poll_piece(9, o.now).is_some());
+    assert_eq!(o.node.poll_piece(0, o.now), None, "eight on their way");
+}
+
 /// The served file changed under the origin and piece 0 no longer matches the manifest:
 /// a WILDCARD gets the next piece instead, a request by index a REJECT, and piece 0 is
 /// never offered again (it would fail its CRC at every client).

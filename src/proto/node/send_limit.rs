@@ -1,0 +1,218 @@
+//! The origin's send slots in the node: how many pieces may be on their way at once, from
+//! its capacity and the round trip its pieces see, and the glue between `poll_piece` and
+//! the schedule of who is next (`proto::send_slots`; docs/PROTOCOL.md §5.2).
+
+use super::*;
+use crate::bounds::payload_rate;
+
+/// The origin sends so many pieces at once that at its capacity each takes about this long
+/// to leave, plus a round trip: long enough to keep the uplink busy, short enough that a
+/// fresh piece reaches the swarm soon after it is chosen.
+const SEND_SLICE_SECS: f64 = 0.25;
+/// The fewest pieces the origin sends at once (all it sends before it has measured its
+/// capacity).
+const MIN_SEND_SLOTS: usize = 8;
+/// A timed piece not announced after this long was lost to the timing (the client failed
+/// its check, or left): another is timed.
+const LOST_TIMING: Duration = Duration::from_secs(10);
+/// Spans over which the origin measures its upload rate (`SendLimit::measure_capacity`).
+const MIN_RATE_SPAN: Duration = Duration::from_secs(1);
+const MAX_RATE_SPAN: Duration = Duration::from_secs(30);
+/// Weight of each new sample in the smoothed round trip and piece time (as TCP's SRTT).
+const GAIN: f64 = 0.125;
+
+/// What sets the origin's limit on pieces on their way.
+#[derive(Debug)]
+pub(super) struct SendLimit {
+    limit: usize,
+    /// Smoothed time from a piece's last byte leaving to its HAVE, in seconds.
+    round_trip: f64,
+    /// Smoothed length of a piece and time from choosing it to its last byte leaving.
+    piece_bytes: f64,
+    piece_secs: f64,
+    /// Bytes uploaded by each tick of the last `MAX_RATE_SPAN`.
+    uploaded_at: VecDeque<(Instant, u64)>,
+    /// The highest upload rate measured: the capacity when the origin is not told one.
+    peak_rate: f64,
+}
+
+impl Default for SendLimit {
+    fn default() -> SendLimit {
+        SendLimit {
+            limit: MIN_SEND_SLOTS,
+            round_trip: 0.0,
+            piece_bytes: 0.0,
+            piece_secs: 0.0,
+            uploaded_at: VecDeque::new(),
+            peak_rate: 0.0,
+        }
+    }
+}
+
+/// `avg` moved towards `sample`, or `sample` itself for the first one.
+fn smooth(avg: &mut f64, sample: f64) {
+    if *avg == 0.0 {
+        *avg = sample;
+    } else {
+        *avg += GAIN * (sample - *avg);
+    }
+}
+
+impl SendLimit {
+    /// A piece of `len` bytes took `took` from being chosen to its last byte leaving.
+    fn note_piece_sent(&mut self, len: u64, took: Duration) {
+        // Means of length and of time, not of rates: a piece that left at once would
+        // weigh as much as a hundred that queued.
+        smooth(&mut self.piece_bytes, len as f64);
+        smooth(&mut self.piece_secs, took.as_secs_f64());
+    }
+
+    /// A piece's HAVE came `rtt` after its last byte left (`Peer::timed`).
+    fn note_round_trip(&mut self, rtt: Duration) {
+        smooth(&mut self.round_trip, rtt.as_secs_f64());
+    }
+
+    /// At a tick, `uploaded` bytes sent by `now`: the highest upload rate measured so far,
+    /// over a span of four pieces' time (1 to 30 s; over the ticks there were, at first).
+    /// Pieces sharing the uplink leave together, so over a shorter span their bursts read
+    /// as several times the uplink: a second read 50 of them as 3.7 times it, and the limit
+    /// grew far beyond (the simulator, 282 ADSL clients). A piece's rate times the pieces
+    /// on their way lags behind the limit it sets, and grew without bound.
+    fn measure_capacity(&mut self, uploaded: u64, now: Instant) -> f64 {
+        self.uploaded_at.push_back((now, uploaded));
+        let old = |&(t, _): &(Instant, u64)| now.saturating_duration_since(t) > MAX_RATE_SPAN;
+        while self.uploaded_at.front().is_some_and(old) {
+            self.uploaded_at.pop_front();
+        }
+        let span =
+            Duration::from_secs_f64(4.0 * self.piece_secs).clamp(MIN_RATE_SPAN, MAX_RATE_SPAN);
+        let from = self
+            .uploaded_at
+            .iter()
+            .find(|&&(t, _)| now.saturating_duration_since(t) <= span);
+        if let Some(&(t, bytes)) = from {
+            let secs = now.saturating_duration_since(t).as_secs_f64();
+            if secs > 0.0 {
+                self.peak_rate = self.peak_rate.max((uploaded - bytes) as f64 / secs);
+            }
+        }
+        self.peak_rate
+    }
+}
+
+impl Node {
+    /// Origin: whether `slot` may start a piece now (`Some(true)`, and it holds a send
+    /// slot), must wait for one (`Some(false)`), or has none to start (`None`: choked,
+    /// nothing asked, its window full, a piece being written, or a client's node).
+    pub(super) fn admit_send(&mut self, slot: Slot, now: Instant) -> Option<bool> {
+        let limit = self.send_limit();
+        let piece_size = self.manifest.as_ref().map_or(1, |m| m.piece_size());
+        let weight = self.table.weight(slot);
+        let p = self.peers.get(slot)?.as_ref()?;
+        let Side::Origin(registry) = &mut self.side else {
+            return None;
+        };
+        if p.closing
+            || p.sending
+            || p.queue.is_empty()
+            || weight <= 0.0
+            || p.in_flight.len() >= Node::send_window(p.acked, piece_size)
+        {
+            return None;
+        }
+        Some(registry.slots.admit(slot, weight, piece_size, limit, now))
+    }
+
+    /// Origin: most pieces on their way at once (unbounded for a client).
+    pub(super) fn send_limit(&self) -> usize {
+        match &self.side {
+            Side::Origin(r) => r.send_limit.limit,
+            Side::Client(_) => usize::MAX,
+        }
+    }
+
+    /// Origin, at each tick: as many pieces on their way at once as its capacity (told,
+    /// or the peak measured) sends in `SEND_SLICE_SECS` plus the smoothed round trip, and
+    /// at least `MIN_SEND_SLOTS`. While the peak is low the limit holds the rate down, but
+    /// the next measure raises it: a piece that leaves in under the slice plus a round trip
+    /// makes the next limit higher than the pieces now on their way.
+    pub(super) fn update_send_limit(&mut self) {
+        let piece_size = self.manifest.as_ref().map_or(1, |m| m.piece_size()) as f64;
+        let (uploaded, now, told) = (self.counters.uploaded, self.now, self.cfg.capacity);
+        let Side::Origin(r) = &mut self.side else {
+            return;
+        };
+        let l = &mut r.send_limit;
+        let peak = l.measure_capacity(uploaded, now);
+        let capacity = told.map_or(peak, |c| payload_rate(c) as f64);
+        let pieces = (capacity * (SEND_SLICE_SECS + l.round_trip) / piece_size).ceil();
+        l.limit = (pieces.min(1e9) as usize).max(MIN_SEND_SLOTS);
+        // A higher limit frees slots.
+        self.grant_send_slots();
+    }
+
+    /// Origin: the driver wrote the last byte of `piece` (`len` bytes) to `slot`: its send
+    /// slot is free, the piece's time counts, and its HAVE may time a round trip.
+    pub(super) fn piece_left(&mut self, slot: Slot, piece: u32, len: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        if !p.sending {
+            return;
+        }
+        let since = p.sending_since.take();
+        if p.timed
+            .is_none_or(|(_, at)| now.saturating_duration_since(at) > LOST_TIMING)
+        {
+            p.timed = Some((piece, now));
+        }
+        if let (Some(since), Side::Origin(r)) = (since, &mut self.side) {
+            r.send_limit
+                .note_piece_sent(len, now.saturating_duration_since(since));
+        }
+        self.release_send(slot);
+    }
+
+    /// Origin: `slot` announced `piece`; if it was the timed one, the round trip counts.
+    pub(super) fn time_round_trip(&mut self, slot: Slot, piece: u32) {
+        let now = self.now;
+        let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
+            return;
+        };
+        let Some((_, sent)) = p.timed.filter(|&(timed, _)| timed == piece) else {
+            return;
+        };
+        p.timed = None;
+        if let Side::Origin(r) = &mut self.side {
+            r.send_limit
+                .note_round_trip(now.saturating_duration_since(sent));
+        }
+    }
+
+    /// Origin: a piece admitted by `admit_send` left or will not be sent; the free slot
+    /// goes to whoever is next.
+    pub(super) fn release_send(&mut self, slot: Slot) {
+        if let Side::Origin(r) = &mut self.side {
+            r.slots.release(slot);
+        }
+        self.grant_send_slots();
+    }
+
+    /// Origin: wakes the clients given a free send slot.
+    pub(super) fn grant_send_slots(&mut self) {
+        let limit = self.send_limit();
+        loop {
+            let Side::Origin(r) = &mut self.side else {
+                return;
+            };
+            let Some(slot) = r.slots.poll_grant(limit, self.now) else {
+                return;
+            };
+            if self.peer(slot).is_some_and(|p| !p.closing) {
+                self.mark_dirty(slot);
+            } else if let Side::Origin(r) = &mut self.side {
+                r.slots.forget(slot);
+            }
+        }
+    }
+}
