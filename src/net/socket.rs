@@ -15,6 +15,12 @@ const BACKLOG: i32 = 1024;
 /// uplink's own queue, and a drain of the pace drains the link within a sample or two.
 pub const PACED_NOTSENT_LOWAT: u32 = 16 * 1024;
 
+/// `TCP_NOTSENT_LOWAT` of an origin's sockets otherwise: a piece counts as sent
+/// (`Node::handle_piece_sent`) once at most this much of it waits unsent, so the pieces
+/// sharing the uplink are the few the origin's send slots chose (docs/PROTOCOL.md §5.2), not
+/// every piece that fits in hundreds of socket buffers.
+pub const ORIGIN_NOTSENT_LOWAT: u32 = 256 * 1024;
+
 /// Socket options. A buffer size of `None` leaves Linux's autotuning on, which grows
 /// buffers up to `tcp_wmem`/`tcp_rmem` max (4–32 MiB by default) as the path needs; setting
 /// a size turns autotuning off for that socket, so it is only worth it with a measured

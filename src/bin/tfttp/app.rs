@@ -229,6 +229,9 @@ pub fn serve(a: &ServeArgs) -> Result<(), Fail> {
     let single_len = (!many).then(|| catalog.get(0).manifest.file_len());
     let mut opts = driver_options(&a.common, a.up_rate, None, MAX_CONNS_ORIGIN);
     opts.source_name = single_name;
+    opts.sock
+        .notsent_lowat
+        .get_or_insert(socket::ORIGIN_NOTSENT_LOWAT);
     let mut driver = Driver::origin(catalog, cfg, listener, opts)
         .map_err(|e| Fail::new(Exit::Other, format!("cannot start the event loop: {e}")))?;
     start_metrics(&mut driver, &a.common)?;
