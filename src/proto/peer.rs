@@ -69,6 +69,9 @@ pub(super) struct Peer {
     pub sending: bool,
     /// Origin only: when the piece being written was handed to the driver.
     pub sending_since: Option<Instant>,
+    /// Origin only: that piece holds one of the origin's send slots (a piece sent again
+    /// past a full window holds none).
+    pub holds_send_slot: bool,
     /// Origin only: pieces sent to this client that it has not announced with HAVE yet.
     pub in_flight: Vec<u32>,
     /// Origin only: pieces of `in_flight` the client has announced so far; its send
@@ -151,6 +154,7 @@ impl Peer {
             queue: VecDeque::new(),
             sending: false,
             sending_since: None,
+            holds_send_slot: false,
             in_flight: Vec::new(),
             acked: 0,
             resent: 0,

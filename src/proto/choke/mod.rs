@@ -76,8 +76,8 @@ pub(super) struct Me {
     /// Upload capacity in bytes/s, if known (`--up-rate`), else estimated.
     pub capacity: Option<f64>,
     pub piece_size: u32,
-    /// Origin: most pieces it sends at once (`send_slots`); at most this many unchoked
-    /// peers share its upload at any moment.
+    /// Origin: most pieces it has on their way at once (docs/PROTOCOL.md §5.2): while
+    /// more peers take shares, the order of its send slots carries the weights.
     pub send_slots: usize,
 }
 

@@ -267,7 +267,8 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
     cap_below_equal_shares(rows, capacity, me.send_slots);
 }
 
-/// Makes the weights hold when nothing else enforces them. Unless the node paces itself
+/// Makes the weights hold when nothing else enforces them: not while more peers take
+/// shares than the origin has `send_slots`, whose order then does. Unless the node paces itself
 /// (`--up-rate`), its link is the bottleneck and TCP shares it equally among busy
 /// connections whatever the weights say. So an unchoked peer whose weighted share of
 /// `capacity` is below an equal one is capped at that share, and the peers above it share
@@ -278,7 +279,7 @@ pub(super) fn decide_origin(rows: &mut [Row], cands: &[usize], me: Me, peak_up: 
 /// never reads) would leave its share idle. 166 connections that asked and never read
 /// held a lone client to 1/167 of the origin (issue 13's hostile load). Such a peer is
 /// capped at the share it would have if it joined the others, so waking up gets it that.
-fn cap_below_equal_shares(rows: &mut [Row], capacity: f64, at_once: usize) {
+fn cap_below_equal_shares(rows: &mut [Row], capacity: f64, send_slots: usize) {
     if capacity <= 0.0 {
         return;
     }
@@ -293,7 +294,9 @@ fn cap_below_equal_shares(rows: &mut [Row], capacity: f64, at_once: usize) {
     let total: f64 = rows.iter().filter(|r| taking(r)).map(|r| r.weight).sum();
     let count = rows.iter().filter(|r| taking(r)).count();
     let equal = 1.0 / count.max(1) as f64;
-    if count > at_once {
+    // More takers than send slots: the slots' order carries the weights, and a cap of a
+    // share of all of them would leave the uplink to the few holding slots mostly idle.
+    if count > send_slots {
         return;
     }
     for row in rows.iter_mut().filter(|r| unchoked(r)) {

@@ -653,7 +653,7 @@ impl Node {
             Side::Origin(registry) if peer.registered => {
                 registry.forget(slot, peer.node_id(), &peer.has, &peer.in_flight);
                 registry.slots.forget(slot);
-                if peer.sending {
+                if peer.holds_send_slot {
                     registry.slots.release(slot);
                 }
                 self.grant_send_slots();

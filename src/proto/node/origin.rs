@@ -72,7 +72,8 @@ pub(super) struct Registry {
     pub(super) probes: super::probe::Probes,
     /// Clients named as taking without giving (STANDING), as last told to everyone.
     pub(super) named: super::standing::Named,
-    /// How many pieces are on their way, and who is next (`send_slots.rs`).
+    /// How many pieces are on their way, and who is next (`send_slots.rs`); boxed, so
+    /// the origin's side of `Side` stays near the client's in size.
     pub(super) slots: Box<SendSlots>,
     /// How many may be (`send_limit.rs`).
     pub(super) send_limit: SendLimit,
@@ -293,8 +294,11 @@ impl Node {
             None => false,
         };
         let piece = self.next_piece(slot, now, servable);
-        if admitted && piece.is_none() {
-            self.release_send(slot);
+        if admitted {
+            match self.peer_mut(slot) {
+                Some(p) if piece.is_some() => p.holds_send_slot = true,
+                _ => self.release_send(slot),
+            }
         }
         piece
     }

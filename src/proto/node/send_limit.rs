@@ -103,7 +103,8 @@ impl SendLimit {
 impl Node {
     /// Origin: whether `slot` may start a piece now (`Some(true)`, and it holds a send
     /// slot), must wait for one (`Some(false)`), or has none to start (`None`: choked,
-    /// nothing asked, its window full, a piece being written, or a client's node).
+    /// nothing asked, its window full, a piece being written, or a client's node). One
+    /// with nothing to start gives up its place and any slot granted to it.
     pub(super) fn admit_send(&mut self, slot: Slot, now: Instant) -> Option<bool> {
         let limit = self.send_limit();
         let piece_size = self.manifest.as_ref().map_or(1, |m| m.piece_size());
@@ -112,12 +113,16 @@ impl Node {
         let Side::Origin(registry) = &mut self.side else {
             return None;
         };
+        if p.sending {
+            return None;
+        }
         if p.closing
-            || p.sending
             || p.queue.is_empty()
             || weight <= 0.0
             || p.in_flight.len() >= Node::send_window(p.acked, piece_size)
         {
+            registry.slots.withdraw(slot);
+            self.grant_send_slots();
             return None;
         }
         Some(registry.slots.admit(slot, weight, piece_size, limit, now))
@@ -157,20 +162,21 @@ impl Node {
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };
-        if !p.sending {
-            return;
-        }
         let since = p.sending_since.take();
         if p.timed
             .is_none_or(|(_, at)| now.saturating_duration_since(at) > LOST_TIMING)
         {
             p.timed = Some((piece, now));
         }
+        let held = std::mem::take(&mut p.holds_send_slot);
         if let (Some(since), Side::Origin(r)) = (since, &mut self.side) {
             r.send_limit
                 .note_piece_sent(len, now.saturating_duration_since(since));
         }
-        self.release_send(slot);
+        // A piece sent again past a full window took no slot.
+        if held {
+            self.release_send(slot);
+        }
     }
 
     /// Origin: `slot` announced `piece`; if it was the timed one, the round trip counts.
