@@ -432,7 +432,7 @@ impl Node {
         let Some(m) = &self.manifest else { return };
         let len = m.piece_len(piece) as u64;
         if self.cfg.role == Role::Origin {
-            self.piece_left(slot, piece, len, now);
+            self.piece_left(slot, piece, now);
         }
         if let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) {
             p.sending = false;

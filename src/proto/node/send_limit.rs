@@ -27,8 +27,7 @@ pub(super) struct SendLimit {
     limit: usize,
     /// Smoothed time from a piece's last byte leaving to its HAVE, in seconds.
     round_trip: f64,
-    /// Smoothed length of a piece and time from choosing it to its last byte leaving.
-    piece_bytes: f64,
+    /// Smoothed time from choosing a piece to its last byte leaving, in seconds.
     piece_secs: f64,
     /// Bytes uploaded by each tick of the last `MAX_RATE_SPAN`.
     uploaded_at: VecDeque<(Instant, u64)>,
@@ -41,7 +40,6 @@ impl Default for SendLimit {
         SendLimit {
             limit: MIN_SEND_SLOTS,
             round_trip: 0.0,
-            piece_bytes: 0.0,
             piece_secs: 0.0,
             uploaded_at: VecDeque::new(),
             peak_rate: 0.0,
@@ -59,11 +57,8 @@ fn smooth(avg: &mut f64, sample: f64) {
 }
 
 impl SendLimit {
-    /// A piece of `len` bytes took `took` from being chosen to its last byte leaving.
-    fn note_piece_sent(&mut self, len: u64, took: Duration) {
-        // Means of length and of time, not of rates: a piece that left at once would
-        // weigh as much as a hundred that queued.
-        smooth(&mut self.piece_bytes, len as f64);
+    /// A piece took `took` from being chosen to its last byte leaving.
+    fn note_piece_sent(&mut self, took: Duration) {
         smooth(&mut self.piece_secs, took.as_secs_f64());
     }
 
@@ -156,9 +151,9 @@ impl Node {
         self.grant_send_slots();
     }
 
-    /// Origin: the driver wrote the last byte of `piece` (`len` bytes) to `slot`: its send
-    /// slot is free, the piece's time counts, and its HAVE may time a round trip.
-    pub(super) fn piece_left(&mut self, slot: Slot, piece: u32, len: u64, now: Instant) {
+    /// Origin: the driver wrote the last byte of `piece` to `slot`: its send slot is free,
+    /// the piece's time counts, and its HAVE may time a round trip.
+    pub(super) fn piece_left(&mut self, slot: Slot, piece: u32, now: Instant) {
         let Some(p) = self.peers.get_mut(slot).and_then(|p| p.as_mut()) else {
             return;
         };
@@ -171,7 +166,7 @@ impl Node {
         let held = std::mem::take(&mut p.holds_send_slot);
         if let (Some(since), Side::Origin(r)) = (since, &mut self.side) {
             r.send_limit
-                .note_piece_sent(len, now.saturating_duration_since(since));
+                .note_piece_sent(now.saturating_duration_since(since));
         }
         // A piece sent again past a full window took no slot.
         if held {
