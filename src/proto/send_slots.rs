@@ -176,7 +176,7 @@ impl SendSlots {
             }
             _ => loop {
                 let Reverse(place) = self.waiting.pop()?;
-                if self.is_current(place.slot, place.generation) {
+                if is_current(&self.clients, place.slot, place.generation) {
                     break (place.slot, false);
                 }
             },
@@ -198,13 +198,14 @@ impl SendSlots {
 
     /// `slot` has nothing to start after all (its request was cancelled or refused, or
     /// its window is full): its place and any unused grant go, and what it owes stays.
-    pub(crate) fn withdraw(&mut self, slot: Slot) {
+    /// True if it had either.
+    pub(crate) fn withdraw(&mut self, slot: Slot) -> bool {
         let Some(c) = self.clients.get_mut(slot) else {
-            return;
+            return false;
         };
         let (granted, queued) = (c.granted, c.queued);
         if !granted && !queued {
-            return;
+            return false;
         }
         c.granted = false;
         c.queued = false;
@@ -215,6 +216,7 @@ impl SendSlots {
         if granted {
             self.release(slot);
         }
+        true
     }
 
     /// Drops the stale places once they outnumber the current ones: the places of clients
@@ -224,18 +226,16 @@ impl SendSlots {
             return;
         }
         let clients = &self.clients;
-        let current = |slot: Slot, generation: u32| {
-            clients[slot].queued && clients[slot].generation == generation
-        };
         self.waiting
-            .retain(|Reverse(p)| current(p.slot, p.generation));
-        self.arrivals.retain(|a| current(a.slot, a.generation));
+            .retain(|Reverse(p)| is_current(clients, p.slot, p.generation));
+        self.arrivals
+            .retain(|a| is_current(clients, a.slot, a.generation));
     }
 
     /// The longest-waiting client still queued (older arrivals that went are dropped).
     fn oldest_waiting(&mut self) -> Option<Arrival> {
         while let Some(&a) = self.arrivals.front() {
-            if self.is_current(a.slot, a.generation) {
+            if is_current(&self.clients, a.slot, a.generation) {
                 return Some(a);
             }
             self.arrivals.pop_front();
@@ -243,28 +243,19 @@ impl SendSlots {
         None
     }
 
-    fn is_current(&self, slot: Slot, generation: u32) -> bool {
-        let c = &self.clients[slot];
-        c.queued && c.generation == generation
-    }
-
-    /// `slot` closed, or will not use what it waits for: its place and any unused grant go.
+    /// `slot` closed: as `withdraw`, and a new connection on the slot owes nothing.
     pub(crate) fn forget(&mut self, slot: Slot) {
-        let Some(c) = self.clients.get_mut(slot) else {
-            return;
-        };
-        let (granted, queued) = (c.granted, c.queued);
-        *c = Entry {
-            generation: c.generation.wrapping_add(1),
-            ..Entry::default()
-        };
-        if queued {
-            self.queued -= 1;
-        }
-        if granted {
-            self.release(slot);
+        self.withdraw(slot);
+        if let Some(c) = self.clients.get_mut(slot) {
+            c.finish = 0.0;
         }
     }
+}
+
+/// Whether a place or arrival of `slot` made at `generation` is still its current one.
+fn is_current(clients: &[Entry], slot: Slot, generation: u32) -> bool {
+    let c = &clients[slot];
+    c.queued && c.generation == generation
 }
 
 #[cfg(test)]

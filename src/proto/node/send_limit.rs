@@ -116,8 +116,10 @@ impl Node {
             || weight <= 0.0
             || p.in_flight.len() >= Node::send_window(p.acked, piece_size)
         {
-            registry.slots.withdraw(slot);
-            self.grant_send_slots();
+            // Polled whenever its socket takes data: only a place given up frees anything.
+            if registry.slots.withdraw(slot) {
+                self.grant_send_slots();
+            }
             return None;
         }
         Some(registry.slots.admit(slot, weight, piece_size, limit, now))
