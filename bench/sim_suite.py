@@ -78,6 +78,10 @@ MISBEHAVIOURS = ("none", "fr", "liar", "mixed", "fr-first")
 COLLUSIONS = ("none", "none", "none", "pair")
 CHURNS = ("none", "early", "none", "on-complete")  # half the scenarios without churn
 RTT_MAX_MS = (1, 20, 50, 100, 300)
+# The origin's uplink over the median client's, drawn log-uniform. `--origin-range 10,300`
+# makes a family of fast origins (a data-centre server and home clients), the same
+# scenarios otherwise.
+ORIGIN_RANGE = (0.5, 10.0)
 UP_RATES = ("none", "none", "link", "0.8x")  # what clients are told of their uplink (--up-rate)
 DOWN_MULTIPLES = (None, 2, 4, 10)  # down cap as a multiple of up; None = unlimited
 PARETO_GRID_MBIT = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -268,12 +272,12 @@ def churn_tag(leave):
         (f"oncomp{round(100 * oncomp / n)}" if oncomp else "")
 
 
-def make_scenario(rng, i, axes, file_size, policy):
+def make_scenario(rng, i, axes, file_size, policy, origin_range=ORIGIN_RANGE):
     """One scenario (the JSON dict `tfttp sim` reads) and its index entry."""
     n = axes["n"]
     ups, down_mult, mix_desc = capacity_mix(rng, axes["mix"], n)
     downs = [None if down_mult is None else u * down_mult for u in ups]
-    origin_up = round(statistics.median(ups) * log_uniform(rng, 0.5, 10.0))
+    origin_up = round(statistics.median(ups) * log_uniform(rng, *origin_range))
     t_min, t_cs = bounds(file_size, origin_up, ups, downs)
     arrive, arrival_desc = arrival_times(rng, axes["arrival"], n, t_cs)
     behave = misbehaviour(rng, axes["misbehave"], n)
@@ -312,7 +316,8 @@ def make_scenario(rng, i, axes, file_size, policy):
     return name, scenario, {"axes": axes, "desc": desc}
 
 
-def generate(seed, count, max_clients, file_size, policy, arrivals=ARRIVALS, mixes=MIXES):
+def generate(seed, count, max_clients, file_size, policy, arrivals=ARRIVALS, mixes=MIXES,
+             origin_range=ORIGIN_RANGE):
     """[(name, scenario dict, index entry)] for `count` scenarios, deterministic in `seed`."""
     rng = random.Random(seed)
     columns = {
@@ -329,7 +334,8 @@ def generate(seed, count, max_clients, file_size, policy, arrivals=ARRIVALS, mix
     out = []
     for i in range(count):
         axes = {k: v[i] for k, v in columns.items()}
-        out.append(make_scenario(random.Random(rng.randrange(2**63)), i, axes, file_size, policy))
+        out.append(make_scenario(random.Random(rng.randrange(2**63)), i, axes, file_size, policy,
+                                 origin_range))
     return out
 
 
@@ -946,6 +952,9 @@ def parse_args(argv):
     p.add_argument("--max-clients", type=int, default=500)
     p.add_argument("--file-size", type=int, default=16 * MIB, help="bytes")
     p.add_argument("--policy", default="tft", choices=("tft", "bittorrent", "all"))
+    p.add_argument("--origin-range", default=",".join(map(str, ORIGIN_RANGE)),
+                   help="LO,HI: the origin's uplink over the median client's, log-uniform "
+                        "(default %(default)s; 10,300 for fast origins)")
     p.add_argument("--pace", choices=("auto", "off"),
                    help="--up-rate of the origin and of the clients not told their uplink "
                         "(default: the node's default)")
@@ -964,6 +973,13 @@ def parse_args(argv):
         p.error(f"unknown families {unknown}; choose from {','.join(ARRIVALS + MIXES)}")
     a.arrivals = tuple(f for f in fams if f in ARRIVALS) or ARRIVALS
     a.mixes = tuple(f for f in fams if f in MIXES) or MIXES
+    try:
+        lo, hi = (float(x) for x in a.origin_range.split(","))
+    except ValueError:
+        p.error(f"--origin-range {a.origin_range!r}: two numbers, LO,HI")
+    if not 0 < lo <= hi:
+        p.error(f"--origin-range {a.origin_range!r}: need 0 < LO <= HI")
+    a.origin_range = (lo, hi)
     if a.max_clients < 2 or a.count < 1:
         p.error("--max-clients must be at least 2 and --count at least 1")
     return a
@@ -977,6 +993,8 @@ def main(argv):
     runs_path = os.path.join(a.out, "runs.json")
     suite = {"seed": a.seed, "count": a.count, "file_size": a.file_size, "policy": a.policy,
              "max_clients": a.max_clients, "families": a.families, "tfttp": a.tfttp}
+    if a.origin_range != ORIGIN_RANGE:
+        suite["origin_range"] = list(a.origin_range)
     start = time.monotonic()
     if a.rescore:
         index = read_json(os.path.join(a.out, "scenarios", "index.json"))
@@ -984,7 +1002,7 @@ def main(argv):
         runs, suite = saved["runs"], saved["suite"]
     else:
         generated = generate(a.seed, a.count, a.max_clients, a.file_size, a.policy,
-                             a.arrivals, a.mixes)
+                             a.arrivals, a.mixes, a.origin_range)
         if a.pace:
             suite["pace"] = a.pace
             for _, scenario, _ in generated:
@@ -1080,6 +1098,18 @@ class GeneratorTest(unittest.TestCase):
     def test_deterministic(self):
         self.assertEqual(generate(7, 60, 120, 16 * MIB, "tft"), self.gen)
         self.assertNotEqual(generate(8, 60, 120, 16 * MIB, "tft"), self.gen)
+
+    def test_origin_range_moves_the_origin_and_the_time_scale_only(self):
+        # Arrival spans and early leaves scale with the scenario's minimum time, which the
+        # origin's uplink sets; the clients' links and behaviour stay.
+        fast = generate(7, 60, 120, 16 * MIB, "tft", origin_range=(10.0, 300.0))
+        facts = ("up", "down", "behave", "rtt_ms")
+        for (_, base, _), (_, other, _) in zip(self.gen, fast):
+            ups = [c["up"] for c in expand_clients(base)]
+            ratio = other["origin"]["up"] / statistics.median(ups)
+            self.assertTrue(10.0 * 0.99 <= ratio <= 300.0 * 1.01, ratio)
+            self.assertEqual([[c[k] for k in facts] for c in expand_clients(base)],
+                             [[c[k] for k in facts] for c in expand_clients(other)])
 
     def test_reseed_changes_only_the_simulation_seed(self):
         again = generate(7, 60, 120, 16 * MIB, "tft")
