@@ -161,6 +161,11 @@ impl SendSlots {
         }
     }
 
+    /// Slots in use (pieces on their way and grants not yet used) and clients waiting.
+    pub(crate) fn demand(&self) -> (usize, usize) {
+        (self.busy, self.queued)
+    }
+
     /// The next waiting client to give a free slot to, while fewer than `limit` are busy;
     /// the caller wakes it (its next `admit` returns true).
     pub(crate) fn poll_grant(&mut self, limit: usize, now: Instant) -> Option<Slot> {
