@@ -46,7 +46,9 @@ inconsistent. Python 3.11 standard library only.
 
 import argparse
 import collections
+import contextlib
 import concurrent.futures
+import io
 import json
 import math
 import os
@@ -757,7 +759,10 @@ def render(card):
     if s:
         out += [f"seed {s.get('seed')}, {card['scenarios']} scenarios, file {s.get('file_size')}"
                 f" bytes, policy {s.get('policy')}, max clients {s.get('max_clients')}, "
-                f"tfttp {s.get('tfttp')}", ""]
+                f"tfttp {s.get('tfttp')}"
+                + "".join(f", {k.replace('_', ' ')} {s[k]}" for k in ("origin_range", "pace",
+                                                                      "reseed") if k in s),
+                ""]
     out += [f"Ran {card['ran']} of {card['scenarios']}; {len(card['failed'])} failed.", ""]
     out += render_ratio(card) + render_worst(card) + render_free_riders(card)
     out += render_naming(card) + render_incentive(card) + render_never(card) + render_stalls(card)
@@ -952,7 +957,7 @@ def parse_args(argv):
     p.add_argument("--max-clients", type=int, default=500)
     p.add_argument("--file-size", type=int, default=16 * MIB, help="bytes")
     p.add_argument("--policy", default="tft", choices=("tft", "bittorrent", "all"))
-    p.add_argument("--origin-range", default=",".join(map(str, ORIGIN_RANGE)),
+    p.add_argument("--origin-range", default="0.5,10",
                    help="LO,HI: the origin's uplink over the median client's, log-uniform "
                         "(default %(default)s; 10,300 for fast origins)")
     p.add_argument("--pace", choices=("auto", "off"),
@@ -977,8 +982,9 @@ def parse_args(argv):
         lo, hi = (float(x) for x in a.origin_range.split(","))
     except ValueError:
         p.error(f"--origin-range {a.origin_range!r}: two numbers, LO,HI")
-    if not 0 < lo <= hi:
-        p.error(f"--origin-range {a.origin_range!r}: need 0 < LO <= HI")
+    # Below a hundredth of the median client an origin of the slowest mix rounds to nothing.
+    if not (0.01 <= lo <= hi and math.isfinite(hi)):
+        p.error(f"--origin-range {a.origin_range!r}: need 0.01 <= LO <= HI, both finite")
     a.origin_range = (lo, hi)
     if a.max_clients < 2 or a.count < 1:
         p.error("--max-clients must be at least 2 and --count at least 1")
@@ -1099,7 +1105,15 @@ class GeneratorTest(unittest.TestCase):
         self.assertEqual(generate(7, 60, 120, 16 * MIB, "tft"), self.gen)
         self.assertNotEqual(generate(8, 60, 120, 16 * MIB, "tft"), self.gen)
 
-    def test_origin_range_moves_the_origin_and_the_time_scale_only(self):
+    def test_origin_range_must_be_two_finite_numbers_in_order(self):
+        self.assertEqual(parse_args([]).origin_range, ORIGIN_RANGE)
+        self.assertEqual(parse_args(["--origin-range", "10,300"]).origin_range, (10.0, 300.0))
+        for bad in ("10", "a,b", "300,10", "0,1", "1e-12,1e-12", "inf,inf", "1,nan"):
+            with self.assertRaises(SystemExit, msg=bad), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                parse_args(["--origin-range", bad])
+
+    def test_origin_range_moves_the_origin_and_keeps_the_clients(self):
         # Arrival spans and early leaves scale with the scenario's minimum time, which the
         # origin's uplink sets; the clients' links and behaviour stay.
         fast = generate(7, 60, 120, 16 * MIB, "tft", origin_range=(10.0, 300.0))
