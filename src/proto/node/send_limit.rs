@@ -15,7 +15,7 @@ const MIN_SEND_SLOTS: usize = 8;
 /// A timed piece not announced after this long was lost to the timing (the client failed
 /// its check, or left): another is timed.
 const LOST_TIMING: Duration = Duration::from_secs(10);
-/// Spans over which the origin measures its upload rate (`SendLimit::measure_capacity`).
+/// Spans over which the origin measures its upload rate (`SendLimit::measure_rates`).
 const MIN_RATE_SPAN: Duration = Duration::from_secs(1);
 const MAX_RATE_SPAN: Duration = Duration::from_secs(30);
 /// The uplink counts as underused below this share of the capacity (then, while clients
@@ -23,11 +23,13 @@ const MAX_RATE_SPAN: Duration = Duration::from_secs(30);
 /// Half, not more: the measured peak reads up to a third above the uplink when small
 /// pieces leave in bursts (1.31 MB/s from a 0.99 MB/s origin, 238 clients), and a limit
 /// grown to every client brought back what the slots had cured (that scenario 1.21x its
-/// minimum with the slots, 1.54x with them grown at 80%, 1.27x at half).
+/// minimum with the slots, 1.54x with them grown at 80%, 1.27x at half). Full from three
+/// quarters for the same reason: a full uplink under that peak read 0.76 of it.
 const UNDER_USE: f64 = 0.5;
-const FULL_USE: f64 = 0.9;
-/// How much of itself the limit grows or shrinks by at a tick (ten a second).
-const LIMIT_STEP: usize = 16;
+const FULL_USE: f64 = 0.75;
+/// The limit grows or shrinks by this fraction of itself (at least 1) at a tick, ten a
+/// second: it doubles in about 1.1 s.
+const STEP_DIVISOR: usize = 16;
 /// Weight of each new sample in the smoothed round trip and piece time (as TCP's SRTT).
 const GAIN: f64 = 0.125;
 
@@ -43,8 +45,8 @@ pub(super) struct SendLimit {
     uploaded_at: VecDeque<(Instant, u64)>,
     /// The highest upload rate measured: the capacity when the origin is not told one.
     peak_rate: f64,
-    /// The upload rate over the last piece time (at least a second).
-    recent_rate: f64,
+    /// The upload rate over the last piece time (at least a second), once measured.
+    recent_rate: Option<f64>,
 }
 
 impl Default for SendLimit {
@@ -55,7 +57,7 @@ impl Default for SendLimit {
             piece_secs: 0.0,
             uploaded_at: VecDeque::new(),
             peak_rate: 0.0,
-            recent_rate: 0.0,
+            recent_rate: None,
         }
     }
 }
@@ -81,47 +83,68 @@ impl SendLimit {
     }
 
     /// At a tick, `uploaded` bytes sent by `now`: the highest upload rate measured so far,
-    /// over a span of four pieces' time (1 to 30 s; over the ticks there were, at first);
-    /// and the recent rate, over one piece's time (at least a second).
+    /// over a span of four pieces' time (1 to 30 s; over the ticks there were, at first),
+    /// which it returns; and the recent rate (`recent_rate`).
     /// Pieces sharing the uplink leave together, so over a shorter span their bursts read
     /// as several times the uplink: a second read 50 of them as 3.7 times it, and the limit
     /// grew far beyond (the simulator, 282 ADSL clients). A piece's rate times the pieces
     /// on their way lags behind the limit it sets, and grew without bound.
-    fn measure_capacity(&mut self, uploaded: u64, now: Instant) -> f64 {
+    fn measure_rates(&mut self, uploaded: u64, now: Instant) -> f64 {
         self.uploaded_at.push_back((now, uploaded));
-        let old = |&(t, _): &(Instant, u64)| now.saturating_duration_since(t) > MAX_RATE_SPAN;
+        let kept = MAX_RATE_SPAN + MIN_RATE_SPAN;
+        let old = |&(t, _): &(Instant, u64)| now.saturating_duration_since(t) > kept;
         while self.uploaded_at.front().is_some_and(old) {
             self.uploaded_at.pop_front();
         }
-        let rate_over = |pieces: f64| {
-            let span = Duration::from_secs_f64(pieces * self.piece_secs)
-                .clamp(MIN_RATE_SPAN, MAX_RATE_SPAN);
-            let &(t, bytes) = self
-                .uploaded_at
-                .iter()
-                .find(|&&(t, _)| now.saturating_duration_since(t) <= span)?;
+        let span = |pieces: f64| {
+            Duration::from_secs_f64(pieces * self.piece_secs).clamp(MIN_RATE_SPAN, MAX_RATE_SPAN)
+        };
+        let rate_since = |&(t, bytes): &(Instant, u64)| {
             let secs = now.saturating_duration_since(t).as_secs_f64();
             (secs > 0.0).then(|| (uploaded - bytes) as f64 / secs)
         };
-        if let Some(rate) = rate_over(4.0) {
+        let peak_span = span(4.0);
+        let peak_from = self
+            .uploaded_at
+            .iter()
+            .find(|&&(t, _)| now.saturating_duration_since(t) <= peak_span);
+        if let Some(rate) = peak_from.and_then(rate_since) {
             self.peak_rate = self.peak_rate.max(rate);
         }
-        self.recent_rate = rate_over(1.0).unwrap_or(0.0);
+        // At least the whole span: bytes count when a piece's last byte leaves, so a
+        // shorter window between two bursts of pieces read a full uplink as idle.
+        let recent_span = span(1.0);
+        self.recent_rate = self
+            .uploaded_at
+            .iter()
+            .rfind(|&&(t, _)| now.saturating_duration_since(t) >= recent_span)
+            .and_then(rate_since);
         self.peak_rate
     }
 
-    /// At a tick, the limit moves by a step between `base` (enough pieces for the uplink,
-    /// if each leaves at its full rate) and the slots in demand. While clients wait and the
+    /// At a tick, the limit moves by a step from where it is, never below `base` (enough
+    /// pieces for the uplink if each leaves at its full rate). While clients wait and the
     /// uplink is underused, pieces leave slower than the uplink could send them (their
     /// receivers' downlinks are shared with other peers: 1,000 clients took an origin's
-    /// pieces at 13% of its uplink under the base), so more go at once; once the uplink is
-    /// full, each piece more would only slow the others.
+    /// pieces at 13% of its uplink at the base), so more go at once, up to the slots in
+    /// demand; once the uplink is full, each piece more would only slow the others, and
+    /// the limit goes back towards the base; while nobody waits, towards the slots in use.
+    /// Without a recent rate yet, it holds.
     fn adjust(&mut self, base: usize, capacity: f64, (busy, queued): (usize, usize)) {
-        let step = (self.limit / LIMIT_STEP).max(1);
-        if queued > 0 && self.recent_rate < UNDER_USE * capacity {
-            self.limit = (self.limit + step).min(busy + queued);
-        } else if self.recent_rate >= FULL_USE * capacity {
-            self.limit = self.limit.saturating_sub(step);
+        let step = (self.limit / STEP_DIVISOR).max(1);
+        if let Some(rate) = self.recent_rate {
+            if queued > 0 && rate < UNDER_USE * capacity {
+                self.limit = (self.limit + step).min(busy + queued);
+            } else {
+                let floor = if rate >= FULL_USE * capacity {
+                    base
+                } else if queued == 0 {
+                    busy
+                } else {
+                    self.limit
+                };
+                self.limit = self.limit.saturating_sub(step).max(floor).min(self.limit);
+            }
         }
         self.limit = self.limit.max(base);
     }
@@ -178,7 +201,7 @@ impl Node {
             return;
         };
         let l = &mut r.send_limit;
-        let peak = l.measure_capacity(uploaded, now);
+        let peak = l.measure_rates(uploaded, now);
         let capacity = told.map_or(peak, |c| payload_rate(c) as f64);
         let pieces = (capacity * (SEND_SLICE_SECS + l.round_trip) / piece_size).ceil();
         let base = (pieces.min(1e9) as usize).max(MIN_SEND_SLOTS);
@@ -263,7 +286,7 @@ mod tests {
     fn at(limit: usize, recent_rate: f64) -> SendLimit {
         SendLimit {
             limit,
-            recent_rate,
+            recent_rate: Some(recent_rate),
             ..SendLimit::default()
         }
     }
@@ -281,19 +304,28 @@ mod tests {
     }
 
     #[test]
-    fn test_an_underused_uplink_nobody_waits_for_keeps_its_limit() {
+    fn test_between_underused_and_full_the_limit_holds_while_clients_wait() {
+        for rate in [0.5, 0.6, 0.74] {
+            let mut l = at(40, rate * UPLINK);
+            l.adjust(32, UPLINK, (40, 100));
+            assert_eq!(l.limit, 40, "at {rate} of the uplink");
+        }
+        // Nobody waits: it goes back towards the slots in use.
         let mut l = at(40, 0.3 * UPLINK);
-        l.adjust(32, UPLINK, (20, 0));
-        assert_eq!(l.limit, 40);
-        // Between underused and full the limit holds too.
-        let mut l = at(40, 0.85 * UPLINK);
+        l.adjust(32, UPLINK, (38, 0));
+        assert_eq!(l.limit, 38);
+        // Not measured yet: it holds.
+        let mut l = SendLimit {
+            limit: 40,
+            ..SendLimit::default()
+        };
         l.adjust(32, UPLINK, (40, 100));
         assert_eq!(l.limit, 40);
     }
 
     #[test]
     fn test_a_full_uplink_shrinks_the_limit_back_to_its_base() {
-        let mut l = at(200, 0.95 * UPLINK);
+        let mut l = at(200, 0.75 * UPLINK);
         for _ in 0..100 {
             l.adjust(32, UPLINK, (l.limit, 300));
         }
@@ -301,5 +333,52 @@ mod tests {
         // The base itself rises with the capacity at once.
         l.adjust(48, UPLINK, (32, 300));
         assert_eq!(l.limit, 48);
+    }
+
+    /// A limit fed `uploaded` bytes at `rate` per second over `secs`, one tick each 100 ms,
+    /// with every piece taking `piece_secs`, clients waiting.
+    fn feed(l: &mut SendLimit, t0: Instant, from: f64, secs: f64, uploaded: &mut u64, rate: f64) {
+        for i in 0..(secs * 10.0) as u32 {
+            let now = t0 + Duration::from_secs_f64(from + (i + 1) as f64 * 0.1);
+            *uploaded += (rate * 0.1) as u64;
+            let peak = l.measure_rates(*uploaded, now);
+            l.adjust(8, peak, (l.limit, 50));
+        }
+    }
+
+    #[test]
+    fn test_a_full_uplink_under_an_inflated_measured_peak_shrinks_the_limit() {
+        // A burst reads 1.31 MB/s from a 0.99 MB/s uplink; the limit grew meanwhile.
+        let (t0, mut up) = (Instant::now(), 0);
+        let mut l = SendLimit {
+            limit: 160,
+            piece_secs: 0.5,
+            ..SendLimit::default()
+        };
+        feed(&mut l, t0, 0.0, 2.0, &mut up, 1.31e6);
+        feed(&mut l, t0, 2.0, 30.0, &mut up, 0.99e6);
+        assert!((l.peak_rate - 1.31e6).abs() < 1e4, "{}", l.peak_rate);
+        assert_eq!(l.limit, 8);
+    }
+
+    #[test]
+    fn test_pieces_leaving_in_bursts_on_a_full_uplink_never_read_as_idle() {
+        // 8 pieces of 128 KB leave together every 1.25 s: 0.8 MB/s, the uplink full.
+        let (t0, mut up) = (Instant::now(), 0u64);
+        let mut l = SendLimit {
+            piece_secs: 1.25,
+            ..SendLimit::default()
+        };
+        for tick in 1..=300u32 {
+            if tick % 12 == 0 {
+                up += 8 * 128_000;
+            }
+            let now = t0 + Duration::from_millis(100 * tick as u64);
+            l.measure_rates(up, now);
+            if let Some(rate) = l.recent_rate {
+                assert!(rate > 0.5 * 0.8e6, "tick {tick}: {rate}");
+            }
+        }
+        assert!(l.recent_rate.is_some());
     }
 }
