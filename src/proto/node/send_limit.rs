@@ -20,11 +20,12 @@ const MIN_RATE_SPAN: Duration = Duration::from_secs(1);
 const MAX_RATE_SPAN: Duration = Duration::from_secs(30);
 /// The uplink counts as underused below this share of the capacity (then, while clients
 /// wait, the limit grows) and as full from `FULL_USE` (then it shrinks back to the base).
-/// Half, not more: the measured peak reads up to a third above the uplink when small
-/// pieces leave in bursts (1.31 MB/s from a 0.99 MB/s origin, 238 clients), and a limit
-/// grown to every client brought back what the slots had cured (that scenario 1.21x its
-/// minimum with the slots, 1.54x with them grown at 80%, 1.27x at half). Full from three
-/// quarters for the same reason: a full uplink under that peak read 0.76 of it.
+/// Well below 1: the measured peak can read far above the uplink (the first tick, 0.1 s,
+/// counts the first 8 pieces written at once: 1.31 MB/s from a 0.99 MB/s origin, 238
+/// clients), and a limit grown to every client brings back what the slots cured (that
+/// scenario 1.21x its minimum with the slots, 1.54x with them grown at 80%, 1.27x at
+/// half). Full from three quarters for the same reason: a full uplink under that peak
+/// read 0.76 of it.
 const UNDER_USE: f64 = 0.5;
 const FULL_USE: f64 = 0.75;
 /// The limit grows or shrinks by this fraction of itself (at least 1) at a tick, ten a
