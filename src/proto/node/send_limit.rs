@@ -92,6 +92,7 @@ impl SendLimit {
     /// on their way lags behind the limit it sets, and grew without bound.
     fn measure_rates(&mut self, uploaded: u64, now: Instant) -> f64 {
         self.uploaded_at.push_back((now, uploaded));
+        // One tick older than the longest span, so the recent rate can span all of it.
         let kept = MAX_RATE_SPAN + MIN_RATE_SPAN;
         let old = |&(t, _): &(Instant, u64)| now.saturating_duration_since(t) > kept;
         while self.uploaded_at.front().is_some_and(old) {
@@ -336,8 +337,8 @@ mod tests {
         assert_eq!(l.limit, 48);
     }
 
-    /// A limit fed `uploaded` bytes at `rate` per second over `secs`, one tick each 100 ms,
-    /// with every piece taking `piece_secs`, clients waiting.
+    /// Ticks each 100 ms from `from` for `secs`, `uploaded` growing at `rate` per second,
+    /// the limit adjusted with 50 clients waiting and its capacity the measured peak.
     fn feed(l: &mut SendLimit, t0: Instant, from: f64, secs: f64, uploaded: &mut u64, rate: f64) {
         for i in 0..(secs * 10.0) as u32 {
             let now = t0 + Duration::from_secs_f64(from + (i + 1) as f64 * 0.1);
