@@ -82,7 +82,7 @@ pub(super) struct Peer {
     pub resent: u32,
     /// Origin only: a piece sent to this client and when its last byte left, until the
     /// client announces it: the time between is a round trip as the origin's sends see it
-    /// (`Registry::note_round_trip`). One at a time.
+    /// (`Node::time_round_trip`). One at a time.
     pub timed: Option<(u32, Instant)>,
     /// Origin only: the client was announced to the swarm and its pieces counted.
     pub registered: bool,

@@ -356,12 +356,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn test_a_client_with_nothing_to_start_passes_its_grant_on() {
+    /// One slot: client 0 holds it, 1 and 2 wait, in that order.
+    fn one_sending_two_waiting() -> SendSlots {
         let mut s = SendSlots::default();
         assert!(s.admit(0, 1.0, 100, 1, t(0)));
         assert!(!s.admit(1, 1.0, 100, 1, t(0)));
         assert!(!s.admit(2, 1.0, 100, 1, t(0)));
+        s
+    }
+
+    #[test]
+    fn test_a_client_with_nothing_to_start_passes_its_grant_on() {
+        let mut s = one_sending_two_waiting();
         s.release(0);
         assert_eq!(s.poll_grant(1, t(0)), Some(1));
         // Its request was cancelled while it waited.
@@ -415,10 +421,7 @@ mod tests {
 
     #[test]
     fn test_a_client_that_leaves_frees_its_grant_and_place() {
-        let mut s = SendSlots::default();
-        assert!(s.admit(0, 1.0, 100, 1, t(0)));
-        assert!(!s.admit(1, 1.0, 100, 1, t(0)));
-        assert!(!s.admit(2, 1.0, 100, 1, t(0)));
+        let mut s = one_sending_two_waiting();
         s.forget(1);
         s.release(0);
         assert_eq!(s.poll_grant(1, t(0)), Some(2));

@@ -186,11 +186,8 @@ impl Node {
             free_rider: self.cfg.behaviour.uploads_nothing(),
             capacity: self.cfg.capacity.map(|c| payload_rate(c) as f64),
             piece_size: self.manifest.as_ref().map_or(1, |m| m.piece_size()),
-            send_slots: if self.cfg.role == Role::Origin {
-                self.send_limit()
-            } else {
-                usize::MAX
-            },
+            // Unbounded at a client.
+            send_slots: self.send_limit(),
         };
         self.table
             .decide(self.cfg.policy, me, new_round, &mut self.rng, &mut changed);
