@@ -32,6 +32,7 @@ use mio::net::TcpStream;
 use super::error::StorageError;
 use super::ratelimit::TokenBucket;
 use super::storage::Storage;
+use super::tcpinfo::{self, add_delivered};
 use crate::manifest::Manifest;
 use crate::proto::{Node, Sink, Slot};
 use crate::wire::{self, FrameHead, HEAD_SIZE, Limits, PIECE_HEAD_SIZE, PieceHead};
@@ -149,10 +150,13 @@ pub(super) struct Conn {
     cap: Option<(f64, TokenBucket)>,
     /// Send payloads with `sendfile` instead of writing them from the map.
     sendfile: bool,
-    /// `TCP_INFO`'s bytes acknowledged at the pacer's last reading (`pacing.rs`), so that
-    /// each sample counts only what this connection delivered since; `None` until its first
+    /// `TCP_INFO`'s bytes acknowledged at the last reading (`read_delivered`), so that each
+    /// reading counts only what this connection delivered since; `None` until its first
     /// reading, which is its baseline (the handshake counts differently on either side).
-    pub last_acked: Option<u64>,
+    last_acked: Option<u64>,
+    /// What its peer acknowledged from its first reading to its last: the pacer's and an
+    /// origin's send limit's measure of the uplink.
+    pub delivered: u64,
 }
 
 impl Conn {
@@ -189,6 +193,15 @@ impl Conn {
             cap: None,
             sendfile,
             last_acked: None,
+            delivered: 0,
+        }
+    }
+
+    /// Reads `TCP_INFO` and adds what the peer acknowledged since the last reading to
+    /// `delivered`. A failed reading counts nothing; the next one catches up.
+    pub(super) fn read_delivered(&mut self) {
+        if let Ok(info) = tcpinfo::read(self.fd()) {
+            add_delivered(&mut self.delivered, &mut self.last_acked, &info);
         }
     }
 
@@ -744,6 +757,40 @@ pub(super) fn gather<'a>(parts: [&'a [u8]; 3], limit: usize, out: &mut [IoSlice<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_read_delivered_counts_what_the_peer_acknowledged_after_its_baseline() {
+        const N: usize = 1 << 20;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = l.local_addr().unwrap();
+        let tx = std::net::TcpStream::connect(remote).unwrap();
+        let (mut rx, _) = l.accept().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; N];
+            rx.read_exact(&mut buf).unwrap();
+        });
+        tx.set_nonblocking(true).unwrap();
+        let mut c = Conn::new(TcpStream::from_std(tx), remote, (0, 0), true, false);
+        c.read_delivered();
+        assert_eq!(
+            c.delivered, 0,
+            "the first reading is the baseline (its SYN)"
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let (data, mut sent) = (vec![7u8; N], 0);
+        while sent < N && Instant::now() < deadline {
+            match c.stream.write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        reader.join().unwrap();
+        while c.delivered < N as u64 && Instant::now() < deadline {
+            c.read_delivered();
+        }
+        assert_eq!(c.delivered, N as u64);
+    }
 
     #[test]
     fn test_gather_truncates_and_skips_empty() {

@@ -37,10 +37,11 @@ use super::ratelimit::TokenBucket;
 use super::router::{Route, Router};
 use super::socket::{self, SocketOptions};
 use super::storage::{Leftover, Storage};
-use super::swarms::{Swarms, key_of};
+use super::swarms::{Swarm, Swarms, key_of};
 use super::tcpinfo;
 use crate::proto::{Config, Counters, Event, Link, Node, Slot, UpRate};
 use crate::stats;
+use crate::wire::Role;
 
 /// Wait before trying the listener's backlog again after `accept` failed.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -474,6 +475,7 @@ impl Driver {
             for (_, sw) in self.swarms.live.iter_mut() {
                 if now >= sw.node.poll_timeout() {
                     feed_rtts(&mut sw.node, &sw.conns, &self.conns);
+                    feed_delivered(sw, &mut self.conns);
                     sw.node.handle_tick(now);
                 }
             }
@@ -907,13 +909,15 @@ impl Driver {
         if c.closing.is_some() {
             self.closing -= 1;
         }
+        c.read_delivered();
         if let Some(p) = self.pacing.as_mut() {
-            p.closing(&mut c);
+            p.closed(&c);
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.log(|| format!("slot {key} {} closed: {why}", c.remote));
         let now = Instant::now();
         if let Some(sw) = self.swarms.live.get_mut(c.swarm) {
+            sw.closed_delivered += c.delivered;
             sw.conns.try_remove(c.slot);
             sw.idle_since = now;
             sw.node.handle_closed(c.slot, why, now);
@@ -1185,6 +1189,24 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
         return MIN_QUANTUM;
     }
     ((TURN_QUANTUM as f64 * weight / max) as usize).clamp(MIN_QUANTUM, TURN_QUANTUM)
+}
+
+/// An origin's node sees what its connections delivered in all (`Node::handle_delivered`):
+/// its send slots measure the uplink by it, not by pieces finished, whose last bytes leave
+/// together when many share the uplink. One `getsockopt` per connection per tick; a
+/// client's node measures nothing by it.
+fn feed_delivered(sw: &mut Swarm, conns: &mut Slab<Conn>) {
+    if sw.node.role() != Role::Origin {
+        return;
+    }
+    let mut delivered = sw.closed_delivered;
+    for (_, &key) in sw.conns.iter() {
+        if let Some(c) = conns.get_mut(key).filter(|c| c.connected) {
+            c.read_delivered();
+            delivered += c.delivered;
+        }
+    }
+    sw.node.handle_delivered(delivered);
 }
 
 /// Gives `node` the smoothed RTT from `TCP_INFO` of each socket a piece is arriving on,

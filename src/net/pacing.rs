@@ -1,5 +1,5 @@
 //! The driver's half of `--up-rate auto`: every `SAMPLE_EVERY` it reads `TCP_INFO` of each
-//! connection (`tcpinfo.rs`) for the bytes the uplink delivered, takes the node's own queue
+//! connection (`Conn::read_delivered`) for the bytes the uplink delivered, takes the node's own queue
 //! delay from its receivers' QUEUE_DELAY answers (docs/PROTOCOL.md §4.10, `proto::oneway`),
 //! hands both to the sans-IO `proto::Pacer`, and reports the pacer's new rate for the
 //! upload bucket.
@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::conn::Conn;
-use super::tcpinfo::{self, TcpInfo};
 use crate::proto::{Node, Pacer};
 
 /// How often the connections are read: the pacer's step (its samples must be at least
@@ -23,8 +22,8 @@ pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The pacer and what it has been fed.
 pub(super) struct Pacing {
     pacer: Pacer,
-    /// TCP payload acknowledged by peers, summed over every connection the driver has had.
-    delivered: u64,
+    /// TCP payload acknowledged by peers on the connections the driver has closed.
+    closed_delivered: u64,
     /// The last queue delay the receivers' answers gave, for the stats.
     last_delay: Option<Duration>,
     /// Scratch for the answers, reused each sample.
@@ -32,23 +31,11 @@ pub(super) struct Pacing {
     next_at: Instant,
 }
 
-/// Adds a connection's reading `info` to `delivered`; `last_acked` is what it had
-/// acknowledged at its previous reading, and becomes this one's. A first reading is only
-/// the baseline.
-fn add_delivered(delivered: &mut u64, last_acked: &mut Option<u64>, info: &TcpInfo) {
-    let Some(last) = *last_acked else {
-        *last_acked = Some(info.bytes_acked);
-        return;
-    };
-    *delivered += info.bytes_acked.saturating_sub(last);
-    *last_acked = Some(last.max(info.bytes_acked));
-}
-
 impl Pacing {
     pub(super) fn new(now: Instant) -> Pacing {
         Pacing {
             pacer: Pacer::new(now),
-            delivered: 0,
+            closed_delivered: 0,
             last_delay: None,
             answers: Vec::new(),
             next_at: now + SAMPLE_EVERY,
@@ -81,58 +68,24 @@ impl Pacing {
         now: Instant,
     ) -> Option<Option<f64>> {
         self.next_at = now + SAMPLE_EVERY;
-        for (_, c) in conns.iter_mut().filter(|(_, c)| c.connected) {
-            if let Ok(info) = tcpinfo::read(c.fd()) {
-                add_delivered(&mut self.delivered, &mut c.last_acked, &info);
+        let mut delivered = self.closed_delivered;
+        for (_, c) in conns.iter_mut() {
+            if c.connected {
+                c.read_delivered();
             }
+            delivered += c.delivered;
         }
         let delay = Node::own_queue_delay(nodes, now, &mut self.answers);
         self.last_delay = delay.or(self.last_delay);
-        if !self.pacer.sample(now, self.delivered, delay) {
+        if !self.pacer.sample(now, delivered, delay) {
             return None;
         }
         Some(self.pacer.rate())
     }
 
-    /// Counts what a closing connection delivered since its last reading, so its last bytes
-    /// are not lost with it.
-    pub(super) fn closing(&mut self, c: &mut Conn) {
-        if let Ok(info) = tcpinfo::read(c.fd()) {
-            add_delivered(&mut self.delivered, &mut c.last_acked, &info);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(bytes_acked: u64) -> TcpInfo {
-        TcpInfo {
-            bytes_acked,
-            rtt: Duration::from_millis(30),
-            min_rtt: Some(Duration::from_millis(10)),
-        }
-    }
-
-    #[test]
-    fn test_a_new_connection_counts_from_its_first_reading() {
-        let (mut total, mut last) = (0, None);
-        // Whatever it acknowledged before (a handshake byte, or more) is its baseline.
-        add_delivered(&mut total, &mut last, &info(1));
-        assert_eq!((total, last), (0, Some(1)));
-        add_delivered(&mut total, &mut last, &info(5_001));
-        assert_eq!((total, last), (5_000, Some(5_001)));
-    }
-
-    #[test]
-    fn test_each_byte_counts_once() {
-        let (mut total, mut last) = (0, Some(0));
-        for acked in [1_000, 1_000, 5_000, 4_000, 9_000] {
-            add_delivered(&mut total, &mut last, &info(acked));
-        }
-        // A reading that went backwards (it cannot, but) is no delivery and no refund.
-        assert_eq!(total, 9_000);
-        assert_eq!(last, Some(9_000));
+    /// Keeps what a closed connection delivered (`Conn::read_delivered` is its last
+    /// reading), so its bytes are not lost with it.
+    pub(super) fn closed(&mut self, c: &Conn) {
+        self.closed_delivered += c.delivered;
     }
 }

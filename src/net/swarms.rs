@@ -42,6 +42,8 @@ pub(super) struct Swarm {
     pub conns: Slab<usize>,
     /// When its last connection closed (or it was made).
     pub idle_since: Instant,
+    /// What its closed connections delivered (`Conn::delivered`), for its node's total.
+    pub closed_delivered: u64,
     /// Never dropped: a client's node, a single file's, the refusing node.
     keep: bool,
 }
@@ -57,6 +59,7 @@ impl Swarm {
             withdrawn_told: 0,
             conns: Slab::new(),
             idle_since: now,
+            closed_delivered: 0,
             keep,
         }
     }

@@ -38,6 +38,18 @@ impl TcpInfo {
     }
 }
 
+/// Adds a connection's reading `info` to `delivered`; `last_acked` is what it had
+/// acknowledged at its previous reading, and becomes this one's. A first reading is only
+/// the baseline.
+pub(super) fn add_delivered(delivered: &mut u64, last_acked: &mut Option<u64>, info: &TcpInfo) {
+    let Some(last) = *last_acked else {
+        *last_acked = Some(info.bytes_acked);
+        return;
+    };
+    *delivered += info.bytes_acked.saturating_sub(last);
+    *last_acked = Some(last.max(info.bytes_acked));
+}
+
 /// Reads `TCP_INFO` of the TCP socket `fd`. Fails if `fd` is not a TCP socket, or if the
 /// kernel is too old to return every field used (`ErrorKind::Unsupported`).
 pub(super) fn read(fd: RawFd) -> io::Result<TcpInfo> {
@@ -156,5 +168,34 @@ mod tests {
         let f = std::fs::File::open("/dev/null").unwrap();
         let e = read(f.as_raw_fd()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK), "{e}");
+    }
+
+    fn reading(bytes_acked: u64) -> TcpInfo {
+        TcpInfo {
+            bytes_acked,
+            rtt: Duration::from_millis(30),
+            min_rtt: Some(Duration::from_millis(10)),
+        }
+    }
+
+    #[test]
+    fn test_a_new_connection_counts_from_its_first_reading() {
+        let (mut total, mut last) = (0, None);
+        // Whatever it acknowledged before (a handshake byte, or more) is its baseline.
+        add_delivered(&mut total, &mut last, &reading(1));
+        assert_eq!((total, last), (0, Some(1)));
+        add_delivered(&mut total, &mut last, &reading(5_001));
+        assert_eq!((total, last), (5_000, Some(5_001)));
+    }
+
+    #[test]
+    fn test_each_byte_counts_once() {
+        let (mut total, mut last) = (0, Some(0));
+        for acked in [1_000, 1_000, 5_000, 4_000, 9_000] {
+            add_delivered(&mut total, &mut last, &reading(acked));
+        }
+        // A reading that went backwards (it cannot, but) is no delivery and no refund.
+        assert_eq!(total, 9_000);
+        assert_eq!(last, Some(9_000));
     }
 }

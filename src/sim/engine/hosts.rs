@@ -70,7 +70,9 @@ impl Sim {
             node.handle_payload(slot, now);
         }
         self.feed_rtts(h);
+        let delivered = self.net.carried(h, self.now) as u64;
         let node = self.hosts[h].node.as_mut().expect("checked above");
+        node.handle_delivered(delivered);
         node.handle_tick(now);
         self.pace(h);
         self.update_limits(h);
