@@ -10,7 +10,8 @@
 //! refill, whichever is first. With `--up-rate auto` the upload bucket's rate is the
 //! uplink pacer's (`pacing.rs`), sampled every 100 ms. Before each tick a client's node
 //! gets the smoothed RTT from `TCP_INFO` of each connection a piece is arriving on, which
-//! its request pipelines cover.
+//! its request pipelines cover, and an origin's node what its connections delivered, which
+//! its send slots measure the uplink by.
 
 use std::collections::VecDeque;
 use std::io;
@@ -1194,7 +1195,9 @@ pub(crate) fn quantum(weight: f64, max: f64) -> usize {
 /// An origin's node sees what its connections delivered in all (`Node::handle_delivered`):
 /// its send slots measure the uplink by it, not by pieces finished, whose last bytes leave
 /// together when many share the uplink. One `getsockopt` per connection per tick; a
-/// client's node measures nothing by it.
+/// client's node measures nothing by it. Until a reading has succeeded (a kernel without
+/// `tcpi_min_rtt`, before Linux 4.10, fails every one) the node keeps counting pieces
+/// written, rather than read an uplink that delivers nothing.
 fn feed_delivered(sw: &mut Swarm, conns: &mut Slab<Conn>) {
     if sw.node.role() != Role::Origin {
         return;
@@ -1202,11 +1205,13 @@ fn feed_delivered(sw: &mut Swarm, conns: &mut Slab<Conn>) {
     let mut delivered = sw.closed_delivered;
     for (_, &key) in sw.conns.iter() {
         if let Some(c) = conns.get_mut(key).filter(|c| c.connected) {
-            c.read_delivered();
+            sw.delivery_read |= c.read_delivered();
             delivered += c.delivered;
         }
     }
-    sw.node.handle_delivered(delivered);
+    if sw.delivery_read {
+        sw.node.handle_delivered(delivered);
+    }
 }
 
 /// Gives `node` the smoothed RTT from `TCP_INFO` of each socket a piece is arriving on,

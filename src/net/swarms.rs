@@ -44,6 +44,8 @@ pub(super) struct Swarm {
     pub idle_since: Instant,
     /// What its closed connections delivered (`Conn::delivered`), for its node's total.
     pub closed_delivered: u64,
+    /// Some `TCP_INFO` reading of its connections has succeeded (`feed_delivered`).
+    pub delivery_read: bool,
     /// Never dropped: a client's node, a single file's, the refusing node.
     keep: bool,
 }
@@ -60,6 +62,7 @@ impl Swarm {
             conns: Slab::new(),
             idle_since: now,
             closed_delivered: 0,
+            delivery_read: false,
             keep,
         }
     }

@@ -1,5 +1,6 @@
 //! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged, what the uplink pacer
-//! (`proto::Pacer`, through `pacing.rs`) measures the link by, and its round-trip times, which
+//! (`proto::Pacer`, through `pacing.rs`) and an origin's send slots (`Node::handle_delivered`)
+//! measure the link by, and its round-trip times, which
 //! the node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and
 //! `struct tcp_info` in linux/tcp.h.
 
@@ -16,7 +17,7 @@ const NEEDED: usize = offset_of!(libc::tcp_info, tcpi_min_rtt) + size_of::<u32>(
 /// The kernel's `tcpi_min_rtt` before the first RTT sample (its min filter starts at ~0U).
 const NO_RTT_SAMPLE: u32 = u32::MAX;
 
-/// What the pacer reads of a connection.
+/// What the driver reads of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TcpInfo {
     /// Bytes the peer has acknowledged since the connection opened (RFC 4898's
