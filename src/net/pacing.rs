@@ -1,8 +1,8 @@
 //! The driver's half of `--up-rate auto`: every `SAMPLE_EVERY` it reads `TCP_INFO` of each
-//! connection (`Conn::read_delivered`) for the bytes the uplink delivered, takes the node's own queue
-//! delay from its receivers' QUEUE_DELAY answers (docs/PROTOCOL.md §4.10, `proto::oneway`),
-//! hands both to the sans-IO `proto::Pacer`, and reports the pacer's new rate for the
-//! upload bucket.
+//! connection (`Conn::read_delivered`) for the bytes the uplink delivered, takes the node's
+//! own queue delay from its receivers' QUEUE_DELAY answers (docs/PROTOCOL.md §4.10,
+//! `proto::oneway`), hands both to the sans-IO `proto::Pacer`, and reports the pacer's new
+//! rate for the upload bucket.
 //!
 //! Why not an RTT: a round trip also holds the queue the peer's ACKs wait in, behind its own
 //! uploads, which pacing cannot shrink, and misses the backlog in the node's own sockets,

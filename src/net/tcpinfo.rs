@@ -1,8 +1,8 @@
 //! Linux `TCP_INFO` of one socket: the bytes its peer acknowledged, what the uplink pacer
-//! (`proto::Pacer`, through `pacing.rs`) and an origin's send slots (`Node::handle_delivered`)
-//! measure the link by, and its round-trip times, which
-//! the node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and
-//! `struct tcp_info` in linux/tcp.h.
+//! (`proto::Pacer`, through `pacing.rs`) and an origin's send slots
+//! (`Node::handle_delivered`) measure the link by, and its round-trip times, which the
+//! node's request pipelines cover (`Node::handle_rtt`). See tcp(7) and `struct tcp_info`
+//! in linux/tcp.h.
 
 use std::io;
 use std::mem::{offset_of, size_of};
