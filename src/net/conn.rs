@@ -159,6 +159,41 @@ pub(super) struct Conn {
     pub delivered: u64,
 }
 
+/// What a set of connections delivered in all (`Conn::delivered`): the open ones read
+/// afresh, the closed ones kept. The pacer keeps one over every connection, an origin's
+/// swarm one over its own; neither total falls when a connection closes.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    closed: u64,
+    read_once: bool,
+}
+
+impl Deliveries {
+    /// What the closed connections delivered: the start of a total.
+    pub(super) fn closed(&self) -> u64 {
+        self.closed
+    }
+
+    /// Reads `c` if it is connected; what it has delivered, for the total.
+    pub(super) fn read(&mut self, c: &mut Conn) -> u64 {
+        if c.connected {
+            self.read_once |= c.read_delivered();
+        }
+        c.delivered
+    }
+
+    /// Some reading has succeeded (before Linux 4.10 none does: `tcpinfo::read`).
+    pub(super) fn read_once(&self) -> bool {
+        self.read_once
+    }
+
+    /// Keeps what `c`, closing, delivered, after one last reading.
+    pub(super) fn close(&mut self, c: &mut Conn) {
+        self.read(c);
+        self.closed += c.delivered;
+    }
+}
+
 impl Conn {
     pub(super) fn new(
         stream: TcpStream,
@@ -200,7 +235,7 @@ impl Conn {
     /// Reads `TCP_INFO` and adds what the peer acknowledged since the last reading to
     /// `delivered`; whether the reading succeeded. A failed one counts nothing, and the
     /// next adds both ticks' bytes at once.
-    pub(super) fn read_delivered(&mut self) -> bool {
+    fn read_delivered(&mut self) -> bool {
         let Ok(info) = tcpinfo::read(self.fd()) else {
             return false;
         };
@@ -761,35 +796,56 @@ pub(super) fn gather<'a>(parts: [&'a [u8]; 3], limit: usize, out: &mut [IoSlice<
 mod tests {
     use super::*;
 
-    #[test]
-    fn test_read_delivered_counts_what_the_peer_acknowledged_after_its_baseline() {
-        const N: usize = 1 << 20;
+    /// A connection of ours over loopback whose peer reads `n` bytes and then closes, and
+    /// the peer's thread.
+    fn reading_peer(n: usize) -> (Conn, std::thread::JoinHandle<()>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let remote = l.local_addr().unwrap();
         let tx = std::net::TcpStream::connect(remote).unwrap();
         let (mut rx, _) = l.accept().unwrap();
         let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; N];
+            let mut buf = vec![0u8; n];
             rx.read_exact(&mut buf).unwrap();
         });
         tx.set_nonblocking(true).unwrap();
-        let mut c = Conn::new(TcpStream::from_std(tx), remote, (0, 0), true, false);
-        // The baseline: its SYN, which counts on a dialled connection, is not payload.
-        assert!(c.read_delivered());
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        let (data, mut sent) = (vec![7u8; N], 0);
-        while sent < N && Instant::now() < deadline {
+        let c = Conn::new(TcpStream::from_std(tx), remote, (0, 0), true, false);
+        (c, reader)
+    }
+
+    /// Writes `n` bytes to `c` by `deadline`.
+    fn write_all(c: &mut Conn, n: usize, deadline: Instant) {
+        let (data, mut sent) = (vec![7u8; n], 0);
+        while sent < n && Instant::now() < deadline {
             match c.stream.write(&data[sent..]) {
-                Ok(n) => sent += n,
+                Ok(k) => sent += k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
                 Err(e) => panic!("{e}"),
             }
         }
-        reader.join().unwrap();
-        while c.delivered < N as u64 && Instant::now() < deadline {
-            c.read_delivered();
+    }
+
+    #[test]
+    fn test_deliveries_count_what_peers_acknowledged_and_keep_it_when_one_closes() {
+        const N: usize = 1 << 20;
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut d = Deliveries::default();
+        let (mut a, reader_a) = reading_peer(N);
+        let (mut b, reader_b) = reading_peer(N);
+        // The baselines: a dialled connection's SYN is not payload.
+        assert_eq!(d.read(&mut a) + d.read(&mut b), 0);
+        assert!(d.read_once());
+        write_all(&mut a, N, deadline);
+        write_all(&mut b, N, deadline);
+        reader_a.join().unwrap();
+        reader_b.join().unwrap();
+        let mut total = 0;
+        while total < 2 * N as u64 && Instant::now() < deadline {
+            total = d.closed() + d.read(&mut a) + d.read(&mut b);
         }
-        assert_eq!(c.delivered, N as u64);
+        assert_eq!(total, 2 * N as u64);
+        d.close(&mut a);
+        drop(a);
+        assert_eq!(d.closed() + d.read(&mut b), 2 * N as u64, "a's bytes kept");
     }
 
     #[test]

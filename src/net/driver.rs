@@ -910,15 +910,14 @@ impl Driver {
         if c.closing.is_some() {
             self.closing -= 1;
         }
-        c.read_delivered();
         if let Some(p) = self.pacing.as_mut() {
-            p.closed(&c);
+            p.closing(&mut c);
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.log(|| format!("slot {key} {} closed: {why}", c.remote));
         let now = Instant::now();
         if let Some(sw) = self.swarms.live.get_mut(c.swarm) {
-            sw.closed_delivered += c.delivered;
+            sw.deliveries.close(&mut c);
             sw.conns.try_remove(c.slot);
             sw.idle_since = now;
             sw.node.handle_closed(c.slot, why, now);
@@ -1202,14 +1201,13 @@ fn feed_delivered(sw: &mut Swarm, conns: &mut Slab<Conn>) {
     if sw.node.role() != Role::Origin {
         return;
     }
-    let mut delivered = sw.closed_delivered;
+    let mut delivered = sw.deliveries.closed();
     for (_, &key) in sw.conns.iter() {
-        if let Some(c) = conns.get_mut(key).filter(|c| c.connected) {
-            sw.delivery_read |= c.read_delivered();
-            delivered += c.delivered;
+        if let Some(c) = conns.get_mut(key) {
+            delivered += sw.deliveries.read(c);
         }
     }
-    if sw.delivery_read {
+    if sw.deliveries.read_once() {
         sw.node.handle_delivered(delivered);
     }
 }

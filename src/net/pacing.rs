@@ -1,5 +1,5 @@
 //! The driver's half of `--up-rate auto`: every `SAMPLE_EVERY` it reads `TCP_INFO` of each
-//! connection (`Conn::read_delivered`) for the bytes the uplink delivered, takes the node's
+//! connection (`conn::Deliveries`) for the bytes the uplink delivered, takes the node's
 //! own queue delay from its receivers' QUEUE_DELAY answers (docs/PROTOCOL.md §4.10,
 //! `proto::oneway`), hands both to the sans-IO `proto::Pacer`, and reports the pacer's new
 //! rate for the upload bucket.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::conn::Conn;
+use super::conn::{Conn, Deliveries};
 use crate::proto::{Node, Pacer};
 
 /// How often the connections are read: the pacer's step (its samples must be at least
@@ -22,8 +22,8 @@ pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The pacer and what it has been fed.
 pub(super) struct Pacing {
     pacer: Pacer,
-    /// TCP payload acknowledged by peers on the connections the driver has closed.
-    closed_delivered: u64,
+    /// TCP payload acknowledged by peers on every connection the driver has had.
+    deliveries: Deliveries,
     /// The last queue delay the receivers' answers gave, for the stats.
     last_delay: Option<Duration>,
     /// Scratch for the answers, reused each sample.
@@ -35,7 +35,7 @@ impl Pacing {
     pub(super) fn new(now: Instant) -> Pacing {
         Pacing {
             pacer: Pacer::new(now),
-            closed_delivered: 0,
+            deliveries: Deliveries::default(),
             last_delay: None,
             answers: Vec::new(),
             next_at: now + SAMPLE_EVERY,
@@ -68,12 +68,9 @@ impl Pacing {
         now: Instant,
     ) -> Option<Option<f64>> {
         self.next_at = now + SAMPLE_EVERY;
-        let mut delivered = self.closed_delivered;
+        let mut delivered = self.deliveries.closed();
         for (_, c) in conns.iter_mut() {
-            if c.connected {
-                c.read_delivered();
-            }
-            delivered += c.delivered;
+            delivered += self.deliveries.read(c);
         }
         let delay = Node::own_queue_delay(nodes, now, &mut self.answers);
         self.last_delay = delay.or(self.last_delay);
@@ -83,9 +80,8 @@ impl Pacing {
         Some(self.pacer.rate())
     }
 
-    /// Keeps what a closed connection delivered (`Conn::read_delivered` is its last
-    /// reading), so its bytes are not lost with it.
-    pub(super) fn closed(&mut self, c: &Conn) {
-        self.closed_delivered += c.delivered;
+    /// Keeps what a closing connection delivered, so its bytes are not lost with it.
+    pub(super) fn closing(&mut self, c: &mut Conn) {
+        self.deliveries.close(c);
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::catalog::Catalog;
+use super::conn::Deliveries;
 use super::http::Served;
 use super::http::response::{File, Files};
 use super::storage::{SourceStamp, Storage};
@@ -42,10 +43,8 @@ pub(super) struct Swarm {
     pub conns: Slab<usize>,
     /// When its last connection closed (or it was made).
     pub idle_since: Instant,
-    /// What its closed connections delivered (`Conn::delivered`), for its node's total.
-    pub closed_delivered: u64,
-    /// Some `TCP_INFO` reading of its connections has succeeded (`feed_delivered`).
-    pub delivery_read: bool,
+    /// What its connections delivered, for its node (`feed_delivered`).
+    pub deliveries: Deliveries,
     /// Never dropped: a client's node, a single file's, the refusing node.
     keep: bool,
 }
@@ -61,8 +60,7 @@ impl Swarm {
             withdrawn_told: 0,
             conns: Slab::new(),
             idle_since: now,
-            closed_delivered: 0,
-            delivery_read: false,
+            deliveries: Deliveries::default(),
             keep,
         }
     }
