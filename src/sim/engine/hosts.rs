@@ -70,11 +70,13 @@ impl Sim {
             node.handle_payload(slot, now);
         }
         self.feed_rtts(h);
-        let delivered = self.net.carried(h, self.now) as u64;
+        // What the uplink carried, as the driver reads TCP's acknowledgements: the origin's
+        // send slots and the pacer measure by it.
+        let carried = self.net.carried(h, self.now) as u64;
         let node = self.hosts[h].node.as_mut().expect("checked above");
-        node.handle_delivered(delivered);
+        node.handle_delivered(carried);
         node.handle_tick(now);
-        self.pace(h);
+        self.pace(h, carried);
         self.update_limits(h);
         self.net.refresh(h, self.now);
         self.drain(h);
@@ -109,9 +111,8 @@ impl Sim {
     /// The node's pacer sees what its uplink carried and its queue's delay; a new pace
     /// becomes the host's upload capacity, shared by the node's weights while below the
     /// link (its driver's DRR), equally at the link (the kernel's).
-    fn pace(&mut self, h: usize) {
+    fn pace(&mut self, h: usize, carried: u64) {
         let now = self.instant();
-        let carried = self.net.carried(h, self.now) as u64;
         let host = &mut self.hosts[h];
         let (Some(pacer), Some(node)) = (host.pacer.as_mut(), host.node.as_ref()) else {
             return;
